@@ -1,0 +1,1 @@
+"""extjobs: a job-queue master for virtualisation clusters on external shared storage."""

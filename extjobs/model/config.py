@@ -1,0 +1,180 @@
+"""The daemon's configuration file (TOML), decoded into frozen attrs classes.
+
+``load_config`` is the only place that reads the file; every section has defaults so
+that an empty file is a valid configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from extjobs.errors import ConfigError
+from extjobs.model.remote import DEFAULT_PATH
+
+DEFAULT_SEARCH_PATH = (
+    "/srv/extjobs/extstorage",
+    "/srv/ganeti/extstorage",
+    "/usr/local/lib/ganeti/extstorage",
+    "/usr/lib/ganeti/extstorage",
+    "/usr/share/ganeti/extstorage",
+)
+
+ACTIONS = (
+    "create",
+    "remove",
+    "grow",
+    "attach",
+    "detach",
+    "setinfo",
+    "verify",
+    "snapshot",
+    "open",
+    "close",
+)
+
+
+@attrs.frozen
+class SSHOptions:
+    """How the daemon talks to nodes.
+
+    ``max_sessions`` stays below sshd's ``MaxSessions`` (10 by default): a connection
+    carries at most this many channels, more connections are opened beyond that.
+    """
+
+    identity_file: str | None = None
+    connect_timeout: float = 10.0
+    keepalive_interval: float = 5.0
+    keepalive_count_max: int = 3
+    max_sessions: int = 8
+    max_connections: int = 4
+    kill_timeout: float = 5.0
+
+
+@attrs.frozen
+class StorageOptions:
+    search_path: tuple[str, ...] = DEFAULT_SEARCH_PATH
+    path_env: str = DEFAULT_PATH
+    timeouts: dict[str, float] = attrs.field(
+        factory=lambda: {
+            "create": 300.0,
+            "remove": 300.0,
+            "grow": 300.0,
+            "attach": 60.0,
+            "detach": 60.0,
+            "setinfo": 60.0,
+            "verify": 60.0,
+            "snapshot": 600.0,
+            "open": 60.0,
+            "close": 60.0,
+            "diagnose": 30.0,
+        }
+    )
+    output_cap: int = 65536
+
+    def timeout(self, action: str) -> float:
+        return self.timeouts.get(action, 60.0)
+
+
+@attrs.frozen
+class QueueOptions:
+    max_running: int = 32
+    max_queued: int = 10000
+    archive_after: float = 7 * 24 * 3600.0
+    aging_interval: float = 30.0
+
+
+@attrs.frozen
+class Config:
+    state_dir: Path = Path("/var/lib/extjobs")
+    socket: Path | None = None
+    ssh: SSHOptions = SSHOptions()
+    storage: StorageOptions = StorageOptions()
+    queue: QueueOptions = QueueOptions()
+
+    @property
+    def socket_path(self) -> Path:
+        return self.socket if self.socket is not None else self.state_dir / "api.sock"
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "extjobs.db"
+
+
+def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{name}] must be a table", section=name)
+    return value
+
+
+def _build(cls: type[Any], values: dict[str, Any], section: str) -> Any:
+    known = {a.name for a in attrs.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) in [{section}]: {', '.join(unknown)}; allowed: {', '.join(sorted(known))}",
+            section=section,
+        )
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid [{section}]: {exc}", section=section) from exc
+
+
+def config_from_dict(data: dict[str, Any], *, state_dir: Path | None = None) -> Config:
+    """Build a :class:`Config` from parsed TOML; raises :class:`ConfigError`."""
+    daemon = _section(data, "daemon")
+    ssh = _section(data, "ssh")
+    storage = dict(_section(data, "storage"))
+    queue = _section(data, "queue")
+    unknown = sorted(set(data) - {"daemon", "ssh", "storage", "queue"})
+    if unknown:
+        raise ConfigError(f"unknown section(s): {', '.join(unknown)}", section=unknown[0])
+    if "search_path" in storage:
+        storage["search_path"] = tuple(storage["search_path"])
+    if "timeouts" in storage:
+        bad = sorted(set(storage["timeouts"]) - set(ACTIONS) - {"diagnose"})
+        if bad:
+            raise ConfigError(f"unknown action(s) in [storage.timeouts]: {', '.join(bad)}")
+        storage["timeouts"] = {**StorageOptions().timeouts, **storage["timeouts"]}
+    sd = state_dir or Path(daemon.get("state_dir", "/var/lib/extjobs"))
+    sock = daemon.get("socket")
+    unknown_daemon = sorted(set(daemon) - {"state_dir", "socket"})
+    if unknown_daemon:
+        raise ConfigError(f"unknown key(s) in [daemon]: {', '.join(unknown_daemon)}")
+    return Config(
+        state_dir=Path(sd),
+        socket=Path(sock) if sock else None,
+        ssh=_build(SSHOptions, ssh, "ssh"),
+        storage=_build(StorageOptions, storage, "storage"),
+        queue=_build(QueueOptions, queue, "queue"),
+    )
+
+
+def load_config(path: Path | None, *, state_dir: Path | None = None) -> Config:
+    """Read the TOML file at ``path`` (``None``: defaults only)."""
+    if path is None:
+        return config_from_dict({}, state_dir=state_dir)
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}", path=str(path)) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}", path=str(path)) from exc
+    return config_from_dict(data, state_dir=state_dir)
+
+
+def default_socket() -> Path | None:
+    """The socket the CLI talks to when neither ``--socket`` nor ``EXTJOBS_SOCKET`` is set."""
+    env = os.environ.get("EXTJOBS_SOCKET")
+    if env:
+        return Path(env)
+    cfg = os.environ.get("EXTJOBS_CONFIG", "/etc/extjobs/extjobs.toml")
+    if Path(cfg).exists():
+        return load_config(Path(cfg)).socket_path
+    return Path("/var/lib/extjobs/api.sock")

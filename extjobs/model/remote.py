@@ -1,0 +1,78 @@
+"""What the engine asks of a node, and what comes back. Pure data, no I/O.
+
+The node layer (``extjobs.nodes``) turns a :class:`RemoteCommand` into an SSH exec
+request; nothing above it knows about SSH.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@attrs.frozen
+class Endpoint:
+    """How to reach one node over SSH.
+
+    ``host_key`` is the pinned public key in OpenSSH format (``ssh-ed25519 AAAA…``);
+    ``None`` only while a node is being added and its key fetched for pinning.
+    """
+
+    name: str
+    host: str
+    port: int = 22
+    user: str = "root"
+    host_key: str | None = None
+
+
+def _freeze_env(value: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(dict(value).items()))
+
+
+@attrs.frozen
+class RemoteCommand:
+    """A program to run on a node with exactly this environment.
+
+    ``argv[0]`` is run with ``env`` as its *whole* environment (nothing inherited from
+    the SSH session), in ``cwd`` when given. Values are passed verbatim: the node layer
+    quotes them so that no shell ever interprets them. ``stdin`` is fed and closed.
+    """
+
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_freeze_env)
+    cwd: str | None = None
+    timeout: float = 60.0
+    stdin: bytes = b""
+
+    @property
+    def env_dict(self) -> dict[str, str]:
+        return dict(self.env)
+
+
+@attrs.frozen
+class CommandResult:
+    """The outcome of one :class:`RemoteCommand`.
+
+    ``stdout``/``stderr`` are capped: the head and the tail are kept and
+    ``*_dropped`` counts the bytes cut out of the middle. ``exit_status`` is ``None``
+    when the process died of a signal (``signal`` names it).
+    """
+
+    exit_status: int | None
+    stdout: str = ""
+    stderr: str = ""
+    stdout_dropped: int = 0
+    stderr_dropped: int = 0
+    duration: float = 0.0
+    signal: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+    def tail(self, which: str = "stderr", limit: int = 2000) -> str:
+        text = self.stderr if which == "stderr" else self.stdout
+        return text[-limit:]

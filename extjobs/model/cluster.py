@@ -1,0 +1,151 @@
+"""Cluster configuration objects: cluster, node groups, nodes, instances, disks.
+
+All frozen; a change is a new object (``attrs.evolve``) and a new
+:class:`ClusterConfig`. The engine applies changes with a function from the current
+config to the next one, so concurrent LUs never overwrite each other's updates.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import attrs
+
+from extjobs.errors import InputError
+from extjobs.model.remote import Endpoint
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def check_name(kind: str, value: str, field: str | None = None) -> str:
+    """Return ``value`` if it is a valid object name, else raise InputError naming the field."""
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise InputError(
+            f"invalid {kind} {value!r}: use letters, digits, '.', '_' and '-' "
+            "(at most 63, starting with a letter or digit)",
+            field=field or kind.replace(" ", "_"),
+        )
+    return value
+
+
+def _name_validator(kind: str) -> Any:
+    def validate(_inst: object, attr: attrs.Attribute[str], value: str) -> None:
+        check_name(kind, value, attr.name)
+
+    return validate
+
+
+@attrs.frozen
+class Cluster:
+    name: str = attrs.field(validator=_name_validator("cluster name"))
+    created: float = 0.0
+    #: ExtStorage search path for every node that does not override it.
+    search_path: tuple[str, ...] | None = None
+    #: Storage pools: pool name → provider name.
+    pools: dict[str, str] = attrs.field(factory=dict)
+    default_group: str = "default"
+
+
+@attrs.frozen
+class NodeGroup:
+    name: str = attrs.field(validator=_name_validator("group name"))
+    pools: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Node:
+    name: str = attrs.field(validator=_name_validator("node name"))
+    host: str
+    port: int = 22
+    user: str = "root"
+    host_key: str | None = None
+    group: str = "default"
+    offline: bool = False
+    drained: bool = False
+    #: Per-node override of the ExtStorage search path.
+    search_path: tuple[str, ...] | None = None
+    #: Command run on the master to power the node off when it must be fenced.
+    fence_command: tuple[str, ...] | None = None
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint(
+            name=self.name, host=self.host, port=self.port, user=self.user, host_key=self.host_key
+        )
+
+
+@attrs.frozen
+class Disk:
+    uuid: str
+    index: int
+    size: int  # MiB
+    provider: str
+    pool: str | None = None
+    name: str | None = None
+    params: dict[str, str] = attrs.field(factory=dict)
+    access: str = "kernelspace"
+
+    @property
+    def volume_name(self) -> str:
+        return f"{self.uuid}.ext.disk{self.index}"
+
+
+@attrs.frozen
+class Instance:
+    name: str = attrs.field(validator=_name_validator("instance name"))
+    primary: str
+    hypervisor: str = "fake"
+    memory: int = 64  # MiB
+    vcpus: int = 1
+    admin_up: bool = True
+    disks: tuple[Disk, ...] = ()
+    uuid: str = ""
+
+
+@attrs.frozen
+class ClusterConfig:
+    cluster: Cluster | None = None
+    groups: dict[str, NodeGroup] = attrs.field(factory=dict)
+    nodes: dict[str, Node] = attrs.field(factory=dict)
+    instances: dict[str, Instance] = attrs.field(factory=dict)
+    serial: int = 0
+
+    def node(self, name: str) -> Node:
+        from extjobs.errors import NotFoundError
+
+        try:
+            return self.nodes[name]
+        except KeyError:
+            raise NotFoundError(f"unknown node {name!r}", node=name) from None
+
+    def with_node(self, node: Node) -> ClusterConfig:
+        return attrs.evolve(self, nodes={**self.nodes, node.name: node})
+
+    def without_node(self, name: str) -> ClusterConfig:
+        return attrs.evolve(self, nodes={k: v for k, v in self.nodes.items() if k != name})
+
+    def with_group(self, group: NodeGroup) -> ClusterConfig:
+        return attrs.evolve(self, groups={**self.groups, group.name: group})
+
+    def with_instance(self, instance: Instance) -> ClusterConfig:
+        return attrs.evolve(self, instances={**self.instances, instance.name: instance})
+
+    def without_instance(self, name: str) -> ClusterConfig:
+        return attrs.evolve(
+            self, instances={k: v for k, v in self.instances.items() if k != name}
+        )
+
+    def search_path_for(self, node: Node, default: tuple[str, ...]) -> tuple[str, ...]:
+        if node.search_path:
+            return node.search_path
+        if self.cluster is not None and self.cluster.search_path:
+            return self.cluster.search_path
+        return default
+
+    def online_nodes(self, group: str | None = None) -> list[Node]:
+        return [
+            n
+            for n in sorted(self.nodes.values(), key=lambda n: n.name)
+            if not n.offline and (group is None or n.group == group)
+        ]

@@ -76,3 +76,19 @@ class CommandResult:
     def tail(self, which: str = "stderr", limit: int = 2000) -> str:
         text = self.stderr if which == "stderr" else self.stdout
         return text[-limit:]
+
+
+def fingerprint(public_key: str) -> str:
+    """OpenSSH-style SHA256 fingerprint of a public key line (``ssh-ed25519 AAAA… [comment]``)."""
+    import base64
+    import binascii
+    import hashlib
+
+    parts = public_key.split()
+    if len(parts) < 2:
+        return "invalid-key"
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError):
+        return "invalid-key"
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")

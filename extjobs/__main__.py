@@ -1,0 +1,3 @@
+from extjobs.cli.main import main
+
+main()

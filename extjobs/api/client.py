@@ -1,0 +1,110 @@
+"""A small synchronous client of the HTTP API over the daemon's Unix socket."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Self
+
+import httpx
+
+from extjobs.errors import ExtJobsError
+
+
+class ApiError(ExtJobsError):
+    """The daemon answered with an error (``status`` is the HTTP status)."""
+
+    kind = "api"
+
+
+class DaemonUnavailableError(ExtJobsError):
+    kind = "unavailable"
+
+
+class Client:
+    def __init__(self, socket: Path, *, timeout: float = 30.0) -> None:
+        self.socket = socket
+        self._http = httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(socket)),
+            base_url="http://extjobs",
+            timeout=httpx.Timeout(timeout, read=timeout + 90.0),
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise DaemonUnavailableError(
+                f"cannot reach the extjobs daemon at {self.socket}: {exc}",
+                socket=str(self.socket),
+            ) from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"error": {"kind": "http", "message": response.text[:500]}}
+        if response.status_code >= 400:
+            err = body.get("error", {}) if isinstance(body, dict) else {}
+            raise ApiError(
+                str(err.get("message", f"HTTP {response.status_code}")),
+                status=response.status_code,
+                **{k: v for k, v in err.items() if k not in ("message",)},
+            )
+        return body
+
+    # -- endpoints ---------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        return dict(self.request("GET", "/v1/info"))
+
+    def submit(self, body: Any) -> list[int]:
+        return list(self.request("POST", "/v1/jobs", json=body)["job_ids"])
+
+    def submit_ops(self, ops: list[dict[str, Any]], *, priority: int = 0) -> int:
+        return self.submit({"ops": ops, "priority": priority})[0]
+
+    def jobs(self, *, statuses: list[str] | None = None, archived: bool = False) -> list[Any]:
+        params = {"status": ",".join(statuses or []), "archived": "1" if archived else "0"}
+        return list(self.request("GET", "/v1/jobs", params=params)["jobs"])
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        return dict(self.request("GET", f"/v1/jobs/{job_id}"))
+
+    def wait(self, job_id: int, since: int, timeout: float = 30.0) -> dict[str, Any]:
+        return dict(
+            self.request(
+                "GET", f"/v1/jobs/{job_id}/wait", params={"since": since, "timeout": timeout}
+            )
+        )
+
+    def follow(self, job_id: int) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+        """Yield (job, new log entries) until the job has ended."""
+        since = 0
+        while True:
+            answer = self.wait(job_id, since)
+            entries = answer["log"]
+            if entries:
+                since = entries[-1]["serial"]
+            yield answer["job"], entries
+            if answer["job"]["status"] in ("success", "error", "canceled") and not entries:
+                return
+
+    def cancel(self, job_id: int) -> dict[str, Any]:
+        return dict(self.request("POST", f"/v1/jobs/{job_id}/cancel"))
+
+    def archive(self, job_id: int) -> dict[str, Any]:
+        return dict(self.request("POST", f"/v1/jobs/{job_id}/archive"))
+
+    def cluster(self) -> dict[str, Any]:
+        return dict(self.request("GET", "/v1/cluster"))
+
+    def nodes(self) -> list[Any]:
+        return list(self.request("GET", "/v1/nodes")["nodes"])

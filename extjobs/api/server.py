@@ -1,0 +1,224 @@
+"""The HTTP JSON API (``/v1/…``) served by the daemon.
+
+This layer validates and decodes requests and encodes answers; every decision is the
+engine's. Errors have one shape: ``{"error": {"kind", "message", "field"?, …}}`` with
+400 (bad input), 404 (unknown object), 409 (wrong state), 413 (body too large),
+503 (queue full) and 500 only for a bug.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+import extjobs
+from extjobs.api.views import job_view, log_view
+from extjobs.engine.queue import JobQueue
+from extjobs.errors import (
+    ExtJobsError,
+    InputError,
+    NotFoundError,
+    QueueFullError,
+    StateError,
+)
+from extjobs.model import codec
+from extjobs.model.requests import decode_submission
+from extjobs.model.states import JobStatus
+
+log = logging.getLogger("extjobs.api")
+
+MAX_BODY = 1 << 20
+MAX_WAIT = 60.0
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _status_for(exc: ExtJobsError) -> int:
+    if isinstance(exc, QueueFullError):
+        return 503
+    if isinstance(exc, InputError):
+        return 400
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, StateError):
+        return 409
+    return 500
+
+
+def error_response(status: int, kind: str, message: str, **fields: Any) -> JSONResponse:
+    return JSONResponse({"error": {"kind": kind, "message": message, **fields}}, status_code=status)
+
+
+def _endpoint(fn: Handler) -> Handler:
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except ExtJobsError as exc:
+            return JSONResponse({"error": exc.to_dict()}, status_code=_status_for(exc))
+        except Exception:
+            log.exception("internal error serving %s %s", request.method, request.url.path)
+            return error_response(500, "internal", "internal error; see the daemon log")
+
+    return wrapped
+
+
+async def _json_body(request: Request) -> Any:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY:
+        raise _TooLarge(f"request body exceeds {MAX_BODY} bytes", field="body")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise _TooLarge(f"request body exceeds {MAX_BODY} bytes", field="body")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"request body is not valid JSON: {exc}", field="body") from None
+
+
+class _TooLarge(InputError):
+    kind = "too_large"
+
+
+def _int_param(request: Request, name: str, default: int | None = None) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        if default is None:
+            raise InputError(f"query parameter {name} is required", field=name)
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InputError(f"query parameter {name} must be an integer, not {raw!r}", field=name) from None
+
+
+def _float_param(request: Request, name: str, default: float) -> float:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InputError(f"query parameter {name} must be a number, not {raw!r}", field=name) from None
+    if not 0 <= value <= 3600:
+        raise InputError(f"query parameter {name} must be between 0 and 3600", field=name)
+    return value
+
+
+def _job_id(request: Request) -> int:
+    raw = request.path_params["job_id"]
+    try:
+        return int(raw)
+    except ValueError:
+        raise InputError(f"job id must be an integer, not {raw!r}", field="job_id") from None
+
+
+def build_app(queue: JobQueue) -> Starlette:
+    """The ASGI application for one queue."""
+
+    @_endpoint
+    async def info(request: Request) -> Response:
+        cfg = queue.configmgr.current
+        return JSONResponse(
+            {
+                "version": extjobs.__version__,
+                "cluster": cfg.cluster.name if cfg.cluster else None,
+                "statistics": {**queue.statistics(), "runner": queue.runner.statistics()},
+            }
+        )
+
+    @_endpoint
+    async def submit(request: Request) -> Response:
+        try:
+            batch = decode_submission(await _json_body(request))
+        except _TooLarge:
+            return error_response(413, "too_large", f"request body exceeds {MAX_BODY} bytes")
+        ids = queue.submit(batch)
+        return JSONResponse({"job_ids": ids}, status_code=201)
+
+    @_endpoint
+    async def list_jobs(request: Request) -> Response:
+        raw = request.query_params.get("status", "")
+        statuses = []
+        for name in filter(None, raw.split(",")):
+            try:
+                statuses.append(JobStatus(name))
+            except ValueError:
+                raise InputError(
+                    f"unknown status {name!r}; use {', '.join(s.value for s in JobStatus)}",
+                    field="status",
+                ) from None
+        archived = request.query_params.get("archived", "0") in ("1", "true", "yes")
+        jobs = queue.list_jobs(statuses=statuses, archived=archived)
+        return JSONResponse({"jobs": [job_view(j, detail=False) for j in jobs]})
+
+    @_endpoint
+    async def get_job(request: Request) -> Response:
+        job_id = _job_id(request)
+        job = queue.get(job_id)
+        out = job_view(job)
+        out["log"] = [log_view(e) for e in queue.log_since(job_id, 0)]
+        return JSONResponse(out)
+
+    @_endpoint
+    async def wait_job(request: Request) -> Response:
+        job_id = _job_id(request)
+        since = _int_param(request, "since", 0)
+        timeout = min(_float_param(request, "timeout", 30.0), MAX_WAIT)
+        job, entries = await queue.wait_for_change(job_id, since, timeout)
+        return JSONResponse({"job": job_view(job), "log": [log_view(e) for e in entries]})
+
+    @_endpoint
+    async def cancel_job(request: Request) -> Response:
+        return JSONResponse(job_view(queue.cancel(_job_id(request)), detail=False))
+
+    @_endpoint
+    async def archive_job(request: Request) -> Response:
+        return JSONResponse(job_view(queue.archive(_job_id(request)), detail=False))
+
+    @_endpoint
+    async def cluster(request: Request) -> Response:
+        cfg = queue.configmgr.current
+        return JSONResponse(
+            {
+                "cluster": codec.unstructure(cfg.cluster),
+                "groups": {n: codec.unstructure(g) for n, g in sorted(cfg.groups.items())},
+                "nodes": len(cfg.nodes),
+                "instances": len(cfg.instances),
+                "serial": cfg.serial,
+            }
+        )
+
+    @_endpoint
+    async def nodes(request: Request) -> Response:
+        from extjobs.lus.node import node_summary
+
+        cfg = queue.configmgr.current
+        return JSONResponse({"nodes": [node_summary(n, cfg) for _, n in sorted(cfg.nodes.items())]})
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return error_response(404, "not_found", f"no such endpoint: {request.method} {request.url.path}")
+
+    async def bad_method(request: Request, exc: Exception) -> Response:
+        return error_response(405, "method", f"{request.method} is not allowed on {request.url.path}")
+
+    routes = [
+        Route("/v1/info", info, methods=["GET"]),
+        Route("/v1/jobs", submit, methods=["POST"]),
+        Route("/v1/jobs", list_jobs, methods=["GET"]),
+        Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
+        Route("/v1/jobs/{job_id}/wait", wait_job, methods=["GET"]),
+        Route("/v1/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
+        Route("/v1/jobs/{job_id}/archive", archive_job, methods=["POST"]),
+        Route("/v1/cluster", cluster, methods=["GET"]),
+        Route("/v1/nodes", nodes, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: bad_method})

@@ -1,0 +1,51 @@
+"""JSON shapes of jobs and log entries as the API returns them (documented in docs/api.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from extjobs.model.jobs import Job, LogEntry
+
+
+def log_view(entry: LogEntry) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "serial": entry.serial,
+        "timestamp": entry.timestamp,
+        "type": entry.kind,
+        "message": entry.message,
+    }
+    if entry.data:
+        out["data"] = entry.data
+    return out
+
+
+def job_view(job: Job, *, detail: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": job.id,
+        "status": job.status.value,
+        "priority": job.priority,
+        "summary": [op.op_id for op in job.ops],
+        "received": job.received,
+        "started": job.started,
+        "ended": job.ended,
+        "archived": job.archived,
+        "waiting_for": job.waiting_for,
+        "depends": [[d.job_id, [s.value for s in d.statuses]] for d in job.depends],
+    }
+    if detail:
+        out["ops"] = [
+            {
+                "index": op.index,
+                "input": op.input,
+                "status": op.status.value,
+                "result": op.result,
+                "error": op.error,
+                "started": op.started,
+                "ended": op.ended,
+                "duration": None
+                if op.started is None or op.ended is None
+                else round(op.ended - op.started, 6),
+            }
+            for op in job.ops
+        ]
+    return out

@@ -1,0 +1,165 @@
+"""``extjobs demo``: the mission end to end on embedded nodes, as an operator sees it.
+
+Everything lives in a temporary directory: three embedded SSH nodes (real SSH servers
+running commands locally, each in its own root), a daemon, and a client key. The demo
+drives the daemon with the same ``extjobs`` commands an operator would type and prints
+them with their output. Works as a non-root user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+
+from extjobs.nodes.keys import generate_client_key
+
+console = Console(highlight=False)
+
+NODES = ("node1", "node2", "node3")
+
+
+def providers_dir() -> Path:
+    here = Path(__file__).resolve().parents[2] / "providers"
+    if not here.is_dir():
+        raise SystemExit(f"the shipped providers are not found at {here}")
+    return here
+
+
+@contextmanager
+def _processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        yield procs
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def start_node(root: Path, authorized_keys: Path, procs: list[subprocess.Popen[bytes]]) -> int:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "extjobs.nodes.embedded", "--root", str(root), "--port", "0",
+         "--authorized-keys", str(authorized_keys)],
+        stdout=subprocess.PIPE,
+    )
+    procs.append(proc)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode().split()
+    if len(line) != 2 or line[0] != "listening":
+        raise SystemExit(f"embedded node at {root} did not start")
+    return int(line[1])
+
+
+def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return
+        if proc.poll() is not None:
+            raise SystemExit("the daemon exited during start-up")
+        time.sleep(0.05)
+    raise SystemExit(f"the daemon did not create {path} within {timeout:.0f}s")
+
+
+class Operator:
+    def __init__(self, socket: Path) -> None:
+        self.env = {**os.environ, "EXTJOBS_SOCKET": str(socket), "COLUMNS": "140"}
+        self.failures = 0
+
+    def run(self, *args: str, stdin: str | None = None, expect: int = 0) -> str:
+        console.print(f"\n[bold cyan]$ extjobs {' '.join(args)}[/bold cyan]")
+        proc = subprocess.run(
+            [sys.executable, "-m", "extjobs", *args], env=self.env, input=stdin,
+            capture_output=True, text=True, timeout=300, check=False,
+        )
+        sys.stdout.write(proc.stdout)
+        sys.stdout.write(proc.stderr)
+        sys.stdout.flush()
+        if proc.returncode != expect:
+            console.print(f"[red]exit status {proc.returncode}, expected {expect}[/red]")
+            self.failures += 1
+        return proc.stdout
+
+
+def run_demo(*, keep: bool = False) -> int:
+    base = Path(tempfile.mkdtemp(prefix="extjobs-demo-"))
+    provider = "sharedfile"
+    try:
+        with _processes() as procs:
+            key = base / "master" / "id_ed25519"
+            public = generate_client_key(key)
+            authorized = base / "master" / "authorized_keys"
+            authorized.write_text(public + "\n")
+            shared = base / "shared-storage"
+            shared.mkdir()
+            ports = {}
+            for name in NODES:
+                root = base / "nodes" / name
+                dest = root / "srv" / "extjobs" / "extstorage" / provider
+                shutil.copytree(providers_dir() / provider, dest)
+                ports[name] = start_node(root, authorized, procs)
+            # The third node gets a broken copy: one script lost its execute bit.
+            broken = base / "nodes" / NODES[2] / "srv" / "extjobs" / "extstorage" / provider / "attach"
+            broken.chmod(0o644)
+            console.print(f"[bold]Embedded nodes[/bold] in {base / 'nodes'}: "
+                          + ", ".join(f"{n} on 127.0.0.1:{p}" for n, p in ports.items()))
+            console.print(f"node3's copy of {provider} is broken: {broken.name} is not executable")
+
+            socket = base / "run" / "api.sock"
+            config = base / "extjobs.toml"
+            config.write_text(
+                f'[daemon]\nstate_dir = "{base / "state"}"\nsocket = "{socket}"\n\n'
+                f'[ssh]\nidentity_file = "{key}"\nconnect_timeout = 5.0\n'
+            )
+            (base / "run").mkdir(mode=0o700)
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "extjobs", "daemon", "--config", str(config),
+                 "--log-level", "warning"],
+            )
+            procs.append(daemon)
+            wait_for_socket(socket, daemon)
+            console.print(f"[bold]Daemon[/bold] serving the API on {socket}")
+
+            op = Operator(socket)
+            op.run("cluster", "init", "demo")
+            for name in NODES:
+                search = base / "nodes" / name / "srv" / "extjobs" / "extstorage"
+                op.run("node", "add", name, "--address", "127.0.0.1", "--port", str(ports[name]),
+                       "--user", os.environ.get("USER") or "root", "--accept-new-host-key",
+                       "--search-path", str(search))
+            op.run("node", "list")
+            op.run("storage", "diagnose")
+            job_file = json.dumps([
+                {"OP_ID": "OP_TEST_DELAY", "duration": 0.2, "on_master": False,
+                 "on_nodes": list(NODES)},
+                {"OP_ID": "OP_TEST_DELAY", "duration": 0.1},
+            ])
+            job_id = op.run("submit", "-", stdin=job_file).strip()
+            op.run("job", "watch", job_id)
+            op.run("job", "info", job_id)
+            op.run("job", "list")
+            if op.failures:
+                console.print(f"\n[red]demo finished with {op.failures} unexpected result(s)[/red]")
+                return 1
+            console.print("\n[green]demo finished[/green]")
+            return 0
+    finally:
+        if keep:
+            console.print(f"kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)

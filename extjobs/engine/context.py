@@ -1,0 +1,147 @@
+"""The StepContext an LU runs with: journal → node runner → recorded result.
+
+Each step is written to the journal as ``started`` before it runs and as
+``done``/``failed`` with its exit status, duration and output tails afterwards, and a
+line goes to the job log. ``run_many`` runs steps concurrently in its own task group;
+each step's bookkeeping is finished even when a sibling fails.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from extjobs.errors import ExtJobsError, ProviderError
+from extjobs.model import codec
+from extjobs.model.cluster import ClusterConfig
+from extjobs.model.config import Config
+from extjobs.model.remote import CommandResult, Endpoint
+from extjobs.model.steps import Step
+from extjobs.nodes.runner import NodeRunner
+
+if TYPE_CHECKING:
+    from extjobs.engine.queue import JobQueue
+
+TAIL = 2000
+
+
+def result_record(result: CommandResult) -> dict[str, Any]:
+    return {
+        "exit_status": result.exit_status,
+        "signal": result.signal,
+        "duration": round(result.duration, 6),
+        "stdout_tail": result.stdout[-TAIL:],
+        "stderr_tail": result.stderr[-TAIL:],
+        "stdout_dropped": result.stdout_dropped,
+        "stderr_dropped": result.stderr_dropped,
+    }
+
+
+class JobContext:
+    """StepContext for one opcode of one job."""
+
+    def __init__(self, queue: JobQueue, runner: NodeRunner, job_id: int, op_index: int) -> None:
+        self._queue = queue
+        self._runner = runner
+        self.job_id = job_id
+        self.op_index = op_index
+        self._seq = 0
+
+    @property
+    def config(self) -> ClusterConfig:
+        return self._queue.configmgr.current
+
+    @property
+    def options(self) -> Config:
+        return self._queue.options
+
+    def log(self, message: str, *, kind: str = "message", **data: Any) -> None:
+        self._queue.append_log(self.job_id, message, kind=kind, data=data or None)
+
+    def update_config(self, change: Callable[[ClusterConfig], ClusterConfig]) -> ClusterConfig:
+        return self._queue.configmgr.update(change)
+
+    async def fetch_host_key(self, host: str, port: int) -> str:
+        return await self._runner.fetch_host_key(host, port)
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+
+    def _endpoint(self, step: Step) -> Endpoint:
+        override = step.data.get("endpoint")
+        if override is not None:
+            return codec.structure(override, Endpoint)
+        return self.config.node(step.node).endpoint
+
+    async def run(self, step: Step) -> CommandResult:
+        self._seq += 1
+        store = self._queue.store
+        cmd = step.command
+        record_id = store.journal_start(
+            self.job_id,
+            self.op_index,
+            self._seq,
+            step.node,
+            step.kind,
+            step.description,
+            {
+                **{k: v for k, v in step.data.items() if k != "endpoint"},
+                "argv": list(cmd.argv),
+                "env": cmd.env_dict,
+                "cwd": cmd.cwd,
+                "timeout": cmd.timeout,
+            },
+        )
+        started = time.monotonic()
+        try:
+            result = await self._runner.run(self._endpoint(step), cmd)
+        except ExtJobsError as exc:
+            record = {"error": exc.to_dict(), "duration": round(time.monotonic() - started, 6)}
+            store.journal_finish(record_id, "failed", record)
+            self.log(f"{step.node}: {step.description}: {exc.message}", kind="step", **record)
+            raise
+        except BaseException:
+            # Cancelled (job cancel or shutdown): the runner killed the remote group.
+            record = {"error": {"kind": "canceled", "message": "step canceled"},
+                      "duration": round(time.monotonic() - started, 6)}
+            store.journal_finish(record_id, "failed", record)
+            self.log(f"{step.node}: {step.description}: canceled", kind="step", **record)
+            raise
+        record = result_record(result)
+        ok = result.ok or step.check
+        store.journal_finish(record_id, "done" if ok else "failed", record)
+        self.log(
+            f"{step.node}: {step.description}: exit {result.exit_status} "
+            f"in {result.duration * 1000:.1f} ms",
+            kind="step",
+            node=step.node,
+            **{k: v for k, v in step.data.items() if k != "endpoint"},
+            **record,
+        )
+        if not ok:
+            raise ProviderError(
+                f"{step.description} on node {step.node} failed with exit status "
+                f"{result.exit_status}: {result.stderr.strip()[-500:] or '(no stderr)'}",
+                node=step.node,
+                exit_status=result.exit_status,
+                stderr_tail=result.stderr[-TAIL:],
+                **{k: v for k, v in step.data.items() if k != "endpoint"},
+            )
+        return result
+
+    async def run_many(self, steps: Sequence[Step]) -> list[CommandResult | ExtJobsError]:
+        results: list[CommandResult | ExtJobsError | None] = [None] * len(steps)
+
+        async def one(i: int, step: Step) -> None:
+            try:
+                results[i] = await self.run(step)
+            except ExtJobsError as exc:
+                results[i] = exc
+
+        async with anyio.create_task_group() as tg:
+            for i, step in enumerate(steps):
+                tg.start_soon(one, i, step)
+        return [r for r in results if r is not None]

@@ -1,0 +1,306 @@
+"""Durable state: jobs, log entries, the step journal and the cluster configuration.
+
+Theory of operation: the :class:`Store` protocol is the narrow interface the engine
+uses; :class:`SqliteStore` implements it on SQLite in WAL mode inside the state
+directory. Every method is synchronous and commits before it returns (a write that
+returned survives SIGKILL of the daemon). Documents are JSON produced by
+``extjobs.model.codec``; nothing is pickled. Calls are short and made from the event
+loop thread, so the engine decides and records in one synchronous step.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from extjobs.errors import StoreError
+from extjobs.model import codec
+from extjobs.model.cluster import ClusterConfig
+from extjobs.model.jobs import Job, JournalRecord, LogEntry
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    status TEXT NOT NULL,
+    archived INTEGER NOT NULL DEFAULT 0,
+    received REAL NOT NULL,
+    ended REAL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, archived);
+CREATE TABLE IF NOT EXISTS log (
+    job_id INTEGER NOT NULL,
+    serial INTEGER NOT NULL,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    data TEXT,
+    PRIMARY KEY (job_id, serial)
+);
+CREATE TABLE IF NOT EXISTS journal (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id INTEGER NOT NULL,
+    op_index INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    description TEXT NOT NULL,
+    status TEXT NOT NULL,
+    data TEXT NOT NULL,
+    started REAL NOT NULL,
+    ended REAL,
+    result TEXT
+);
+CREATE INDEX IF NOT EXISTS journal_job ON journal(job_id, op_index);
+CREATE TABLE IF NOT EXISTS config (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+"""
+
+
+class Store(Protocol):
+    """What the engine needs from durable storage (SQLite now, PostgreSQL later)."""
+
+    def load_jobs(self, *, include_archived: bool = False) -> list[Job]: ...
+    def load_job(self, job_id: int) -> Job | None: ...
+    def next_job_id(self) -> int: ...
+    def save_jobs(self, jobs: list[Job]) -> None: ...
+    def append_log(self, entry: LogEntry) -> None: ...
+    def load_log(self, job_id: int, since: int = 0) -> list[LogEntry]: ...
+    def last_serial(self, job_id: int) -> int: ...
+    def journal_start(
+        self, job_id: int, op_index: int, seq: int, node: str, kind: str,
+        description: str, data: dict[str, Any],
+    ) -> int: ...
+    def journal_finish(self, record_id: int, status: str, result: dict[str, Any]) -> None: ...
+    def load_journal(self, job_id: int, op_index: int | None = None) -> list[JournalRecord]: ...
+    def load_config(self) -> ClusterConfig: ...
+    def save_config(self, old: ClusterConfig, new: ClusterConfig) -> None: ...
+    def close(self) -> None: ...
+
+
+_CONFIG_KINDS = ("groups", "nodes", "instances")
+
+
+class SqliteStore:
+    """SQLite (WAL) implementation of :class:`Store`."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a commit survives a crash of the process; only an OS
+            # crash or power loss can lose the last transactions.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store at {path}: {exc}", path=str(path)) from exc
+        version = self._meta("schema_version")
+        if version is None:
+            self._set_meta("schema_version", str(SCHEMA_VERSION))
+        elif int(version) > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {path} has schema {version}, newer than this extjobs ({SCHEMA_VERSION})"
+            )
+        row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()
+        self._next_id = int(row[0]) + 1
+        self.path = path
+
+    # -- helpers -------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"store write failed: {exc}") from exc
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set_meta(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # -- jobs ----------------------------------------------------------------
+
+    def next_job_id(self) -> int:
+        job_id = self._next_id
+        self._next_id += 1
+        return job_id
+
+    def save_jobs(self, jobs: list[Job]) -> None:
+        rows = [
+            (
+                job.id,
+                job.status.value,
+                int(job.archived),
+                job.received,
+                job.ended,
+                codec.dumps({"v": codec.FORMAT_VERSION, "job": codec.unstructure(job)}),
+            )
+            for job in jobs
+        ]
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO jobs(id, status, archived, received, ended, doc) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    @staticmethod
+    def _job(doc: str) -> Job:
+        data = codec.loads(doc)
+        return codec.CONVERTER.structure(data["job"], Job)
+
+    def load_jobs(self, *, include_archived: bool = False) -> list[Job]:
+        sql = "SELECT doc FROM jobs"
+        if not include_archived:
+            sql += " WHERE archived = 0"
+        return [self._job(r[0]) for r in self._db.execute(sql + " ORDER BY id")]
+
+    def load_job(self, job_id: int) -> Job | None:
+        row = self._db.execute("SELECT doc FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return None if row is None else self._job(row[0])
+
+    # -- job log -------------------------------------------------------------
+
+    def append_log(self, entry: LogEntry) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO log(job_id, serial, ts, kind, message, data) VALUES (?,?,?,?,?,?)",
+                (
+                    entry.job_id,
+                    entry.serial,
+                    entry.timestamp,
+                    entry.kind,
+                    entry.message,
+                    None if entry.data is None else codec.dumps(entry.data),
+                ),
+            )
+
+    def load_log(self, job_id: int, since: int = 0) -> list[LogEntry]:
+        rows = self._db.execute(
+            "SELECT serial, ts, kind, message, data FROM log WHERE job_id=? AND serial>? "
+            "ORDER BY serial",
+            (job_id, since),
+        )
+        return [
+            LogEntry(job_id, r[0], r[1], r[2], r[3], None if r[4] is None else codec.loads(r[4]))
+            for r in rows
+        ]
+
+    def last_serial(self, job_id: int) -> int:
+        row = self._db.execute(
+            "SELECT COALESCE(MAX(serial), 0) FROM log WHERE job_id=?", (job_id,)
+        ).fetchone()
+        return int(row[0])
+
+    # -- journal -------------------------------------------------------------
+
+    def journal_start(
+        self,
+        job_id: int,
+        op_index: int,
+        seq: int,
+        node: str,
+        kind: str,
+        description: str,
+        data: dict[str, Any],
+    ) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO journal(job_id, op_index, seq, node, kind, description, status, "
+                "data, started) VALUES (?,?,?,?,?,?,?,?,?)",
+                (job_id, op_index, seq, node, kind, description, "started",
+                 codec.dumps(data), time.time()),
+            )
+            return int(cur.lastrowid or 0)
+
+    def journal_finish(self, record_id: int, status: str, result: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE journal SET status=?, ended=?, result=? WHERE id=?",
+                (status, time.time(), codec.dumps(result), record_id),
+            )
+
+    def load_journal(self, job_id: int, op_index: int | None = None) -> list[JournalRecord]:
+        sql = (
+            "SELECT id, job_id, op_index, seq, node, kind, description, status, data, "
+            "started, ended, result FROM journal WHERE job_id=?"
+        )
+        args: tuple[Any, ...] = (job_id,)
+        if op_index is not None:
+            sql += " AND op_index=?"
+            args += (op_index,)
+        return [
+            JournalRecord(
+                id=r[0], job_id=r[1], op_index=r[2], seq=r[3], node=r[4], kind=r[5],
+                description=r[6], status=r[7], data=codec.loads(r[8]), started=r[9],
+                ended=r[10], result=None if r[11] is None else codec.loads(r[11]),
+            )
+            for r in self._db.execute(sql + " ORDER BY id", args)
+        ]
+
+    # -- cluster configuration ------------------------------------------------
+
+    def load_config(self) -> ClusterConfig:
+        docs: dict[str, dict[str, Any]] = {k: {} for k in _CONFIG_KINDS}
+        cluster: Any = None
+        serial = 0
+        for kind, name, doc in self._db.execute("SELECT kind, name, doc FROM config"):
+            value = codec.loads(doc)
+            if kind == "cluster":
+                cluster = value
+            elif kind == "serial":
+                serial = int(value)
+            else:
+                docs[kind][name] = value
+        data = {"cluster": cluster, "serial": serial, **docs}
+        return codec.CONVERTER.structure(data, ClusterConfig)
+
+    def save_config(self, old: ClusterConfig, new: ClusterConfig) -> None:
+        """Write the objects that differ between ``old`` and ``new`` in one transaction."""
+        with self._tx() as db:
+            if old.cluster != new.cluster:
+                db.execute(
+                    "INSERT OR REPLACE INTO config(kind, name, doc) VALUES ('cluster', '', ?)",
+                    (codec.dumps(codec.unstructure(new.cluster)),),
+                )
+            for kind in _CONFIG_KINDS:
+                before: dict[str, Any] = getattr(old, kind)
+                after: dict[str, Any] = getattr(new, kind)
+                for name in before.keys() - after.keys():
+                    db.execute("DELETE FROM config WHERE kind=? AND name=?", (kind, name))
+                for name, obj in after.items():
+                    if before.get(name) != obj:
+                        db.execute(
+                            "INSERT OR REPLACE INTO config(kind, name, doc) VALUES (?, ?, ?)",
+                            (kind, name, codec.dumps(codec.unstructure(obj))),
+                        )
+            db.execute(
+                "INSERT OR REPLACE INTO config(kind, name, doc) VALUES ('serial', '', ?)",
+                (str(new.serial),),
+            )
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,111 @@
+"""Logical units: what each opcode does, expressed as checks, locks and steps.
+
+An LU never talks to a node itself: it hands :class:`~extjobs.model.steps.Step`
+objects to its :class:`StepContext`, which journals them, runs them through the node
+layer and records their results. No asyncssh, no SQL, no sockets in this package.
+
+Life of an opcode (driven by ``extjobs.engine.processor``)::
+
+    lu = LU_FOR[type(op)](op, options)
+    locks = lu.locks(config)        # data, before anything runs
+    ... locks acquired ...
+    lu.check(config)                # prerequisites against the current config
+    result = await lu.exec(ctx)     # steps; returns a JSON-ready result
+    # on failure or cancel:  await lu.compensate(ctx)   (undo what exec did)
+    # after a daemon crash:  await lu.recover(ctx, journal)
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+import attrs
+
+from extjobs.errors import ExtJobsError
+from extjobs.model.cluster import ClusterConfig
+from extjobs.model.config import Config
+from extjobs.model.jobs import JournalRecord
+from extjobs.model.locks import LockRequest
+from extjobs.model.opcodes import OpCode
+from extjobs.model.remote import CommandResult
+from extjobs.model.steps import Step
+
+
+class StepContext(Protocol):
+    """The engine's services as seen by an LU."""
+
+    @property
+    def config(self) -> ClusterConfig:
+        """The current cluster configuration (a frozen snapshot)."""
+
+    @property
+    def options(self) -> Config: ...
+
+    def log(self, message: str, *, kind: str = "message", **data: Any) -> None:
+        """Append a line to the job log."""
+
+    async def run(self, step: Step) -> CommandResult:
+        """Journal, run and record one step.
+
+        Raises the node layer's error (unreachable, timeout …) or ``ProviderError``
+        when the command exits non-zero and ``step.check`` is false. Cancellable: the
+        remote process group is killed.
+        """
+
+    async def run_many(self, steps: Sequence[Step]) -> list[CommandResult | ExtJobsError]:
+        """Run steps concurrently; one failing does not cancel the others."""
+
+    def update_config(self, change: Callable[[ClusterConfig], ClusterConfig]) -> ClusterConfig:
+        """Apply ``change`` to the current configuration and persist it atomically."""
+
+    async def fetch_host_key(self, host: str, port: int) -> str: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class RecoveryAction(enum.Enum):
+    RETRY = "retry"  # run the opcode again from the start (it is idempotent)
+    DONE = "done"  # the interrupted work is finished or undone; result/error given
+    FAILED = "failed"
+
+
+@attrs.frozen
+class Recovery:
+    action: RecoveryAction
+    message: str
+    result: Any = None
+
+
+O = TypeVar("O", bound=OpCode)
+
+
+class LogicalUnit(Generic[O]):
+    """Base class; subclasses set ``OPCODE`` and override what they need."""
+
+    OPCODE: ClassVar[type[OpCode]]
+
+    def __init__(self, op: O, options: Config) -> None:
+        self.op = op
+        self.options = options
+
+    def locks(self, config: ClusterConfig) -> list[LockRequest]:
+        """Locks needed, as data. Default: the cluster, shared."""
+        return [LockRequest.cluster()]
+
+    def check(self, config: ClusterConfig) -> None:
+        """Raise ``PrerequisiteError``/``NotFoundError`` if the opcode cannot run."""
+
+    async def exec(self, ctx: StepContext) -> Any:
+        raise NotImplementedError
+
+    async def compensate(self, ctx: StepContext) -> None:
+        """Undo what a failed or cancelled ``exec`` did. Default: nothing to undo."""
+
+    async def recover(self, ctx: StepContext, journal: Sequence[JournalRecord]) -> Recovery:
+        """Bring an opcode interrupted by a daemon crash to a consistent end.
+
+        Default, for LUs whose effects are idempotent: run again from the start.
+        """
+        return Recovery(RecoveryAction.RETRY, "interrupted by a daemon restart; running again")

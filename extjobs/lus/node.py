@@ -1,0 +1,136 @@
+"""Node opcodes: add (pinning the SSH host key), remove, query."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from extjobs.errors import HostKeyError, NotFoundError, PrerequisiteError
+from extjobs.lus.base import LogicalUnit, StepContext
+from extjobs.lus.cluster import require_cluster
+from extjobs.model import codec
+from extjobs.model.cluster import ClusterConfig, Node
+from extjobs.model.locks import LockRequest
+from extjobs.model.opcodes import OpNodeAdd, OpNodeQuery, OpNodeRemove
+from extjobs.model.remote import RemoteCommand, fingerprint
+from extjobs.model.steps import Step
+
+
+def _same_key(a: str, b: str) -> bool:
+    return a.split()[:2] == b.split()[:2]
+
+
+def node_summary(node: Node, config: ClusterConfig) -> dict[str, Any]:
+    data: dict[str, Any] = dict(codec.unstructure(node))
+    data["host_key_fingerprint"] = fingerprint(node.host_key) if node.host_key else None
+    data["instances"] = sorted(
+        i.name for i in config.instances.values() if i.primary == node.name
+    )
+    return data
+
+
+class LUNodeAdd(LogicalUnit[OpNodeAdd]):
+    OPCODE = OpNodeAdd
+
+    def _group(self, config: ClusterConfig) -> str:
+        cluster = require_cluster(config)
+        return self.op.group or cluster.default_group
+
+    def locks(self, config: ClusterConfig) -> list[LockRequest]:
+        return [
+            LockRequest.cluster(),
+            LockRequest.group(self._group(config) if config.cluster else "default"),
+            LockRequest.node(self.op.node_name),
+        ]
+
+    def check(self, config: ClusterConfig) -> None:
+        group = self._group(config)
+        if self.op.node_name in config.nodes:
+            raise PrerequisiteError(
+                f"node {self.op.node_name!r} is already in the cluster", node=self.op.node_name
+            )
+        if group not in config.groups:
+            raise NotFoundError(f"node group {group!r} does not exist", field="group", group=group)
+
+    async def exec(self, ctx: StepContext) -> Any:
+        op = self.op
+        host = op.address or op.node_name
+        offered = await ctx.fetch_host_key(host, op.port)
+        fp = fingerprint(offered)
+        ctx.log(f"node {op.node_name} ({host}:{op.port}) offers host key {fp}")
+        if op.host_key is not None:
+            if not _same_key(op.host_key, offered):
+                raise HostKeyError(
+                    f"host key of node {op.node_name} is {fp}, not the given "
+                    f"{fingerprint(op.host_key)}; refusing to add it",
+                    node=op.node_name,
+                    offered=fp,
+                )
+            pinned = op.host_key
+        elif op.accept_new_host_key:
+            pinned = offered
+        else:
+            raise HostKeyError(
+                f"node {op.node_name} offers host key {fp} ({offered.split()[0]}); confirm it "
+                f"by passing it as host_key (CLI: --host-key '{' '.join(offered.split()[:2])}') "
+                "or accept it with accept_new_host_key (CLI: --accept-new-host-key)",
+                node=op.node_name,
+                offered=fp,
+                host_key=" ".join(offered.split()[:2]),
+            )
+        node = Node(
+            name=op.node_name,
+            host=host,
+            port=op.port,
+            user=op.user,
+            host_key=" ".join(pinned.split()[:2]),
+            group=self._group(ctx.config),
+            search_path=op.search_path,
+        )
+        result = await ctx.run(
+            Step(
+                node=node.name,
+                kind="command",
+                description="check login",
+                command=RemoteCommand(argv=("uname", "-n"), env={"PATH": "/usr/bin:/bin"}),
+                data={"endpoint": codec.unstructure(node.endpoint)},
+            )
+        )
+        ctx.update_config(lambda cfg: cfg.with_node(node))
+        ctx.log(f"node {node.name} added to group {node.group}, host key {fp} pinned")
+        return {"node": node.name, "group": node.group, "host_key_fingerprint": fp,
+                "hostname": result.stdout.strip()}
+
+
+class LUNodeRemove(LogicalUnit[OpNodeRemove]):
+    OPCODE = OpNodeRemove
+
+    def locks(self, config: ClusterConfig) -> list[LockRequest]:
+        return [LockRequest.cluster(), LockRequest.node(self.op.node_name)]
+
+    def check(self, config: ClusterConfig) -> None:
+        config.node(self.op.node_name)
+        used = sorted(i.name for i in config.instances.values() if i.primary == self.op.node_name)
+        if used:
+            raise PrerequisiteError(
+                f"node {self.op.node_name} is still primary of: {', '.join(used)}",
+                node=self.op.node_name,
+            )
+
+    async def exec(self, ctx: StepContext) -> Any:
+        ctx.update_config(lambda cfg: cfg.without_node(self.op.node_name))
+        ctx.log(f"node {self.op.node_name} removed")
+        return {"node": self.op.node_name}
+
+
+class LUNodeQuery(LogicalUnit[OpNodeQuery]):
+    OPCODE = OpNodeQuery
+
+    def check(self, config: ClusterConfig) -> None:
+        for name in self.op.names:
+            config.node(name)
+
+    async def exec(self, ctx: StepContext) -> Any:
+        cfg = ctx.config
+        names = self.op.names or tuple(sorted(cfg.nodes))
+        return [node_summary(cfg.nodes[n], cfg) for n in names]
+

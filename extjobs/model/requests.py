@@ -1,0 +1,102 @@
+"""Decoding submitted jobs: the filter between outside JSON and the model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from extjobs.errors import InputError
+from extjobs.model.jobs import Dependency, parse_priority
+from extjobs.model.opcodes import OpCode, decode_opcode
+from extjobs.model.states import JobStatus
+
+MAX_OPS_PER_JOB = 100
+MAX_JOBS_PER_SUBMIT = 1000
+
+
+@attrs.frozen
+class JobRequest:
+    """A job as submitted; dependency ids may be negative (relative within the batch)."""
+
+    ops: tuple[OpCode, ...]
+    priority: int = 0
+    depends: tuple[Dependency, ...] = ()
+
+
+def _decode_depends(value: Any, where: str) -> tuple[Dependency, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InputError(f"{where} must be a list of [job_id, [statuses]]", field=where)
+    out = []
+    for i, item in enumerate(value):
+        field = f"{where}[{i}]"
+        if (
+            not isinstance(item, list | tuple)
+            or len(item) != 2
+            or not isinstance(item[0], int)
+            or isinstance(item[0], bool)
+            or not isinstance(item[1], list)
+        ):
+            raise InputError(f"{field} must be [job_id, [statuses]]", field=field)
+        if item[0] == 0:
+            raise InputError(f"{field}: job id 0 does not exist", field=field)
+        statuses = []
+        for status in item[1]:
+            try:
+                js = JobStatus(status)
+            except ValueError:
+                raise InputError(
+                    f"{field}: {status!r} is not a job status; use success, error or canceled",
+                    field=field,
+                ) from None
+            if not js.finalized:
+                raise InputError(
+                    f"{field}: {status!r} is not a final status; use success, error or canceled",
+                    field=field,
+                )
+            statuses.append(js)
+        out.append(Dependency(item[0], tuple(statuses) or (JobStatus.SUCCESS,)))
+    return tuple(out)
+
+
+def decode_job_request(data: Any, *, where: str = "job") -> JobRequest:
+    """``{"ops": [...], "priority": p, "depends": [[id, [statuses]]]}`` or a bare op list."""
+    if isinstance(data, list):
+        data = {"ops": data}
+    if not isinstance(data, dict):
+        raise InputError(f"{where} must be an object with 'ops' or a list of opcodes", field=where)
+    unknown = sorted(set(data) - {"ops", "priority", "depends"})
+    if unknown:
+        raise InputError(
+            f"{where}: unknown field(s) {', '.join(unknown)}; allowed: ops, priority, depends",
+            field=f"{where}.{unknown[0]}",
+        )
+    ops = data.get("ops")
+    if not isinstance(ops, list) or not ops:
+        raise InputError(f"{where}.ops must be a non-empty list of opcodes", field=f"{where}.ops")
+    if len(ops) > MAX_OPS_PER_JOB:
+        raise InputError(
+            f"{where}.ops has {len(ops)} opcodes; at most {MAX_OPS_PER_JOB}", field=f"{where}.ops"
+        )
+    decoded = tuple(decode_opcode(op, where=f"{where}.ops[{i}]") for i, op in enumerate(ops))
+    return JobRequest(
+        ops=decoded,
+        priority=parse_priority(data.get("priority", 0)),
+        depends=_decode_depends(data.get("depends"), f"{where}.depends"),
+    )
+
+
+def decode_submission(data: Any) -> list[JobRequest]:
+    """``{"jobs": [job, …]}`` or a single job; returns the batch in order."""
+    if isinstance(data, dict) and "jobs" in data:
+        jobs = data["jobs"]
+        if set(data) != {"jobs"}:
+            raise InputError("a batch submission has only 'jobs'", field="jobs")
+        if not isinstance(jobs, list) or not jobs:
+            raise InputError("jobs must be a non-empty list", field="jobs")
+        if len(jobs) > MAX_JOBS_PER_SUBMIT:
+            raise InputError(f"at most {MAX_JOBS_PER_SUBMIT} jobs per submission", field="jobs")
+        return [decode_job_request(job, where=f"jobs[{i}]") for i, job in enumerate(jobs)]
+    return [decode_job_request(data)]

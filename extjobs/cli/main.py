@@ -140,6 +140,8 @@ def daemon(config_path: Path | None, state_dir: Path | None, log_level: str) -> 
         level=getattr(logging, log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # asyncssh logs every channel at INFO; the job log already records each step.
+    logging.getLogger("asyncssh").setLevel(logging.DEBUG if log_level == "debug" else logging.WARNING)
     try:
         config = load_config(config_path, state_dir=state_dir)
         anyio.run(lambda: serve_daemon(config))

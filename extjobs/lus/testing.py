@@ -17,9 +17,11 @@ class LUTestDelay(LogicalUnit[OpTestDelay]):
     OPCODE = OpTestDelay
 
     def locks(self, config: ClusterConfig) -> list[LockRequest]:
-        return [LockRequest.cluster()] + [
-            LockRequest.node(n, Mode.SHARED) for n in self.op.on_nodes
-        ]
+        return (
+            [LockRequest.cluster()]
+            + [LockRequest.instance(n) for n in self.op.lock_instances]
+            + [LockRequest.node(n, Mode.SHARED) for n in self.op.on_nodes]
+        )
 
     def check(self, config: ClusterConfig) -> None:
         for name in self.op.on_nodes:

@@ -114,7 +114,10 @@ class OpTestDelay(OpCode):
     duration: float = attrs.field(default=0.0, validator=_non_negative)
     on_master: bool = True
     on_nodes: tuple[str, ...] = attrs.field(default=(), validator=_names("node name"))
-    repeat: int = 0
+    repeat: int = attrs.field(default=0, validator=_non_negative)
+    #: Instance names to lock exclusively while sleeping (need not exist): lets tests
+    #: and benchmarks exercise the lock manager without touching storage.
+    lock_instances: tuple[str, ...] = attrs.field(default=(), validator=_names("instance name"))
 
     def summary(self) -> str:
         where = ",".join(self.on_nodes) or "master"

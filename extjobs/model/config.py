@@ -120,10 +120,13 @@ def _build(cls: type[Any], values: dict[str, Any], section: str) -> Any:
             f"unknown key(s) in [{section}]: {', '.join(unknown)}; allowed: {', '.join(sorted(known))}",
             section=section,
         )
+    from extjobs.errors import InputError
+    from extjobs.model import codec
+
     try:
-        return cls(**values)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid [{section}]: {exc}", section=section) from exc
+        return codec.structure(values, cls, what=section)
+    except InputError as exc:
+        raise ConfigError(f"invalid [{section}]: {exc.message}", section=section) from None
 
 
 def config_from_dict(data: dict[str, Any], *, state_dir: Path | None = None) -> Config:

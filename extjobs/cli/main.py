@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from extjobs.api.client import ApiError, Client
 from extjobs.cli import output
@@ -57,7 +58,7 @@ def _priority(value: str) -> int:
 
 
 def fail(message: str, code: int = 1) -> None:
-    output.err_console.print(f"[red]error:[/red] {message}")
+    output.err_console.print(f"[red]error:[/red] {escape(message)}")
     sys.exit(code)
 
 
@@ -77,7 +78,7 @@ def follow_job(client: Client, job_id: int, *, quiet: bool = False) -> dict[str,
             task = progress.add_task("queued", job=job_id)
             for job, entries in client.follow(job_id):
                 for entry in entries:
-                    progress.console.print(output.log_line(entry))
+                    progress.console.print(output.log_line(entry), markup=False)
                 progress.update(task, description=job["status"])
     else:
         for state, entries in client.follow(job_id):
@@ -241,13 +242,13 @@ def job_info(ctx: Ctx, job_id: int, fmt: str) -> None:
         c.print(f"  opcode {op['index']} {op['input']['OP_ID']}: {op['status']}, "
                 f"{output.duration(op['duration'])}")
         if op["error"]:
-            c.print(f"    error: {op['error'].get('message')}")
+            c.print(f"    error: {op['error'].get('message')}", markup=False)
         if op["result"] is not None:
             text = json.dumps(op["result"], indent=2, sort_keys=True)
-            c.print("    result: " + text.replace("\n", "\n    "))
+            c.print("    result: " + text.replace("\n", "\n    "), markup=False)
     c.print("  log:")
     for entry in data["log"]:
-        c.print("    " + output.log_line(entry))
+        c.print("    " + output.log_line(entry), markup=False)
 
 
 @job.command("watch")

@@ -9,6 +9,7 @@ each step's bookkeeping is finished even when a sibling fails.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +67,26 @@ class JobContext:
 
     async def fetch_host_key(self, host: str, port: int) -> str:
         return await self._runner.fetch_host_key(host, port)
+
+    async def put_tree(self, node: str, local_dir: str, remote_dir: str) -> None:
+        self._seq += 1
+        store = self._queue.store
+        description = f"copy {local_dir} to {remote_dir}"
+        record_id = store.journal_start(
+            self.job_id, self.op_index, self._seq, node, "sftp", description,
+            {"source": local_dir, "destination": remote_dir},
+        )
+        started = time.monotonic()
+        try:
+            await self._runner.put_tree(self.config.node(node).endpoint, Path(local_dir), remote_dir)
+        except ExtJobsError as exc:
+            store.journal_finish(record_id, "failed", {"error": exc.to_dict()})
+            self.log(f"{node}: {description}: {exc.message}", kind="step", node=node)
+            raise
+        duration = round(time.monotonic() - started, 6)
+        store.journal_finish(record_id, "done", {"duration": duration})
+        self.log(f"{node}: {description}: done in {duration * 1000:.1f} ms", kind="step",
+                 node=node, duration=duration)
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(seconds)

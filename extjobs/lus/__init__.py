@@ -7,13 +7,14 @@ from typing import Any
 from extjobs.lus.base import LogicalUnit
 from extjobs.lus.cluster import LUClusterInit, LUClusterQuery, LUGroupAdd
 from extjobs.lus.node import LUNodeAdd, LUNodeQuery, LUNodeRemove
-from extjobs.lus.storage import LUExtStorageDiagnose
+from extjobs.lus.storage import LUExtStorageDiagnose, LUExtStorageInstall
 from extjobs.lus.testing import LUTestDelay
 from extjobs.model.opcodes import (
     OpClusterInit,
     OpClusterQuery,
     OpCode,
     OpExtStorageDiagnose,
+    OpExtStorageInstall,
     OpGroupAdd,
     OpNodeAdd,
     OpNodeQuery,
@@ -30,4 +31,5 @@ LU_FOR: dict[type[OpCode], type[LogicalUnit[Any]]] = {
     OpNodeQuery: LUNodeQuery,
     OpTestDelay: LUTestDelay,
     OpExtStorageDiagnose: LUExtStorageDiagnose,
+    OpExtStorageInstall: LUExtStorageInstall,
 }

@@ -62,6 +62,9 @@ class StepContext(Protocol):
 
     async def fetch_host_key(self, host: str, port: int) -> str: ...
 
+    async def put_tree(self, node: str, local_dir: str, remote_dir: str) -> None:
+        """Copy a directory of the master to a node (SFTP, modes kept), journalled."""
+
     async def sleep(self, seconds: float) -> None: ...
 
 

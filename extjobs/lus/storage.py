@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from extjobs.errors import ExtJobsError
+import anyio
+
+from extjobs.errors import (
+    ExtJobsError,
+    InputError,
+    NotFoundError,
+    PrerequisiteError,
+    ProviderError,
+)
 from extjobs.extstorage.diagnose import (
     ProviderStatus,
     diagnose_command,
     parse_diagnose_output,
     summarise_groups,
 )
+from extjobs.extstorage.names import validate_provider_name
 from extjobs.lus.base import LogicalUnit, StepContext
 from extjobs.lus.cluster import require_cluster
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.locks import LockRequest, Mode
-from extjobs.model.opcodes import OpExtStorageDiagnose
+from extjobs.model.opcodes import OpExtStorageDiagnose, OpExtStorageInstall
 from extjobs.model.steps import Step
 
 
@@ -93,3 +104,109 @@ class LUExtStorageDiagnose(LogicalUnit[OpExtStorageDiagnose]):
                         f"{n}: {r}" for n, r in gst.reasons.items()) + ")")
                 )
         return {"nodes": node_out, "groups": group_out}
+
+
+REQUIRED_FILES = ("create", "remove", "grow", "attach", "detach", "setinfo", "verify")
+
+
+class LUExtStorageInstall(LogicalUnit[OpExtStorageInstall]):
+    """Copy a provider from the master to nodes, then diagnose it there.
+
+    Ganeti leaves this to the operator. The destination is the first directory of each
+    node's search path; the copy keeps file modes.
+    """
+
+    OPCODE = OpExtStorageInstall
+
+    def _name(self) -> str:
+        return validate_provider_name(self.op.provider or PurePosixPath(self.op.source).name)
+
+    def _targets(self, config: ClusterConfig) -> list[str]:
+        if self.op.nodes:
+            return list(self.op.nodes)
+        if self.op.group is not None:
+            if self.op.group not in config.groups:
+                raise NotFoundError(f"node group {self.op.group!r} does not exist", field="group")
+            return [n.name for n in config.online_nodes(self.op.group)]
+        return [n.name for n in config.online_nodes()]
+
+    def locks(self, config: ClusterConfig) -> list[LockRequest]:
+        return [LockRequest.cluster()] + [
+            LockRequest.node(n) for n in self._targets(config) if n in config.nodes
+        ]
+
+    def check(self, config: ClusterConfig) -> None:
+        require_cluster(config)
+        self._name()
+        source = Path(self.op.source)
+        if not source.is_absolute() or not source.is_dir():
+            raise InputError(
+                f"provider source {self.op.source!r} is not an absolute directory on the master",
+                field="source",
+            )
+        missing = [
+            f for f in REQUIRED_FILES
+            if not (source / f).is_file() or not os.access(source / f, os.X_OK)
+        ]
+        if missing or not (source / "parameters.list").is_file():
+            what = [f"{m} (missing or not executable)" for m in missing]
+            if not (source / "parameters.list").is_file():
+                what.append("parameters.list (missing)")
+            raise InputError(
+                f"{source} is not a valid provider: {', '.join(what)}", field="source"
+            )
+        targets = self._targets(config)
+        if not targets:
+            raise PrerequisiteError("no online node to install to")
+        for name in targets:
+            config.node(name)
+
+    async def exec(self, ctx: StepContext) -> Any:
+        cfg = ctx.config
+        name = self._name()
+        storage = ctx.options.storage
+        targets = [cfg.node(n) for n in self._targets(cfg)]
+        errors: dict[str, str] = {}
+        installed: dict[str, str] = {}
+
+        async def copy(node_name: str, dest: str) -> None:
+            try:
+                await ctx.put_tree(node_name, self.op.source, dest)
+                installed[node_name] = dest
+            except ExtJobsError as exc:
+                errors[node_name] = exc.message
+
+        async with anyio.create_task_group() as tg:
+            for node in targets:
+                dest = str(PurePosixPath(cfg.search_path_for(node, storage.search_path)[0]) / name)
+                tg.start_soon(copy, node.name, dest)
+        diag = await ctx.run_many([
+            Step(
+                node=n,
+                kind="command",
+                description=f"diagnose {name}",
+                command=diagnose_command(
+                    cfg.search_path_for(cfg.node(n), storage.search_path), [name],
+                    storage.timeout("diagnose"), path_env=storage.path_env,
+                ),
+            )
+            for n in sorted(installed)
+        ])
+        valid: dict[str, bool] = {}
+        for node_name, answer in zip(sorted(installed), diag, strict=True):
+            if isinstance(answer, ExtJobsError):
+                errors[node_name] = answer.message
+                continue
+            status = parse_diagnose_output(answer.stdout, node=node_name).get(name)
+            valid[node_name] = bool(status and status.valid)
+            if status is not None and not status.valid:
+                errors[node_name] = f"installed but invalid: {status.reason}"
+        if errors:
+            raise ProviderError(
+                f"installing provider {name} failed on "
+                + "; ".join(f"{n}: {m}" for n, m in sorted(errors.items())),
+                provider=name,
+                nodes=sorted(errors),
+            )
+        ctx.log(f"provider {name} installed on {', '.join(sorted(installed))}")
+        return {"provider": name, "installed": installed}

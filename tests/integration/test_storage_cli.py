@@ -1,0 +1,53 @@
+"""storage install (SFTP copy with modes) and storage info, on both node kinds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from tests.harness.cluster import PROVIDERS, start_cluster
+
+
+def test_install_then_info(node_kind: str, tmp_path: Path) -> None:
+    with start_cluster(node_kind, 2, tmp_path) as c:
+        c.init(providers=())
+        for node in c.nodes:
+            c.search_path(node).mkdir(parents=True)
+        out = c.cli("storage", "install", str(PROVIDERS / "sharedfile"), "--group", "default")
+        assert out.returncode == 0, out.stderr
+        for node in c.nodes:
+            dest = c.search_path(node) / "sharedfile"
+            assert f"{node.name}: {dest}" in out.stdout
+            for script in ("create", "attach", "verify"):
+                assert (dest / script).stat().st_mode & 0o777 == (
+                    PROVIDERS / "sharedfile" / script
+                ).stat().st_mode & 0o777
+            assert (dest / "parameters.list").read_bytes() == (
+                PROVIDERS / "sharedfile" / "parameters.list"
+            ).read_bytes()
+        info = json.loads(c.cli("storage", "info", "sharedfile", "--output", "json").stdout)
+        assert info["sharedfile"]["valid_groups"] == ["default"]
+        params = info["sharedfile"]["parameters"]
+        assert "dir" in params and params["dir"]
+        text = c.cli("storage", "info").stdout
+        assert "valid in: default" in text
+
+
+def test_install_refuses_an_invalid_provider_before_copying(tmp_path: Path) -> None:
+    with start_cluster("embedded", 1, tmp_path) as c:
+        c.init(providers=())
+        broken = tmp_path / "broken"
+        shutil.copytree(PROVIDERS / "sharedfile", broken)
+        (broken / "grow").unlink()
+        (broken / "attach").chmod(0o644)
+        out = c.cli("storage", "install", str(broken), "--node", "node1")
+        assert out.returncode == 1
+        assert "grow (missing or not executable)" in out.stderr
+        assert "attach (missing or not executable)" in out.stderr
+        assert not (c.search_path(c.nodes[0]) / "broken").exists()
+        bad_name = tmp_path / "bad name"
+        shutil.copytree(PROVIDERS / "sharedfile", bad_name)
+        out = c.cli("storage", "install", str(bad_name))
+        assert out.returncode == 1
+        assert "bad name" in out.stderr

@@ -36,7 +36,7 @@ def _port(_inst: object, _attr: object, value: int) -> None:
         raise InputError(f"port {value} is out of range 1..65535", field="port")
 
 
-def _non_negative(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
+def _non_negative(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
     if value < 0:
         raise InputError(f"{attr.name} must not be negative (got {value})", field=attr.name)
 
@@ -131,6 +131,20 @@ class OpExtStorageDiagnose(OpCode):
     nodes: tuple[str, ...] = attrs.field(default=(), validator=_names("node name"))
 
 
+@attrs.frozen
+class OpExtStorageInstall(OpCode):
+    """Copy a provider directory from the master to nodes (SFTP, modes kept)."""
+
+    OP_ID: ClassVar[str] = "OP_EXTSTORAGE_INSTALL"
+    source: str
+    provider: str | None = None
+    nodes: tuple[str, ...] = attrs.field(default=(), validator=_names("node name"))
+    group: str | None = None
+
+    def summary(self) -> str:
+        return f"{self.OP_ID}({self.provider or self.source})"
+
+
 OPCODES: dict[str, type[OpCode]] = {
     cls.OP_ID: cls
     for cls in (
@@ -142,6 +156,7 @@ OPCODES: dict[str, type[OpCode]] = {
         OpNodeQuery,
         OpTestDelay,
         OpExtStorageDiagnose,
+        OpExtStorageInstall,
     )
 }
 

@@ -15,11 +15,13 @@ import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import uvicorn
 from anyio.abc import TaskStatus
 
+from extjobs.api.auth import TokenAuth, load_tokens
 from extjobs.api.server import build_app
 from extjobs.engine.configmgr import ConfigManager
 from extjobs.engine.queue import JobQueue
@@ -77,6 +79,17 @@ def bind_unix_socket(path: Path) -> socket.socket:
     return sock
 
 
+def _uvicorn_config(app: Any, **extra: Any) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=2,
+        **extra,
+    )
+
+
 async def serve_daemon(
     config: Config, *, task_status: TaskStatus[JobQueue] = anyio.TASK_STATUS_IGNORED
 ) -> None:
@@ -85,32 +98,40 @@ async def serve_daemon(
     store = SqliteStore(config.db_path)
     runner = SSHRunner(config.ssh, output_cap=config.storage.output_cap)
     queue = JobQueue(store, ConfigManager(store), runner, config)
-    sock = bind_unix_socket(config.socket_path)
-    server = _Server(
-        uvicorn.Config(
-            build_app(queue),
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=2,
-        )
-    )
+    app = build_app(queue)
+    servers = [(_Server(_uvicorn_config(app)), bind_unix_socket(config.socket_path))]
+    if config.tcp is not None:
+        tokens = load_tokens(config.tcp.token_file)
+        tcp = socket.create_server(config.tcp.host_port, reuse_port=False)
+        tcp.setblocking(False)
+        servers.append((
+            _Server(_uvicorn_config(
+                TokenAuth(app, tokens),
+                ssl_certfile=str(config.tcp.tls_cert),
+                ssl_keyfile=str(config.tcp.tls_key),
+            )),
+            tcp,
+        ))
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(queue.serve)
 
-            async def serve_api() -> None:
+            async def serve_api(server: _Server, sock: socket.socket) -> None:
                 await server.serve(sockets=[sock])
+                for other, _ in servers:
+                    other.should_exit = True
                 tg.cancel_scope.cancel()
 
             async def serve_signals() -> None:
                 with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                     async for signum in signals:
                         log.info("received %s, shutting down", signal.Signals(signum).name)
-                        server.should_exit = True
+                        for server, _ in servers:
+                            server.should_exit = True
                         return
 
-            tg.start_soon(serve_api)
+            for server, sock in servers:
+                tg.start_soon(serve_api, server, sock)
             tg.start_soon(serve_signals)
             log.info("extjobs daemon listening on %s", config.socket_path)
             task_status.started(queue)

@@ -89,9 +89,29 @@ class QueueOptions:
 
 
 @attrs.frozen
+class TcpOptions:
+    """The optional TCP listener: only with TLS and bearer tokens.
+
+    ``token_file`` holds one ``TOKEN ROLE`` per line (role ``read`` or ``write``; write
+    includes read; ``#`` starts a comment).
+    """
+
+    listen: str
+    tls_cert: Path
+    tls_key: Path
+    token_file: Path
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@attrs.frozen
 class Config:
     state_dir: Path = Path("/var/lib/extjobs")
     socket: Path | None = None
+    tcp: TcpOptions | None = None
     ssh: SSHOptions = SSHOptions()
     storage: StorageOptions = StorageOptions()
     queue: QueueOptions = QueueOptions()
@@ -147,12 +167,32 @@ def config_from_dict(data: dict[str, Any], *, state_dir: Path | None = None) -> 
         storage["timeouts"] = {**StorageOptions().timeouts, **storage["timeouts"]}
     sd = state_dir or Path(daemon.get("state_dir", "/var/lib/extjobs"))
     sock = daemon.get("socket")
-    unknown_daemon = sorted(set(daemon) - {"state_dir", "socket"})
+    tcp_keys = {"tcp_listen", "tls_cert", "tls_key", "token_file"}
+    unknown_daemon = sorted(set(daemon) - {"state_dir", "socket"} - tcp_keys)
     if unknown_daemon:
         raise ConfigError(f"unknown key(s) in [daemon]: {', '.join(unknown_daemon)}")
+    tcp = None
+    if "tcp_listen" in daemon:
+        missing = sorted(k for k in tcp_keys if not daemon.get(k))
+        if missing:
+            raise ConfigError(
+                "[daemon] tcp_listen needs TLS and tokens; missing: " + ", ".join(missing),
+                section="daemon",
+            )
+        listen = str(daemon["tcp_listen"])
+        host, sep, port = listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"[daemon] tcp_listen must be HOST:PORT, not {listen!r}")
+        tcp = TcpOptions(
+            listen=listen,
+            tls_cert=Path(daemon["tls_cert"]),
+            tls_key=Path(daemon["tls_key"]),
+            token_file=Path(daemon["token_file"]),
+        )
     return Config(
         state_dir=Path(sd),
         socket=Path(sock) if sock else None,
+        tcp=tcp,
         ssh=_build(SSHOptions, ssh, "ssh"),
         storage=_build(StorageOptions, storage, "storage"),
         queue=_build(QueueOptions, queue, "queue"),

@@ -156,7 +156,7 @@ class TestCluster:
 
 @contextlib.contextmanager
 def start_cluster(
-    kind: str, n: int, base: Path, *, config_extra: str = ""
+    kind: str, n: int, base: Path, *, config_extra: str = "", daemon_extra: str = ""
 ) -> Iterator[TestCluster]:
     """``n`` nodes of ``kind`` plus a daemon; everything is stopped on exit."""
     key, public = make_client_key(base / "master")
@@ -167,7 +167,7 @@ def start_cluster(
     config = base / "extjobs.toml"
     socket = run / "api.sock"
     config.write_text(
-        f'[daemon]\nstate_dir = "{base / "state"}"\nsocket = "{socket}"\n\n'
+        f'[daemon]\nstate_dir = "{base / "state"}"\nsocket = "{socket}"\n{daemon_extra}\n'
         f'[ssh]\nidentity_file = "{key}"\nconnect_timeout = 3.0\nkeepalive_interval = 2.0\n'
         f"keepalive_count_max = 2\n{config_extra}"
     )

@@ -1,0 +1,57 @@
+"""The :class:`NodeRunner` protocol: everything the layers above ask of a node.
+
+Implementations translate their transport's errors into the :mod:`extjobs.errors` tree
+at this boundary; callers only ever see :class:`~extjobs.errors.NodeError` subclasses::
+
+    NodeError                    anything else about talking to a node (auth refused, …)
+    ├── NodeUnreachableError     connect refused/failed/timed out, connection lost
+    ├── HostKeyError             the node's host key is not the pinned one (or none pinned)
+    └── CommandTimeoutError      the command ran over its timeout and its group was killed
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from extjobs.model.remote import CommandResult, Endpoint, RemoteCommand
+
+
+@runtime_checkable
+class NodeRunner(Protocol):
+    """Runs commands on nodes. One instance serves every node of a cluster."""
+
+    async def run(self, endpoint: Endpoint, command: RemoteCommand) -> CommandResult:
+        """Run ``command`` on ``endpoint`` and return its outcome.
+
+        A non-zero exit status is a result, not an error. Raises
+        :class:`~extjobs.errors.NodeUnreachableError`,
+        :class:`~extjobs.errors.HostKeyError`, or
+        :class:`~extjobs.errors.CommandTimeoutError` after ``command.timeout`` seconds.
+        On timeout and on cancellation of the caller the remote process group is killed
+        (bounded by the runner's kill timeout) before the error or the cancellation
+        propagates, so nothing keeps running on the node.
+        """
+        ...
+
+    async def fetch_host_key(self, host: str, port: int) -> str:
+        """The host key the server at ``host:port`` offers, in OpenSSH format.
+
+        Nothing is verified: the caller shows the key to be pinned when a node is added.
+        """
+        ...
+
+    async def put_tree(self, endpoint: Endpoint, local_dir: Path, remote_dir: str) -> None:
+        """Copy ``local_dir``'s contents into ``remote_dir`` (created with its parents).
+
+        File modes are preserved. Not atomic: cancelled half-way, part of the tree is there.
+        """
+        ...
+
+    def statistics(self) -> dict[str, Any]:
+        """Counters for monitoring: connections and channels per node, commands run."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close every connection; the runner must not be used afterwards."""
+        ...

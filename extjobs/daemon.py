@@ -104,14 +104,18 @@ async def serve_daemon(
         tokens = load_tokens(config.tcp.token_file)
         tcp = socket.create_server(config.tcp.host_port, reuse_port=False)
         tcp.setblocking(False)
-        servers.append((
-            _Server(_uvicorn_config(
-                TokenAuth(app, tokens),
-                ssl_certfile=str(config.tcp.tls_cert),
-                ssl_keyfile=str(config.tcp.tls_key),
-            )),
-            tcp,
-        ))
+        servers.append(
+            (
+                _Server(
+                    _uvicorn_config(
+                        TokenAuth(app, tokens),
+                        ssl_certfile=str(config.tcp.tls_cert),
+                        ssl_keyfile=str(config.tcp.tls_key),
+                    )
+                ),
+                tcp,
+            )
+        )
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(queue.serve)

@@ -25,8 +25,14 @@ ALLOWED: dict[str, set[str]] = {
     "__main__": {"cli"},
     "__init__": set(),
 }
-THIRD_PARTY_ONLY_IN = {"asyncssh": {"nodes"}, "sqlite3": {"engine"}, "uvicorn": {"daemon"},
-                       "starlette": {"api"}, "httpx": {"api"}, "click": {"cli"}}
+THIRD_PARTY_ONLY_IN = {
+    "asyncssh": {"nodes"},
+    "sqlite3": {"engine"},
+    "uvicorn": {"daemon"},
+    "starlette": {"api"},
+    "httpx": {"api"},
+    "click": {"cli"},
+}
 
 
 def layer_of(path: Path) -> str:

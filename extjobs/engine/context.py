@@ -9,8 +9,8 @@ each step's bookkeeping is finished even when a sibling fails.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -73,20 +73,31 @@ class JobContext:
         store = self._queue.store
         description = f"copy {local_dir} to {remote_dir}"
         record_id = store.journal_start(
-            self.job_id, self.op_index, self._seq, node, "sftp", description,
+            self.job_id,
+            self.op_index,
+            self._seq,
+            node,
+            "sftp",
+            description,
             {"source": local_dir, "destination": remote_dir},
         )
         started = time.monotonic()
         try:
-            await self._runner.put_tree(self.config.node(node).endpoint, Path(local_dir), remote_dir)
+            await self._runner.put_tree(
+                self.config.node(node).endpoint, Path(local_dir), remote_dir
+            )
         except ExtJobsError as exc:
             store.journal_finish(record_id, "failed", {"error": exc.to_dict()})
             self.log(f"{node}: {description}: {exc.message}", kind="step", node=node)
             raise
         duration = round(time.monotonic() - started, 6)
         store.journal_finish(record_id, "done", {"duration": duration})
-        self.log(f"{node}: {description}: done in {duration * 1000:.1f} ms", kind="step",
-                 node=node, duration=duration)
+        self.log(
+            f"{node}: {description}: done in {duration * 1000:.1f} ms",
+            kind="step",
+            node=node,
+            duration=duration,
+        )
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(seconds)
@@ -126,8 +137,10 @@ class JobContext:
             raise
         except BaseException:
             # Cancelled (job cancel or shutdown): the runner killed the remote group.
-            record = {"error": {"kind": "canceled", "message": "step canceled"},
-                      "duration": round(time.monotonic() - started, 6)}
+            record = {
+                "error": {"kind": "canceled", "message": "step canceled"},
+                "duration": round(time.monotonic() - started, 6),
+            }
             store.journal_finish(record_id, "failed", record)
             self.log(f"{step.node}: {step.description}: canceled", kind="step", **record)
             raise

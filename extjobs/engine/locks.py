@@ -62,9 +62,7 @@ class LockManager:
 
     def _try_grant_now(self, key: LockKey, owner: int, mode: Mode) -> bool:
         lock = self._locks.setdefault(key, _Lock())
-        if owner in lock.holders and (
-            lock.holders[owner] is Mode.EXCLUSIVE or mode is Mode.SHARED
-        ):
+        if owner in lock.holders and (lock.holders[owner] is Mode.EXCLUSIVE or mode is Mode.SHARED):
             return True
         if not lock.waiters and lock.compatible(mode):
             lock.holders[owner] = mode

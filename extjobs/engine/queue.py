@@ -100,7 +100,9 @@ class JobQueue:
         if changed:
             self.store.save_jobs(changed)
         for job_id in sorted(self._recover):
-            self.append_log(job_id, "daemon restarted while this job ran; recovering", kind="recovery")
+            self.append_log(
+                job_id, "daemon restarted while this job ran; recovering", kind="recovery"
+            )
 
     # -- change notification ----------------------------------------------------------
 
@@ -117,7 +119,12 @@ class JobQueue:
         return job
 
     def append_log(
-        self, job_id: int, message: str, *, kind: str = "message", data: dict[str, Any] | None = None
+        self,
+        job_id: int,
+        message: str,
+        *,
+        kind: str = "message",
+        data: dict[str, Any] | None = None,
     ) -> LogEntry:
         serial = self._serial.get(job_id, 0) + 1
         self._serial[job_id] = serial
@@ -145,7 +152,9 @@ class JobQueue:
         if op.status is not status:
             self._save(new)
             self.append_log(
-                job_id, f"opcode {index} {op.op_id}: {status.value}", kind="status",
+                job_id,
+                f"opcode {index} {op.op_id}: {status.value}",
+                kind="status",
                 data={"op": index, "status": status.value, "job_status": new.status.value},
             )
         else:
@@ -198,9 +207,7 @@ class JobQueue:
                         field=f"jobs[{i}].depends[{d}]",
                     )
                 deps.append(Dependency(target, dep.statuses))
-            ops = tuple(
-                OpState(index=k, input=encode_opcode(op)) for k, op in enumerate(req.ops)
-            )
+            ops = tuple(OpState(index=k, input=encode_opcode(op)) for k, op in enumerate(req.ops))
             jobs.append(
                 Job(id=job_id, ops=ops, priority=req.priority, depends=tuple(deps), received=now)
             )
@@ -208,8 +215,12 @@ class JobQueue:
         for job in jobs:
             self._jobs[job.id] = job
             self._serial[job.id] = 0
-            self.append_log(job.id, f"job submitted: {job.summary()}", kind="status",
-                            data={"job_status": "queued"})
+            self.append_log(
+                job.id,
+                f"job submitted: {job.summary()}",
+                kind="status",
+                data={"job_status": "queued"},
+            )
         self._submitted += len(jobs)
         self._wakeup.set()
         return [j.id for j in jobs]
@@ -220,10 +231,10 @@ class JobQueue:
             raise NotFoundError(f"job {job_id} does not exist", job=job_id)
         return job
 
-    def list_jobs(
-        self, *, statuses: Sequence[JobStatus] = (), archived: bool = False
-    ) -> list[Job]:
-        jobs = self.store.load_jobs(include_archived=True) if archived else list(self._jobs.values())
+    def list_jobs(self, *, statuses: Sequence[JobStatus] = (), archived: bool = False) -> list[Job]:
+        jobs = (
+            self.store.load_jobs(include_archived=True) if archived else list(self._jobs.values())
+        )
         if statuses:
             jobs = [j for j in jobs if j.status in statuses]
         return sorted(jobs, key=lambda j: j.id)
@@ -279,7 +290,8 @@ class JobQueue:
         now = time.time() if now is None else now
         cutoff = now - self.options.queue.archive_after
         old = [
-            j.id for j in self._jobs.values()
+            j.id
+            for j in self._jobs.values()
             if j.status.finalized and j.ended is not None and j.ended < cutoff
         ]
         for job_id in old:
@@ -348,8 +360,12 @@ class JobQueue:
         self.append_log(job.id, reason, kind="error")
         for op in job.ops:
             if not op.status.finalized:
-                self._set_op(job.id, op.index, OpStatus.ERROR,
-                             error={"kind": "dependency", "message": reason})
+                self._set_op(
+                    job.id,
+                    op.index,
+                    OpStatus.ERROR,
+                    error={"kind": "dependency", "message": reason},
+                )
 
     def _runnable(self, now: float) -> list[Job]:
         ready = []
@@ -357,20 +373,29 @@ class JobQueue:
             if job.id in self._workers or job.status.finalized:
                 continue
             if job.id not in self._recover and job.status not in (
-                JobStatus.QUEUED, JobStatus.WAITING, JobStatus.RUNNING
+                JobStatus.QUEUED,
+                JobStatus.WAITING,
+                JobStatus.RUNNING,
             ):
                 continue
             ok, waiting = self._dependencies(job)
             if not ok:
                 if waiting is not None:
                     first = next(op for op in job.ops if not op.status.finalized)
-                    if first.status is OpStatus.QUEUED or job.waiting_for != f"dependency: {waiting}":
+                    if (
+                        first.status is OpStatus.QUEUED
+                        or job.waiting_for != f"dependency: {waiting}"
+                    ):
                         if first.status is OpStatus.QUEUED:
                             self._set_op(job.id, first.index, OpStatus.WAITING)
-                        self._save(attrs.evolve(self._jobs[job.id], waiting_for=f"dependency: {waiting}"))
+                        self._save(
+                            attrs.evolve(self._jobs[job.id], waiting_for=f"dependency: {waiting}")
+                        )
                 continue
             ready.append(self._jobs[job.id])
-        ready.sort(key=lambda j: (j.id not in self._recover, self._effective_priority(j, now), j.id))
+        ready.sort(
+            key=lambda j: (j.id not in self._recover, self._effective_priority(j, now), j.id)
+        )
         return ready
 
     def _dispatch(self, tg: TaskGroup) -> None:
@@ -414,8 +439,12 @@ class JobQueue:
                     status = OpStatus.ERROR
                     if op.status is OpStatus.CANCELING:
                         status = OpStatus.CANCELED
-                    self._set_op(job_id, op.index, status,
-                                 error={"kind": "internal", "message": f"internal error: {exc!r}"})
+                    self._set_op(
+                        job_id,
+                        op.index,
+                        status,
+                        error={"kind": "internal", "message": f"internal error: {exc!r}"},
+                    )
         finally:
             self._workers.pop(job_id, None)
             self._recover.discard(job_id)
@@ -451,7 +480,9 @@ class JobQueue:
             ok = await self._run_op(job_id, op_state.index)
             if not ok:
                 self._fail_rest(
-                    job_id, op_state.index, OpStatus.ERROR,
+                    job_id,
+                    op_state.index,
+                    OpStatus.ERROR,
                     f"not run: opcode {op_state.index} failed",
                 )
                 return
@@ -540,7 +571,9 @@ class JobQueue:
             self._set_op(job_id, index, OpStatus.SUCCESS, result=outcome.result)
             return True
         self._set_op(
-            job_id, index, OpStatus.ERROR,
+            job_id,
+            index,
+            OpStatus.ERROR,
             error={"kind": "interrupted", "message": outcome.message},
         )
         return False
@@ -551,4 +584,3 @@ class JobQueue:
         # Locks are already held by the caller.
         self._set_op(job_id, index, OpStatus.WAITING)
         return await self._exec_op(job_id, index, lu, ctx)
-

@@ -79,8 +79,14 @@ class Store(Protocol):
     def load_log(self, job_id: int, since: int = 0) -> list[LogEntry]: ...
     def last_serial(self, job_id: int) -> int: ...
     def journal_start(
-        self, job_id: int, op_index: int, seq: int, node: str, kind: str,
-        description: str, data: dict[str, Any],
+        self,
+        job_id: int,
+        op_index: int,
+        seq: int,
+        node: str,
+        kind: str,
+        description: str,
+        data: dict[str, Any],
     ) -> int: ...
     def journal_finish(self, record_id: int, status: str, result: dict[str, Any]) -> None: ...
     def load_journal(self, job_id: int, op_index: int | None = None) -> list[JournalRecord]: ...
@@ -231,8 +237,17 @@ class SqliteStore:
             cur = db.execute(
                 "INSERT INTO journal(job_id, op_index, seq, node, kind, description, status, "
                 "data, started) VALUES (?,?,?,?,?,?,?,?,?)",
-                (job_id, op_index, seq, node, kind, description, "started",
-                 codec.dumps(data), time.time()),
+                (
+                    job_id,
+                    op_index,
+                    seq,
+                    node,
+                    kind,
+                    description,
+                    "started",
+                    codec.dumps(data),
+                    time.time(),
+                ),
             )
             return int(cur.lastrowid or 0)
 
@@ -254,9 +269,18 @@ class SqliteStore:
             args += (op_index,)
         return [
             JournalRecord(
-                id=r[0], job_id=r[1], op_index=r[2], seq=r[3], node=r[4], kind=r[5],
-                description=r[6], status=r[7], data=codec.loads(r[8]), started=r[9],
-                ended=r[10], result=None if r[11] is None else codec.loads(r[11]),
+                id=r[0],
+                job_id=r[1],
+                op_index=r[2],
+                seq=r[3],
+                node=r[4],
+                kind=r[5],
+                description=r[6],
+                status=r[7],
+                data=codec.loads(r[8]),
+                started=r[9],
+                ended=r[10],
+                result=None if r[11] is None else codec.loads(r[11]),
             )
             for r in self._db.execute(sql + " ORDER BY id", args)
         ]

@@ -28,8 +28,9 @@ from extjobs.nodes.ssh import SSHRunner
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -55,8 +56,12 @@ def opcodes(draw: st.DrawFn) -> dict[str, Any]:
 bodies = st.one_of(
     json_values,
     st.lists(opcodes(), max_size=3),
-    st.builds(lambda ops, p, d: {"ops": ops, "priority": p, "depends": d},
-              st.lists(opcodes(), max_size=3), field_values(), field_values()),
+    st.builds(
+        lambda ops, p, d: {"ops": ops, "priority": p, "depends": d},
+        st.lists(opcodes(), max_size=3),
+        field_values(),
+        field_values(),
+    ),
     st.builds(lambda jobs: {"jobs": jobs}, st.lists(st.lists(opcodes(), max_size=2), max_size=3)),
 )
 
@@ -89,8 +94,11 @@ def check_error(response: httpx.Response) -> dict[str, Any]:
     return dict(error)
 
 
-@settings(max_examples=300, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(body=bodies)
 async def test_random_submissions_never_500(app: App, body: Any) -> None:
     before = app.job_count()
@@ -108,20 +116,48 @@ async def test_random_submissions_never_500(app: App, body: Any) -> None:
 @pytest.mark.parametrize(
     ("body", "field", "text"),
     [
-        pytest.param({"ops": [{"OP_ID": "OP_NOPE"}]}, "job.ops[0].OP_ID", "unknown opcode",
-                     id="unknown-opcode"),
-        pytest.param({"ops": [{"OP_ID": "OP_NODE_ADD", "node_name": "../x"}]}, "node_name",
-                     "invalid node name", id="node-name-slash"),
-        pytest.param({"ops": [{"OP_ID": "OP_EXTSTORAGE_INSTALL", "source": "/x",
-                               "provider": "../etc"}]}, None, None, id="provider-dotdot"),
-        pytest.param({"ops": [{"OP_ID": "OP_NODE_ADD", "node_name": "n", "port": 70000}]},
-                     "port", "out of range", id="port-range"),
-        pytest.param({"ops": [{"OP_ID": "OP_TEST_DELAY", "duration": "1h"}]},
-                     "job.ops[0].duration", "expected float", id="duration-junk"),
-        pytest.param({"ops": [{"OP_ID": "OP_TEST_DELAY"}], "priority": 99}, "priority",
-                     "out of range", id="priority-range"),
-        pytest.param({"ops": [{"OP_ID": "OP_TEST_DELAY"}], "extra": 1}, "job.extra",
-                     "unknown field", id="unknown-field"),
+        pytest.param(
+            {"ops": [{"OP_ID": "OP_NOPE"}]},
+            "job.ops[0].OP_ID",
+            "unknown opcode",
+            id="unknown-opcode",
+        ),
+        pytest.param(
+            {"ops": [{"OP_ID": "OP_NODE_ADD", "node_name": "../x"}]},
+            "node_name",
+            "invalid node name",
+            id="node-name-slash",
+        ),
+        pytest.param(
+            {"ops": [{"OP_ID": "OP_EXTSTORAGE_INSTALL", "source": "/x", "provider": "../etc"}]},
+            None,
+            None,
+            id="provider-dotdot",
+        ),
+        pytest.param(
+            {"ops": [{"OP_ID": "OP_NODE_ADD", "node_name": "n", "port": 70000}]},
+            "port",
+            "out of range",
+            id="port-range",
+        ),
+        pytest.param(
+            {"ops": [{"OP_ID": "OP_TEST_DELAY", "duration": "1h"}]},
+            "job.ops[0].duration",
+            "expected float",
+            id="duration-junk",
+        ),
+        pytest.param(
+            {"ops": [{"OP_ID": "OP_TEST_DELAY"}], "priority": 99},
+            "priority",
+            "out of range",
+            id="priority-range",
+        ),
+        pytest.param(
+            {"ops": [{"OP_ID": "OP_TEST_DELAY"}], "extra": 1},
+            "job.extra",
+            "unknown field",
+            id="unknown-field",
+        ),
         pytest.param({"ops": []}, "job.ops", "non-empty", id="no-ops"),
     ],
 )

@@ -42,9 +42,19 @@ class Daemon:
             self.socket.unlink()
         out = self.log.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "extjobs", "daemon", "--config", str(self.config),
-             "--log-level", "info"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+            [
+                sys.executable,
+                "-m",
+                "extjobs",
+                "daemon",
+                "--config",
+                str(self.config),
+                "--log-level",
+                "info",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
         )
         out.close()
         deadline = time.monotonic() + timeout
@@ -97,7 +107,9 @@ class TestCluster:
     def search_path(self, node: HarnessNode) -> Path:
         return node.root / "srv" / "extjobs" / "extstorage"
 
-    def install_provider(self, node: HarnessNode, provider: str, source: Path | None = None) -> Path:
+    def install_provider(
+        self, node: HarnessNode, provider: str, source: Path | None = None
+    ) -> Path:
         dest = self.search_path(node) / provider
         if dest.exists():
             shutil.rmtree(dest)
@@ -108,8 +120,13 @@ class TestCluster:
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "EXTJOBS_SOCKET": str(self.daemon.socket), "COLUMNS": "200"}
         return subprocess.run(
-            [sys.executable, "-m", "extjobs", *args], env=env, input=stdin,
-            capture_output=True, text=True, timeout=120, check=False,
+            [sys.executable, "-m", "extjobs", *args],
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
 
     def run_job(self, ops: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -136,9 +153,14 @@ class TestCluster:
 
     def add_node(self, node: HarnessNode, **extra: Any) -> dict[str, Any]:
         op = {
-            "OP_ID": "OP_NODE_ADD", "node_name": node.name, "address": node.host,
-            "port": node.port, "user": self.user, "accept_new_host_key": True,
-            "search_path": [str(self.search_path(node))], **extra,
+            "OP_ID": "OP_NODE_ADD",
+            "node_name": node.name,
+            "address": node.host,
+            "port": node.port,
+            "user": self.user,
+            "accept_new_host_key": True,
+            "search_path": [str(self.search_path(node))],
+            **extra,
         }
         job = self.run_job([op])
         assert job["status"] == "success", json.dumps(job, indent=1)[-3000:]

@@ -21,10 +21,28 @@ WRITE = "w" * 32
 def make_cert(directory: Path) -> tuple[Path, Path]:
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key
 
@@ -45,8 +63,10 @@ def test_tcp_listener_needs_tls_and_tokens_with_roles(tmp_path: Path) -> None:
     tokens.write_text(f"# operators\n{READ} read\n{WRITE} write\n")
     tokens.chmod(0o600)
     port = free_port()
-    extra = (f'tcp_listen = "127.0.0.1:{port}"\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
-             f'token_file = "{tokens}"\n')
+    extra = (
+        f'tcp_listen = "127.0.0.1:{port}"\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
+        f'token_file = "{tokens}"\n'
+    )
     with start_cluster("embedded", 1, tmp_path / "c", daemon_extra=extra) as c:
         c.init()
         tls = ssl.create_default_context(cafile=str(cert))

@@ -49,12 +49,16 @@ def serial_cluster(tmp_path: Path) -> Iterator[TestCluster]:
 
 
 def test_same_instance_serialises_and_different_instances_overlap(cluster: TestCluster) -> None:
-    ids = cluster.client.submit({"jobs": [
-        {"ops": [delay(0.4, lock_instances=["a"])]},
-        {"ops": [delay(0.4, lock_instances=["a"])]},
-        {"ops": [delay(0.4, lock_instances=["b"])]},
-        {"ops": [delay(0.4, lock_instances=["c"])]},
-    ]})
+    ids = cluster.client.submit(
+        {
+            "jobs": [
+                {"ops": [delay(0.4, lock_instances=["a"])]},
+                {"ops": [delay(0.4, lock_instances=["a"])]},
+                {"ops": [delay(0.4, lock_instances=["b"])]},
+                {"ops": [delay(0.4, lock_instances=["c"])]},
+            ]
+        }
+    )
     # While the first holds instance a, the second shows what it waits for.
     waiting = wait_status(cluster, ids[1], "waiting")
     assert f"instance/a (held by job {ids[0]})" in waiting["waiting_for"]
@@ -62,8 +66,10 @@ def test_same_instance_serialises_and_different_instances_overlap(cluster: TestC
     assert all(j["status"] == "success" for j in jobs)
     a1, a2, b, c = (interval(j) for j in jobs)
     assert a1[1] <= a2[0], "two jobs on instance a overlapped"
-    assert b[0] < c[1] and c[0] < b[1], "jobs on instances b and c did not overlap"
-    assert b[0] < a1[1] and a1[0] < b[1], "jobs on instances a and b did not overlap"
+    assert b[0] < c[1], "jobs on instances b and c did not overlap"
+    assert c[0] < b[1], "jobs on instances b and c did not overlap"
+    assert b[0] < a1[1], "jobs on instances a and b did not overlap"
+    assert a1[0] < b[1], "jobs on instances a and b did not overlap"
 
 
 def test_high_priority_overtakes_queued_normal_jobs(serial_cluster: TestCluster) -> None:
@@ -79,11 +85,15 @@ def test_high_priority_overtakes_queued_normal_jobs(serial_cluster: TestCluster)
 
 
 def test_dependencies_with_relative_ids(cluster: TestCluster) -> None:
-    ids = cluster.client.submit({"jobs": [
-        {"ops": [delay(0.2)]},
-        {"ops": [delay(0)], "depends": [[-1, ["success"]]]},
-        {"ops": [delay(0)], "depends": [[-2, ["error", "canceled"]]]},
-    ]})
+    ids = cluster.client.submit(
+        {
+            "jobs": [
+                {"ops": [delay(0.2)]},
+                {"ops": [delay(0)], "depends": [[-1, ["success"]]]},
+                {"ops": [delay(0)], "depends": [[-2, ["error", "canceled"]]]},
+            ]
+        }
+    )
     first, second, third = (cluster.wait(i) for i in ids)
     assert first["status"] == "success"
     assert second["status"] == "success"
@@ -133,8 +143,9 @@ def _processes_with_cmdline(needle: str) -> list[int]:
 
 def test_cancel_running_job_kills_the_remote_script(cluster: TestCluster) -> None:
     marker = "313.25"
-    job_id = cluster.client.submit({"ops": [delay(float(marker), on_master=False,
-                                                   on_nodes=["node1"])]})[0]
+    job_id = cluster.client.submit(
+        {"ops": [delay(float(marker), on_master=False, on_nodes=["node1"])]}
+    )[0]
     deadline = time.monotonic() + 30
     while not _processes_with_cmdline(f"sleep {marker}") and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -165,7 +176,8 @@ def test_archive_and_list_filters(cluster: TestCluster) -> None:
     archived = {j["id"]: j for j in cluster.client.jobs(archived=True)}
     assert archived[ok["id"]]["archived"] is True
     info = cluster.client.job(ok["id"])
-    assert info["archived"] is True and info["status"] == "success"
+    assert info["archived"] is True
+    assert info["status"] == "success"
     assert info["log"] == ok["log"]
     running = cluster.client.submit({"ops": [delay(0.5)]})[0]
     with pytest.raises(ApiError, match="only finished jobs"):
@@ -178,8 +190,7 @@ def test_archive_and_list_filters(cluster: TestCluster) -> None:
 
 
 def test_finished_jobs_are_archived_automatically(tmp_path: Path) -> None:
-    with start_cluster("embedded", 1, tmp_path,
-                       config_extra="[queue]\narchive_after = 0.5\n") as c:
+    with start_cluster("embedded", 1, tmp_path, config_extra="[queue]\narchive_after = 0.5\n") as c:
         c.init()
         job = c.run_job([delay(0)])
         deadline = time.monotonic() + 20
@@ -201,16 +212,19 @@ def test_full_queue_refuses_submissions(tmp_path: Path) -> None:
 
 
 def test_restart_keeps_dependencies_priorities_and_waiting_jobs(tmp_path: Path) -> None:
-    with start_cluster("embedded", 1, tmp_path,
-                       config_extra="[queue]\nmax_running = 1\n") as c:
+    with start_cluster("embedded", 1, tmp_path, config_extra="[queue]\nmax_running = 1\n") as c:
         c.init()
         blocker = c.client.submit({"ops": [delay(1.0, lock_instances=["x"])]})[0]
         wait_status(c, blocker, "running")
-        ids = c.client.submit({"jobs": [
-            {"ops": [delay(0)], "priority": 5},
-            {"ops": [delay(0)], "depends": [[-1, ["success"]]], "priority": -5},
-            {"ops": [delay(0)], "priority": -10},
-        ]})
+        ids = c.client.submit(
+            {
+                "jobs": [
+                    {"ops": [delay(0)], "priority": 5},
+                    {"ops": [delay(0)], "depends": [[-1, ["success"]]], "priority": -5},
+                    {"ops": [delay(0)], "priority": -10},
+                ]
+            }
+        )
         c.restart_daemon(kill=True)
         for job_id in ids:
             job = c.client.job(job_id)

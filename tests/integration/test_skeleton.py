@@ -9,8 +9,7 @@ from pathlib import Path
 from tests.harness.cluster import TestCluster, start_cluster
 
 TWO_OPS = [
-    {"OP_ID": "OP_TEST_DELAY", "duration": 0.3, "on_master": False,
-     "on_nodes": ["node1", "node2"]},
+    {"OP_ID": "OP_TEST_DELAY", "duration": 0.3, "on_master": False, "on_nodes": ["node1", "node2"]},
     {"OP_ID": "OP_NODE_QUERY"},
 ]
 
@@ -45,8 +44,10 @@ def test_submit_returns_at_once_and_info_shows_each_opcode(cluster3: TestCluster
 
 
 def test_watch_exits_1_when_the_job_fails(cluster3: TestCluster) -> None:
-    bad = [{"OP_ID": "OP_TEST_DELAY", "duration": 0, "on_nodes": ["nosuchnode"]},
-           {"OP_ID": "OP_NODE_QUERY"}]
+    bad = [
+        {"OP_ID": "OP_TEST_DELAY", "duration": 0, "on_nodes": ["nosuchnode"]},
+        {"OP_ID": "OP_NODE_QUERY"},
+    ]
     job_id = cluster3.client.submit({"ops": bad})[0]
     watch = cluster3.cli("job", "watch", str(job_id))
     assert watch.returncode == 1
@@ -75,7 +76,8 @@ def test_diagnose_per_node_and_per_group(cluster3: TestCluster) -> None:
     assert list(group["reasons"]) == ["node3"]
     assert "dir" in group["parameters"]
     table = cluster3.cli("storage", "diagnose")
-    assert "invalid" in table.stdout and "node3" in table.stdout
+    assert "invalid" in table.stdout
+    assert "node3" in table.stdout
 
 
 def test_unreachable_node_is_reported_while_others_answer(cluster3: TestCluster) -> None:
@@ -108,17 +110,31 @@ def test_changed_host_key_is_refused(cluster3: TestCluster) -> None:
 
 def test_node_add_pins_the_host_key_only_when_confirmed(node_kind: str, tmp_path: Path) -> None:
     with start_cluster(node_kind, 1, tmp_path) as cluster:
-        assert cluster.run_job([{"OP_ID": "OP_CLUSTER_INIT", "cluster_name": "c"}])[
-            "status"] == "success"
+        assert (
+            cluster.run_job([{"OP_ID": "OP_CLUSTER_INIT", "cluster_name": "c"}])["status"]
+            == "success"
+        )
         node = cluster.nodes[0]
-        base = ["node", "add", node.name, "--address", node.host, "--port", str(node.port),
-                "--user", cluster.user]
+        base = [
+            "node",
+            "add",
+            node.name,
+            "--address",
+            node.host,
+            "--port",
+            str(node.port),
+            "--user",
+            cluster.user,
+        ]
         refused = cluster.cli(*base)
         assert refused.returncode == 1
         assert "--accept-new-host-key" in refused.stderr
         assert "SHA256:" in refused.stderr
-        wrong = cluster.cli(*base, "--host-key", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm5"
-                            "NAWe1vdIFGx7/SvWCr5cQ1jJZQBHCYUf+MOXeLmm")
+        wrong = cluster.cli(
+            *base,
+            "--host-key",
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm5NAWe1vdIFGx7/SvWCr5cQ1jJZQBHCYUf+MOXeLmm",
+        )
         assert wrong.returncode == 1
         assert "not the given" in wrong.stderr
         assert cluster.client.nodes() == []
@@ -133,12 +149,17 @@ def test_sigkill_keeps_finished_jobs_and_runs_queued_ones(node_kind: str, tmp_pa
         c.init()
         done = c.run_job([{"OP_ID": "OP_TEST_DELAY", "duration": 0, "on_nodes": ["node1"]}])
         assert done["status"] == "success"
-        blocker = c.client.submit({"ops": [{"OP_ID": "OP_TEST_DELAY", "duration": 1.0,
-                                            "on_nodes": ["node1"]}]})[0]
-        queued = c.client.submit({"jobs": [
-            {"ops": [{"OP_ID": "OP_TEST_DELAY", "duration": 0, "on_nodes": ["node2"]}]},
-            {"ops": [{"OP_ID": "OP_NODE_QUERY"}], "depends": [[-1, ["success"]]]},
-        ]})
+        blocker = c.client.submit(
+            {"ops": [{"OP_ID": "OP_TEST_DELAY", "duration": 1.0, "on_nodes": ["node1"]}]}
+        )[0]
+        queued = c.client.submit(
+            {
+                "jobs": [
+                    {"ops": [{"OP_ID": "OP_TEST_DELAY", "duration": 0, "on_nodes": ["node2"]}]},
+                    {"ops": [{"OP_ID": "OP_NODE_QUERY"}], "depends": [[-1, ["success"]]]},
+                ]
+            }
+        )
         deadline = time.monotonic() + 30
         while c.client.job(blocker)["status"] != "running" and time.monotonic() < deadline:
             time.sleep(0.02)

@@ -29,7 +29,8 @@ def test_install_then_info(node_kind: str, tmp_path: Path) -> None:
         info = json.loads(c.cli("storage", "info", "sharedfile", "--output", "json").stdout)
         assert info["sharedfile"]["valid_groups"] == ["default"]
         params = info["sharedfile"]["parameters"]
-        assert "dir" in params and params["dir"]
+        assert "dir" in params
+        assert params["dir"]
         text = c.cli("storage", "info").stdout
         assert "valid in: default" in text
 

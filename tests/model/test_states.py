@@ -44,9 +44,10 @@ def test_job_status_is_derived_consistently(ops: list[OpStatus]) -> None:
         assert job is JobStatus.SUCCESS
     if job.finalized:
         # A finished job has no opcode still moving.
-        assert not any(
-            op in (OpStatus.RUNNING, OpStatus.WAITING, OpStatus.CANCELING) for op in ops
-        ) or job is not JobStatus.SUCCESS
+        assert (
+            not any(op in (OpStatus.RUNNING, OpStatus.WAITING, OpStatus.CANCELING) for op in ops)
+            or job is not JobStatus.SUCCESS
+        )
     if OpStatus.CANCELING in ops:
         assert job is JobStatus.CANCELING
     elif OpStatus.ERROR in ops and OpStatus.CANCELED not in ops:

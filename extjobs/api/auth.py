@@ -87,8 +87,12 @@ class TokenAuth:
             )
         elif needed == "write" and role != "write":
             response = JSONResponse(
-                {"error": {"kind": "forbidden",
-                           "message": f"{request.method} {request.url.path} needs a write token"}},
+                {
+                    "error": {
+                        "kind": "forbidden",
+                        "message": f"{request.method} {request.url.path} needs a write token",
+                    }
+                },
                 status_code=403,
             )
         else:

@@ -53,8 +53,17 @@ def _processes() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 def start_node(root: Path, authorized_keys: Path, procs: list[subprocess.Popen[bytes]]) -> int:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "extjobs.nodes.embedded", "--root", str(root), "--port", "0",
-         "--authorized-keys", str(authorized_keys)],
+        [
+            sys.executable,
+            "-m",
+            "extjobs.nodes.embedded",
+            "--root",
+            str(root),
+            "--port",
+            "0",
+            "--authorized-keys",
+            str(authorized_keys),
+        ],
         stdout=subprocess.PIPE,
     )
     procs.append(proc)
@@ -84,8 +93,13 @@ class Operator:
     def run(self, *args: str, stdin: str | None = None, expect: int = 0) -> str:
         console.print(f"\n[bold cyan]$ extjobs {' '.join(args)}[/bold cyan]")
         proc = subprocess.run(
-            [sys.executable, "-m", "extjobs", *args], env=self.env, input=stdin,
-            capture_output=True, text=True, timeout=300, check=False,
+            [sys.executable, "-m", "extjobs", *args],
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
         )
         sys.stdout.write(proc.stdout)
         sys.stdout.write(proc.stderr)
@@ -114,10 +128,14 @@ def run_demo(*, keep: bool = False) -> int:
                 shutil.copytree(providers_dir() / provider, dest)
                 ports[name] = start_node(root, authorized, procs)
             # The third node gets a broken copy: one script lost its execute bit.
-            broken = base / "nodes" / NODES[2] / "srv" / "extjobs" / "extstorage" / provider / "attach"
+            broken = (
+                base / "nodes" / NODES[2] / "srv" / "extjobs" / "extstorage" / provider / "attach"
+            )
             broken.chmod(0o644)
-            console.print(f"[bold]Embedded nodes[/bold] in {base / 'nodes'}: "
-                          + ", ".join(f"{n} on 127.0.0.1:{p}" for n, p in ports.items()))
+            console.print(
+                f"[bold]Embedded nodes[/bold] in {base / 'nodes'}: "
+                + ", ".join(f"{n} on 127.0.0.1:{p}" for n, p in ports.items())
+            )
             console.print(f"node3's copy of {provider} is broken: {broken.name} is not executable")
 
             socket = base / "run" / "api.sock"
@@ -128,8 +146,16 @@ def run_demo(*, keep: bool = False) -> int:
             )
             (base / "run").mkdir(mode=0o700)
             daemon = subprocess.Popen(
-                [sys.executable, "-m", "extjobs", "daemon", "--config", str(config),
-                 "--log-level", "warning"],
+                [
+                    sys.executable,
+                    "-m",
+                    "extjobs",
+                    "daemon",
+                    "--config",
+                    str(config),
+                    "--log-level",
+                    "warning",
+                ],
             )
             procs.append(daemon)
             wait_for_socket(socket, daemon)
@@ -139,16 +165,33 @@ def run_demo(*, keep: bool = False) -> int:
             op.run("cluster", "init", "demo")
             for name in NODES:
                 search = base / "nodes" / name / "srv" / "extjobs" / "extstorage"
-                op.run("node", "add", name, "--address", "127.0.0.1", "--port", str(ports[name]),
-                       "--user", os.environ.get("USER") or "root", "--accept-new-host-key",
-                       "--search-path", str(search))
+                op.run(
+                    "node",
+                    "add",
+                    name,
+                    "--address",
+                    "127.0.0.1",
+                    "--port",
+                    str(ports[name]),
+                    "--user",
+                    os.environ.get("USER") or "root",
+                    "--accept-new-host-key",
+                    "--search-path",
+                    str(search),
+                )
             op.run("node", "list")
             op.run("storage", "diagnose")
-            job_file = json.dumps([
-                {"OP_ID": "OP_TEST_DELAY", "duration": 0.2, "on_master": False,
-                 "on_nodes": list(NODES)},
-                {"OP_ID": "OP_TEST_DELAY", "duration": 0.1},
-            ])
+            job_file = json.dumps(
+                [
+                    {
+                        "OP_ID": "OP_TEST_DELAY",
+                        "duration": 0.2,
+                        "on_master": False,
+                        "on_nodes": list(NODES),
+                    },
+                    {"OP_ID": "OP_TEST_DELAY", "duration": 0.1},
+                ]
+            )
             job_id = op.run("submit", "-", stdin=job_file).strip()
             op.run("job", "watch", job_id)
             op.run("job", "info", job_id)

@@ -45,8 +45,10 @@ class LUClusterInit(LogicalUnit[OpClusterInit]):
 
         def change(cfg: ClusterConfig) -> ClusterConfig:
             cfg = attrs.evolve(cfg, cluster=cluster)
-            return cfg if op.default_group in cfg.groups else cfg.with_group(
-                NodeGroup(op.default_group)
+            return (
+                cfg
+                if op.default_group in cfg.groups
+                else cfg.with_group(NodeGroup(op.default_group))
             )
 
         ctx.update_config(change)

@@ -22,9 +22,7 @@ def _same_key(a: str, b: str) -> bool:
 def node_summary(node: Node, config: ClusterConfig) -> dict[str, Any]:
     data: dict[str, Any] = dict(codec.unstructure(node))
     data["host_key_fingerprint"] = fingerprint(node.host_key) if node.host_key else None
-    data["instances"] = sorted(
-        i.name for i in config.instances.values() if i.primary == node.name
-    )
+    data["instances"] = sorted(i.name for i in config.instances.values() if i.primary == node.name)
     return data
 
 
@@ -97,8 +95,12 @@ class LUNodeAdd(LogicalUnit[OpNodeAdd]):
         )
         ctx.update_config(lambda cfg: cfg.with_node(node))
         ctx.log(f"node {node.name} added to group {node.group}, host key {fp} pinned")
-        return {"node": node.name, "group": node.group, "host_key_fingerprint": fp,
-                "hostname": result.stdout.strip()}
+        return {
+            "node": node.name,
+            "group": node.group,
+            "host_key_fingerprint": fp,
+            "hostname": result.stdout.strip(),
+        }
 
 
 class LUNodeRemove(LogicalUnit[OpNodeRemove]):
@@ -133,4 +135,3 @@ class LUNodeQuery(LogicalUnit[OpNodeQuery]):
         cfg = ctx.config
         names = self.op.names or tuple(sorted(cfg.nodes))
         return [node_summary(cfg.nodes[n], cfg) for n in names]
-

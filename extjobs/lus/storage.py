@@ -100,8 +100,13 @@ class LUExtStorageDiagnose(LogicalUnit[OpExtStorageDiagnose]):
             for name, gst in sorted(statuses.items()):
                 ctx.log(
                     f"group {group}: provider {name} "
-                    + ("valid" if gst.valid else "invalid (" + "; ".join(
-                        f"{n}: {r}" for n, r in gst.reasons.items()) + ")")
+                    + (
+                        "valid"
+                        if gst.valid
+                        else "invalid ("
+                        + "; ".join(f"{n}: {r}" for n, r in gst.reasons.items())
+                        + ")"
+                    )
                 )
         return {"nodes": node_out, "groups": group_out}
 
@@ -145,16 +150,15 @@ class LUExtStorageInstall(LogicalUnit[OpExtStorageInstall]):
                 field="source",
             )
         missing = [
-            f for f in REQUIRED_FILES
+            f
+            for f in REQUIRED_FILES
             if not (source / f).is_file() or not os.access(source / f, os.X_OK)
         ]
         if missing or not (source / "parameters.list").is_file():
             what = [f"{m} (missing or not executable)" for m in missing]
             if not (source / "parameters.list").is_file():
                 what.append("parameters.list (missing)")
-            raise InputError(
-                f"{source} is not a valid provider: {', '.join(what)}", field="source"
-            )
+            raise InputError(f"{source} is not a valid provider: {', '.join(what)}", field="source")
         targets = self._targets(config)
         if not targets:
             raise PrerequisiteError("no online node to install to")
@@ -180,18 +184,22 @@ class LUExtStorageInstall(LogicalUnit[OpExtStorageInstall]):
             for node in targets:
                 dest = str(PurePosixPath(cfg.search_path_for(node, storage.search_path)[0]) / name)
                 tg.start_soon(copy, node.name, dest)
-        diag = await ctx.run_many([
-            Step(
-                node=n,
-                kind="command",
-                description=f"diagnose {name}",
-                command=diagnose_command(
-                    cfg.search_path_for(cfg.node(n), storage.search_path), [name],
-                    storage.timeout("diagnose"), path_env=storage.path_env,
-                ),
-            )
-            for n in sorted(installed)
-        ])
+        diag = await ctx.run_many(
+            [
+                Step(
+                    node=n,
+                    kind="command",
+                    description=f"diagnose {name}",
+                    command=diagnose_command(
+                        cfg.search_path_for(cfg.node(n), storage.search_path),
+                        [name],
+                        storage.timeout("diagnose"),
+                        path_env=storage.path_env,
+                    ),
+                )
+                for n in sorted(installed)
+            ]
+        )
         valid: dict[str, bool] = {}
         for node_name, answer in zip(sorted(installed), diag, strict=True):
             if isinstance(answer, ExtJobsError):

@@ -1,0 +1,70 @@
+"""Node faults mid-job: a killed sshd and a frozen node give a clear error in bounded time,
+the daemon keeps serving other jobs and the API meanwhile, and reconnects afterwards."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.harness.cluster import TestCluster, start_cluster
+
+
+def delay_on(node: str, seconds: float) -> dict[str, Any]:
+    return {"OP_ID": "OP_TEST_DELAY", "duration": seconds, "on_master": False, "on_nodes": [node]}
+
+
+def wait_running(c: TestCluster, job_id: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        job = c.client.job(job_id)
+        if any(e["type"] == "status" and "running" in e["message"] for e in job["log"]):
+            time.sleep(0.3)  # let the remote command start
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} never ran")
+
+
+def check_others_still_served(c: TestCluster) -> None:
+    other = c.run_job([delay_on("node2", 0)])
+    assert other["status"] == "success"
+    assert c.client.info()["cluster"] == "test"
+
+
+def test_killed_node_mid_job(node_kind: str, tmp_path: Path) -> None:
+    with start_cluster(node_kind, 2, tmp_path) as c:
+        c.init()
+        job_id = c.client.submit({"ops": [delay_on("node1", 60)]})[0]
+        wait_running(c, job_id)
+        c.node("node1").kill()
+        check_others_still_served(c)
+        job = c.wait(job_id, timeout=60)
+        assert job["status"] == "error"
+        message = job["ops"][0]["error"]["message"]
+        assert "node1" in message
+        assert "unreachable" in message or "lost" in message
+        c.node("node1").start()
+        assert c.run_job([delay_on("node1", 0)])["status"] == "success"
+
+
+def test_frozen_node_mid_job(node_kind: str, tmp_path: Path) -> None:
+    extra = "kill_timeout = 2.0\n"
+    with start_cluster(node_kind, 2, tmp_path, config_extra=extra) as c:
+        c.init()
+        job_id = c.client.submit({"ops": [delay_on("node1", 60)]})[0]
+        wait_running(c, job_id)
+        c.node("node1").freeze()
+        try:
+            check_others_still_served(c)
+            # keepalive_interval 2 s x 2 (the harness's settings): detected well before 60 s.
+            job = c.wait(job_id, timeout=45)
+            assert job["status"] == "error"
+            message = job["ops"][0]["error"]["message"]
+            assert "node1" in message
+            # A new job on the frozen node fails within the connect timeout, not forever.
+            stuck = c.run_job([delay_on("node1", 0)])
+            assert stuck["status"] == "error"
+            assert "node1" in stuck["ops"][0]["error"]["message"]
+        finally:
+            c.node("node1").thaw()
+        assert c.run_job([delay_on("node1", 0)])["status"] == "success"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -35,17 +36,17 @@ async def _exercise(jobs: list[list[LockRequest]], priorities: list[int]) -> Non
                 holders = holding.setdefault(req.key, {})
                 for other, mode in holders.items():
                     assert other != owner
-                    assert mode is Mode.SHARED and req.mode is Mode.SHARED, (
-                        f"{req.key}: {owner} ({req.mode}) overlaps {other} ({mode})"
-                    )
+                    overlap = f"{req.key}: {owner} ({req.mode}) overlaps {other} ({mode})"
+                    assert mode is Mode.SHARED, overlap
+                    assert req.mode is Mode.SHARED, overlap
             for req in requests:
                 holding[req.key][owner] = (
                     Mode.EXCLUSIVE
                     if any(r.key == req.key and r.mode is Mode.EXCLUSIVE for r in requests)
                     else Mode.SHARED
                 )
-            await anyio.sleep(0)
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
+            await anyio.lowlevel.checkpoint()
             for req in requests:
                 holding[req.key].pop(owner, None)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from extjobs.api.client import Client
+from extjobs.errors import ExtJobsError
 from tests.harness.keys import make_client_key
 from tests.harness.node import HarnessNode, start_nodes
 
@@ -60,12 +61,9 @@ class Daemon:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.socket.exists():
-                with Client(self.socket) as client:
-                    try:
-                        client.info()
-                        return
-                    except Exception:  # noqa: BLE001 - not ready yet
-                        pass
+                with Client(self.socket) as client, contextlib.suppress(ExtJobsError):
+                    client.info()
+                    return
             if self.process.poll() is not None:
                 raise RuntimeError(f"daemon exited at start-up:\n{self.log.read_text()[-3000:]}")
             time.sleep(0.05)

@@ -169,7 +169,7 @@ def submit(ctx: Ctx, file: Any, wait: bool, priority: str) -> None:
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint="FILE") from None
     prio = _priority(priority)
-    if isinstance(body, list):
+    if isinstance(body, list) and all(isinstance(op, dict) and "OP_ID" in op for op in body):
         body = {"ops": body, "priority": prio}
     elif isinstance(body, dict) and "ops" in body and "priority" not in body:
         body = {**body, "priority": prio}

@@ -88,8 +88,18 @@ def decode_job_request(data: Any, *, where: str = "job") -> JobRequest:
     )
 
 
+def _is_job(item: Any) -> bool:
+    return isinstance(item, list) or (isinstance(item, dict) and "ops" in item)
+
+
 def decode_submission(data: Any) -> list[JobRequest]:
-    """``{"jobs": [job, …]}`` or a single job; returns the batch in order."""
+    """``{"jobs": [job, …]}``, a list of jobs, or a single job; returns the batch in order.
+
+    A list counts as a list of jobs when every item is a job (an opcode list or an
+    object with ``ops``); otherwise it is one job's opcode list.
+    """
+    if isinstance(data, list) and data and all(_is_job(item) for item in data):
+        data = {"jobs": data}
     if isinstance(data, dict) and "jobs" in data:
         jobs = data["jobs"]
         if set(data) != {"jobs"}:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -237,3 +238,16 @@ def test_restart_keeps_dependencies_priorities_and_waiting_jobs(tmp_path: Path) 
         # The high-priority job ran before the low one.
         assert after[ids[2]]["ops"][0]["started"] <= after[ids[0]]["ops"][0]["started"]
         assert not c.client.jobs(statuses=["running", "waiting", "queued"])
+
+
+def test_cli_submits_a_list_of_jobs_with_relative_dependencies(cluster: TestCluster) -> None:
+    batch = [
+        [delay(0.1)],
+        {"ops": [delay(0)], "depends": [[-1, ["success"]]]},
+    ]
+    out = cluster.cli("submit", "-", "--wait", stdin=json.dumps(batch))
+    assert out.returncode == 0, out.stderr
+    first, second = (int(x) for x in out.stdout.split()[:2])
+    assert second == first + 1
+    assert cluster.client.job(second)["depends"] == [[first, ["success"]]]
+    assert cluster.client.job(second)["status"] == "success"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
+from urllib.parse import quote
 
 import httpx
 
@@ -108,3 +109,9 @@ class Client:
 
     def nodes(self) -> list[Any]:
         return list(self.request("GET", "/v1/nodes")["nodes"])
+
+    def instances(self) -> list[Any]:
+        return list(self.request("GET", "/v1/instances")["instances"])
+
+    def instance(self, name: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/v1/instances/{quote(name, safe='')}"))

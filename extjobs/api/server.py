@@ -97,7 +97,9 @@ def _int_param(request: Request, name: str, default: int | None = None) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise InputError(f"query parameter {name} must be an integer, not {raw!r}", field=name) from None
+        raise InputError(
+            f"query parameter {name} must be an integer, not {raw!r}", field=name
+        ) from None
 
 
 def _float_param(request: Request, name: str, default: float) -> float:
@@ -107,7 +109,9 @@ def _float_param(request: Request, name: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise InputError(f"query parameter {name} must be a number, not {raw!r}", field=name) from None
+        raise InputError(
+            f"query parameter {name} must be a number, not {raw!r}", field=name
+        ) from None
     if not 0 <= value <= 3600:
         raise InputError(f"query parameter {name} must be between 0 and 3600", field=name)
     return value
@@ -204,11 +208,31 @@ def build_app(queue: JobQueue) -> Starlette:
         cfg = queue.configmgr.current
         return JSONResponse({"nodes": [node_summary(n, cfg) for _, n in sorted(cfg.nodes.items())]})
 
+    @_endpoint
+    async def instances(request: Request) -> Response:
+        from extjobs.lus.instance import instance_summary
+
+        cfg = queue.configmgr.current
+        return JSONResponse(
+            {"instances": [instance_summary(i, cfg) for _, i in sorted(cfg.instances.items())]}
+        )
+
+    @_endpoint
+    async def instance(request: Request) -> Response:
+        from extjobs.lus.instance import instance_summary
+
+        cfg = queue.configmgr.current
+        return JSONResponse(instance_summary(cfg.instance(request.path_params["name"]), cfg))
+
     async def not_found(request: Request, exc: Exception) -> Response:
-        return error_response(404, "not_found", f"no such endpoint: {request.method} {request.url.path}")
+        return error_response(
+            404, "not_found", f"no such endpoint: {request.method} {request.url.path}"
+        )
 
     async def bad_method(request: Request, exc: Exception) -> Response:
-        return error_response(405, "method", f"{request.method} is not allowed on {request.url.path}")
+        return error_response(
+            405, "method", f"{request.method} is not allowed on {request.url.path}"
+        )
 
     routes = [
         Route("/v1/info", info, methods=["GET"]),
@@ -220,5 +244,7 @@ def build_app(queue: JobQueue) -> Starlette:
         Route("/v1/jobs/{job_id}/archive", archive_job, methods=["POST"]),
         Route("/v1/cluster", cluster, methods=["GET"]),
         Route("/v1/nodes", nodes, methods=["GET"]),
+        Route("/v1/instances", instances, methods=["GET"]),
+        Route("/v1/instances/{name}", instance, methods=["GET"]),
     ]
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: bad_method})

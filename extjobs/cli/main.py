@@ -38,14 +38,21 @@ class Ctx:
 pass_ctx = click.make_pass_decorator(Ctx)
 
 output_option = click.option(
-    "--output", "-o", "fmt", type=click.Choice(["table", "json"]), default="table",
-    show_default=True, help="Output format.",
+    "--output",
+    "-o",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
 )
 submit_option = click.option(
     "--submit", "submit_only", is_flag=True, help="Submit and print the job id; do not wait."
 )
 priority_option = click.option(
-    "--priority", default="normal", show_default=True,
+    "--priority",
+    default="normal",
+    show_default=True,
     help="low, normal, high or a number -20..19 (lower runs first).",
 )
 
@@ -72,8 +79,11 @@ def follow_job(client: Client, job_id: int, *, quiet: bool = False) -> dict[str,
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         with Progress(
-            SpinnerColumn(), TextColumn("job {task.fields[job]} {task.description}"),
-            TimeElapsedColumn(), console=output.console, transient=True,
+            SpinnerColumn(),
+            TextColumn("job {task.fields[job]} {task.description}"),
+            TimeElapsedColumn(),
+            console=output.console,
+            transient=True,
         ) as progress:
             task = progress.add_task("queued", job=job_id)
             for job, entries in client.follow(job_id):
@@ -115,7 +125,9 @@ def run_opcode(
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
-    "--socket", type=click.Path(path_type=Path), envvar="EXTJOBS_SOCKET",
+    "--socket",
+    type=click.Path(path_type=Path),
+    envvar="EXTJOBS_SOCKET",
     help="The daemon's API socket (default: EXTJOBS_SOCKET, else the configured one).",
 )
 @click.version_option(package_name="extjobs")
@@ -126,10 +138,17 @@ def cli(click_ctx: click.Context, socket: Path | None) -> None:
 
 
 @cli.command()
-@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="TOML configuration file.")
-@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Override the configured state directory.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="TOML configuration file.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Override the configured state directory.",
+)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]))
 def daemon(config_path: Path | None, state_dir: Path | None, log_level: str) -> None:
     """Run the master daemon in the foreground."""
@@ -142,7 +161,9 @@ def daemon(config_path: Path | None, state_dir: Path | None, log_level: str) -> 
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # asyncssh logs every channel at INFO; the job log already records each step.
-    logging.getLogger("asyncssh").setLevel(logging.DEBUG if log_level == "debug" else logging.WARNING)
+    logging.getLogger("asyncssh").setLevel(
+        logging.DEBUG if log_level == "debug" else logging.WARNING
+    )
     try:
         config = load_config(config_path, state_dir=state_dir)
         anyio.run(lambda: serve_daemon(config))
@@ -211,8 +232,14 @@ def job_list(ctx: Ctx, statuses: tuple[str, ...], archived: bool, fmt: str) -> N
         None,
         ["ID", "Status", "Prio", "Opcodes", "Received", "Waiting for"],
         [
-            (j["id"], j["status"] + (" (archived)" if j["archived"] else ""), j["priority"],
-             ",".join(j["summary"]), output.when(j["received"]), j["waiting_for"] or "")
+            (
+                j["id"],
+                j["status"] + (" (archived)" if j["archived"] else ""),
+                j["priority"],
+                ",".join(j["summary"]),
+                output.when(j["received"]),
+                j["waiting_for"] or "",
+            )
             for j in jobs
         ],
     )
@@ -230,17 +257,26 @@ def job_info(ctx: Ctx, job_id: int, fmt: str) -> None:
         output.emit_json(data)
         return
     c = output.console
-    c.print(f"[bold]Job {data['id']}[/bold]: {data['status']}"
-            + (" (archived)" if data["archived"] else "") + f", priority {data['priority']}")
-    c.print(f"  received {output.when(data['received'])}, started {output.when(data['started'])}, "
-            f"ended {output.when(data['ended'])}")
+    c.print(
+        f"[bold]Job {data['id']}[/bold]: {data['status']}"
+        + (" (archived)" if data["archived"] else "")
+        + f", priority {data['priority']}"
+    )
+    c.print(
+        f"  received {output.when(data['received'])}, started {output.when(data['started'])}, "
+        f"ended {output.when(data['ended'])}"
+    )
     if data["waiting_for"]:
         c.print(f"  waiting for {data['waiting_for']}")
     if data["depends"]:
-        c.print("  depends on " + ", ".join(f"job {d[0]} ({'/'.join(d[1])})" for d in data["depends"]))
+        c.print(
+            "  depends on " + ", ".join(f"job {d[0]} ({'/'.join(d[1])})" for d in data["depends"])
+        )
     for op in data["ops"]:
-        c.print(f"  opcode {op['index']} {op['input']['OP_ID']}: {op['status']}, "
-                f"{output.duration(op['duration'])}")
+        c.print(
+            f"  opcode {op['index']} {op['input']['OP_ID']}: {op['status']}, "
+            f"{output.duration(op['duration'])}"
+        )
         if op["error"]:
             c.print(f"    error: {op['error'].get('message')}", markup=False)
         if op["result"] is not None:
@@ -300,8 +336,11 @@ def cluster_init(
     ctx: Ctx, name: str, default_group: str, search_path: str | None, submit_only: bool
 ) -> None:
     """Initialise the cluster."""
-    op: dict[str, Any] = {"OP_ID": "OP_CLUSTER_INIT", "cluster_name": name,
-                          "default_group": default_group}
+    op: dict[str, Any] = {
+        "OP_ID": "OP_CLUSTER_INIT",
+        "cluster_name": name,
+        "default_group": default_group,
+    }
     if search_path:
         op["search_path"] = search_path.split(":")
     if run_opcode(ctx, op, submit_only=submit_only):
@@ -321,8 +360,10 @@ def cluster_info(ctx: Ctx, fmt: str) -> None:
     cl = data["cluster"]
     if cl is None:
         fail("the cluster is not initialised")
-    output.console.print(f"cluster {cl['name']}: {data['nodes']} nodes, {data['instances']} instances, "
-                         f"groups: {', '.join(data['groups'])}")
+    output.console.print(
+        f"cluster {cl['name']}: {data['nodes']} nodes, {data['instances']} instances, "
+        f"groups: {', '.join(data['groups'])}"
+    )
 
 
 @cli.group()
@@ -351,10 +392,14 @@ def group_list(ctx: Ctx, fmt: str) -> None:
     if fmt == "json":
         output.emit_json(groups)
         return
-    output.table(None, ["Group", "Nodes", "Pools"], [
-        (name, ",".join(n["name"] for n in nodes if n["group"] == name), ",".join(g["pools"]))
-        for name, g in groups.items()
-    ])
+    output.table(
+        None,
+        ["Group", "Nodes", "Pools"],
+        [
+            (name, ",".join(n["name"] for n in nodes if n["group"] == name), ",".join(g["pools"]))
+            for name, g in groups.items()
+        ],
+    )
 
 
 @cli.group()
@@ -374,12 +419,25 @@ def node() -> None:
 @submit_option
 @pass_ctx
 def node_add(
-    ctx: Ctx, name: str, address: str | None, port: int, user: str, group_name: str | None,
-    host_key: str | None, accept_new_host_key: bool, search_path: str | None, submit_only: bool,
+    ctx: Ctx,
+    name: str,
+    address: str | None,
+    port: int,
+    user: str,
+    group_name: str | None,
+    host_key: str | None,
+    accept_new_host_key: bool,
+    search_path: str | None,
+    submit_only: bool,
 ) -> None:
     """Add a node; its SSH host key is pinned (shown, and must be given or accepted)."""
-    op: dict[str, Any] = {"OP_ID": "OP_NODE_ADD", "node_name": name, "port": port, "user": user,
-                          "accept_new_host_key": accept_new_host_key}
+    op: dict[str, Any] = {
+        "OP_ID": "OP_NODE_ADD",
+        "node_name": name,
+        "port": port,
+        "user": user,
+        "accept_new_host_key": accept_new_host_key,
+    }
     for key, value in (("address", address), ("group", group_name), ("host_key", host_key)):
         if value is not None:
             op[key] = value
@@ -388,8 +446,10 @@ def node_add(
     job = run_opcode(ctx, op, submit_only=submit_only)
     if job:
         result = job["ops"][0]["result"]
-        click.echo(f"node {name} added to group {result['group']}, "
-                   f"host key {result['host_key_fingerprint']} pinned")
+        click.echo(
+            f"node {name} added to group {result['group']}, "
+            f"host key {result['host_key_fingerprint']} pinned"
+        )
 
 
 @node.command("remove")
@@ -412,12 +472,21 @@ def node_list(ctx: Ctx, fmt: str) -> None:
     if fmt == "json":
         output.emit_json(nodes)
         return
-    output.table(None, ["Node", "Address", "Group", "State", "Instances", "Host key"], [
-        (n["name"], f"{n['user']}@{n['host']}:{n['port']}", n["group"],
-         "offline" if n["offline"] else ("drained" if n["drained"] else "online"),
-         len(n["instances"]), n["host_key_fingerprint"])
-        for n in nodes
-    ])
+    output.table(
+        None,
+        ["Node", "Address", "Group", "State", "Instances", "Host key"],
+        [
+            (
+                n["name"],
+                f"{n['user']}@{n['host']}:{n['port']}",
+                n["group"],
+                "offline" if n["offline"] else ("drained" if n["drained"] else "online"),
+                len(n["instances"]),
+                n["host_key_fingerprint"],
+            )
+            for n in nodes
+        ],
+    )
 
 
 # -- storage -----------------------------------------------------------------------------------
@@ -433,7 +502,9 @@ def storage() -> None:
 @click.option("--node", "nodes", multiple=True, help="Only these nodes (repeatable).")
 @output_option
 @pass_ctx
-def storage_diagnose(ctx: Ctx, providers: tuple[str, ...], nodes: tuple[str, ...], fmt: str) -> None:
+def storage_diagnose(
+    ctx: Ctx, providers: tuple[str, ...], nodes: tuple[str, ...], fmt: str
+) -> None:
     """Check providers on every online node; valid per group iff valid on all its nodes."""
     result = _diagnose(ctx, providers, nodes)
     if fmt == "json":
@@ -445,15 +516,29 @@ def storage_diagnose(ctx: Ctx, providers: tuple[str, ...], nodes: tuple[str, ...
             rows.append((node_name, "*", "unreachable", report["error"], ""))
             continue
         for name, st in sorted(report["providers"].items()):
-            rows.append((node_name, name, "valid" if st["valid"] else "invalid",
-                         st["reason"] or "", st["path"] or ""))
+            rows.append(
+                (
+                    node_name,
+                    name,
+                    "valid" if st["valid"] else "invalid",
+                    st["reason"] or "",
+                    st["path"] or "",
+                )
+            )
     output.table("Per node", ["Node", "Provider", "Status", "Reason", "Path"], rows)
     grows = []
     for group_name, statuses in sorted(result["groups"].items()):
         for name, st in sorted(statuses.items()):
             reasons = "; ".join(f"{n}: {r}" for n, r in st["reasons"].items())
-            grows.append((group_name, name, "valid" if st["valid"] else "invalid", reasons,
-                          ", ".join(st["parameters"])))
+            grows.append(
+                (
+                    group_name,
+                    name,
+                    "valid" if st["valid"] else "invalid",
+                    reasons,
+                    ", ".join(st["parameters"]),
+                )
+            )
     output.table("Per node group", ["Group", "Provider", "Status", "Why not", "Parameters"], grows)
 
 
@@ -479,8 +564,9 @@ def storage_info(ctx: Ctx, providers: tuple[str, ...], fmt: str) -> None:
     info: dict[str, Any] = {}
     for group_name, statuses in sorted(result["groups"].items()):
         for name, st in sorted(statuses.items()):
-            entry = info.setdefault(name, {"valid_groups": [], "invalid_groups": {},
-                                           "parameters": {}})
+            entry = info.setdefault(
+                name, {"valid_groups": [], "invalid_groups": {}, "parameters": {}}
+            )
             if st["valid"]:
                 entry["valid_groups"].append(group_name)
                 entry["parameters"].update(st["parameters"])
@@ -491,8 +577,9 @@ def storage_info(ctx: Ctx, providers: tuple[str, ...], fmt: str) -> None:
         return
     for name, entry in sorted(info.items()):
         output.console.print(f"[bold]{escape(name)}[/bold]")
-        output.console.print("  valid in: " + (", ".join(entry["valid_groups"]) or "no group"),
-                             markup=False)
+        output.console.print(
+            "  valid in: " + (", ".join(entry["valid_groups"]) or "no group"), markup=False
+        )
         for group_name, reasons in entry["invalid_groups"].items():
             why = "; ".join(f"{n}: {r}" for n, r in reasons.items())
             output.console.print(f"  not valid in {group_name}: {why}", markup=False)
@@ -509,14 +596,21 @@ def storage_info(ctx: Ctx, providers: tuple[str, ...], fmt: str) -> None:
 @submit_option
 @pass_ctx
 def storage_install(
-    ctx: Ctx, directory: Path, name: str | None, group_name: str | None,
-    nodes: tuple[str, ...], submit_only: bool,
+    ctx: Ctx,
+    directory: Path,
+    name: str | None,
+    group_name: str | None,
+    nodes: tuple[str, ...],
+    submit_only: bool,
 ) -> None:
     """Copy a provider directory to nodes over SFTP, keeping file modes."""
     if group_name and nodes:
         raise click.UsageError("use --group or --node, not both")
-    op: dict[str, Any] = {"OP_ID": "OP_EXTSTORAGE_INSTALL", "source": str(directory.resolve()),
-                          "nodes": list(nodes)}
+    op: dict[str, Any] = {
+        "OP_ID": "OP_EXTSTORAGE_INSTALL",
+        "source": str(directory.resolve()),
+        "nodes": list(nodes),
+    }
     if name:
         op["provider"] = name
     if group_name:
@@ -535,6 +629,9 @@ def demo(keep: bool) -> None:
     from extjobs.cli.demo import run_demo
 
     sys.exit(run_demo(keep=keep))
+
+
+import extjobs.cli.instance  # noqa: F401  (registers instance, cluster/group modify)
 
 
 def main() -> None:

@@ -8,20 +8,21 @@ each step's bookkeeping is finished even when a sibling fails.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from extjobs.errors import ExtJobsError, ProviderError
+from extjobs.errors import CommandTimeoutError, ExtJobsError, ProviderError
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.config import Config
 from extjobs.model.remote import CommandResult, Endpoint
 from extjobs.model.steps import Step
-from extjobs.nodes.runner import NodeRunner
+from extjobs.nodes.runner import NodeRunner, UnixStream
 
 if TYPE_CHECKING:
     from extjobs.engine.queue import JobQueue
@@ -166,6 +167,50 @@ class JobContext:
             )
         return result
 
+    @contextlib.asynccontextmanager
+    async def open_unix_stream(
+        self, node: str, path: str, *, timeout: float, description: str
+    ) -> AsyncIterator[UnixStream]:
+        """A journalled stream to a Unix socket on ``node``; each send/receive is bounded
+        by ``timeout`` (:class:`CommandTimeoutError`)."""
+        self._seq += 1
+        store = self._queue.store
+        record_id = store.journal_start(
+            self.job_id,
+            self.op_index,
+            self._seq,
+            node,
+            "stream",
+            description,
+            {"path": path, "timeout": timeout},
+        )
+        started = time.monotonic()
+        try:
+            async with self._runner.open_unix_stream(
+                self.config.node(node).endpoint, path
+            ) as stream:
+                yield _TimedStream(stream, node, path, timeout)
+        except ExtJobsError as exc:
+            record = {"error": exc.to_dict(), "duration": round(time.monotonic() - started, 6)}
+            store.journal_finish(record_id, "failed", record)
+            self.log(f"{node}: {description}: {exc.message}", kind="step", **record)
+            raise
+        except BaseException:
+            record = {
+                "error": {"kind": "canceled", "message": "canceled while the stream was open"},
+                "duration": round(time.monotonic() - started, 6),
+            }
+            store.journal_finish(record_id, "failed", record)
+            raise
+        duration = round(time.monotonic() - started, 6)
+        store.journal_finish(record_id, "done", {"duration": duration})
+        self.log(
+            f"{node}: {description}: done in {duration * 1000:.1f} ms",
+            kind="step",
+            node=node,
+            duration=duration,
+        )
+
     async def run_many(self, steps: Sequence[Step]) -> list[CommandResult | ExtJobsError]:
         results: list[CommandResult | ExtJobsError | None] = [None] * len(steps)
 
@@ -179,3 +224,35 @@ class JobContext:
             for i, step in enumerate(steps):
                 tg.start_soon(one, i, step)
         return [r for r in results if r is not None]
+
+
+class _TimedStream:
+    """A node stream whose every call is bounded by a timeout."""
+
+    def __init__(self, stream: UnixStream, node: str, path: str, timeout: float) -> None:
+        self._stream = stream
+        self._node = node
+        self._path = path
+        self._timeout = timeout
+
+    def _timed_out(self, what: str) -> CommandTimeoutError:
+        return CommandTimeoutError(
+            f"{what} {self._path} on node {self._node} took longer than {self._timeout:g}s",
+            node=self._node,
+            path=self._path,
+            timeout=self._timeout,
+        )
+
+    async def send(self, data: bytes) -> None:
+        try:
+            with anyio.fail_after(self._timeout):
+                await self._stream.send(data)
+        except TimeoutError:
+            raise self._timed_out("writing to") from None
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        try:
+            with anyio.fail_after(self._timeout):
+                return await self._stream.receive(max_bytes)
+        except TimeoutError:
+            raise self._timed_out("waiting for") from None

@@ -33,3 +33,37 @@ LU_FOR: dict[type[OpCode], type[LogicalUnit[Any]]] = {
     OpExtStorageDiagnose: LUExtStorageDiagnose,
     OpExtStorageInstall: LUExtStorageInstall,
 }
+
+# -- instances on external storage and storage pools -------------------------------------
+
+from extjobs.lus.instance import LUInstanceCreate, LUInstanceRemove
+from extjobs.lus.instance_ops import (
+    LUInstanceGrowDisk,
+    LUInstanceRename,
+    LUInstanceShutdown,
+    LUInstanceStartup,
+)
+from extjobs.lus.pools import LUClusterSetParams, LUGroupSetParams
+from extjobs.model.opcodes import (
+    OpClusterSetParams,
+    OpGroupSetParams,
+    OpInstanceCreate,
+    OpInstanceGrowDisk,
+    OpInstanceRemove,
+    OpInstanceRename,
+    OpInstanceShutdown,
+    OpInstanceStartup,
+)
+
+LU_FOR.update(
+    {
+        OpInstanceCreate: LUInstanceCreate,
+        OpInstanceRemove: LUInstanceRemove,
+        OpInstanceGrowDisk: LUInstanceGrowDisk,
+        OpInstanceStartup: LUInstanceStartup,
+        OpInstanceShutdown: LUInstanceShutdown,
+        OpInstanceRename: LUInstanceRename,
+        OpClusterSetParams: LUClusterSetParams,
+        OpGroupSetParams: LUGroupSetParams,
+    }
+)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import attrs
@@ -31,6 +32,16 @@ from extjobs.model.locks import LockRequest
 from extjobs.model.opcodes import OpCode
 from extjobs.model.remote import CommandResult
 from extjobs.model.steps import Step
+
+
+class NodeStream(Protocol):
+    """A byte stream to a Unix socket on a node (see :meth:`StepContext.open_unix_stream`)."""
+
+    async def send(self, data: bytes) -> None: ...
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        """Up to ``max_bytes`` bytes; ``b""`` once the other end closed."""
+        ...
 
 
 class StepContext(Protocol):
@@ -59,6 +70,16 @@ class StepContext(Protocol):
 
     def update_config(self, change: Callable[[ClusterConfig], ClusterConfig]) -> ClusterConfig:
         """Apply ``change`` to the current configuration and persist it atomically."""
+
+    def open_unix_stream(
+        self, node: str, path: str, *, timeout: float, description: str
+    ) -> AbstractAsyncContextManager[NodeStream]:
+        """Connect to the Unix socket ``path`` on ``node`` (a hypervisor's control socket)
+        through SSH stream-local forwarding; journalled like a step.
+
+        Each send/receive is bounded by ``timeout`` (``CommandTimeoutError``); a refused
+        connection raises ``NodeError``. Cancellable.
+        """
 
     async def fetch_host_key(self, host: str, port: int) -> str: ...
 

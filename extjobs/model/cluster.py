@@ -45,6 +45,10 @@ class Cluster:
     #: Storage pools: pool name → provider name.
     pools: dict[str, str] = attrs.field(factory=dict)
     default_group: str = "default"
+    #: Where hypervisors keep pid files and control sockets on each node, as
+    #: ``<hv_run_dir>/<node>/``; relative to the node user's login directory unless
+    #: absolute. ``None``: ``run/extjobs``.
+    hv_run_dir: str | None = None
 
 
 @attrs.frozen
@@ -101,6 +105,10 @@ class Instance:
     admin_up: bool = True
     disks: tuple[Disk, ...] = ()
     uuid: str = ""
+    #: Disks whose removal failed, by disk uuid, with what failed. A non-empty map
+    #: means the instance is being removed: its remaining ``disks`` need cleanup and
+    #: ``instance remove`` tries again.
+    cleanup: dict[str, str] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -132,9 +140,7 @@ class ClusterConfig:
         return attrs.evolve(self, instances={**self.instances, instance.name: instance})
 
     def without_instance(self, name: str) -> ClusterConfig:
-        return attrs.evolve(
-            self, instances={k: v for k, v in self.instances.items() if k != name}
-        )
+        return attrs.evolve(self, instances={k: v for k, v in self.instances.items() if k != name})
 
     def search_path_for(self, node: Node, default: tuple[str, ...]) -> tuple[str, ...]:
         if node.search_path:
@@ -149,3 +155,33 @@ class ClusterConfig:
             for n in sorted(self.nodes.values(), key=lambda n: n.name)
             if not n.offline and (group is None or n.group == group)
         ]
+
+    # -- instances, groups and pools (instance LUs) ------------------------------------
+
+    def instance(self, name: str) -> Instance:
+        """The instance called ``name``; raises NotFoundError naming the known ones."""
+        from extjobs.errors import NotFoundError
+
+        try:
+            return self.instances[name]
+        except KeyError:
+            raise NotFoundError(f"unknown instance {name!r}", instance=name) from None
+
+    def group(self, name: str) -> NodeGroup:
+        from extjobs.errors import NotFoundError
+
+        try:
+            return self.groups[name]
+        except KeyError:
+            raise NotFoundError(f"unknown node group {name!r}", group=name) from None
+
+    def disks_in_pool(self, pool: str, group: str | None = None) -> list[str]:
+        """``instance/disk<N>`` for every disk in ``pool`` (only instances whose primary
+        node is in ``group``, when given), sorted."""
+        found: list[str] = []
+        for inst in self.instances.values():
+            node = self.nodes.get(inst.primary)
+            if group is not None and (node is None or node.group != group):
+                continue
+            found.extend(f"{inst.name}/disk{d.index}" for d in inst.disks if d.pool == pool)
+        return sorted(found)

@@ -7,6 +7,7 @@ the engine's registry from opcode class to logical unit lives in ``extjobs.lus``
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 import attrs
@@ -17,7 +18,9 @@ from extjobs.model.cluster import check_name
 
 
 def _names(kind: str) -> Any:
-    def validate(_inst: object, attr: attrs.Attribute[tuple[str, ...]], values: tuple[str, ...]) -> None:
+    def validate(
+        _inst: object, attr: attrs.Attribute[tuple[str, ...]], values: tuple[str, ...]
+    ) -> None:
         for value in values:
             check_name(kind, value, attr.name)
 
@@ -44,6 +47,7 @@ def _non_negative(_inst: object, attr: attrs.Attribute[Any], value: float) -> No
 @attrs.frozen
 class OpCode:
     OP_ID: ClassVar[str] = ""
+
     #: Short human summary used in job listings.
     def summary(self) -> str:
         return self.OP_ID
@@ -188,3 +192,212 @@ def encode_opcode(op: OpCode) -> dict[str, Any]:
     out: dict[str, Any] = {"OP_ID": op.OP_ID}
     out.update(codec.unstructure(op))
     return out
+
+
+# -- instances on external storage, storage pools ------------------------------------
+
+_PROVIDER_RE = re.compile(r"[A-Za-z0-9_-]+")
+_PARAM_RE = re.compile(r"[A-Za-z0-9_]+")
+ACCESS_MODES = ("kernelspace", "userspace")
+HYPERVISOR_NAMES = ("fake", "kvm")
+
+
+def _positive(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{attr.name} must be a whole number >= 1, not {value!r}", field=attr.name)
+
+
+def _check_provider(value: object, field: str) -> None:
+    if not isinstance(value, str) or not _PROVIDER_RE.fullmatch(value):
+        raise InputError(
+            f"invalid provider name {value!r}: only letters, digits, '_' and '-' are allowed",
+            field=field,
+        )
+
+
+def _provider_or_none(_inst: object, attr: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is not None:
+        _check_provider(value, attr.name)
+
+
+def _name_or_none(kind: str) -> Any:
+    def validate(_inst: object, attr: attrs.Attribute[str | None], value: str | None) -> None:
+        if value is not None:
+            check_name(kind, value, attr.name)
+
+    return validate
+
+
+def _disk_params(_inst: object, _attr: object, value: dict[str, str]) -> None:
+    for name, param in value.items():
+        if not _PARAM_RE.fullmatch(name):
+            raise InputError(
+                f"invalid disk parameter name {name!r}: only letters, digits and '_'",
+                field="params",
+            )
+        if name.lower() in ("provider", "access", "pool", "size", "name"):
+            raise InputError(
+                f"disk parameter {name!r} is reserved; use the disk's own field", field="params"
+            )
+        if not isinstance(param, str) or "\0" in param:
+            raise InputError(
+                f"disk parameter {name!r} must be a string without NUL", field="params"
+            )
+
+
+def _access(_inst: object, _attr: object, value: str) -> None:
+    if value not in ACCESS_MODES:
+        raise InputError(
+            f"invalid access mode {value!r}: use {' or '.join(ACCESS_MODES)}", field="access"
+        )
+
+
+def _hypervisor(_inst: object, _attr: object, value: str) -> None:
+    if value not in HYPERVISOR_NAMES:
+        raise InputError(
+            f"unknown hypervisor {value!r}; use {', '.join(HYPERVISOR_NAMES)}", field="hypervisor"
+        )
+
+
+@attrs.frozen
+class DiskSpec:
+    """One disk of an instance to create: ``provider`` or ``pool`` (or both, agreeing)."""
+
+    size: int = attrs.field(validator=_positive)  # MiB
+    provider: str | None = attrs.field(default=None, validator=_provider_or_none)
+    pool: str | None = attrs.field(default=None, validator=_name_or_none("pool name"))
+    name: str | None = attrs.field(default=None, validator=_name_or_none("disk name"))
+    params: dict[str, str] = attrs.field(factory=dict, validator=_disk_params)
+    access: str = attrs.field(default="kernelspace", validator=_access)
+
+    def __attrs_post_init__(self) -> None:
+        if self.provider is None and self.pool is None:
+            raise InputError("a disk needs a provider= or a pool=", field="disks")
+
+
+def _disk_specs(_inst: object, _attr: object, value: tuple[DiskSpec, ...]) -> None:
+    if not value:
+        raise InputError("an instance needs at least one disk", field="disks")
+    names = [d.name for d in value if d.name is not None]
+    if len(names) != len(set(names)):
+        raise InputError("disk names must be unique within an instance", field="disks")
+
+
+@attrs.frozen
+class OpInstanceCreate(OpCode):
+    """Create the disks of a new instance on its primary node's storage, then start it."""
+
+    OP_ID: ClassVar[str] = "OP_INSTANCE_CREATE"
+    instance_name: str = attrs.field(validator=_name("instance name"))
+    pnode: str = attrs.field(validator=_name("node name"))
+    disks: tuple[DiskSpec, ...] = attrs.field(validator=_disk_specs)
+    hypervisor: str = attrs.field(default="fake", validator=_hypervisor)
+    memory: int = attrs.field(default=64, validator=_positive)  # MiB
+    vcpus: int = attrs.field(default=1, validator=_positive)
+    start: bool = True
+
+    def summary(self) -> str:
+        return f"{self.OP_ID}({self.instance_name})"
+
+
+@attrs.frozen
+class OpInstanceRemove(OpCode):
+    OP_ID: ClassVar[str] = "OP_INSTANCE_REMOVE"
+    instance_name: str = attrs.field(validator=_name("instance name"))
+    shutdown_timeout: float = attrs.field(default=30.0, validator=_non_negative)
+
+    def summary(self) -> str:
+        return f"{self.OP_ID}({self.instance_name})"
+
+
+@attrs.frozen
+class OpInstanceGrowDisk(OpCode):
+    """Grow disk ``disk`` by ``amount`` MiB, or to ``amount`` MiB when ``absolute``."""
+
+    OP_ID: ClassVar[str] = "OP_INSTANCE_GROW_DISK"
+    instance_name: str = attrs.field(validator=_name("instance name"))
+    disk: int = attrs.field(validator=_non_negative)
+    amount: int = attrs.field(validator=_non_negative)
+    absolute: bool = False
+
+    def summary(self) -> str:
+        return f"{self.OP_ID}({self.instance_name}/disk{self.disk})"
+
+
+@attrs.frozen
+class OpInstanceStartup(OpCode):
+    OP_ID: ClassVar[str] = "OP_INSTANCE_STARTUP"
+    instance_name: str = attrs.field(validator=_name("instance name"))
+
+    def summary(self) -> str:
+        return f"{self.OP_ID}({self.instance_name})"
+
+
+@attrs.frozen
+class OpInstanceShutdown(OpCode):
+    OP_ID: ClassVar[str] = "OP_INSTANCE_SHUTDOWN"
+    instance_name: str = attrs.field(validator=_name("instance name"))
+    timeout: float = attrs.field(default=30.0, validator=_non_negative)
+
+    def summary(self) -> str:
+        return f"{self.OP_ID}({self.instance_name})"
+
+
+@attrs.frozen
+class OpInstanceRename(OpCode):
+    OP_ID: ClassVar[str] = "OP_INSTANCE_RENAME"
+    instance_name: str = attrs.field(validator=_name("instance name"))
+    new_name: str = attrs.field(validator=_name("instance name"))
+
+    def summary(self) -> str:
+        return f"{self.OP_ID}({self.instance_name}->{self.new_name})"
+
+
+@attrs.frozen
+class OpClusterSetParams(OpCode):
+    """Cluster-wide settings: storage pools (pool → provider) and the hypervisor run dir."""
+
+    OP_ID: ClassVar[str] = "OP_CLUSTER_SET_PARAMS"
+    add_pools: dict[str, str] = attrs.field(factory=dict)
+    remove_pools: tuple[str, ...] = attrs.field(default=(), validator=_names("pool name"))
+    hv_run_dir: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        for pool, provider in self.add_pools.items():
+            check_name("pool name", pool, "add_pools")
+            _check_provider(provider, "add_pools")
+        both = sorted(set(self.add_pools) & set(self.remove_pools))
+        if both:
+            raise InputError(f"pool(s) {', '.join(both)} both added and removed", field="pools")
+        run_dir = self.hv_run_dir
+        if run_dir is not None and (
+            not run_dir or any(c in run_dir for c in ",\n\0") or ".." in run_dir.split("/")
+        ):
+            raise InputError(
+                f"invalid hypervisor run directory {run_dir!r}: no commas, newlines or '..'",
+                field="hv_run_dir",
+            )
+
+
+@attrs.frozen
+class OpGroupSetParams(OpCode):
+    OP_ID: ClassVar[str] = "OP_GROUP_SET_PARAMS"
+    group_name: str = attrs.field(validator=_name("group name"))
+    connect_pools: tuple[str, ...] = attrs.field(default=(), validator=_names("pool name"))
+    disconnect_pools: tuple[str, ...] = attrs.field(default=(), validator=_names("pool name"))
+
+    def summary(self) -> str:
+        return f"{self.OP_ID}({self.group_name})"
+
+
+for _cls in (
+    OpInstanceCreate,
+    OpInstanceRemove,
+    OpInstanceGrowDisk,
+    OpInstanceStartup,
+    OpInstanceShutdown,
+    OpInstanceRename,
+    OpClusterSetParams,
+    OpGroupSetParams,
+):
+    register_opcode(_cls)

@@ -11,10 +11,23 @@ at this boundary; callers only ever see :class:`~extjobs.errors.NodeError` subcl
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from extjobs.model.remote import CommandResult, Endpoint, RemoteCommand
+
+
+class UnixStream(Protocol):
+    """A byte stream to a Unix socket on a node (e.g. a QMP socket)."""
+
+    async def send(self, data: bytes) -> None:
+        """Write all of ``data``; raises :class:`~extjobs.errors.NodeError` when lost."""
+        ...
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        """Up to ``max_bytes`` received bytes; ``b""`` once the other end closed."""
+        ...
 
 
 @runtime_checkable
@@ -45,6 +58,17 @@ class NodeRunner(Protocol):
         """Copy ``local_dir``'s contents into ``remote_dir`` (created with its parents).
 
         File modes are preserved. Not atomic: cancelled half-way, part of the tree is there.
+        """
+        ...
+
+    def open_unix_stream(
+        self, endpoint: Endpoint, path: str
+    ) -> AbstractAsyncContextManager[UnixStream]:
+        """Connect to the Unix socket ``path`` on the node (SSH stream-local forwarding).
+
+        Raises :class:`~extjobs.errors.NodeError` when the node refuses or nothing
+        listens there, and :class:`~extjobs.errors.NodeUnreachableError` when the node
+        cannot be reached. The stream is closed when the context exits.
         """
         ...
 

@@ -31,11 +31,12 @@ is reported as :class:`NodeUnreachableError`, never retried.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import posixpath
 import stat
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Self
 
@@ -410,6 +411,36 @@ class SSHRunner:
         finally:
             self._pool(endpoint).release(connection)
 
+    @contextlib.asynccontextmanager
+    async def open_unix_stream(self, endpoint: Endpoint, path: str) -> AsyncIterator[_UnixStream]:
+        """See :meth:`NodeRunner.open_unix_stream`; the stream holds one channel slot."""
+        for attempt in range(2):
+            connection, fresh = await self._lease(endpoint)
+            try:
+                reader, writer = await connection.conn.open_unix_connection(path)
+            except asyncssh.ChannelOpenError as exc:
+                self._pool(endpoint).release(connection)
+                raise NodeError(
+                    f"node {endpoint.name} cannot connect to the Unix socket {path}: {exc.reason}",
+                    node=endpoint.name,
+                    path=path,
+                    reason=exc.reason,
+                ) from exc
+            except (asyncssh.Error, OSError) as exc:
+                self._pool(endpoint).release(connection)
+                if not fresh and attempt == 0:
+                    connection.client.lost = True
+                    connection.conn.abort()
+                    continue
+                raise self._unreachable(endpoint, f"cannot open a channel: {exc}") from exc
+            stream = _UnixStream(endpoint, path, reader, writer)
+            try:
+                yield stream
+            finally:
+                writer.close()
+                self._pool(endpoint).release(connection)
+            return
+
     # -- the pool -----------------------------------------------------------------------
 
     def _pool(self, endpoint: Endpoint) -> _Pool:
@@ -549,6 +580,42 @@ class SSHRunner:
         with anyio.move_on_after(self._options.kill_timeout, shield=True):
             for conn in conns:
                 await conn.wait_closed()
+
+
+class _UnixStream:
+    """A forwarded connection to a Unix socket on a node; errors become NodeErrors."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        path: str,
+        reader: asyncssh.SSHReader[bytes],
+        writer: asyncssh.SSHWriter[bytes],
+    ) -> None:
+        self._endpoint = endpoint
+        self._path = path
+        self._reader = reader
+        self._writer = writer
+
+    def _lost(self, exc: BaseException) -> NodeUnreachableError:
+        return NodeUnreachableError(
+            f"node {self._endpoint.name}: connection to {self._path} lost: {exc}",
+            node=self._endpoint.name,
+            path=self._path,
+        )
+
+    async def send(self, data: bytes) -> None:
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+        except (asyncssh.Error, OSError) as exc:
+            raise self._lost(exc) from exc
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        try:
+            return bytes(await self._reader.read(max_bytes))
+        except (asyncssh.Error, OSError) as exc:
+            raise self._lost(exc) from exc
 
 
 class _TreePlan:

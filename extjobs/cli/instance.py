@@ -1,0 +1,406 @@
+"""``extjobs instance …``, ``extjobs cluster modify`` and ``extjobs group modify``.
+
+Disk options use Ganeti's syntax: ``--disk 0:size=2G,provider=NAME,param=value``. The
+keys ``size`` (required; ``M``, ``G`` or ``T`` suffix, MiB without one), ``provider``,
+``pool``, ``name`` and ``access`` are the disk's own fields; every other key is a
+provider parameter (``EXTP_<KEY>``). Indexes run 0, 1, … without gaps.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import click
+
+from extjobs.cli import output
+from extjobs.cli.main import (
+    Ctx,
+    cli,
+    cluster,
+    fail,
+    group,
+    output_option,
+    pass_ctx,
+    run_opcode,
+    submit_option,
+)
+
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*([mgt]?)(?:i?b)?", re.IGNORECASE)
+_FACTOR = {"": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
+_DISK_FIELDS = ("size", "provider", "pool", "name", "access")
+
+
+def parse_size(text: str) -> int:
+    """A size in MiB from ``512``, ``512M``, ``2G``, ``1.5G``, ``1T`` (rounded up).
+
+    Raises :class:`click.BadParameter` for anything else or for less than 1 MiB.
+    """
+    match = _SIZE_RE.fullmatch(text.strip())
+    if match is None:
+        raise click.BadParameter(f"{text!r} is not a size (use e.g. 512M, 2G or 1T)")
+    mib = math.ceil(float(match.group(1)) * _FACTOR[match.group(2).lower()])
+    if mib < 1:
+        raise click.BadParameter(f"{text!r} is less than 1 MiB")
+    return mib
+
+
+def parse_disk(text: str) -> tuple[int, dict[str, Any]]:
+    """``INDEX:key=value,...`` → ``(index, DiskSpec fields)``; raises click.BadParameter."""
+    index_text, sep, rest = text.partition(":")
+    if not sep or not index_text.strip().isdigit():
+        raise click.BadParameter(f"{text!r}: expected INDEX:size=SIZE,provider=NAME[,key=value...]")
+    spec: dict[str, Any] = {}
+    params: dict[str, str] = {}
+    for item in rest.split(","):
+        if not item:
+            continue
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise click.BadParameter(f"{text!r}: {item!r} is not key=value")
+        target = spec if key in _DISK_FIELDS else params
+        if key in target:
+            raise click.BadParameter(f"{text!r}: {key} is given twice")
+        target[key] = value
+    if "size" not in spec:
+        raise click.BadParameter(f"{text!r}: size= is required")
+    spec["size"] = parse_size(spec["size"])
+    if "provider" not in spec and "pool" not in spec:
+        raise click.BadParameter(f"{text!r}: give provider= or pool=")
+    spec["params"] = params
+    return int(index_text), spec
+
+
+def disk_specs(values: tuple[str, ...]) -> list[dict[str, Any]]:
+    """All ``--disk`` options, in index order; indexes must be 0..n-1."""
+    disks: dict[int, dict[str, Any]] = {}
+    for value in values:
+        index, spec = parse_disk(value)
+        if index in disks:
+            raise click.BadParameter(f"disk {index} is given twice", param_hint="--disk")
+        disks[index] = spec
+    if sorted(disks) != list(range(len(disks))):
+        raise click.BadParameter(
+            f"disk indexes must be 0..{len(disks) - 1} without gaps, not "
+            f"{', '.join(map(str, sorted(disks)))}",
+            param_hint="--disk",
+        )
+    return [disks[i] for i in range(len(disks))]
+
+
+def _disk_text(disk: dict[str, Any]) -> str:
+    where = f"pool {disk['pool']}" if disk.get("pool") else disk["provider"]
+    name = f" {disk['name']}" if disk.get("name") else ""
+    return f"{disk['index']}{name}:{disk['size']}M@{where}"
+
+
+# -- instance -------------------------------------------------------------------------------
+
+
+@cli.group()
+def instance() -> None:
+    """Instances whose disks live on external storage."""
+
+
+@instance.command("add")
+@click.argument("name")
+@click.option("--node", "-n", "node", required=True, help="Primary node.")
+@click.option(
+    "--disk",
+    "disks",
+    multiple=True,
+    required=True,
+    metavar="N:size=SIZE,provider=P,k=v",
+    help="A disk (repeatable): size, provider or pool, optional name, access, parameters.",
+)
+@click.option(
+    "--hypervisor", "-H", type=click.Choice(["fake", "kvm"]), default="fake", show_default=True
+)
+@click.option("--memory", default="64M", show_default=True, help="Guest memory (M/G suffix).")
+@click.option("--vcpus", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--no-start", is_flag=True, help="Create the disks but do not start the guest.")
+@submit_option
+@pass_ctx
+def instance_add(
+    ctx: Ctx,
+    name: str,
+    node: str,
+    disks: tuple[str, ...],
+    hypervisor: str,
+    memory: str,
+    vcpus: int,
+    no_start: bool,
+    submit_only: bool,
+) -> None:
+    """Create an instance's disks on external storage and start it on NODE."""
+    op = {
+        "OP_ID": "OP_INSTANCE_CREATE",
+        "instance_name": name,
+        "pnode": node,
+        "disks": disk_specs(disks),
+        "hypervisor": hypervisor,
+        "memory": parse_size(memory),
+        "vcpus": vcpus,
+        "start": not no_start,
+    }
+    job = run_opcode(ctx, op, submit_only=submit_only)
+    if job:
+        result = job["ops"][0]["result"]
+        for disk in result["disks"]:
+            click.echo(
+                f"disk{disk['index']}: {disk['volume']} {disk['size']} MiB "
+                f"({disk['provider']}{', pool ' + disk['pool'] if disk['pool'] else ''})"
+            )
+        state = f"running (pid {result['pid']})" if result["started"] else "not started"
+        click.echo(f"instance {name} added on {result['primary']}, {state}")
+
+
+@instance.command("remove")
+@click.argument("name")
+@click.option(
+    "--shutdown-timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the guest to stop before killing it.",
+)
+@submit_option
+@pass_ctx
+def instance_remove(ctx: Ctx, name: str, shutdown_timeout: float, submit_only: bool) -> None:
+    """Stop an instance and remove its disks (failed disks are kept for cleanup)."""
+    op = {
+        "OP_ID": "OP_INSTANCE_REMOVE",
+        "instance_name": name,
+        "shutdown_timeout": shutdown_timeout,
+    }
+    if run_opcode(ctx, op, submit_only=submit_only):
+        click.echo(f"instance {name} removed")
+
+
+@instance.command("startup")
+@click.argument("name")
+@submit_option
+@pass_ctx
+def instance_startup(ctx: Ctx, name: str, submit_only: bool) -> None:
+    """Attach and open the disks on the primary node and start the guest."""
+    job = run_opcode(
+        ctx, {"OP_ID": "OP_INSTANCE_STARTUP", "instance_name": name}, submit_only=submit_only
+    )
+    if job:
+        result = job["ops"][0]["result"]
+        click.echo(f"instance {name} running on {result['node']} (pid {result['pid']})")
+
+
+@instance.command("shutdown")
+@click.argument("name")
+@click.option(
+    "--timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the guest to stop before killing it.",
+)
+@submit_option
+@pass_ctx
+def instance_shutdown(ctx: Ctx, name: str, timeout: float, submit_only: bool) -> None:
+    """Stop the guest, then close and detach its disks."""
+    op = {"OP_ID": "OP_INSTANCE_SHUTDOWN", "instance_name": name, "timeout": timeout}
+    if run_opcode(ctx, op, submit_only=submit_only):
+        click.echo(f"instance {name} stopped")
+
+
+@instance.command("rename")
+@click.argument("name")
+@click.argument("new_name")
+@submit_option
+@pass_ctx
+def instance_rename(ctx: Ctx, name: str, new_name: str, submit_only: bool) -> None:
+    """Rename an instance (its disks' metadata follows)."""
+    op = {"OP_ID": "OP_INSTANCE_RENAME", "instance_name": name, "new_name": new_name}
+    if run_opcode(ctx, op, submit_only=submit_only):
+        click.echo(f"instance {name} renamed to {new_name}")
+
+
+@instance.command("grow-disk")
+@click.argument("name")
+@click.argument("disk", type=click.IntRange(min=0))
+@click.argument("amount")
+@click.option("--absolute", is_flag=True, help="AMOUNT is the new size, not the growth.")
+@submit_option
+@pass_ctx
+def instance_grow_disk(
+    ctx: Ctx, name: str, disk: int, amount: str, absolute: bool, submit_only: bool
+) -> None:
+    """Grow DISK of NAME by AMOUNT such as 1G; to AMOUNT with --absolute."""
+    try:
+        mib = parse_size(amount)
+    except click.BadParameter as exc:
+        raise click.BadParameter(exc.message, param_hint="AMOUNT") from None
+    op = {
+        "OP_ID": "OP_INSTANCE_GROW_DISK",
+        "instance_name": name,
+        "disk": disk,
+        "amount": mib,
+        "absolute": absolute,
+    }
+    job = run_opcode(ctx, op, submit_only=submit_only)
+    if job:
+        result = job["ops"][0]["result"]
+        seen = (
+            f"; the guest sees {result['guest_size']} bytes"
+            if result.get("guest_size") is not None
+            else ""
+        )
+        click.echo(f"disk {disk} of {name}: {result['old_size']} → {result['new_size']} MiB{seen}")
+
+
+@instance.command("list")
+@output_option
+@pass_ctx
+def instance_list(ctx: Ctx, fmt: str) -> None:
+    """List instances."""
+    with ctx.client() as client:
+        instances = client.instances()
+    if fmt == "json":
+        output.emit_json(instances)
+        return
+    output.table(
+        None,
+        ["Instance", "Primary", "Hypervisor", "Memory", "VCPUs", "State", "Disks"],
+        [
+            (
+                i["name"],
+                i["primary"],
+                i["hypervisor"],
+                f"{i['memory']}M",
+                i["vcpus"],
+                i["state"],
+                " ".join(_disk_text(d) for d in i["disks"]),
+            )
+            for i in instances
+        ],
+    )
+
+
+@instance.command("info")
+@click.argument("name")
+@output_option
+@pass_ctx
+def instance_info(ctx: Ctx, name: str, fmt: str) -> None:
+    """Show one instance and its disks."""
+    with ctx.client() as client:
+        data = client.instance(name)
+    if fmt == "json":
+        output.emit_json(data)
+        return
+    c = output.console
+    c.print(f"[bold]Instance {data['name']}[/bold] ({data['uuid']}): {data['state']}")
+    c.print(
+        f"  primary node {data['primary']} (group {data['group']}), "
+        f"hypervisor {data['hypervisor']}, {data['memory']} MiB, {data['vcpus']} vcpu(s)"
+    )
+    for disk in data["disks"]:
+        params = ",".join(f"{k}={v}" for k, v in sorted(disk["params"].items()))
+        c.print(
+            f"  disk {disk['index']}{' ' + disk['name'] if disk['name'] else ''}: "
+            f"{disk['size']} MiB, provider {disk['provider']}"
+            f"{', pool ' + disk['pool'] if disk['pool'] else ''}, {disk['access']}, "
+            f"volume {disk['volume']}{', ' + params if params else ''}"
+        )
+        if disk["needs_cleanup"]:
+            c.print(f"    needs cleanup: {disk['needs_cleanup']}")
+
+
+# -- cluster and group settings ---------------------------------------------------------------
+
+
+@cluster.command("modify")
+@click.option(
+    "--add-pool",
+    "add_pools",
+    nargs=2,
+    multiple=True,
+    metavar="NAME PROVIDER",
+    help="Add a storage pool backed by PROVIDER (repeatable).",
+)
+@click.option(
+    "--remove-pool",
+    "remove_pools",
+    multiple=True,
+    metavar="NAME",
+    help="Remove an unused storage pool (repeatable).",
+)
+@click.option(
+    "--hypervisor-run-dir",
+    "hv_run_dir",
+    metavar="DIR",
+    help="Where guests keep pid files and sockets on nodes (<DIR>/<node>).",
+)
+@submit_option
+@pass_ctx
+def cluster_modify(
+    ctx: Ctx,
+    add_pools: tuple[tuple[str, str], ...],
+    remove_pools: tuple[str, ...],
+    hv_run_dir: str | None,
+    submit_only: bool,
+) -> None:
+    """Change cluster-wide settings: storage pools, the hypervisor run directory."""
+    if not add_pools and not remove_pools and hv_run_dir is None:
+        raise click.UsageError(
+            "nothing to change: give --add-pool, --remove-pool or --hypervisor-run-dir"
+        )
+    op: dict[str, Any] = {
+        "OP_ID": "OP_CLUSTER_SET_PARAMS",
+        "add_pools": dict(add_pools),
+        "remove_pools": list(remove_pools),
+    }
+    if hv_run_dir is not None:
+        op["hv_run_dir"] = hv_run_dir
+    job = run_opcode(ctx, op, submit_only=submit_only)
+    if job:
+        result = job["ops"][0]["result"]
+        pools = ", ".join(f"{k} ({v})" for k, v in sorted(result["pools"].items()))
+        click.echo(f"storage pools: {pools or 'none'}")
+
+
+@group.command("modify")
+@click.argument("name")
+@click.option(
+    "--connect-pool",
+    "connect",
+    multiple=True,
+    metavar="POOL",
+    help="Offer this storage pool in the group (repeatable).",
+)
+@click.option(
+    "--disconnect-pool",
+    "disconnect",
+    multiple=True,
+    metavar="POOL",
+    help="Stop offering an unused storage pool (repeatable).",
+)
+@submit_option
+@pass_ctx
+def group_modify(
+    ctx: Ctx,
+    name: str,
+    connect: tuple[str, ...],
+    disconnect: tuple[str, ...],
+    submit_only: bool,
+) -> None:
+    """Connect storage pools to a node group, or disconnect them."""
+    if not connect and not disconnect:
+        fail("nothing to change: give --connect-pool or --disconnect-pool", 2)
+    op = {
+        "OP_ID": "OP_GROUP_SET_PARAMS",
+        "group_name": name,
+        "connect_pools": list(connect),
+        "disconnect_pools": list(disconnect),
+    }
+    job = run_opcode(ctx, op, submit_only=submit_only)
+    if job:
+        pools = job["ops"][0]["result"]["pools"]
+        click.echo(f"group {name} offers pools: {', '.join(pools) or 'none'}")

@@ -1,0 +1,143 @@
+"""The interface every hypervisor backend offers, as pure translation.
+
+A backend answers four questions for the instance LUs:
+
+- which path of an attached disk it uses (:meth:`Hypervisor.disk_path`): the block
+  device printed on line 1 of ``attach``, or the ``<hypervisor>:`` URI of a
+  userspace-only volume;
+- how to start, stop and query a guest on a node (:class:`RemoteCommand` objects whose
+  scripts are constants; names and paths are positional arguments);
+- what the status command printed (:func:`parse_status`);
+- how a running guest learns that a disk grew (:meth:`Hypervisor.resize_commands`:
+  QMP commands, or none).
+
+Runtime files live in the node's run directory, ``<hv_run_dir>/<node>`` (default
+``run/extjobs/<node>``, relative to the login directory of the node's SSH user): the
+node name keeps nodes that share one machine and one login apart.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import re
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import attrs
+
+from extjobs.errors import HypervisorError, InputError
+from extjobs.extstorage.attach import AttachInfo
+from extjobs.hypervisors.process import STATUS_SCRIPT, STOP_SCRIPT, process_command
+from extjobs.model.cluster import Cluster, Instance
+from extjobs.model.remote import RemoteCommand
+
+DEFAULT_RUN_DIR = "run/extjobs"
+
+_RUN_DIR_RE = re.compile(r"[A-Za-z0-9_./+-]+")
+
+
+def run_dir_for(cluster: Cluster | None, node: str) -> str:
+    """The run directory of hypervisor files on ``node``.
+
+    Raises :class:`InputError` when the configured base is unusable (characters that
+    qemu options or shells would misread, or ``..``).
+    """
+    base = (cluster.hv_run_dir if cluster is not None else None) or DEFAULT_RUN_DIR
+    if not _RUN_DIR_RE.fullmatch(base) or ".." in base.split("/"):
+        raise InputError(
+            f"hypervisor run directory {base!r} may only use letters, digits and ._/+-",
+            field="hv_run_dir",
+        )
+    return f"{base.rstrip('/') or '/'}/{node}".replace("//", "/")
+
+
+def instance_key(instance: Instance) -> str:
+    """The name of an instance's files on a node: its uuid (stable across renames)."""
+    return instance.uuid or instance.name
+
+
+@attrs.frozen
+class RuntimeStatus:
+    """What the status command found on a node.
+
+    ``run_dir`` is the absolute run directory (``None`` when it does not exist yet).
+    """
+
+    running: bool
+    pid: int | None = None
+    run_dir: str | None = None
+
+    def path(self, key: str, suffix: str) -> str | None:
+        return None if self.run_dir is None else f"{self.run_dir}/{key}{suffix}"
+
+
+def parse_status(stdout: str, *, node: str) -> RuntimeStatus:
+    """Parse ``running <pid> <dir>`` / ``stopped [<dir>]``; raises HypervisorError."""
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    words = lines[-1].split(" ", 2) if lines else []
+    if words[:1] == ["running"] and len(words) == 3 and words[1].isdigit():
+        return RuntimeStatus(True, int(words[1]), words[2])
+    if words[:1] == ["stopped"]:
+        return RuntimeStatus(False, None, words[1] if len(words) > 1 else None)
+    raise HypervisorError(
+        f"hypervisor status on node {node!r} printed {stdout[-300:]!r}; expected "
+        "'running PID DIR' or 'stopped [DIR]'",
+        node=node,
+    )
+
+
+class Hypervisor(abc.ABC):
+    """One hypervisor backend. Stateless; one shared object per backend."""
+
+    name: ClassVar[str]
+    #: How ``stop`` signals the guest: its whole process group, or the process only.
+    stop_mode: ClassVar[str] = "process"
+
+    @abc.abstractmethod
+    def disk_path(self, info: AttachInfo, access: str, *, node: str, provider: str) -> str:
+        """The path or URI the guest uses for an attached disk; raises HypervisorError."""
+
+    @abc.abstractmethod
+    def start_command(
+        self, instance: Instance, disk_paths: Sequence[str], run_dir: str, *, timeout: float
+    ) -> RemoteCommand:
+        """Start the guest unless it runs already; prints the status line when done."""
+
+    def status_command(self, key: str, run_dir: str, *, timeout: float) -> RemoteCommand:
+        """Prints the status line of the guest whose files are called ``key``."""
+        return process_command(STATUS_SCRIPT, (run_dir, key), timeout=timeout)
+
+    def stop_command(
+        self, key: str, run_dir: str, *, grace: float, timeout: float
+    ) -> RemoteCommand:
+        """SIGTERM, SIGKILL after ``grace`` seconds; stopping a stopped guest succeeds."""
+        seconds = str(max(1, math.ceil(grace)))
+        args = (run_dir, key, seconds, self.stop_mode)
+        return process_command(STOP_SCRIPT, args, timeout=max(timeout, grace + 10))
+
+    def control_socket(self, key: str, status: RuntimeStatus) -> str | None:
+        """The Unix socket that controls a running guest (QMP), if the backend has one."""
+        return None
+
+    def resize_commands(self, disk_index: int, size_mib: int) -> list[tuple[str, dict[str, Any]]]:
+        """Control-socket commands telling a running guest that a disk now has this size."""
+        return []
+
+
+def userspace_or_device(
+    info: AttachInfo, access: str, hypervisor: str, *, node: str, provider: str
+) -> str:
+    """Ganeti's choice: the ``<hypervisor>:`` URI for userspace access (or when there is
+    no block device), else the block device."""
+    uri = info.uri_for(hypervisor)
+    if uri is not None and (access == "userspace" or info.device is None):
+        return uri
+    if info.device is not None:
+        return info.device
+    raise HypervisorError(
+        f"provider {provider!r} on node {node!r} gave no block device and no "
+        f"{hypervisor}: URI (it gave {', '.join(sorted(info.uris)) or 'none'})",
+        node=node,
+        provider=provider,
+    )

@@ -1,0 +1,102 @@
+"""The ``fake`` hypervisor: one small process per running instance holding its disks open.
+
+It runs no guest, but it proves where an instance's disks are in use: the process
+(``sh`` named ``extjobs-fake-<key>``, in a session of its own, pid in ``<key>.pid``)
+opens every disk path read-only on file descriptors 3, 4, … and sleeps; tests look at
+``/proc/<pid>/fd``. ``start`` returns once every descriptor is open, or fails with the
+reason (a missing device, a permission error). Stopping kills the process group.
+
+POSIX ``sh`` redirects single-digit descriptors only, so an instance has at most
+:data:`MAX_DISKS` disks under this backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from extjobs.errors import HypervisorError
+from extjobs.extstorage.attach import AttachInfo
+from extjobs.hypervisors.base import Hypervisor, instance_key, userspace_or_device
+from extjobs.hypervisors.process import PROCESS_FUNCTIONS, process_command
+from extjobs.model.cluster import Instance
+from extjobs.model.remote import RemoteCommand
+
+MAX_DISKS = 7
+
+#: The holder: opens "$@" on fds 3.. then sleeps; killed as a process group.
+HOLDER_SCRIPT = r"""
+n=3
+for p; do
+  eval "exec $n<\"\$p\"" || exit 1
+  n=$((n + 1))
+done
+while :; do sleep 3600; done
+"""
+
+# Arguments: RUNDIR KEY PATH...
+START_SCRIPT = (
+    PROCESS_FUNCTIONS
+    + r"""
+key=$2
+mkdir -p -- "$1" && cd -- "$1" || exit 1
+dir=$(pwd -P)
+shift 2
+if pid=$(running_pid "$key"); then
+  printf 'running %s %s\n' "$pid" "$dir"
+  exit 0
+fi
+for p; do
+  [ -e "$p" ] || { printf 'disk %s does not exist on this node\n' "$p" >&2; exit 1; }
+done
+setsid /bin/sh -c "$HOLDER" "extjobs-fake-$key" "$@" </dev/null >/dev/null 2>&1 &
+pid=$!
+printf '%s\n' "$pid" >"$key.pid.tmp" && mv -f -- "$key.pid.tmp" "$key.pid" || exit 1
+last=$(($# + 2))
+ticks=0
+while [ ! -e "/proc/$pid/fd/$last" ]; do
+  if ! ours "$pid" "$key"; then
+    rm -f -- "$key.pid"
+    printf 'the fake guest of %s exited at start (cannot open its disks?)\n' "$key" >&2
+    exit 1
+  fi
+  ticks=$((ticks + 1))
+  [ "$ticks" -lt 200 ] || { printf 'the fake guest of %s did not start\n' "$key" >&2; exit 1; }
+  sleep 0.05
+done
+printf 'running %s %s\n' "$pid" "$dir"
+"""
+)
+
+
+class FakeHypervisor(Hypervisor):
+    name: ClassVar[str] = "fake"
+    stop_mode: ClassVar[str] = "group"
+
+    def disk_path(self, info: AttachInfo, access: str, *, node: str, provider: str) -> str:
+        path = userspace_or_device(info, access, self.name, node=node, provider=provider)
+        if not path.startswith("/"):
+            raise HypervisorError(
+                f"the fake hypervisor needs a path, not {path!r} (provider {provider!r})",
+                node=node,
+                provider=provider,
+            )
+        return path
+
+    def start_command(
+        self, instance: Instance, disk_paths: Sequence[str], run_dir: str, *, timeout: float
+    ) -> RemoteCommand:
+        if len(disk_paths) > MAX_DISKS:
+            raise HypervisorError(
+                f"the fake hypervisor holds at most {MAX_DISKS} disks; "
+                f"instance {instance.name} has {len(disk_paths)}",
+                instance=instance.name,
+            )
+        command = process_command(
+            START_SCRIPT, (run_dir, instance_key(instance), *disk_paths), timeout=timeout
+        )
+        return RemoteCommand(
+            argv=command.argv,
+            env={**command.env_dict, "HOLDER": HOLDER_SCRIPT},
+            timeout=command.timeout,
+        )

@@ -1,0 +1,125 @@
+"""The ``kvm`` hypervisor: one ``qemu-system-x86_64`` process per running instance.
+
+The command line is built here from the instance and the paths of its attached disks::
+
+    qemu-system-x86_64 -name NAME -machine accel=kvm:tcg -m MEM -smp VCPUS
+        -display none -nodefaults -no-user-config
+        -drive file=PATH,format=raw,if=virtio,id=disk0 ...
+        -pidfile <run dir>/<key>.pid -qmp unix:<run dir>/<key>.qmp,server=on,wait=off
+        -daemonize
+
+``-display none`` keeps it headless without ``-nographic`` (which would take over
+stdio). ``accel=kvm:tcg`` uses KVM where ``/dev/kvm`` exists and falls back to TCG.
+The start script resolves the run directory to an absolute path, so the pid file and
+the QMP socket are absolute (qemu changes to ``/`` when it daemonises); the daemon
+reaches the socket through SSH stream-local forwarding. Disk ``N`` is the drive
+``diskN``, which is what ``block_resize`` names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from extjobs.errors import HypervisorError
+from extjobs.extstorage.attach import AttachInfo
+from extjobs.hypervisors.base import (
+    Hypervisor,
+    RuntimeStatus,
+    instance_key,
+    userspace_or_device,
+)
+from extjobs.hypervisors.process import PROCESS_FUNCTIONS, process_command
+from extjobs.model.cluster import Instance
+from extjobs.model.remote import RemoteCommand
+
+QEMU = "qemu-system-x86_64"
+
+# Arguments: RUNDIR KEY QEMU-ARGV...
+START_SCRIPT = (
+    PROCESS_FUNCTIONS
+    + r"""
+key=$2
+mkdir -p -- "$1" && cd -- "$1" || exit 1
+dir=$(pwd -P)
+shift 2
+if pid=$(running_pid "$key"); then
+  printf 'running %s %s\n' "$pid" "$dir"
+  exit 0
+fi
+case $dir in
+  *,*) printf 'run directory %s contains a comma, which qemu options cannot take\n' "$dir" >&2
+       exit 1 ;;
+esac
+sock=$dir/$key.qmp
+# A Unix socket path has at most 107 bytes (108 with the terminating NUL).
+if [ "${#sock}" -gt 107 ]; then
+  printf 'QMP socket path %s is longer than 107 bytes; choose a shorter run directory\n' \
+    "$sock" >&2
+  exit 1
+fi
+rm -f -- "$key.pid" "$key.qmp"
+"$@" -pidfile "$dir/$key.pid" -qmp "unix:$sock,server=on,wait=off" -daemonize || exit $?
+pid=$(running_pid "$key") || { printf 'qemu exited after daemonising\n' >&2; exit 1; }
+printf 'running %s %s\n' "$pid" "$dir"
+"""
+)
+
+
+def _escape(value: str) -> str:
+    """qemu option syntax: a comma inside a value is written twice."""
+    return value.replace(",", ",,")
+
+
+def qemu_argv(instance: Instance, disk_paths: Sequence[str], *, binary: str = QEMU) -> list[str]:
+    """The qemu command line without the run-directory options the start script adds."""
+    argv = [
+        binary,
+        "-name",
+        _escape(instance.name),
+        "-machine",
+        "accel=kvm:tcg",
+        "-m",
+        str(instance.memory),
+        "-smp",
+        str(instance.vcpus),
+        "-display",
+        "none",
+        "-nodefaults",
+        "-no-user-config",
+    ]
+    for index, path in enumerate(disk_paths):
+        argv += ["-drive", f"file={_escape(path)},format=raw,if=virtio,id=disk{index}"]
+    return argv
+
+
+def drive_id(index: int) -> str:
+    return f"disk{index}"
+
+
+class KvmHypervisor(Hypervisor):
+    name: ClassVar[str] = "kvm"
+    stop_mode: ClassVar[str] = "process"
+
+    def disk_path(self, info: AttachInfo, access: str, *, node: str, provider: str) -> str:
+        return userspace_or_device(info, access, self.name, node=node, provider=provider)
+
+    def start_command(
+        self, instance: Instance, disk_paths: Sequence[str], run_dir: str, *, timeout: float
+    ) -> RemoteCommand:
+        for path in disk_paths:
+            if "\n" in path or "\0" in path:
+                raise HypervisorError(
+                    f"disk path {path!r} of {instance.name} cannot be given to qemu",
+                    instance=instance.name,
+                )
+        argv = qemu_argv(instance, disk_paths)
+        return process_command(
+            START_SCRIPT, (run_dir, instance_key(instance), *argv), timeout=timeout
+        )
+
+    def control_socket(self, key: str, status: RuntimeStatus) -> str | None:
+        return status.path(key, ".qmp") if status.running else None
+
+    def resize_commands(self, disk_index: int, size_mib: int) -> list[tuple[str, dict[str, Any]]]:
+        return [("block_resize", {"device": drive_id(disk_index), "size": size_mib * 1024 * 1024})]

@@ -1,0 +1,412 @@
+"""Instance add and remove on external storage (disk template ``ext``).
+
+Add (:class:`LUInstanceCreate`), after the checks against the configuration::
+
+    diagnose the providers on every online node of the primary's group  (refuse if invalid)
+    check each disk's parameters against the provider's parameters.list
+    per disk: verify → create → attach (+ block device check) → open exclusive → setinfo
+    start the guest on the primary (unless start=False)
+    write the instance to the configuration
+
+Nothing is written to the configuration before the last line, so a failure, a cancel
+or a crash leaves it untouched; what was created on the storage is undone in reverse
+(see :class:`~extjobs.lus.instance_storage.UndoLog`), from memory after a failure or
+cancel and from the journal after a crash.
+
+Remove (:class:`LUInstanceRemove`): stop the guest, then per disk close → detach →
+remove. A disk whose detach or remove fails stays in the configuration, listed in the
+instance's ``cleanup`` map with the reason, and the job fails saying so; running
+``instance remove`` again retries just those disks.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from extjobs.errors import ExtJobsError, InputError, NotFoundError, PrerequisiteError, ProviderError
+from extjobs.extstorage.diagnose import ProviderStatus
+from extjobs.extstorage.names import Action
+from extjobs.extstorage.parameters import check_params
+from extjobs.hypervisors import get_hypervisor
+from extjobs.hypervisors.base import run_dir_for
+from extjobs.hypervisors.fake import MAX_DISKS as FAKE_MAX_DISKS
+from extjobs.lus.base import LogicalUnit, Recovery, RecoveryAction, StepContext
+from extjobs.lus.cluster import require_cluster
+from extjobs.lus.instance_hv import start_guest, stop_guest
+from extjobs.lus.instance_storage import (
+    UndoLog,
+    attach_disk,
+    disk_volume,
+    providers_on,
+    run_provider,
+    storage_node,
+    validate_in_group,
+)
+from extjobs.model import codec
+from extjobs.model.cluster import ClusterConfig, Disk, Instance
+from extjobs.model.config import Config
+from extjobs.model.jobs import JournalRecord
+from extjobs.model.locks import LockRequest, Mode
+from extjobs.model.opcodes import DiskSpec, OpInstanceCreate, OpInstanceRemove
+
+
+def instance_state(instance: Instance) -> str:
+    """``up``/``down`` (the admin state), or ``cleanup`` while a removal is incomplete."""
+    if instance.cleanup:
+        return "cleanup"
+    return "up" if instance.admin_up else "down"
+
+
+def instance_summary(instance: Instance, config: ClusterConfig) -> dict[str, Any]:
+    """The API's view of an instance: its configuration plus derived fields."""
+    data: dict[str, Any] = dict(codec.unstructure(instance))
+    node = config.nodes.get(instance.primary)
+    data["group"] = node.group if node is not None else None
+    data["state"] = instance_state(instance)
+    for disk, out in zip(instance.disks, data["disks"], strict=True):
+        out["volume"] = disk.volume_name
+        out["needs_cleanup"] = instance.cleanup.get(disk.uuid)
+    return data
+
+
+def resolve_disk(
+    config: ClusterConfig, spec: DiskSpec, index: int, group: str
+) -> tuple[str, str | None]:
+    """``(provider, pool)`` of a requested disk; raises for an unknown or unconnected pool."""
+    cluster = require_cluster(config)
+    if spec.pool is None:
+        assert spec.provider is not None
+        return spec.provider, None
+    provider = cluster.pools.get(spec.pool)
+    if provider is None:
+        known = ", ".join(sorted(cluster.pools)) or "none"
+        raise NotFoundError(
+            f"disk {index}: unknown storage pool {spec.pool!r} (known pools: {known})",
+            field=f"disks[{index}].pool",
+            pool=spec.pool,
+        )
+    if spec.provider is not None and spec.provider != provider:
+        raise InputError(
+            f"disk {index}: pool {spec.pool!r} uses provider {provider!r}, not {spec.provider!r}",
+            field=f"disks[{index}].provider",
+        )
+    connected = config.group(group).pools
+    if spec.pool not in connected:
+        raise PrerequisiteError(
+            f"disk {index}: storage pool {spec.pool!r} is not connected to node group "
+            f"{group!r} (connected: {', '.join(connected) or 'none'}); connect it with "
+            f"'extjobs group modify {group} --connect-pool {spec.pool}'",
+            pool=spec.pool,
+            group=group,
+        )
+    return provider, spec.pool
+
+
+class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
+    OPCODE = OpInstanceCreate
+
+    def __init__(self, op: OpInstanceCreate, options: Config) -> None:
+        super().__init__(op, options)
+        self._undo = UndoLog()
+
+    def locks(self, config: ClusterConfig) -> list[LockRequest]:
+        wanted = [
+            LockRequest.cluster(),
+            LockRequest.instance(self.op.instance_name),
+            LockRequest.node(self.op.pnode, Mode.SHARED),
+        ]
+        node = config.nodes.get(self.op.pnode)
+        if node is not None:
+            wanted.append(LockRequest.group(node.group, Mode.SHARED))
+        return wanted
+
+    def check(self, config: ClusterConfig) -> None:
+        op = self.op
+        cluster = require_cluster(config)
+        if op.instance_name in config.instances:
+            raise PrerequisiteError(
+                f"instance {op.instance_name!r} already exists", instance=op.instance_name
+            )
+        node = config.node(op.pnode)
+        if node.offline or node.drained:
+            state = "offline" if node.offline else "drained"
+            raise PrerequisiteError(
+                f"node {node.name} is {state}; new instances cannot be placed there",
+                node=node.name,
+            )
+        get_hypervisor(op.hypervisor)
+        if op.hypervisor == "fake" and len(op.disks) > FAKE_MAX_DISKS:
+            raise InputError(
+                f"the fake hypervisor holds at most {FAKE_MAX_DISKS} disks", field="disks"
+            )
+        run_dir_for(cluster, node.name)
+        for index, spec in enumerate(op.disks):
+            resolve_disk(config, spec, index, node.group)
+
+    def _disks(self, config: ClusterConfig, group: str) -> tuple[Disk, ...]:
+        disks = []
+        for index, spec in enumerate(self.op.disks):
+            provider, pool = resolve_disk(config, spec, index, group)
+            disks.append(
+                Disk(
+                    uuid=str(uuid.uuid4()),
+                    index=index,
+                    size=spec.size,
+                    provider=provider,
+                    pool=pool,
+                    name=spec.name,
+                    params=dict(spec.params),
+                    access=spec.access,
+                )
+            )
+        return tuple(disks)
+
+    async def exec(self, ctx: StepContext) -> Any:
+        op = self.op
+        cfg = ctx.config
+        node = cfg.node(op.pnode)
+        disks = self._disks(cfg, node.group)
+        instance = Instance(
+            name=op.instance_name,
+            primary=node.name,
+            hypervisor=op.hypervisor,
+            memory=op.memory,
+            vcpus=op.vcpus,
+            admin_up=op.start,
+            disks=disks,
+            uuid=str(uuid.uuid4()),
+        )
+        reports = await validate_in_group(ctx, node.group, {d.provider for d in disks})
+        statuses = reports[node.name]
+        for disk in disks:
+            # Declared on every node of the group: the instance may move within it.
+            allowed = [r[disk.provider].parameters for r in reports.values()]
+            common = {k: v for k, v in allowed[0].items() if all(k in a for a in allowed)}
+            check_params(disk.provider, disk.params, common)
+        ctx.log(f"disk parameters accepted by {', '.join(sorted(statuses))}")
+
+        paths = [
+            await self._make_disk(ctx, node.name, statuses[disk.provider], instance, disk)
+            for disk in disks
+        ]
+        started = None
+        if op.start:
+            started = await start_guest(ctx, instance, node.name, paths, undo=self._undo)
+
+        def add(config: ClusterConfig) -> ClusterConfig:
+            if instance.name in config.instances:  # pragma: no cover - the lock prevents it
+                raise PrerequisiteError(f"instance {instance.name!r} appeared meanwhile")
+            return config.with_instance(instance)
+
+        ctx.update_config(add)
+        ctx.log(
+            f"instance {instance.name} added on {node.name} with {len(disks)} disk(s)"
+            + (", running" if started else ", not started")
+        )
+        return {
+            "instance": instance.name,
+            "uuid": instance.uuid,
+            "primary": node.name,
+            "disks": [
+                {
+                    "index": d.index,
+                    "uuid": d.uuid,
+                    "volume": d.volume_name,
+                    "size": d.size,
+                    "provider": d.provider,
+                    "pool": d.pool,
+                }
+                for d in disks
+            ],
+            "started": bool(started),
+            "pid": started.pid if started else None,
+        }
+
+    async def _make_disk(
+        self, ctx: StepContext, node: str, status: ProviderStatus, instance: Instance, disk: Disk
+    ) -> str:
+        """verify → create → attach → open exclusive → setinfo; the hypervisor's path."""
+        volume = disk_volume(instance.name, disk, open_exclusive=True)
+
+        async def run(action: Action, undo: UndoLog | None = None) -> None:
+            await run_provider(
+                ctx,
+                node,
+                status,
+                action,
+                volume,
+                instance=instance.name,
+                disk=disk.index,
+                undo=undo,
+            )
+
+        await run(Action.VERIFY)
+        await run(Action.CREATE, self._undo)
+        ctx.log(f"disk{disk.index}: created {volume.name} ({disk.size} MiB, {disk.provider})")
+        info = await attach_disk(
+            ctx, node, status, volume, instance=instance.name, disk=disk.index, undo=self._undo
+        )
+        await run(Action.OPEN, self._undo)
+        await run(Action.SETINFO)
+        hv = get_hypervisor(instance.hypervisor)
+        return hv.disk_path(info, disk.access, node=node, provider=disk.provider)
+
+    async def compensate(self, ctx: StepContext) -> None:
+        await _undo(ctx, self._undo, self.op.instance_name)
+
+    async def recover(self, ctx: StepContext, journal: Sequence[JournalRecord]) -> Recovery:
+        name = self.op.instance_name
+        created = {
+            r.data["volume"]["uuid"]
+            for r in journal
+            if r.kind == "provider" and r.data.get("action") == "create"
+        }
+        existing = ctx.config.instances.get(name)
+        if existing is not None and created <= {d.uuid for d in existing.disks}:
+            return Recovery(
+                RecoveryAction.DONE,
+                f"instance {name} was added before the restart",
+                {"instance": name, "uuid": existing.uuid},
+            )
+        undo = UndoLog.from_journal(journal, ctx.options)
+        if not undo:
+            return Recovery(RecoveryAction.FAILED, f"add of {name} interrupted before any step")
+        try:
+            await _undo(ctx, undo, name)
+        except ExtJobsError as exc:
+            return Recovery(RecoveryAction.FAILED, f"add of {name} interrupted; {exc.message}")
+        return Recovery(
+            RecoveryAction.FAILED,
+            f"add of {name} interrupted by a daemon restart; what it had created was removed",
+        )
+
+
+async def _undo(ctx: StepContext, undo: UndoLog, name: str) -> None:
+    if not undo:
+        return
+    ctx.log(f"undoing the partial add of {name}", kind="undo")
+    failures = await undo.run(ctx)
+    if failures:
+        raise ProviderError(
+            f"could not undo everything of the add of {name}: {'; '.join(failures)}",
+            instance=name,
+            failures=failures,
+        )
+    ctx.log(f"partial add of {name} undone; the configuration was not changed", kind="undo")
+
+
+class LUInstanceRemove(LogicalUnit[OpInstanceRemove]):
+    OPCODE = OpInstanceRemove
+
+    def locks(self, config: ClusterConfig) -> list[LockRequest]:
+        wanted = [LockRequest.cluster(), LockRequest.instance(self.op.instance_name)]
+        inst = config.instances.get(self.op.instance_name)
+        if inst is not None:
+            wanted.append(LockRequest.node(inst.primary, Mode.SHARED))
+            node = config.nodes.get(inst.primary)
+            if node is not None and node.offline:
+                # The storage is then reached from another node of the group.
+                wanted += [
+                    LockRequest.node(n.name, Mode.SHARED) for n in config.online_nodes(node.group)
+                ]
+        return wanted
+
+    def check(self, config: ClusterConfig) -> None:
+        inst = config.instance(self.op.instance_name)
+        storage_node(config, inst)
+
+    async def exec(self, ctx: StepContext) -> Any:
+        cfg = ctx.config
+        inst = cfg.instance(self.op.instance_name)
+        primary = cfg.node(inst.primary)
+        node = storage_node(cfg, inst)
+        statuses = await providers_on(ctx, node, {d.provider for d in inst.disks})
+        if primary.offline:
+            ctx.log(
+                f"primary node {primary.name} is offline: not stopping the guest there; "
+                f"removing the disks from {node.name}",
+                kind="warning",
+            )
+        else:
+            await stop_guest(ctx, inst, primary.name, grace=self.op.shutdown_timeout)
+        if inst.admin_up:
+            ctx.update_config(
+                lambda c: c.with_instance(attrs.evolve(c.instance(inst.name), admin_up=False))
+            )
+        failed: dict[str, str] = {}
+        for disk in reversed(inst.disks):
+            volume = disk_volume(inst.name, disk)
+            status = statuses[disk.provider]
+            try:
+                await run_provider(
+                    ctx,
+                    node.name,
+                    status,
+                    Action.CLOSE,
+                    volume,
+                    instance=inst.name,
+                    disk=disk.index,
+                )
+            except ExtJobsError as exc:
+                ctx.log(
+                    f"disk{disk.index}: close failed, removing anyway: {exc.message}",
+                    kind="warning",
+                )
+            for action in (Action.DETACH, Action.REMOVE):
+                try:
+                    await run_provider(
+                        ctx,
+                        node.name,
+                        status,
+                        action,
+                        volume,
+                        instance=inst.name,
+                        disk=disk.index,
+                    )
+                except ExtJobsError as exc:
+                    failed[disk.uuid] = f"{action.value} on {node.name} failed: {exc.message}"
+                    ctx.log(
+                        f"disk{disk.index} ({volume.name}) needs cleanup: {failed[disk.uuid]}",
+                        kind="error",
+                    )
+                    break
+            else:
+                ctx.log(f"disk{disk.index}: removed {volume.name} ({disk.provider})")
+        if not failed:
+            ctx.update_config(lambda c: c.without_instance(inst.name))
+            ctx.log(f"instance {inst.name} removed")
+            return {"instance": inst.name, "removed_disks": len(inst.disks)}
+
+        def keep(config: ClusterConfig) -> ClusterConfig:
+            current = config.instance(inst.name)
+            left = tuple(d for d in current.disks if d.uuid in failed)
+            return config.with_instance(
+                attrs.evolve(current, admin_up=False, disks=left, cleanup=dict(failed))
+            )
+
+        ctx.update_config(keep)
+        listed = "; ".join(
+            f"disk{d.index} ({d.volume_name}): {failed[d.uuid]}"
+            for d in inst.disks
+            if d.uuid in failed
+        )
+        raise ProviderError(
+            f"instance {inst.name} not fully removed: {listed}. The disk(s) stay in the "
+            f"configuration as needing cleanup; run 'extjobs instance remove {inst.name}' "
+            "again once the cause is fixed",
+            instance=inst.name,
+            cleanup=failed,
+        )
+
+    async def recover(self, ctx: StepContext, journal: Sequence[JournalRecord]) -> Recovery:
+        if self.op.instance_name not in ctx.config.instances:
+            return Recovery(
+                RecoveryAction.DONE,
+                f"instance {self.op.instance_name} was removed before the restart",
+                {"instance": self.op.instance_name},
+            )
+        return Recovery(RecoveryAction.RETRY, "removal interrupted; running it again")

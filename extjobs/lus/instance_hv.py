@@ -1,0 +1,167 @@
+"""Hypervisor steps of the instance LUs: status, start, stop, and QMP over the node link.
+
+Hypervisor commands run as steps of kind ``hypervisor`` whose ``data`` holds the
+instance, the action, the backend, the instance's file key and the run directory, so
+that a start found in the journal can be undone (see
+:func:`extjobs.lus.instance_storage.undo_for`).
+
+QMP: :func:`qmp_execute` opens the guest's QMP socket on the node through
+:meth:`StepContext.open_unix_stream` (SSH stream-local forwarding), reads the
+greeting, leaves negotiation mode and runs the commands one by one, skipping events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from extjobs.errors import HypervisorError
+from extjobs.hypervisors import get_hypervisor
+from extjobs.hypervisors.base import RuntimeStatus, instance_key, parse_status, run_dir_for
+from extjobs.hypervisors.qmp import (
+    MessageSplitter,
+    check_greeting,
+    encode_command,
+    is_event,
+    reply_value,
+)
+from extjobs.lus.base import StepContext
+from extjobs.model.cluster import Instance
+from extjobs.model.steps import Step
+
+if TYPE_CHECKING:
+    from extjobs.lus.instance_storage import UndoLog
+
+STATUS_TIMEOUT = 30.0
+START_TIMEOUT = 120.0
+QMP_TIMEOUT = 30.0
+
+
+def _data(instance: str, action: str, hypervisor: str, key: str, run_dir: str) -> dict[str, Any]:
+    return {
+        "instance": instance,
+        "action": action,
+        "hypervisor": hypervisor,
+        "key": key,
+        "run_dir": run_dir,
+    }
+
+
+def hypervisor_stop_step(
+    node: str, instance: str, hypervisor: str, key: str, run_dir: str, *, grace: float
+) -> Step:
+    hv = get_hypervisor(hypervisor)
+    return Step(
+        node=node,
+        kind="hypervisor",
+        description=f"stop {hypervisor} guest of {instance}",
+        command=hv.stop_command(key, run_dir, grace=grace, timeout=STATUS_TIMEOUT),
+        data=_data(instance, "stop", hypervisor, key, run_dir),
+    )
+
+
+async def hypervisor_status(ctx: StepContext, instance: Instance, node: str) -> RuntimeStatus:
+    """Whether ``instance``'s guest runs on ``node``."""
+    hv = get_hypervisor(instance.hypervisor)
+    key = instance_key(instance)
+    run_dir = run_dir_for(ctx.config.cluster, node)
+    result = await ctx.run(
+        Step(
+            node=node,
+            kind="hypervisor",
+            description=f"status of {instance.hypervisor} guest of {instance.name}",
+            command=hv.status_command(key, run_dir, timeout=STATUS_TIMEOUT),
+            data=_data(instance.name, "status", instance.hypervisor, key, run_dir),
+        )
+    )
+    return parse_status(result.stdout, node=node)
+
+
+def start_step(instance: Instance, node: str, disk_paths: Sequence[str], run_dir: str) -> Step:
+    hv = get_hypervisor(instance.hypervisor)
+    return Step(
+        node=node,
+        kind="hypervisor",
+        description=f"start {instance.hypervisor} guest of {instance.name}",
+        command=hv.start_command(instance, disk_paths, run_dir, timeout=START_TIMEOUT),
+        data=_data(instance.name, "start", instance.hypervisor, instance_key(instance), run_dir),
+    )
+
+
+async def start_guest(
+    ctx: StepContext,
+    instance: Instance,
+    node: str,
+    disk_paths: Sequence[str],
+    *,
+    undo: UndoLog | None = None,
+) -> RuntimeStatus:
+    """Start the guest (a no-op if it runs); its stop is pushed on ``undo`` first."""
+    step = start_step(instance, node, disk_paths, run_dir_for(ctx.config.cluster, node))
+    if undo is not None:
+        undo.note(step, ctx.options)
+    result = await ctx.run(step)
+    status = parse_status(result.stdout, node=node)
+    ctx.log(f"{node}: {instance.hypervisor} guest of {instance.name} runs as pid {status.pid}")
+    return status
+
+
+async def stop_guest(ctx: StepContext, instance: Instance, node: str, *, grace: float) -> None:
+    """Stop the guest (SIGTERM, SIGKILL after ``grace`` s); stopping a stopped one succeeds."""
+    step = hypervisor_stop_step(
+        node,
+        instance.name,
+        instance.hypervisor,
+        instance_key(instance),
+        run_dir_for(ctx.config.cluster, node),
+        grace=grace,
+    )
+    await ctx.run(step)
+
+
+async def qmp_execute(
+    ctx: StepContext,
+    node: str,
+    socket: str,
+    commands: Sequence[tuple[str, dict[str, Any]]],
+    *,
+    timeout: float = QMP_TIMEOUT,
+) -> list[Any]:
+    """Run QMP ``commands`` on the guest whose socket is ``socket`` on ``node``.
+
+    Returns each command's ``return`` value. Raises :class:`HypervisorError` for an
+    error reply or a broken session, and the node layer's errors for the connection.
+    """
+    where = f"{node}:{socket}"
+    names = ", ".join(execute for execute, _ in commands)
+    async with ctx.open_unix_stream(
+        node, socket, timeout=timeout, description=f"QMP {names}"
+    ) as stream:
+        splitter = MessageSplitter(where=where)
+        pending: list[dict[str, Any]] = []
+
+        async def next_message() -> dict[str, Any]:
+            while not pending:
+                data = await stream.receive()
+                if not data:
+                    raise HypervisorError(f"QMP on {where} closed the connection", node=node)
+                pending.extend(splitter.feed(data))
+            return pending.pop(0)
+
+        version = check_greeting(await next_message(), where=where)
+        results = []
+        for number, (execute, arguments) in enumerate([("qmp_capabilities", {}), *commands]):
+            command_id = f"extjobs-{number}"
+            await stream.send(encode_command(execute, arguments, id=command_id))
+            while True:
+                message = await next_message()
+                if not is_event(message):
+                    break
+            value = reply_value(message, execute, id=command_id, where=where)
+            if number:
+                results.append(value)
+                ctx.log(f"{node}: QMP {execute} {arguments or ''}: ok", kind="qmp")
+        qemu = version.get("qemu", {})
+        if isinstance(qemu, dict) and qemu:
+            ctx.log(f"{node}: QMP served by qemu {qemu.get('major')}.{qemu.get('minor')}")
+    return results

@@ -1,0 +1,450 @@
+"""The disks of instances as provider steps: locate, attach, open, close, detach, undo.
+
+Shared by the instance LUs. Every provider script run is a :class:`Step` of kind
+``provider`` whose ``data`` says what it did to which volume (``instance``, ``action``,
+``disk``, ``provider``, ``provider_dir``, ``optional``, ``volume``), so that the journal
+alone is enough to undo it after a crash (:func:`undo_for`).
+
+Undo, theory of operation: before a step with a lasting effect runs, its inverse is
+pushed on an :class:`UndoLog` (create → remove, attach → detach, open → close, a
+hypervisor start → stop). A step that failed half-way may still have left something
+behind (a provider that created the volume and then exited 1), so the inverse is
+pushed *before* the step runs; every inverse is idempotent. Undo pops in reverse order
+and keeps going past failures, reporting each one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from extjobs.errors import ExtJobsError, PrerequisiteError, ProviderError
+from extjobs.extstorage.attach import (
+    AttachInfo,
+    block_device_check_command,
+    check_block_device_result,
+    parse_attach_output,
+)
+from extjobs.extstorage.diagnose import (
+    ProviderStatus,
+    diagnose_command,
+    parse_diagnose_output,
+    summarise_groups,
+)
+from extjobs.extstorage.env import Volume, build_command
+from extjobs.extstorage.names import OPTIONAL_ACTIONS, Action
+from extjobs.hypervisors import get_hypervisor
+from extjobs.lus.base import StepContext
+from extjobs.model import codec
+from extjobs.model.cluster import ClusterConfig, Disk, Instance, Node
+from extjobs.model.config import Config
+from extjobs.model.jobs import JournalRecord
+from extjobs.model.remote import DEFAULT_PATH, RemoteCommand
+from extjobs.model.steps import Step
+
+MIB = 1024 * 1024
+
+#: What undoes an action with a lasting effect.
+INVERSE = {Action.CREATE: Action.REMOVE, Action.ATTACH: Action.DETACH, Action.OPEN: Action.CLOSE}
+
+
+def metadata_for(instance_name: str) -> str:
+    """Ganeti's default ``VOL_METADATA``."""
+    return f"originstname+{instance_name}"
+
+
+def disk_volume(instance_name: str, disk: Disk, **changes: Any) -> Volume:
+    """The provider's view of ``disk`` of instance ``instance_name``."""
+    return Volume(
+        name=disk.volume_name,
+        uuid=disk.uuid,
+        size=disk.size,
+        provider=disk.provider,
+        params=disk.params,
+        access=disk.access,
+        cname=disk.name,
+        metadata=metadata_for(instance_name),
+        **changes,
+    )
+
+
+def provider_step(
+    node: str,
+    status: ProviderStatus,
+    action: Action,
+    volume: Volume,
+    *,
+    instance: str,
+    disk: int,
+    options: Config,
+) -> Step:
+    """The step running ``action`` of ``volume``'s provider found on ``node`` at ``status.path``."""
+    assert status.path is not None
+    command = build_command(
+        status.path,
+        action,
+        volume,
+        path_env=options.storage.path_env,
+        timeout=options.storage.timeout(action.value),
+    )
+    return Step(
+        node=node,
+        kind="provider",
+        description=f"{action.value} disk{disk} ({volume.provider})",
+        command=command,
+        data={
+            "instance": instance,
+            "action": action.value,
+            "disk": disk,
+            "provider": volume.provider,
+            "provider_dir": status.path,
+            "optional": list(status.optional),
+            "volume": codec.unstructure(volume),
+        },
+    )
+
+
+def skipped(status: ProviderStatus, action: Action) -> bool:
+    """Whether ``action`` is an optional script this provider does not ship (a no-op)."""
+    return action in OPTIONAL_ACTIONS and action.value not in status.optional
+
+
+async def run_provider(
+    ctx: StepContext,
+    node: str,
+    status: ProviderStatus,
+    action: Action,
+    volume: Volume,
+    *,
+    instance: str,
+    disk: int,
+    undo: UndoLog | None = None,
+) -> str | None:
+    """Run one provider action (its inverse pushed on ``undo`` first); return stdout.
+
+    A missing optional script is logged and skipped (``None``). Raises what
+    :meth:`StepContext.run` raises.
+    """
+    if skipped(status, action):
+        ctx.log(f"{node}: provider {status.name} has no {action.value} script; nothing to do")
+        return None
+    step = provider_step(
+        node, status, action, volume, instance=instance, disk=disk, options=ctx.options
+    )
+    if undo is not None:
+        undo.note(step, ctx.options)
+    result = await ctx.run(step)
+    return result.stdout
+
+
+# -- finding providers -------------------------------------------------------------------
+
+
+async def diagnose_on(
+    ctx: StepContext, nodes: Sequence[Node], providers: Iterable[str]
+) -> dict[str, Mapping[str, ProviderStatus] | BaseException]:
+    """Ask every node in ``nodes`` (concurrently) about ``providers``; per node, the report
+    or the error that prevented one."""
+    cfg = ctx.config
+    storage = ctx.options.storage
+    names = sorted(set(providers))
+    steps = [
+        Step(
+            node=node.name,
+            kind="command",
+            description=f"diagnose ExtStorage provider(s) {', '.join(names)}",
+            command=diagnose_command(
+                cfg.search_path_for(node, storage.search_path),
+                names,
+                storage.timeout("diagnose"),
+                path_env=storage.path_env,
+            ),
+        )
+        for node in nodes
+    ]
+    answers = await ctx.run_many(steps)
+    per_node: dict[str, Mapping[str, ProviderStatus] | BaseException] = {}
+    for node, answer in zip(nodes, answers, strict=True):
+        if isinstance(answer, ExtJobsError):
+            per_node[node.name] = answer
+            continue
+        try:
+            per_node[node.name] = parse_diagnose_output(answer.stdout, node=node.name)
+        except ExtJobsError as exc:
+            per_node[node.name] = exc
+    return per_node
+
+
+async def validate_in_group(
+    ctx: StepContext, group: str, providers: Iterable[str]
+) -> dict[str, dict[str, ProviderStatus]]:
+    """Check ``providers`` on every online node of ``group``; return the reports per node.
+
+    Raises :class:`PrerequisiteError` naming each node and reason unless every provider
+    is valid on every online node of the group (DESIGN §4).
+    """
+    names = sorted(set(providers))
+    nodes = ctx.config.online_nodes(group)
+    per_node = await diagnose_on(ctx, nodes, names)
+    summary = summarise_groups(per_node, {n.name: n.group for n in nodes}).get(group, {})
+    problems = []
+    for name in names:
+        status = summary.get(name)
+        if status is None:
+            problems.append(f"provider {name!r}: no node of group {group} answered")
+        elif not status.valid:
+            why = "; ".join(f"{node}: {reason}" for node, reason in status.reasons.items())
+            problems.append(f"provider {name!r} is not valid in node group {group} ({why})")
+        else:
+            ctx.log(f"provider {name} is valid on every online node of group {group}")
+    if problems:
+        raise PrerequisiteError("; ".join(problems), group=group, providers=names)
+    return {n: dict(r) for n, r in per_node.items() if isinstance(r, Mapping)}
+
+
+async def providers_on(
+    ctx: StepContext, node: Node, providers: Iterable[str]
+) -> dict[str, ProviderStatus]:
+    """Where each provider lives on ``node``; raises PrerequisiteError when one is invalid
+    there, or the node error when the node cannot be asked."""
+    names = sorted(set(providers))
+    answer = (await diagnose_on(ctx, [node], names))[node.name]
+    if isinstance(answer, ExtJobsError):
+        raise answer
+    if isinstance(answer, BaseException):  # pragma: no cover - run_many returns ExtJobsErrors
+        raise PrerequisiteError(str(answer), node=node.name)
+    bad = [
+        f"{name}: {answer[name].reason if name in answer else 'not reported'}"
+        for name in names
+        if name not in answer or not answer[name].valid
+    ]
+    if bad:
+        raise PrerequisiteError(
+            f"ExtStorage provider(s) not usable on node {node.name}: {'; '.join(bad)}",
+            node=node.name,
+        )
+    return {name: answer[name] for name in names}
+
+
+# -- attaching and opening ---------------------------------------------------------------
+
+
+async def attach_disk(
+    ctx: StepContext,
+    node: str,
+    status: ProviderStatus,
+    volume: Volume,
+    *,
+    instance: str,
+    disk: int,
+    undo: UndoLog | None = None,
+) -> AttachInfo:
+    """``attach``, then check on the node that line 1 is a block device (unless empty)."""
+    stdout = await run_provider(
+        ctx, node, status, Action.ATTACH, volume, instance=instance, disk=disk, undo=undo
+    )
+    info = parse_attach_output(stdout or "", provider=volume.provider, node=node)
+    if info.device is not None:
+        result = await ctx.run(
+            Step(
+                node=node,
+                kind="command",
+                description=f"check that {info.device} is a block device",
+                command=block_device_check_command(
+                    info.device,
+                    path_env=ctx.options.storage.path_env,
+                    timeout=ctx.options.storage.timeout("attach"),
+                ),
+                check=True,
+            )
+        )
+        check_block_device_result(result, path=info.device, provider=volume.provider, node=node)
+    else:
+        ctx.log(f"{node}: disk{disk} is reachable from userspace only: {sorted(info.uris)}")
+    return info
+
+
+async def activate_disks(
+    ctx: StepContext,
+    instance: Instance,
+    node: str,
+    statuses: Mapping[str, ProviderStatus],
+    *,
+    exclusive: bool = True,
+    undo: UndoLog | None = None,
+) -> list[str]:
+    """Attach and open every disk of ``instance`` on ``node``; the hypervisor's disk paths."""
+    hv = get_hypervisor(instance.hypervisor)
+    paths = []
+    for disk in instance.disks:
+        status = statuses[disk.provider]
+        volume = disk_volume(instance.name, disk, open_exclusive=exclusive)
+        info = await attach_disk(
+            ctx, node, status, volume, instance=instance.name, disk=disk.index, undo=undo
+        )
+        await run_provider(
+            ctx,
+            node,
+            status,
+            Action.OPEN,
+            volume,
+            instance=instance.name,
+            disk=disk.index,
+            undo=undo,
+        )
+        paths.append(hv.disk_path(info, disk.access, node=node, provider=disk.provider))
+    return paths
+
+
+async def deactivate_disks(
+    ctx: StepContext,
+    instance: Instance,
+    node: str,
+    statuses: Mapping[str, ProviderStatus],
+) -> None:
+    """Close and detach every disk of ``instance`` on ``node``, in reverse order.
+
+    Keeps going past failures; raises one :class:`ProviderError` listing them at the end.
+    """
+    failures = []
+    for disk in reversed(instance.disks):
+        status = statuses[disk.provider]
+        volume = disk_volume(instance.name, disk)
+        for action in (Action.CLOSE, Action.DETACH):
+            try:
+                await run_provider(
+                    ctx, node, status, action, volume, instance=instance.name, disk=disk.index
+                )
+            except ExtJobsError as exc:
+                failures.append(f"disk{disk.index}: {action.value}: {exc.message}")
+    if failures:
+        raise ProviderError(
+            f"deactivating the disks of {instance.name} on {node} failed: {'; '.join(failures)}",
+            instance=instance.name,
+            node=node,
+        )
+
+
+def size_check_command(path: str, *, block: bool) -> RemoteCommand:
+    """Prints the size in bytes of a block device (``blockdev``) or a file (``stat``)."""
+    argv = ("blockdev", "--getsize64", path) if block else ("stat", "-L", "-c", "%s", path)
+    return RemoteCommand(argv=argv, env={"PATH": DEFAULT_PATH, "LC_ALL": "C"}, timeout=30.0)
+
+
+# -- undo ------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class UndoEntry:
+    """An inverse step, and what it undoes (for the job log)."""
+
+    what: str
+    step: Step
+
+
+def undo_for(kind: str, node: str, data: Mapping[str, Any], options: Config) -> UndoEntry | None:
+    """The inverse of a step (or journal record) described by ``kind`` and ``data``.
+
+    ``None`` for steps without a lasting effect (verify, setinfo, status …) and for an
+    ``open`` whose provider ships no ``close``.
+    """
+    from extjobs.lus.instance_hv import hypervisor_stop_step
+
+    action = data.get("action")
+    if kind == "hypervisor" and action == "start":
+        step = hypervisor_stop_step(
+            node,
+            str(data["instance"]),
+            str(data["hypervisor"]),
+            str(data["key"]),
+            str(data["run_dir"]),
+            grace=10.0,
+        )
+        return UndoEntry(
+            f"stopped {data['hypervisor']} guest of {data['instance']} on {node}", step
+        )
+    if kind != "provider" or action not in {a.value for a in INVERSE}:
+        return None
+    inverse = INVERSE[Action(str(action))]
+    optional = tuple(data.get("optional", ()))
+    if inverse.value in {a.value for a in OPTIONAL_ACTIONS} and inverse.value not in optional:
+        return None
+    volume = codec.structure(data["volume"], Volume)
+    status = ProviderStatus(
+        name=volume.provider,
+        valid=True,
+        path=str(data["provider_dir"]),
+        reason=None,
+        optional=optional,
+    )
+    step = provider_step(
+        node,
+        status,
+        inverse,
+        volume,
+        instance=str(data["instance"]),
+        disk=int(data["disk"]),
+        options=options,
+    )
+    past = {Action.REMOVE: "removed", Action.DETACH: "detached", Action.CLOSE: "closed"}[inverse]
+    return UndoEntry(
+        f"{past} disk{data['disk']} ({volume.name}, {volume.provider}) on {node}", step
+    )
+
+
+class UndoLog:
+    """Inverse steps, most recent last; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._entries: list[UndoEntry] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._entries)
+
+    def note(self, step: Step, options: Config) -> None:
+        entry = undo_for(step.kind, step.node, step.data, options)
+        if entry is not None:
+            self._entries.append(entry)
+
+    @classmethod
+    def from_journal(cls, journal: Sequence[JournalRecord], options: Config) -> UndoLog:
+        """The inverses of every step the journal shows as started, done or failed."""
+        log = cls()
+        for record in sorted(journal, key=lambda r: r.seq):
+            entry = undo_for(record.kind, record.node, record.data, options)
+            if entry is not None:
+                log._entries.append(entry)
+        return log
+
+    async def run(self, ctx: StepContext) -> list[str]:
+        """Run every inverse, newest first; return what could not be undone."""
+        failures = []
+        while self._entries:
+            entry = self._entries.pop()
+            try:
+                await ctx.run(entry.step)
+            except ExtJobsError as exc:
+                failed = f"{entry.step.description} on {entry.step.node} failed: {exc.message}"
+                failures.append(failed)
+                ctx.log(f"undo incomplete: {failed}", kind="warning")
+            else:
+                ctx.log(f"undone: {entry.what}", kind="undo")
+        return failures
+
+
+def storage_node(config: ClusterConfig, instance: Instance) -> Node:
+    """Where to run an instance's storage actions: its primary, or (primary offline)
+    another online node of the primary's group; raises PrerequisiteError if none."""
+    primary = config.node(instance.primary)
+    if not primary.offline:
+        return primary
+    for node in config.online_nodes(primary.group):
+        return node
+    raise PrerequisiteError(
+        f"primary node {primary.name} of {instance.name} is offline and node group "
+        f"{primary.group} has no online node to reach its storage from",
+        instance=instance.name,
+        node=primary.name,
+    )

@@ -9,6 +9,8 @@ each step's bookkeeping is finished even when a sibling fails.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -20,6 +22,7 @@ from extjobs.errors import CommandTimeoutError, ExtJobsError, ProviderError
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.config import Config
+from extjobs.model.jobs import JournalRecord
 from extjobs.model.remote import CommandResult, Endpoint
 from extjobs.model.steps import Step
 from extjobs.nodes.runner import NodeRunner, UnixStream
@@ -28,6 +31,34 @@ if TYPE_CHECKING:
     from extjobs.engine.queue import JobQueue
 
 TAIL = 2000
+
+
+class CrashPoint:
+    """Fault injection for the crash-safety tests: ``EXTJOBS_CRASH_AT=before:K`` or
+    ``after:K`` makes the daemon SIGKILL itself just before journalling its K-th step
+    (counted over the whole process), or just after recording its result. Unset in
+    production, where it costs one comparison per step."""
+
+    def __init__(self, spec: str | None) -> None:
+        self.where: str | None = None
+        self.at = 0
+        self.count = 0
+        if spec:
+            where, _, number = spec.partition(":")
+            if where not in ("before", "after") or not number.isdigit():
+                raise ValueError(f"EXTJOBS_CRASH_AT must be before:K or after:K, not {spec!r}")
+            self.where, self.at = where, int(number)
+
+    def step(self) -> int:
+        self.count += 1
+        return self.count
+
+    def check(self, where: str, number: int) -> None:
+        if self.where == where and self.at == number:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+CRASH = CrashPoint(os.environ.get("EXTJOBS_CRASH_AT"))
 
 
 def result_record(result: CommandResult) -> dict[str, Any]:
@@ -100,6 +131,9 @@ class JobContext:
             duration=duration,
         )
 
+    def journal_records(self, kinds: tuple[str, ...]) -> list[JournalRecord]:
+        return self._queue.store.load_journal_kinds(kinds)
+
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(seconds)
 
@@ -111,6 +145,8 @@ class JobContext:
 
     async def run(self, step: Step) -> CommandResult:
         self._seq += 1
+        number = CRASH.step()
+        CRASH.check("before", number)
         store = self._queue.store
         cmd = step.command
         record_id = store.journal_start(
@@ -130,7 +166,11 @@ class JobContext:
         )
         started = time.monotonic()
         try:
-            result = await self._runner.run(self._endpoint(step), cmd)
+            result = await self._runner.run(
+                self._endpoint(step),
+                cmd,
+                on_started=lambda pgid: store.journal_set_pgid(record_id, pgid),
+            )
         except ExtJobsError as exc:
             record = {"error": exc.to_dict(), "duration": round(time.monotonic() - started, 6)}
             store.journal_finish(record_id, "failed", record)
@@ -148,6 +188,7 @@ class JobContext:
         record = result_record(result)
         ok = result.ok or step.check
         store.journal_finish(record_id, "done" if ok else "failed", record)
+        CRASH.check("after", number)
         self.log(
             f"{step.node}: {step.description}: exit {result.exit_status} "
             f"in {result.duration * 1000:.1f} ms",

@@ -42,14 +42,22 @@ from extjobs.errors import (
 from extjobs.lus import LU_FOR
 from extjobs.lus.base import LogicalUnit, RecoveryAction
 from extjobs.model.config import Config
-from extjobs.model.jobs import Dependency, Job, LogEntry, OpState
+from extjobs.model.jobs import Dependency, Job, JournalRecord, LogEntry, OpState
 from extjobs.model.locks import LockKey
 from extjobs.model.opcodes import decode_opcode, encode_opcode
+from extjobs.model.remote import DEFAULT_PATH, RemoteCommand
 from extjobs.model.requests import JobRequest
 from extjobs.model.states import JobStatus, OpStatus, advance_op
 from extjobs.nodes.runner import NodeRunner
 
 log = logging.getLogger("extjobs.queue")
+
+#: Kill process group $1 if its leader still runs $2 (guards against a reused pid).
+KILL_IF_OURS = (
+    '[ -r "/proc/$1/cmdline" ] || exit 0; '
+    'tr "\\000" " " <"/proc/$1/cmdline" | grep -qF -- "$2" || exit 0; '
+    'kill -s KILL -- "-$1" 2>/dev/null && echo killed; exit 0'
+)
 
 
 class JobQueue:
@@ -67,6 +75,10 @@ class JobQueue:
         self.options = options
         self.locks = locks or LockManager()
         self._jobs: dict[int, Job] = {}
+        # Ids of the jobs not yet finalized, in id order (a dict used as an ordered
+        # set): the dispatcher and the queue-full check look only at these, so their
+        # cost does not grow with the number of finished jobs kept in memory.
+        self._unfinished: dict[int, None] = {}
         self._serial: dict[int, int] = {}
         self._changed: dict[int, anyio.Event] = {}
         self._wakeup = anyio.Event()
@@ -86,6 +98,7 @@ class JobQueue:
             if job.status.finalized:
                 self._jobs[job.id] = job
                 continue
+            self._unfinished[job.id] = None
             ops = []
             for op in job.ops:
                 if op.status is OpStatus.WAITING:
@@ -112,11 +125,24 @@ class JobQueue:
             event.set()
         self._wakeup.set()
 
-    def _save(self, job: Job) -> Job:
+    def _save(self, job: Job, log: Sequence[LogEntry] = ()) -> Job:
+        """Store ``job`` together with its new ``log`` entries (one transaction)."""
         self._jobs[job.id] = job
-        self.store.save_jobs([job])
+        if job.status.finalized:
+            self._unfinished.pop(job.id, None)
+        else:
+            self._unfinished[job.id] = None
+        self.store.save_jobs([job], log=log)
         self._notify(job.id)
         return job
+
+    def _log_entry(
+        self, job_id: int, message: str, kind: str, data: dict[str, Any] | None
+    ) -> LogEntry:
+        """The job's next log entry (takes its serial; the caller stores it)."""
+        serial = self._serial.get(job_id, 0) + 1
+        self._serial[job_id] = serial
+        return LogEntry(job_id, serial, time.time(), kind, message, data)
 
     def append_log(
         self,
@@ -126,9 +152,7 @@ class JobQueue:
         kind: str = "message",
         data: dict[str, Any] | None = None,
     ) -> LogEntry:
-        serial = self._serial.get(job_id, 0) + 1
-        self._serial[job_id] = serial
-        entry = LogEntry(job_id, serial, time.time(), kind, message, data)
+        entry = self._log_entry(job_id, message, kind, data)
         self.store.append_log(entry)
         self._notify(job_id)
         return entry
@@ -150,13 +174,14 @@ class JobQueue:
             new = attrs.evolve(new, ended=now, waiting_for=None)
             self._finished += 1
         if op.status is not status:
-            self._save(new)
-            self.append_log(
+            # The status and the log line announcing it are written together.
+            entry = self._log_entry(
                 job_id,
                 f"opcode {index} {op.op_id}: {status.value}",
-                kind="status",
-                data={"op": index, "status": status.value, "job_status": new.status.value},
+                "status",
+                {"op": index, "status": status.value, "job_status": new.status.value},
             )
+            self._save(new, [entry])
         else:
             self._save(new)
         return new
@@ -176,7 +201,7 @@ class JobQueue:
         Raises QueueFullError when the queue would exceed ``max_queued`` and InputError
         for a relative dependency outside the batch; nothing is queued then.
         """
-        pending = sum(1 for j in self._jobs.values() if not j.status.finalized)
+        pending = len(self._unfinished)
         limit = self.options.queue.max_queued
         if pending + len(batch) > limit:
             raise QueueFullError(
@@ -211,16 +236,24 @@ class JobQueue:
             jobs.append(
                 Job(id=job_id, ops=ops, priority=req.priority, depends=tuple(deps), received=now)
             )
-        self.store.save_jobs(jobs)
+        # The whole batch and each job's first log line are one transaction.
+        entries = [
+            LogEntry(
+                job.id,
+                1,
+                now,
+                "status",
+                f"job submitted: {job.summary()}",
+                {"job_status": "queued"},
+            )
+            for job in jobs
+        ]
+        self.store.save_jobs(jobs, log=entries)
         for job in jobs:
             self._jobs[job.id] = job
-            self._serial[job.id] = 0
-            self.append_log(
-                job.id,
-                f"job submitted: {job.summary()}",
-                kind="status",
-                data={"job_status": "queued"},
-            )
+            self._unfinished[job.id] = None
+            self._serial[job.id] = 1
+            self._notify(job.id)
         self._submitted += len(jobs)
         self._wakeup.set()
         return [j.id for j in jobs]
@@ -369,7 +402,8 @@ class JobQueue:
 
     def _runnable(self, now: float) -> list[Job]:
         ready = []
-        for job in list(self._jobs.values()):
+        for job_id in list(self._unfinished):
+            job = self._jobs[job_id]
             if job.id in self._workers or job.status.finalized:
                 continue
             if job.id not in self._recover and job.status not in (
@@ -548,10 +582,56 @@ class JobQueue:
             if guard.cancelled_caught:
                 self.append_log(job_id, "undo timed out", kind="error")
 
+    async def _kill_leftovers(self, job_id: int, journal: Sequence[JournalRecord]) -> None:
+        """Kill remote commands a crashed daemon left running, then mark them interrupted.
+
+        Only a process group whose leader still runs the step's program is killed, so a
+        reused process id on the node is left alone.
+        """
+        for record in journal:
+            if record.status != "started":
+                continue
+            node = self.configmgr.current.nodes.get(record.node)
+            argv = record.data.get("argv") or []
+            if record.pgid and node is not None and not node.offline and argv:
+                command = RemoteCommand(
+                    argv=("/bin/sh", "-c", KILL_IF_OURS, "sh", str(record.pgid), str(argv[0])),
+                    env={"PATH": DEFAULT_PATH},
+                    timeout=self.options.ssh.kill_timeout + 5,
+                )
+                try:
+                    result = await self.runner.run(node.endpoint, command)
+                except ExtJobsError as exc:
+                    self.append_log(
+                        job_id,
+                        f"{record.node}: could not check for a leftover '{record.description}': "
+                        f"{exc.message}",
+                        kind="warning",
+                    )
+                else:
+                    if result.stdout.strip() == "killed":
+                        self.append_log(
+                            job_id,
+                            f"{record.node}: killed '{record.description}' left running by the "
+                            "crashed daemon",
+                            kind="recovery",
+                        )
+            self.store.journal_finish(
+                record.id,
+                "interrupted",
+                {
+                    "error": {
+                        "kind": "interrupted",
+                        "message": "the daemon stopped during this step",
+                    }
+                },
+            )
+
     async def _recover_op(
         self, job_id: int, index: int, lu: LogicalUnit[Any], ctx: JobContext
     ) -> bool:
         state = self._jobs[job_id].ops[index]
+        await self._kill_leftovers(job_id, self.store.load_journal(job_id, index))
         if state.status is OpStatus.CANCELING:
             await self._compensate(job_id, lu, ctx)
             self._set_op(job_id, index, OpStatus.CANCELED)

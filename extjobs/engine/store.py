@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS journal (
     data TEXT NOT NULL,
     started REAL NOT NULL,
     ended REAL,
-    result TEXT
+    result TEXT,
+    pgid INTEGER
 );
 CREATE INDEX IF NOT EXISTS journal_job ON journal(job_id, op_index);
 CREATE TABLE IF NOT EXISTS config (
@@ -74,7 +75,7 @@ class Store(Protocol):
     def load_jobs(self, *, include_archived: bool = False) -> list[Job]: ...
     def load_job(self, job_id: int) -> Job | None: ...
     def next_job_id(self) -> int: ...
-    def save_jobs(self, jobs: list[Job]) -> None: ...
+    def save_jobs(self, jobs: list[Job], log: Sequence[LogEntry] = ()) -> None: ...
     def append_log(self, entry: LogEntry) -> None: ...
     def load_log(self, job_id: int, since: int = 0) -> list[LogEntry]: ...
     def last_serial(self, job_id: int) -> int: ...
@@ -89,13 +90,36 @@ class Store(Protocol):
         data: dict[str, Any],
     ) -> int: ...
     def journal_finish(self, record_id: int, status: str, result: dict[str, Any]) -> None: ...
+    def journal_set_pgid(self, record_id: int, pgid: int) -> None: ...
     def load_journal(self, job_id: int, op_index: int | None = None) -> list[JournalRecord]: ...
+    def load_journal_kinds(self, kinds: tuple[str, ...]) -> list[JournalRecord]: ...
     def load_config(self) -> ClusterConfig: ...
     def save_config(self, old: ClusterConfig, new: ClusterConfig) -> None: ...
     def close(self) -> None: ...
 
 
+_JOURNAL_COLUMNS = (
+    "id, job_id, op_index, seq, node, kind, description, status, data, started, ended, result, pgid"
+)
+
 _CONFIG_KINDS = ("groups", "nodes", "instances")
+
+
+def _insert_log(db: sqlite3.Connection, entries: Sequence[LogEntry]) -> None:
+    db.executemany(
+        "INSERT INTO log(job_id, serial, ts, kind, message, data) VALUES (?,?,?,?,?,?)",
+        [
+            (
+                e.job_id,
+                e.serial,
+                e.timestamp,
+                e.kind,
+                e.message,
+                None if e.data is None else codec.dumps(e.data),
+            )
+            for e in entries
+        ],
+    )
 
 
 class SqliteStore:
@@ -111,6 +135,9 @@ class SqliteStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(journal)")}
+            if "pgid" not in columns:
+                self._db.execute("ALTER TABLE journal ADD COLUMN pgid INTEGER")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store at {path}: {exc}", path=str(path)) from exc
         version = self._meta("schema_version")
@@ -154,7 +181,8 @@ class SqliteStore:
         self._next_id += 1
         return job_id
 
-    def save_jobs(self, jobs: list[Job]) -> None:
+    def save_jobs(self, jobs: list[Job], log: Sequence[LogEntry] = ()) -> None:
+        """Write ``jobs`` and append the ``log`` entries, all in one transaction."""
         rows = [
             (
                 job.id,
@@ -172,6 +200,8 @@ class SqliteStore:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            if log:
+                _insert_log(db, log)
 
     @staticmethod
     def _job(doc: str) -> Job:
@@ -192,17 +222,7 @@ class SqliteStore:
 
     def append_log(self, entry: LogEntry) -> None:
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO log(job_id, serial, ts, kind, message, data) VALUES (?,?,?,?,?,?)",
-                (
-                    entry.job_id,
-                    entry.serial,
-                    entry.timestamp,
-                    entry.kind,
-                    entry.message,
-                    None if entry.data is None else codec.dumps(entry.data),
-                ),
-            )
+            _insert_log(db, [entry])
 
     def load_log(self, job_id: int, since: int = 0) -> list[LogEntry]:
         rows = self._db.execute(
@@ -258,15 +278,19 @@ class SqliteStore:
                 (status, time.time(), codec.dumps(result), record_id),
             )
 
-    def load_journal(self, job_id: int, op_index: int | None = None) -> list[JournalRecord]:
-        sql = (
-            "SELECT id, job_id, op_index, seq, node, kind, description, status, data, "
-            "started, ended, result FROM journal WHERE job_id=?"
+    def journal_set_pgid(self, record_id: int, pgid: int) -> None:
+        """Remember the remote process group of a running step (killed after a crash)."""
+        with self._tx() as db:
+            db.execute("UPDATE journal SET pgid=? WHERE id=?", (pgid, record_id))
+
+    def load_journal_kinds(self, kinds: tuple[str, ...]) -> list[JournalRecord]:
+        """Every journal record of these kinds, across all jobs, in the order written."""
+        marks = ",".join("?" for _ in kinds)
+        return self._journal_rows(
+            f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE kind IN ({marks})", tuple(kinds)
         )
-        args: tuple[Any, ...] = (job_id,)
-        if op_index is not None:
-            sql += " AND op_index=?"
-            args += (op_index,)
+
+    def _journal_rows(self, sql: str, args: tuple[Any, ...]) -> list[JournalRecord]:
         return [
             JournalRecord(
                 id=r[0],
@@ -281,9 +305,18 @@ class SqliteStore:
                 started=r[9],
                 ended=r[10],
                 result=None if r[11] is None else codec.loads(r[11]),
+                pgid=r[12],
             )
             for r in self._db.execute(sql + " ORDER BY id", args)
         ]
+
+    def load_journal(self, job_id: int, op_index: int | None = None) -> list[JournalRecord]:
+        sql = f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE job_id=?"
+        args: tuple[Any, ...] = (job_id,)
+        if op_index is not None:
+            sql += " AND op_index=?"
+            args += (op_index,)
+        return self._journal_rows(sql, args)
 
     # -- cluster configuration ------------------------------------------------
 

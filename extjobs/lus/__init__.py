@@ -67,3 +67,10 @@ LU_FOR.update(
         OpGroupSetParams: LUGroupSetParams,
     }
 )
+
+# -- verification and repair -----------------------------------------------------------------
+
+from extjobs.lus.verify import LUClusterVerify, LUVolumeCleanup
+from extjobs.model.opcodes import OpClusterVerify, OpVolumeCleanup
+
+LU_FOR.update({OpClusterVerify: LUClusterVerify, OpVolumeCleanup: LUVolumeCleanup})

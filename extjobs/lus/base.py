@@ -88,6 +88,9 @@ class StepContext(Protocol):
 
     async def sleep(self, seconds: float) -> None: ...
 
+    def journal_records(self, kinds: tuple[str, ...]) -> list[JournalRecord]:
+        """Every journal record of these step kinds, across all jobs (read-only)."""
+
 
 class RecoveryAction(enum.Enum):
     RETRY = "retry"  # run the opcode again from the start (it is idempotent)

@@ -60,20 +60,23 @@ def hypervisor_stop_step(
     )
 
 
-async def hypervisor_status(ctx: StepContext, instance: Instance, node: str) -> RuntimeStatus:
-    """Whether ``instance``'s guest runs on ``node``."""
+def status_step(instance: Instance, node: str, run_dir: str) -> Step:
+    """The step asking ``node`` whether ``instance``'s guest runs there."""
     hv = get_hypervisor(instance.hypervisor)
     key = instance_key(instance)
-    run_dir = run_dir_for(ctx.config.cluster, node)
-    result = await ctx.run(
-        Step(
-            node=node,
-            kind="hypervisor",
-            description=f"status of {instance.hypervisor} guest of {instance.name}",
-            command=hv.status_command(key, run_dir, timeout=STATUS_TIMEOUT),
-            data=_data(instance.name, "status", instance.hypervisor, key, run_dir),
-        )
+    return Step(
+        node=node,
+        kind="hypervisor",
+        description=f"status of {instance.hypervisor} guest of {instance.name}",
+        command=hv.status_command(key, run_dir, timeout=STATUS_TIMEOUT),
+        data=_data(instance.name, "status", instance.hypervisor, key, run_dir),
     )
+
+
+async def hypervisor_status(ctx: StepContext, instance: Instance, node: str) -> RuntimeStatus:
+    """Whether ``instance``'s guest runs on ``node``."""
+    step = status_step(instance, node, run_dir_for(ctx.config.cluster, node))
+    result = await ctx.run(step)
     return parse_status(result.stdout, node=node)
 
 

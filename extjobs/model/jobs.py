@@ -105,8 +105,10 @@ class JournalRecord:
     node: str
     kind: str
     description: str
-    status: str  # started | done | failed
+    status: str  # started | done | failed | interrupted
     data: dict[str, Any]
     started: float
     ended: float | None = None
     result: dict[str, Any] | None = None
+    #: The remote process group while the step runs (killed if the daemon crashed).
+    pgid: int | None = None

@@ -401,3 +401,28 @@ for _cls in (
     OpGroupSetParams,
 ):
     register_opcode(_cls)
+
+
+# -- verification and repair -------------------------------------------------------------
+
+
+@register_opcode
+@attrs.frozen
+class OpClusterVerify(OpCode):
+    """Compare the configuration with reality on all nodes and with the journal."""
+
+    OP_ID: ClassVar[str] = "OP_CLUSTER_VERIFY"
+
+
+@register_opcode
+@attrs.frozen
+class OpVolumeCleanup(OpCode):
+    """Close+detach a volume on nodes, and remove it when it belongs to no instance."""
+
+    OP_ID: ClassVar[str] = "OP_VOLUME_CLEANUP"
+    volume: str = attrs.field(validator=_name("volume name"))
+    detach_nodes: tuple[str, ...] = attrs.field(default=(), validator=_names("node name"))
+    remove: bool = False
+
+    def summary(self) -> str:
+        return f"{self.OP_ID}({self.volume})"

@@ -11,6 +11,7 @@ at this boundary; callers only ever see :class:`~extjobs.errors.NodeError` subcl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -34,8 +35,17 @@ class UnixStream(Protocol):
 class NodeRunner(Protocol):
     """Runs commands on nodes. One instance serves every node of a cluster."""
 
-    async def run(self, endpoint: Endpoint, command: RemoteCommand) -> CommandResult:
+    async def run(
+        self,
+        endpoint: Endpoint,
+        command: RemoteCommand,
+        *,
+        on_started: Callable[[int], None] | None = None,
+    ) -> CommandResult:
         """Run ``command`` on ``endpoint`` and return its outcome.
+
+        ``on_started(pgid)`` is called once the remote process group exists, with its
+        id (the engine journals it so that a restarted daemon can kill leftovers).
 
         A non-zero exit status is a result, not an error. Raises
         :class:`~extjobs.errors.NodeUnreachableError`,

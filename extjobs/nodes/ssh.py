@@ -138,7 +138,8 @@ class _Pool:
 class _Session(asyncssh.SSHClientSession[bytes]):
     """Receives one command's output and exit status, feeding capped buffers."""
 
-    def __init__(self, output_cap: int) -> None:
+    def __init__(self, output_cap: int, on_started: Callable[[int], None] | None = None) -> None:
+        self._on_started = on_started
         self.stdout = CappedBuffer.split(output_cap)
         self.stderr = CappedBuffer.split(output_cap)
         self.pgid: int | None = None
@@ -166,6 +167,8 @@ class _Session(asyncssh.SSHClientSession[bytes]):
             start = end + 1
             if pgid is not None:
                 self.pgid = pgid
+                if self._on_started is not None:
+                    self._on_started(pgid)
                 self._finish_scan(bytes(self._pending[start:]))
                 return
         if len(self._pending) > _MARKER_SCAN_LIMIT:
@@ -215,7 +218,13 @@ class SSHRunner:
 
     # -- running commands -------------------------------------------------------------
 
-    async def run(self, endpoint: Endpoint, command: RemoteCommand) -> CommandResult:
+    async def run(
+        self,
+        endpoint: Endpoint,
+        command: RemoteCommand,
+        *,
+        on_started: Callable[[int], None] | None = None,
+    ) -> CommandResult:
         """See :meth:`NodeRunner.run`. Cancellation kills the remote group, then propagates.
 
         Raises :class:`ValueError` (before any I/O) for a command that no exec request can
@@ -223,7 +232,7 @@ class SSHRunner:
         """
         line = shell_line(command)
         started = anyio.current_time()
-        session = _Session(self._output_cap)
+        session = _Session(self._output_cap, on_started)
         holder: list[_Connection] = []
         try:
             with anyio.move_on_after(command.timeout) as deadline:

@@ -1,0 +1,113 @@
+"""The journal ledger and the storage findings of verify, on synthetic journals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from extjobs.lus.ledger import build_ledger
+from extjobs.lus.verify import storage_findings
+from extjobs.model.cluster import ClusterConfig, Disk, Instance, Node
+from extjobs.model.jobs import JournalRecord
+
+UUID = "0b2c1f4e-2f0e-4b7e-9a53-6d9d9a6f1e11"
+VOL = f"{UUID}.ext.disk0"
+
+
+def record(n: int, node: str, action: str, status: str = "done", **env: str) -> JournalRecord:
+    data: dict[str, Any] = {
+        "action": action,
+        "instance": "web",
+        "disk": 0,
+        "provider": "strict",
+        "provider_dir": f"/srv/{node}/strict",
+        "optional": ["open", "close"],
+        "volume": {"name": VOL, "uuid": UUID, "size": 4, "provider": "strict"},
+        "env": env,
+    }
+    return JournalRecord(
+        id=n,
+        job_id=1,
+        op_index=0,
+        seq=n,
+        node=node,
+        kind="provider",
+        description=action,
+        status=status,
+        data=data,
+        started=float(n),
+    )
+
+
+def config(
+    primary: str = "n1", *, offline: tuple[str, ...] = (), owned: bool = True
+) -> ClusterConfig:
+    cfg = ClusterConfig()
+    for name in ("n1", "n2", "n3"):
+        cfg = cfg.with_node(Node(name, "127.0.0.1", offline=name in offline))
+    if owned:
+        disk = Disk(uuid=UUID, index=0, size=4, provider="strict")
+        cfg = cfg.with_instance(Instance("web", primary, disks=(disk,)))
+    return cfg
+
+
+def test_replay_of_a_migration() -> None:
+    journal = [
+        record(1, "n1", "create"),
+        record(2, "n1", "attach"),
+        record(3, "n1", "open", VOL_OPEN_EXCLUSIVE="True"),
+        record(4, "n1", "open", VOL_OPEN_EXCLUSIVE="False"),
+        record(5, "n2", "attach"),
+        record(6, "n2", "open", VOL_OPEN_EXCLUSIVE="False"),
+        record(7, "n1", "close"),
+        record(8, "n1", "detach"),
+        record(9, "n2", "open", VOL_OPEN_EXCLUSIVE="True"),
+    ]
+    state = build_ledger(reversed(journal))[VOL]
+    assert state.exists
+    assert state.attached == {"n2"}
+    assert state.opened == {"n2": "exclusive"}
+    assert state.providers["n1"] == ("/srv/n1/strict", ("open", "close"))
+    assert storage_findings(config("n2"), {VOL: state}) == []
+    # The config still says n1: the attachment on n2 is a stray, n1 is clean.
+    [finding] = storage_findings(config("n1"), {VOL: state})
+    assert finding.kind == "stray-attach"
+    assert finding.repair == {
+        "OP_ID": "OP_VOLUME_CLEANUP",
+        "volume": VOL,
+        "detach_nodes": ["n2"],
+        "remove": False,
+    }
+
+
+def test_uncertain_steps_count_as_done_only_when_they_attach() -> None:
+    journal = [
+        record(1, "n1", "create"),
+        record(2, "n1", "attach"),
+        record(3, "n2", "attach", status="interrupted"),
+        record(4, "n2", "detach", status="failed"),
+        record(5, "n3", "attach", status="failed"),
+    ]
+    state = build_ledger(journal)[VOL]
+    assert state.attached == {"n1", "n2", "n3"}
+    findings = storage_findings(config("n1", offline=("n3",)), {VOL: state})
+    assert sorted(f.kind for f in findings) == ["offline-attached", "stray-attach"]
+    stray = next(f for f in findings if f.kind == "stray-attach")
+    assert stray.repair is not None
+    assert stray.repair["detach_nodes"] == ["n2"]
+
+
+def test_leaked_and_removed_volumes() -> None:
+    leaked = build_ledger([record(1, "n1", "create"), record(2, "n1", "attach")])
+    [finding] = storage_findings(config(owned=False), leaked)
+    assert finding.kind == "leaked-volume"
+    assert finding.repair is not None
+    assert finding.repair["remove"] is True
+    assert finding.repair["detach_nodes"] == ["n1"]
+    gone = build_ledger(
+        [record(1, "n1", "create"), record(2, "n1", "attach"), record(3, "n1", "remove")]
+    )
+    assert storage_findings(config(owned=False), gone) == []
+    failed_remove = build_ledger([record(1, "n1", "create"), record(2, "n1", "remove", "failed")])
+    assert [f.kind for f in storage_findings(config(owned=False), failed_remove)] == [
+        "leaked-volume"
+    ]

@@ -12,18 +12,19 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from extjobs.engine.local import run_local_process
 from extjobs.errors import CommandTimeoutError, ExtJobsError, ProviderError
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.config import Config
 from extjobs.model.jobs import JournalRecord
-from extjobs.model.remote import CommandResult, Endpoint
+from extjobs.model.remote import DEFAULT_PATH, CommandResult, Endpoint
 from extjobs.model.steps import Step
 from extjobs.nodes.runner import NodeRunner, UnixStream
 
@@ -34,31 +35,37 @@ TAIL = 2000
 
 
 class CrashPoint:
-    """Fault injection for the crash-safety tests: ``EXTJOBS_CRASH_AT=before:K`` or
-    ``after:K`` makes the daemon SIGKILL itself just before journalling its K-th step
-    (counted over the whole process), or just after recording its result. Unset in
-    production, where it costs one comparison per step."""
+    """Fault injection for the crash-safety tests; inert unless the daemon was started
+    with ``EXTJOBS_CRASH_FILE`` pointing at a file.
 
-    def __init__(self, spec: str | None) -> None:
-        self.where: str | None = None
-        self.at = 0
-        self.count = 0
-        if spec:
-            where, _, number = spec.partition(":")
-            if where not in ("before", "after") or not number.isdigit():
-                raise ValueError(f"EXTJOBS_CRASH_AT must be before:K or after:K, not {spec!r}")
-            self.where, self.at = where, int(number)
+    The file holds ``before:K:JOB`` or ``after:K:JOB``: the daemon SIGKILLs itself just
+    before journalling the K-th step of job JOB, or just after recording its result.
+    Without the variable this costs one comparison per step.
+    """
 
-    def step(self) -> int:
-        self.count += 1
-        return self.count
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.counts: dict[int, int] = {}
 
-    def check(self, where: str, number: int) -> None:
-        if self.where == where and self.at == number:
+    def step(self, job_id: int) -> int:
+        if self.path is None:
+            return 0
+        number = self.counts.get(job_id, 0) + 1
+        self.counts[job_id] = number
+        return number
+
+    def check(self, where: str, job_id: int, number: int) -> None:
+        if self.path is None:
+            return
+        try:
+            spec = Path(self.path).read_text().strip()
+        except OSError:
+            return
+        if spec == f"{where}:{number}:{job_id}":
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-CRASH = CrashPoint(os.environ.get("EXTJOBS_CRASH_AT"))
+CRASH = CrashPoint(os.environ.get("EXTJOBS_CRASH_FILE"))
 
 
 def result_record(result: CommandResult) -> dict[str, Any]:
@@ -145,8 +152,8 @@ class JobContext:
 
     async def run(self, step: Step) -> CommandResult:
         self._seq += 1
-        number = CRASH.step()
-        CRASH.check("before", number)
+        number = CRASH.step(self.job_id)
+        CRASH.check("before", self.job_id, number)
         store = self._queue.store
         cmd = step.command
         record_id = store.journal_start(
@@ -188,7 +195,7 @@ class JobContext:
         record = result_record(result)
         ok = result.ok or step.check
         store.journal_finish(record_id, "done" if ok else "failed", record)
-        CRASH.check("after", number)
+        CRASH.check("after", self.job_id, number)
         self.log(
             f"{step.node}: {step.description}: exit {result.exit_status} "
             f"in {result.duration * 1000:.1f} ms",
@@ -251,6 +258,58 @@ class JobContext:
             node=node,
             duration=duration,
         )
+
+    async def run_local(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        description: str,
+        env: Mapping[str, str] | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> CommandResult:
+        """Run a program on the master, journalled as a step of kind ``local`` on node
+        ``master`` (see :func:`extjobs.engine.local.run_local_process`)."""
+        self._seq += 1
+        store = self._queue.store
+        full_env = {"PATH": DEFAULT_PATH, "LC_ALL": "C", **(env or {})}
+        record_id = store.journal_start(
+            self.job_id,
+            self.op_index,
+            self._seq,
+            "master",
+            "local",
+            description,
+            {**(data or {}), "argv": list(argv), "env": full_env, "timeout": timeout},
+        )
+        started = time.monotonic()
+        try:
+            result = await run_local_process(
+                argv, full_env, timeout=timeout, cap=self.options.storage.output_cap
+            )
+        except ExtJobsError as exc:
+            record = {"error": exc.to_dict(), "duration": round(time.monotonic() - started, 6)}
+            store.journal_finish(record_id, "failed", record)
+            self.log(f"master: {description}: {exc.message}", kind="step", **record)
+            raise
+        except BaseException:
+            record = {
+                "error": {"kind": "canceled", "message": "step canceled"},
+                "duration": round(time.monotonic() - started, 6),
+            }
+            store.journal_finish(record_id, "failed", record)
+            self.log(f"master: {description}: canceled", kind="step", **record)
+            raise
+        record = result_record(result)
+        store.journal_finish(record_id, "done" if result.ok else "failed", record)
+        self.log(
+            f"master: {description}: exit {result.exit_status} "
+            f"in {result.duration * 1000:.1f} ms",
+            kind="step",
+            node="master",
+            **record,
+        )
+        return result
 
     async def run_many(self, steps: Sequence[Step]) -> list[CommandResult | ExtJobsError]:
         results: list[CommandResult | ExtJobsError | None] = [None] * len(steps)

@@ -37,6 +37,8 @@ class Daemon:
         self.socket = socket
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
+        #: Extra environment for the daemon process (e.g. fault injection).
+        self.env: dict[str, str] = {}
 
     def start(self, timeout: float = 20.0) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -56,6 +58,7 @@ class Daemon:
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=REPO,
+            env={**os.environ, **self.env},
         )
         out.close()
         deadline = time.monotonic() + timeout

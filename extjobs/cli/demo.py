@@ -8,9 +8,11 @@ them with their output. Works as a non-root user.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -110,9 +112,30 @@ class Operator:
         return proc.stdout
 
 
+def _release(base: Path) -> None:
+    """Stop guests and loop devices the demo may have left (after a failure)."""
+    for pidfile in base.glob("nodes/*/run/extjobs/*/*.pid"):
+        text = pidfile.read_text().strip()
+        if text.isdigit():
+            with contextlib.suppress(OSError):
+                os.killpg(int(text), signal.SIGKILL)
+    if os.geteuid() == 0 and shutil.which("losetup"):
+        for image in base.glob("shared-storage/*.img"):
+            out = subprocess.run(
+                ["losetup", "-n", "-O", "NAME", "-j", str(image)],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout
+            for dev in out.split():
+                subprocess.run(["losetup", "-d", dev], check=False)
+
+
 def run_demo(*, keep: bool = False) -> int:
     base = Path(tempfile.mkdtemp(prefix="extjobs-demo-"))
     provider = "sharedfile"
+    # Block devices need root: as root the first disk comes from loop devices.
+    block = "loopfile" if os.geteuid() == 0 and shutil.which("losetup") else None
     try:
         with _processes() as procs:
             key = base / "master" / "id_ed25519"
@@ -124,8 +147,10 @@ def run_demo(*, keep: bool = False) -> int:
             ports = {}
             for name in NODES:
                 root = base / "nodes" / name
-                dest = root / "srv" / "extjobs" / "extstorage" / provider
-                shutil.copytree(providers_dir() / provider, dest)
+                for prov in filter(None, (provider, block)):
+                    dest = root / "srv" / "extjobs" / "extstorage" / prov
+                    shutil.copytree(providers_dir() / prov, dest)
+                    (dest / "node-id").write_text(name + "\n")
                 ports[name] = start_node(root, authorized, procs)
             # The third node gets a broken copy: one script lost its execute bit.
             broken = (
@@ -196,12 +221,64 @@ def run_demo(*, keep: bool = False) -> int:
             op.run("job", "watch", job_id)
             op.run("job", "info", job_id)
             op.run("job", "list")
+
+            console.print("\n[bold]Repairing node3's copy of the provider[/bold]")
+            op.run("storage", "install", str(providers_dir() / provider), "--node", "node3")
+            op.run("storage", "info", provider)
+
+            console.print("\n[bold]Instances on external storage[/bold]")
+            first = block or provider
+            vols = f"dir={shared}"
+            op.run("cluster", "modify", "--add-pool", "shared", provider)
+            op.run("group", "modify", "default", "--connect-pool", "shared")
+            op.run(
+                "instance",
+                "add",
+                "web1",
+                "-n",
+                "node1",
+                "--disk",
+                f"0:size=64M,provider={first},{vols}",
+                "--disk",
+                f"1:size=32M,pool=shared,{vols},name=data",
+            )
+            op.run(
+                "instance",
+                "add",
+                "db1",
+                "-n",
+                "node2",
+                "--disk",
+                f"0:size=32M,provider={provider},{vols}",
+            )
+            op.run(
+                "instance",
+                "add",
+                "bad1",
+                "-n",
+                "node3",
+                "--disk",
+                f"0:size=32M,provider={provider},{vols},colour=blue",
+                expect=1,
+            )
+            op.run("instance", "list")
+            op.run("instance", "info", "web1")
+            op.run("instance", "grow-disk", "web1", "0", "32M")
+            op.run("instance", "grow-disk", "web1", "0", "16M", "--absolute", expect=1)
+            op.run("instance", "shutdown", "db1")
+            op.run("instance", "startup", "db1")
+            op.run("cluster", "modify", "--remove-pool", "shared", expect=1)
+            op.run("verify")
+            op.run("instance", "remove", "db1")
+            op.run("instance", "remove", "web1")
+            op.run("instance", "list")
             if op.failures:
                 console.print(f"\n[red]demo finished with {op.failures} unexpected result(s)[/red]")
                 return 1
             console.print("\n[green]demo finished[/green]")
             return 0
     finally:
+        _release(base)
         if keep:
             console.print(f"kept {base}")
         else:

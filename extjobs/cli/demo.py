@@ -98,13 +98,13 @@ class Operator:
             [sys.executable, "-m", "extjobs", *args],
             env=self.env,
             input=stdin,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
             timeout=300,
             check=False,
         )
         sys.stdout.write(proc.stdout)
-        sys.stdout.write(proc.stderr)
         sys.stdout.flush()
         if proc.returncode != expect:
             console.print(f"[red]exit status {proc.returncode}, expected {expect}[/red]")

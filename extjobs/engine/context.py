@@ -180,8 +180,18 @@ class JobContext:
             )
         except ExtJobsError as exc:
             record = {"error": exc.to_dict(), "duration": round(time.monotonic() - started, 6)}
+            # What a killed or lost command printed is kept like any other output.
+            for key in ("stdout_tail", "stderr_tail"):
+                if key in exc.fields:
+                    record[key] = exc.fields[key]
             store.journal_finish(record_id, "failed", record)
-            self.log(f"{step.node}: {step.description}: {exc.message}", kind="step", **record)
+            self.log(
+                f"{step.node}: {step.description}: {exc.message}",
+                kind="step",
+                node=step.node,
+                **{k: v for k, v in step.data.items() if k != "endpoint"},
+                **record,
+            )
             raise
         except BaseException:
             # Cancelled (job cancel or shutdown): the runner killed the remote group.
@@ -303,8 +313,7 @@ class JobContext:
         record = result_record(result)
         store.journal_finish(record_id, "done" if result.ok else "failed", record)
         self.log(
-            f"master: {description}: exit {result.exit_status} "
-            f"in {result.duration * 1000:.1f} ms",
+            f"master: {description}: exit {result.exit_status} in {result.duration * 1000:.1f} ms",
             kind="step",
             node="master",
             **record,

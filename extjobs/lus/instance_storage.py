@@ -122,7 +122,8 @@ async def run_provider(
     disk: int,
     undo: UndoLog | None = None,
 ) -> str | None:
-    """Run one provider action (its inverse pushed on ``undo`` first); return stdout.
+    """Run one provider action (its inverse pushed on ``undo`` first); return its stdout
+    (only the complete lines of the kept head when the output went over the cap).
 
     A missing optional script is logged and skipped (``None``). Raises what
     :meth:`StepContext.run` raises.
@@ -136,7 +137,7 @@ async def run_provider(
     if undo is not None:
         undo.note(step, ctx.options)
     result = await ctx.run(step)
-    return result.stdout
+    return result.complete_stdout()
 
 
 # -- finding providers -------------------------------------------------------------------

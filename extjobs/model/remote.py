@@ -52,6 +52,11 @@ class RemoteCommand:
         return dict(self.env)
 
 
+def dropped_marker(count: int) -> str:
+    """What stands between the kept head and tail of capped output."""
+    return f"\n[... {count} bytes dropped ...]\n"
+
+
 @attrs.frozen
 class CommandResult:
     """The outcome of one :class:`RemoteCommand`.
@@ -72,6 +77,15 @@ class CommandResult:
     @property
     def ok(self) -> bool:
         return self.exit_status == 0
+
+    def complete_stdout(self) -> str:
+        """The stdout text a parser may trust: all of it when nothing was dropped, else
+        only the complete lines of the kept head (the cut line and the tail are left out)."""
+        if not self.stdout_dropped:
+            return self.stdout
+        marker = dropped_marker(self.stdout_dropped)
+        head = self.stdout.split(marker, 1)[0]
+        return head[: head.rfind("\n") + 1]
 
     def tail(self, which: str = "stderr", limit: int = 2000) -> str:
         text = self.stderr if which == "stderr" else self.stdout

@@ -8,6 +8,8 @@ being fed, whatever the stream's length.
 
 from __future__ import annotations
 
+from extjobs.model.remote import dropped_marker
+
 
 class CappedBuffer:
     """Keeps the head and the tail of a byte stream, counting the bytes cut in between.
@@ -74,4 +76,4 @@ class CappedBuffer:
             return self.getvalue().decode("utf-8", errors="replace")
         head = self._head.decode("utf-8", errors="replace")
         tail = self._tail.decode("utf-8", errors="replace")
-        return f"{head}\n[... {self.dropped} bytes dropped ...]\n{tail}"
+        return f"{head}{dropped_marker(self.dropped)}{tail}"

@@ -254,6 +254,8 @@ class SSHRunner:
                     node=endpoint.name,
                     argv=list(command.argv),
                     timeout=command.timeout,
+                    stdout_tail=session.stdout.text()[-2000:],
+                    stderr_tail=session.stderr.text()[-2000:],
                 )
         finally:
             if holder:

@@ -107,36 +107,60 @@ class JobContext:
     async def fetch_host_key(self, host: str, port: int) -> str:
         return await self._runner.fetch_host_key(host, port)
 
-    async def put_tree(self, node: str, local_dir: str, remote_dir: str) -> None:
+    @contextlib.asynccontextmanager
+    async def _journalled(
+        self,
+        node: str,
+        kind: str,
+        description: str,
+        data: Mapping[str, Any],
+        *,
+        log_data: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[_Outcome]:
+        """Journal one step around the block: ``started`` before it, then ``done`` or
+        ``failed`` with the record the block leaves in the outcome (or the error, or the
+        cancellation), and one job-log line either way."""
         self._seq += 1
         store = self._queue.store
-        description = f"copy {local_dir} to {remote_dir}"
-        record_id = store.journal_start(
-            self.job_id,
-            self.op_index,
-            self._seq,
-            node,
-            "sftp",
-            description,
-            {"source": local_dir, "destination": remote_dir},
+        outcome = _Outcome(
+            store.journal_start(
+                self.job_id, self.op_index, self._seq, node, kind, description, dict(data)
+            )
         )
+        extra = {"node": node, **(log_data or {})}
         started = time.monotonic()
         try:
-            await self._runner.put_tree(
-                self.config.node(node).endpoint, Path(local_dir), remote_dir
-            )
+            yield outcome
         except ExtJobsError as exc:
-            store.journal_finish(record_id, "failed", {"error": exc.to_dict()})
-            self.log(f"{node}: {description}: {exc.message}", kind="step", node=node)
+            record = {"error": exc.to_dict(), "duration": round(time.monotonic() - started, 6)}
+            # What a killed or lost command printed is kept like any other output.
+            for key in ("stdout_tail", "stderr_tail"):
+                if key in exc.fields:
+                    record[key] = exc.fields[key]
+            store.journal_finish(outcome.record_id, "failed", record)
+            self.log(f"{node}: {description}: {exc.message}", kind="step", **{**extra, **record})
+            raise
+        except BaseException:
+            # Cancelled (job cancel or shutdown): the runner killed the remote group.
+            record = {
+                "error": {"kind": "canceled", "message": "step canceled"},
+                "duration": round(time.monotonic() - started, 6),
+            }
+            store.journal_finish(outcome.record_id, "failed", record)
+            self.log(f"{node}: {description}: canceled", kind="step", **{**extra, **record})
             raise
         duration = round(time.monotonic() - started, 6)
-        store.journal_finish(record_id, "done", {"duration": duration})
-        self.log(
-            f"{node}: {description}: done in {duration * 1000:.1f} ms",
-            kind="step",
-            node=node,
-            duration=duration,
-        )
+        record = outcome.record if outcome.record is not None else {"duration": duration}
+        store.journal_finish(outcome.record_id, outcome.status, record)
+        summary = outcome.summary or f"done in {duration * 1000:.1f} ms"
+        self.log(f"{node}: {description}: {summary}", kind="step", **{**extra, **record})
+
+    async def put_tree(self, node: str, local_dir: str, remote_dir: str) -> None:
+        description = f"copy {local_dir} to {remote_dir}"
+        data = {"source": local_dir, "destination": remote_dir}
+        async with self._journalled(node, "sftp", description, data):
+            endpoint = self.config.node(node).endpoint
+            await self._runner.put_tree(endpoint, Path(local_dir), remote_dir)
 
     def journal_records(self, kinds: tuple[str, ...]) -> list[JournalRecord]:
         return self._queue.store.load_journal_kinds(kinds)
@@ -151,69 +175,29 @@ class JobContext:
         return self.config.node(step.node).endpoint
 
     async def run(self, step: Step) -> CommandResult:
-        self._seq += 1
         number = CRASH.step(self.job_id)
         CRASH.check("before", self.job_id, number)
         store = self._queue.store
         cmd = step.command
-        record_id = store.journal_start(
-            self.job_id,
-            self.op_index,
-            self._seq,
-            step.node,
-            step.kind,
-            step.description,
-            {
-                **{k: v for k, v in step.data.items() if k != "endpoint"},
-                "argv": list(cmd.argv),
-                "env": cmd.env_dict,
-                "cwd": cmd.cwd,
-                "timeout": cmd.timeout,
-            },
-        )
-        started = time.monotonic()
-        try:
+        step_data = {k: v for k, v in step.data.items() if k != "endpoint"}
+        data = {
+            **step_data,
+            "argv": list(cmd.argv),
+            "env": cmd.env_dict,
+            "cwd": cmd.cwd,
+            "timeout": cmd.timeout,
+        }
+        async with self._journalled(
+            step.node, step.kind, step.description, data, log_data=step_data
+        ) as outcome:
             result = await self._runner.run(
                 self._endpoint(step),
                 cmd,
-                on_started=lambda pgid: store.journal_set_pgid(record_id, pgid),
+                on_started=lambda pgid: store.journal_set_pgid(outcome.record_id, pgid),
             )
-        except ExtJobsError as exc:
-            record = {"error": exc.to_dict(), "duration": round(time.monotonic() - started, 6)}
-            # What a killed or lost command printed is kept like any other output.
-            for key in ("stdout_tail", "stderr_tail"):
-                if key in exc.fields:
-                    record[key] = exc.fields[key]
-            store.journal_finish(record_id, "failed", record)
-            self.log(
-                f"{step.node}: {step.description}: {exc.message}",
-                kind="step",
-                node=step.node,
-                **{k: v for k, v in step.data.items() if k != "endpoint"},
-                **record,
-            )
-            raise
-        except BaseException:
-            # Cancelled (job cancel or shutdown): the runner killed the remote group.
-            record = {
-                "error": {"kind": "canceled", "message": "step canceled"},
-                "duration": round(time.monotonic() - started, 6),
-            }
-            store.journal_finish(record_id, "failed", record)
-            self.log(f"{step.node}: {step.description}: canceled", kind="step", **record)
-            raise
-        record = result_record(result)
-        ok = result.ok or step.check
-        store.journal_finish(record_id, "done" if ok else "failed", record)
+            ok = result.ok or step.check
+            outcome.finish(ok, result)
         CRASH.check("after", self.job_id, number)
-        self.log(
-            f"{step.node}: {step.description}: exit {result.exit_status} "
-            f"in {result.duration * 1000:.1f} ms",
-            kind="step",
-            node=step.node,
-            **{k: v for k, v in step.data.items() if k != "endpoint"},
-            **record,
-        )
         if not ok:
             raise ProviderError(
                 f"{step.description} on node {step.node} failed with exit status "
@@ -221,7 +205,7 @@ class JobContext:
                 node=step.node,
                 exit_status=result.exit_status,
                 stderr_tail=result.stderr[-TAIL:],
-                **{k: v for k, v in step.data.items() if k != "endpoint"},
+                **step_data,
             )
         return result
 
@@ -231,43 +215,12 @@ class JobContext:
     ) -> AsyncIterator[UnixStream]:
         """A journalled stream to a Unix socket on ``node``; each send/receive is bounded
         by ``timeout`` (:class:`CommandTimeoutError`)."""
-        self._seq += 1
-        store = self._queue.store
-        record_id = store.journal_start(
-            self.job_id,
-            self.op_index,
-            self._seq,
-            node,
-            "stream",
-            description,
-            {"path": path, "timeout": timeout},
-        )
-        started = time.monotonic()
-        try:
-            async with self._runner.open_unix_stream(
-                self.config.node(node).endpoint, path
-            ) as stream:
-                yield _TimedStream(stream, node, path, timeout)
-        except ExtJobsError as exc:
-            record = {"error": exc.to_dict(), "duration": round(time.monotonic() - started, 6)}
-            store.journal_finish(record_id, "failed", record)
-            self.log(f"{node}: {description}: {exc.message}", kind="step", **record)
-            raise
-        except BaseException:
-            record = {
-                "error": {"kind": "canceled", "message": "canceled while the stream was open"},
-                "duration": round(time.monotonic() - started, 6),
-            }
-            store.journal_finish(record_id, "failed", record)
-            raise
-        duration = round(time.monotonic() - started, 6)
-        store.journal_finish(record_id, "done", {"duration": duration})
-        self.log(
-            f"{node}: {description}: done in {duration * 1000:.1f} ms",
-            kind="step",
-            node=node,
-            duration=duration,
-        )
+        data = {"path": path, "timeout": timeout}
+        async with (
+            self._journalled(node, "stream", description, data),
+            self._runner.open_unix_stream(self.config.node(node).endpoint, path) as stream,
+        ):
+            yield _TimedStream(stream, node, path, timeout)
 
     async def run_local(
         self,
@@ -280,44 +233,13 @@ class JobContext:
     ) -> CommandResult:
         """Run a program on the master, journalled as a step of kind ``local`` on node
         ``master`` (see :func:`extjobs.engine.local.run_local_process`)."""
-        self._seq += 1
-        store = self._queue.store
         full_env = {"PATH": DEFAULT_PATH, "LC_ALL": "C", **(env or {})}
-        record_id = store.journal_start(
-            self.job_id,
-            self.op_index,
-            self._seq,
-            "master",
-            "local",
-            description,
-            {**(data or {}), "argv": list(argv), "env": full_env, "timeout": timeout},
-        )
-        started = time.monotonic()
-        try:
+        record = {**(data or {}), "argv": list(argv), "env": full_env, "timeout": timeout}
+        async with self._journalled("master", "local", description, record) as outcome:
             result = await run_local_process(
                 argv, full_env, timeout=timeout, cap=self.options.storage.output_cap
             )
-        except ExtJobsError as exc:
-            record = {"error": exc.to_dict(), "duration": round(time.monotonic() - started, 6)}
-            store.journal_finish(record_id, "failed", record)
-            self.log(f"master: {description}: {exc.message}", kind="step", **record)
-            raise
-        except BaseException:
-            record = {
-                "error": {"kind": "canceled", "message": "step canceled"},
-                "duration": round(time.monotonic() - started, 6),
-            }
-            store.journal_finish(record_id, "failed", record)
-            self.log(f"master: {description}: canceled", kind="step", **record)
-            raise
-        record = result_record(result)
-        store.journal_finish(record_id, "done" if result.ok else "failed", record)
-        self.log(
-            f"master: {description}: exit {result.exit_status} in {result.duration * 1000:.1f} ms",
-            kind="step",
-            node="master",
-            **record,
-        )
+            outcome.finish(result.ok, result)
         return result
 
     async def run_many(self, steps: Sequence[Step]) -> list[CommandResult | ExtJobsError]:
@@ -333,6 +255,21 @@ class JobContext:
             for i, step in enumerate(steps):
                 tg.start_soon(one, i, step)
         return [r for r in results if r is not None]
+
+
+class _Outcome:
+    """What a journalled step leaves for its record (see ``JobContext._journalled``)."""
+
+    def __init__(self, record_id: int) -> None:
+        self.record_id = record_id
+        self.status = "done"
+        self.record: dict[str, Any] | None = None
+        self.summary: str | None = None
+
+    def finish(self, ok: bool, result: CommandResult) -> None:
+        self.status = "done" if ok else "failed"
+        self.record = result_record(result)
+        self.summary = f"exit {result.exit_status} in {result.duration * 1000:.1f} ms"
 
 
 class _TimedStream:

@@ -41,3 +41,17 @@ test: $(DEVSTAMP) system-deps lint typecheck pytest
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+
+# Benchmarks (docs/benchmarks.md). bench-quick: about a minute, prints one JSON line
+# last; bench: the full set (under 10 minutes), also redraws the docs' figures.
+BENCHSTAMP := $(VENV)/.installed-bench
+
+$(BENCHSTAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[bench]'
+	touch $@ $(STAMP)
+
+bench-quick: $(BENCHSTAMP)
+	$(BIN)/python -m bench --quick
+
+bench: $(BENCHSTAMP)
+	$(BIN)/python -m bench

@@ -243,6 +243,12 @@ class JobContext:
         return result
 
     async def run_many(self, steps: Sequence[Step]) -> list[CommandResult | ExtJobsError]:
+        if len(steps) == 1:
+            # One step needs no task group: the same result, without a task to spawn.
+            try:
+                return [await self.run(steps[0])]
+            except ExtJobsError as exc:
+                return [exc]
         results: list[CommandResult | ExtJobsError | None] = [None] * len(steps)
 
         async def one(i: int, step: Step) -> None:

@@ -356,7 +356,13 @@ class JobQueue:
         with anyio.move_on_after(max(timeout, 0.0)):
             while True:
                 job = self.get(job_id)
-                entries = self.store.load_log(job_id, since)
+                # The store is asked only when the job's last serial (known in memory
+                # for every job this daemon holds) is past ``since``.
+                entries = (
+                    self.store.load_log(job_id, since)
+                    if self._serial.get(job_id, since + 1) > since
+                    else []
+                )
                 if entries or job.status.finalized:
                     return job, entries
                 event = self._changed.setdefault(job_id, anyio.Event())

@@ -1,0 +1,223 @@
+"""Per-call overhead and concurrent throughput of no-op node calls, side by side.
+
+Each contender (see :mod:`bench.contenders`) is measured in a closed loop: ``in_flight``
+workers each issue calls back to back until ``n`` calls are done. Contenders are
+measured in interleaved rounds (the order rotates every round), and every ratio is
+taken within one round, between measurements seconds apart, and then the median over
+rounds is reported: on a shared two-core machine this cancels most of the drift.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+from bench import contenders as c
+from bench.infra import (
+    ClientKey,
+    DaemonProcess,
+    Engine,
+    Node,
+    add_nodes_in_engine,
+    add_nodes_via_api,
+    current_user,
+    open_engine,
+)
+from extjobs.model.remote import CommandResult
+
+Opener = Callable[[], AbstractAsyncContextManager[c.Call]]
+
+
+async def measure(call: c.Call, n: int, in_flight: int, *, spread: bool) -> dict[str, Any]:
+    """``n`` calls with ``in_flight`` concurrent workers; worker ``w`` uses node ``w``
+    (modulo the node count) when ``spread``, else every call goes to the first node."""
+    latencies: list[float] = []
+    remaining = n
+
+    async def worker(w: int) -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            t0 = time.perf_counter()
+            await call(w if spread else 0)
+            latencies.append(time.perf_counter() - t0)
+
+    started = time.perf_counter()
+    cpu = time.process_time()
+    async with anyio.create_task_group() as tg:
+        for w in range(in_flight):
+            tg.start_soon(worker, w)
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
+    latencies.sort()
+    return {
+        "calls": len(latencies),
+        "elapsed_s": elapsed,
+        "per_call_ms": elapsed / len(latencies) * 1000,
+        "calls_per_s": len(latencies) / elapsed,
+        # CPU of this process only (the client side; nodes and any daemon excluded).
+        "cpu_ms_per_call": cpu / len(latencies) * 1000,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+    }
+
+
+@contextlib.asynccontextmanager
+async def open_contenders(
+    names: list[str], nodes: list[Node], key: ClientKey, workdir: Path
+) -> AsyncIterator[dict[str, c.Call]]:
+    """Open every named contender against ``nodes``; all are closed on exit."""
+    user = current_user()
+    async with contextlib.AsyncExitStack() as stack:
+        calls: dict[str, c.Call] = {}
+        for name in names:
+            if name == "asyncssh":
+                calls[name] = await stack.enter_async_context(c.open_asyncssh(nodes, key, user))
+            elif name == "asyncssh_run":
+                calls[name] = await stack.enter_async_context(c.open_asyncssh_run(nodes, key, user))
+            elif name == "runner":
+                calls[name] = await stack.enter_async_context(c.open_runner(nodes, key, user))
+            elif name == "openssh_master":
+                calls[name] = await stack.enter_async_context(
+                    c.open_openssh_master(nodes, key, user, workdir)
+                )
+            elif name == "openssh_fresh":
+                calls[name] = await stack.enter_async_context(
+                    c.open_openssh_fresh(nodes, key, user, workdir)
+                )
+            elif name == "extjobs":
+                engine = await stack.enter_async_context(open_engine(workdir / "engine", key))
+                await add_nodes_in_engine(engine, nodes, user)
+                calls[name] = await stack.enter_async_context(c.open_extjobs(engine, nodes))
+            elif name == "extjobs_api":
+                daemon = DaemonProcess(workdir / "daemon", key)
+                daemon.start()
+                stack.callback(daemon.stop)
+                await anyio.to_thread.run_sync(add_nodes_via_api, daemon, nodes, user)
+                calls[name] = await stack.enter_async_context(c.open_extjobs_api(daemon, nodes))
+            else:
+                raise ValueError(f"unknown contender {name}")
+        yield calls
+
+
+class NullRunner:
+    """A node runner that answers every command at once: what is left is the engine."""
+
+    async def run(self, endpoint: Any, command: Any, **_: Any) -> CommandResult:
+        await anyio.lowlevel.checkpoint()
+        return CommandResult(exit_status=0)
+
+    async def aclose(self) -> None:
+        pass
+
+    def statistics(self) -> dict[str, Any]:
+        return {}
+
+
+async def engine_only(workdir: Path, n: int) -> dict[str, Any]:
+    """CPU and wall time per OP_TEST_DELAY job with a node runner that costs nothing:
+    submit, queue, locks, LU, journal, store and wake-up, without any transport."""
+    from extjobs.engine.configmgr import ConfigManager
+    from extjobs.engine.queue import JobQueue
+    from extjobs.engine.store import SqliteStore
+    from extjobs.model.cluster import Node as ClusterNode
+    from extjobs.model.config import Config
+    from extjobs.model.opcodes import OpClusterInit, OpTestDelay
+
+    await anyio.Path(workdir).mkdir(parents=True, exist_ok=True)
+    config = Config(state_dir=workdir)
+    store = SqliteStore(config.db_path)
+    queue = JobQueue(store, ConfigManager(store), NullRunner(), config)  # type: ignore[arg-type]
+    engine = Engine(queue)
+    out: dict[str, Any] = {"jobs": n}
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(queue.serve)
+            await engine.run(OpClusterInit(cluster_name="bench"))
+            node = ClusterNode(name="node1", host="127.0.0.1", port=22, host_key="x y")
+            queue.configmgr.update(lambda cfg: cfg.with_node(node))
+            op = OpTestDelay(duration=0.0, on_master=False, on_nodes=("node1",))
+            for _ in range(100):
+                await engine.run(op)
+            for label, in_flight in (("serial", 1), ("inflight32", 32)):
+
+                async def call(_: int) -> None:
+                    await engine.run(op)
+
+                row = await measure(call, n, in_flight, spread=True)
+                out[f"{label}_us_per_job"] = round(row["per_call_ms"] * 1000, 1)
+                out[f"{label}_cpu_us_per_job"] = round(row["cpu_ms_per_call"] * 1000, 1)
+            tg.cancel_scope.cancel()
+    finally:
+        store.close()
+    return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its waited-for children (from /proc)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    ticks = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+async def where_time_goes(call: c.Call, nodes: list[Node], n: int) -> dict[str, float]:
+    """``n`` calls one at a time: wall time, this process's CPU and the node servers' CPU
+    (each server with the commands it forked) per call."""
+    before = sum(_cpu_seconds(node.process.pid) for node in nodes)
+    row = await measure(call, n, 1, spread=False)
+    after = sum(_cpu_seconds(node.process.pid) for node in nodes)
+    return {
+        "wall_ms_per_call": round(row["per_call_ms"], 3),
+        "client_cpu_ms_per_call": round(row["cpu_ms_per_call"], 3),
+        "node_cpu_ms_per_call": round((after - before) / n * 1000, 3),
+    }
+
+
+async def compare(
+    calls: dict[str, c.Call],
+    *,
+    rounds: int,
+    n: dict[str, int],
+    in_flight: int,
+    spread: bool,
+    warmup: int = 20,
+) -> dict[str, list[dict[str, Any]]]:
+    """Interleaved rounds; returns every contender's per-round measurements."""
+    names = list(calls)
+    for name in names:
+        await measure(calls[name], min(warmup, n[name]), in_flight, spread=spread)
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            results[name].append(await measure(calls[name], n[name], in_flight, spread=spread))
+    return results
+
+
+def ratio(results: dict[str, list[dict[str, Any]]], a: str, b: str, key: str) -> float | None:
+    """Median over rounds of ``a[key] / b[key]`` measured in the same round."""
+    if a not in results or b not in results:
+        return None
+    values = [float(x[key] / y[key]) for x, y in zip(results[a], results[b], strict=True)]
+    return statistics.median(values)
+
+
+def summary(results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
+    """Median over rounds of every figure, per contender."""
+    out: dict[str, dict[str, float]] = {}
+    for name, rows in results.items():
+        out[name] = {
+            k: round(statistics.median(row[k] for row in rows), 4)
+            for k in ("per_call_ms", "calls_per_s", "p50_ms", "p99_ms", "cpu_ms_per_call")
+        }
+    return out

@@ -1,4 +1,4 @@
-"""``extjobs instance …``, ``extjobs cluster modify`` and ``extjobs group modify``.
+"""``extjobs instance …``, ``extjobs cluster|group|node modify``.
 
 Disk options use Ganeti's syntax: ``--disk 0:size=2G,provider=NAME,param=value``. The
 keys ``size`` (required; ``M``, ``G`` or ``T`` suffix, MiB without one), ``provider``,
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from typing import Any
 
 import click
@@ -21,6 +22,7 @@ from extjobs.cli.main import (
     cluster,
     fail,
     group,
+    node,
     output_option,
     pass_ctx,
     run_opcode,
@@ -404,3 +406,151 @@ def group_modify(
     if job:
         pools = job["ops"][0]["result"]["pools"]
         click.echo(f"group {name} offers pools: {', '.join(pools) or 'none'}")
+
+
+# -- moving instances, node state -------------------------------------------------------------
+
+
+@instance.command("migrate")
+@click.argument("name")
+@click.option("--target", "-n", "target", metavar="NODE", help="Target node (default: chosen).")
+@click.option("--non-live", is_flag=True, help="Pause the guest while its memory moves.")
+@click.option(
+    "--cleanup",
+    is_flag=True,
+    help="After a failed migration: find where the guest runs, fix the configuration, "
+    "detach the disks everywhere else.",
+)
+@click.option(
+    "--allow-failover",
+    is_flag=True,
+    help="Fail over instead when the guest does not run or its primary is offline.",
+)
+@click.option(
+    "--migration-port",
+    type=click.IntRange(1, 65535),
+    help="TCP port the target listens on (default: any free port).",
+)
+@submit_option
+@pass_ctx
+def instance_migrate(
+    ctx: Ctx,
+    name: str,
+    target: str | None,
+    non_live: bool,
+    cleanup: bool,
+    allow_failover: bool,
+    migration_port: int | None,
+    submit_only: bool,
+) -> None:
+    """Move a running instance to another node of its group without stopping it."""
+    if cleanup and (target or non_live or allow_failover or migration_port):
+        raise click.UsageError("--cleanup takes no other option")
+    op: dict[str, Any] = {
+        "OP_ID": "OP_INSTANCE_MIGRATE",
+        "instance_name": name,
+        "mode": "non-live" if non_live else "live",
+        "cleanup": cleanup,
+        "allow_failover": allow_failover,
+    }
+    if target is not None:
+        op["target_node"] = target
+    if migration_port is not None:
+        op["migration_port"] = migration_port
+    job = run_opcode(ctx, op, submit_only=submit_only)
+    if not job:
+        return
+    result = job["ops"][0]["result"]
+    if cleanup:
+        state = "runs" if result["running"] else "does not run; its primary is"
+        click.echo(f"instance {name} {state} on {result['primary']}")
+    elif result.get("mode") == "failover":
+        click.echo(f"instance {name} failed over from {result['source']} to {result['target']}")
+    else:
+        click.echo(f"instance {name} migrated from {result['source']} to {result['target']}")
+
+
+@instance.command("failover")
+@click.argument("name")
+@click.option("--target", "-n", "target", metavar="NODE", help="Target node (default: chosen).")
+@click.option(
+    "--ignore-consistency",
+    is_flag=True,
+    help="Go on when the primary cannot be reached or released (it is fenced first).",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the guest to stop before killing it.",
+)
+@submit_option
+@pass_ctx
+def instance_failover(
+    ctx: Ctx,
+    name: str,
+    target: str | None,
+    ignore_consistency: bool,
+    shutdown_timeout: float,
+    submit_only: bool,
+) -> None:
+    """Stop an instance on its primary and start it on another node of its group."""
+    op: dict[str, Any] = {
+        "OP_ID": "OP_INSTANCE_FAILOVER",
+        "instance_name": name,
+        "ignore_consistency": ignore_consistency,
+        "shutdown_timeout": shutdown_timeout,
+    }
+    if target is not None:
+        op["target_node"] = target
+    job = run_opcode(ctx, op, submit_only=submit_only)
+    if job:
+        result = job["ops"][0]["result"]
+        state = f"running (pid {result['pid']})" if result["started"] else "down"
+        click.echo(
+            f"instance {name} failed over from {result['source']} to {result['target']}, {state}"
+        )
+
+
+_YES_NO = click.Choice(["yes", "no"])
+
+
+@node.command("modify")
+@click.argument("name")
+@click.option("--offline", type=_YES_NO, help="Mark the node offline (no step runs there).")
+@click.option("--drained", type=_YES_NO, help="Mark the node drained (nothing moves there).")
+@click.option(
+    "--fence-command",
+    metavar="CMD",
+    help="Command run on the master to fence the node (split like a shell would; '' removes it).",
+)
+@submit_option
+@pass_ctx
+def node_modify(
+    ctx: Ctx,
+    name: str,
+    offline: str | None,
+    drained: str | None,
+    fence_command: str | None,
+    submit_only: bool,
+) -> None:
+    """Change a node's state: offline, drained, fence command."""
+    if offline is None and drained is None and fence_command is None:
+        fail("nothing to change: give --offline, --drained or --fence-command", 2)
+    op: dict[str, Any] = {"OP_ID": "OP_NODE_SET_PARAMS", "node_name": name}
+    if offline is not None:
+        op["offline"] = offline == "yes"
+    if drained is not None:
+        op["drained"] = drained == "yes"
+    if fence_command is not None:
+        try:
+            op["fence_command"] = shlex.split(fence_command)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--fence-command") from None
+    job = run_opcode(ctx, op, submit_only=submit_only)
+    if job:
+        data = job["ops"][0]["result"]
+        state = "offline" if data["offline"] else ("drained" if data["drained"] else "online")
+        fence = shlex.join(data["fence_command"]) if data["fence_command"] else "none"
+        click.echo(f"node {name}: {state}, fence command: {fence}")

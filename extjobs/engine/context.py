@@ -12,9 +12,9 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from extjobs.engine.queue import JobQueue
 
 TAIL = 2000
+
+T = TypeVar("T")
 
 
 class CrashPoint:
@@ -164,6 +166,11 @@ class JobContext:
 
     def journal_records(self, kinds: tuple[str, ...]) -> list[JournalRecord]:
         return self._queue.store.load_journal_kinds(kinds)
+
+    async def memo(
+        self, key: str, ttl: float, compute: Callable[[], Awaitable[tuple[T, bool]]]
+    ) -> tuple[T, float | None]:
+        return await self._queue.memo.get(key, ttl, compute)
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(seconds)

@@ -31,6 +31,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from extjobs.engine.configmgr import ConfigManager
 from extjobs.engine.context import JobContext
 from extjobs.engine.locks import LockManager
+from extjobs.engine.memo import Memo
 from extjobs.engine.store import Store
 from extjobs.errors import (
     ExtJobsError,
@@ -74,6 +75,7 @@ class JobQueue:
         self.runner = runner
         self.options = options
         self.locks = locks or LockManager()
+        self.memo = Memo()
         self._jobs: dict[int, Job] = {}
         # Ids of the jobs not yet finalized, in id order (a dict used as an ordered
         # set): the dispatcher and the queue-full check look only at these, so their
@@ -342,6 +344,7 @@ class JobQueue:
             "submitted": self._submitted,
             "finished": self._finished,
             "locks": self.locks.statistics(),
+            "memo": self.memo.statistics(),
         }
 
     # -- waiting --------------------------------------------------------------------

@@ -124,6 +124,22 @@ class Hypervisor(abc.ABC):
         """Control-socket commands telling a running guest that a disk now has this size."""
         return []
 
+    # -- migration (see extjobs.hypervisors.migration) --------------------------------
+
+    #: Whether a running guest moves by a memory transfer between two processes over
+    #: the control socket (QMP ``migrate``); otherwise it moves by starting the guest
+    #: on the target and then stopping it on the source.
+    transfers_memory: ClassVar[bool] = False
+
+    def incoming_command(
+        self, instance: Instance, disk_paths: Sequence[str], run_dir: str, *, timeout: float
+    ) -> RemoteCommand:
+        """Start the receiving side of a migration on the target; prints the status line.
+
+        Default: the ordinary start (the guest simply starts on the target).
+        """
+        return self.start_command(instance, disk_paths, run_dir, timeout=timeout)
+
 
 def userspace_or_device(
     info: AttachInfo, access: str, hypervisor: str, *, node: str, provider: str

@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import attrs
+
 from extjobs.errors import HypervisorError
 from extjobs.extstorage.attach import AttachInfo
 from extjobs.hypervisors.base import (
@@ -123,3 +125,13 @@ class KvmHypervisor(Hypervisor):
 
     def resize_commands(self, disk_index: int, size_mib: int) -> list[tuple[str, dict[str, Any]]]:
         return [("block_resize", {"device": drive_id(disk_index), "size": size_mib * 1024 * 1024})]
+
+    transfers_memory: ClassVar[bool] = True
+
+    def incoming_command(
+        self, instance: Instance, disk_paths: Sequence[str], run_dir: str, *, timeout: float
+    ) -> RemoteCommand:
+        """The same qemu, waiting for a migration (``-incoming defer``): it listens once
+        told where by QMP ``migrate-incoming`` (see :mod:`.migration`)."""
+        command = self.start_command(instance, disk_paths, run_dir, timeout=timeout)
+        return attrs.evolve(command, argv=(*command.argv, "-incoming", "defer"))

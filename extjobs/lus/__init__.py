@@ -74,3 +74,18 @@ from extjobs.lus.verify import LUClusterVerify, LUVolumeCleanup
 from extjobs.model.opcodes import OpClusterVerify, OpVolumeCleanup
 
 LU_FOR.update({OpClusterVerify: LUClusterVerify, OpVolumeCleanup: LUVolumeCleanup})
+
+# -- moving instances between nodes, node state ------------------------------------------------
+
+from extjobs.lus.failover import LUInstanceFailover
+from extjobs.lus.migrate import LUInstanceMigrate
+from extjobs.lus.node_modify import LUNodeSetParams
+from extjobs.model.opcodes import OpInstanceFailover, OpInstanceMigrate, OpNodeSetParams
+
+LU_FOR.update(
+    {
+        OpInstanceMigrate: LUInstanceMigrate,
+        OpInstanceFailover: LUInstanceFailover,
+        OpNodeSetParams: LUNodeSetParams,
+    }
+)

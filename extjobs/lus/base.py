@@ -18,7 +18,7 @@ Life of an opcode (driven by ``extjobs.engine.processor``)::
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -42,6 +42,9 @@ class NodeStream(Protocol):
     async def receive(self, max_bytes: int = 65536) -> bytes:
         """Up to ``max_bytes`` bytes; ``b""`` once the other end closed."""
         ...
+
+
+T = TypeVar("T")
 
 
 class StepContext(Protocol):
@@ -90,6 +93,34 @@ class StepContext(Protocol):
 
     def journal_records(self, kinds: tuple[str, ...]) -> list[JournalRecord]:
         """Every journal record of these step kinds, across all jobs (read-only)."""
+
+    async def memo(
+        self, key: str, ttl: float, compute: Callable[[], Awaitable[tuple[T, bool]]]
+    ) -> tuple[T, float | None]:
+        """A result shared between jobs for ``ttl`` seconds (in memory, single-flight).
+
+        ``compute`` returns ``(value, keep)``; only a kept value is shared. Concurrent
+        callers with the same key wait for the one computing it. Returns the value and,
+        when it came from an earlier computation, its age in seconds (else ``None``).
+        """
+
+    async def run_local(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        description: str,
+        env: Mapping[str, str] | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> CommandResult:
+        """Run a program on the master (a node's fence command), journalled like a step
+        (node ``master``, kind ``local``).
+
+        The environment is ``PATH`` and ``LC_ALL=C`` plus ``env``. Returns the result
+        whatever the exit status (127 when the program cannot be started). Raises
+        ``CommandTimeoutError`` after ``timeout`` seconds; the process group is killed
+        then, and when the call is cancelled.
+        """
 
 
 class RecoveryAction(enum.Enum):

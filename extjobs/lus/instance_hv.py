@@ -5,14 +5,16 @@ instance, the action, the backend, the instance's file key and the run directory
 that a start found in the journal can be undone (see
 :func:`extjobs.lus.instance_storage.undo_for`).
 
-QMP: :func:`qmp_execute` opens the guest's QMP socket on the node through
+QMP: :func:`open_qmp` opens the guest's QMP socket on the node through
 :meth:`StepContext.open_unix_stream` (SSH stream-local forwarding), reads the
-greeting, leaves negotiation mode and runs the commands one by one, skipping events.
+greeting and leaves negotiation mode; :meth:`QmpSession.execute` then runs commands
+one by one, skipping events. :func:`qmp_execute` runs a fixed list in one session.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from extjobs.errors import HypervisorError
@@ -25,7 +27,7 @@ from extjobs.hypervisors.qmp import (
     is_event,
     reply_value,
 )
-from extjobs.lus.base import StepContext
+from extjobs.lus.base import NodeStream, StepContext
 from extjobs.model.cluster import Instance
 from extjobs.model.steps import Step
 
@@ -91,6 +93,19 @@ def start_step(instance: Instance, node: str, disk_paths: Sequence[str], run_dir
     )
 
 
+def incoming_step(instance: Instance, node: str, disk_paths: Sequence[str], run_dir: str) -> Step:
+    """Start the receiving side of a migration of ``instance`` on ``node``; journalled as
+    a ``start`` so that an interrupted migration's target can be stopped again."""
+    hv = get_hypervisor(instance.hypervisor)
+    return Step(
+        node=node,
+        kind="hypervisor",
+        description=f"start {instance.hypervisor} guest of {instance.name} for an incoming migration",
+        command=hv.incoming_command(instance, disk_paths, run_dir, timeout=START_TIMEOUT),
+        data=_data(instance.name, "start", instance.hypervisor, instance_key(instance), run_dir),
+    )
+
+
 async def start_guest(
     ctx: StepContext,
     instance: Instance,
@@ -122,6 +137,75 @@ async def stop_guest(ctx: StepContext, instance: Instance, node: str, *, grace: 
     await ctx.run(step)
 
 
+class QmpSession:
+    """A QMP session in command mode on one guest's socket (see :func:`open_qmp`)."""
+
+    def __init__(self, ctx: StepContext, node: str, stream: NodeStream, where: str) -> None:
+        self._ctx = ctx
+        self._node = node
+        self._stream = stream
+        self._where = where
+        self._splitter = MessageSplitter(where=where)
+        self._pending: list[dict[str, Any]] = []
+        self._number = 0
+
+    async def _next_message(self) -> dict[str, Any]:
+        while not self._pending:
+            data = await self._stream.receive()
+            if not data:
+                raise HypervisorError(
+                    f"QMP on {self._where} closed the connection", node=self._node
+                )
+            self._pending.extend(self._splitter.feed(data))
+        return self._pending.pop(0)
+
+    async def _start(self) -> dict[str, Any]:
+        version = check_greeting(await self._next_message(), where=self._where)
+        await self.execute("qmp_capabilities", quiet=True)
+        return version
+
+    async def execute(
+        self, execute: str, arguments: dict[str, Any] | None = None, *, quiet: bool = False
+    ) -> Any:
+        """Run one command; its ``return`` value. Events met meanwhile are skipped.
+
+        Raises :class:`HypervisorError` for an error reply or a broken session.
+        """
+        self._number += 1
+        command_id = f"extjobs-{self._number}"
+        await self._stream.send(encode_command(execute, arguments, id=command_id))
+        while is_event(message := await self._next_message()):
+            pass
+        value = reply_value(message, execute, id=command_id, where=self._where)
+        if not quiet:
+            shown = f" {arguments}" if arguments else ""
+            self._ctx.log(f"{self._node}: QMP {execute}{shown}: ok", kind="qmp")
+        return value
+
+
+@contextlib.asynccontextmanager
+async def open_qmp(
+    ctx: StepContext,
+    node: str,
+    socket: str,
+    *,
+    description: str,
+    timeout: float = QMP_TIMEOUT,
+) -> AsyncIterator[QmpSession]:
+    """A QMP session on the guest whose socket is ``socket`` on ``node``, past the
+    greeting and out of negotiation mode; each receive is bounded by ``timeout``."""
+    where = f"{node}:{socket}"
+    async with ctx.open_unix_stream(
+        node, socket, timeout=timeout, description=description
+    ) as stream:
+        session = QmpSession(ctx, node, stream, where)
+        version = await session._start()
+        qemu = version.get("qemu", {})
+        if isinstance(qemu, dict) and qemu:
+            ctx.log(f"{node}: QMP served by qemu {qemu.get('major')}.{qemu.get('minor')}")
+        yield session
+
+
 async def qmp_execute(
     ctx: StepContext,
     node: str,
@@ -135,36 +219,6 @@ async def qmp_execute(
     Returns each command's ``return`` value. Raises :class:`HypervisorError` for an
     error reply or a broken session, and the node layer's errors for the connection.
     """
-    where = f"{node}:{socket}"
     names = ", ".join(execute for execute, _ in commands)
-    async with ctx.open_unix_stream(
-        node, socket, timeout=timeout, description=f"QMP {names}"
-    ) as stream:
-        splitter = MessageSplitter(where=where)
-        pending: list[dict[str, Any]] = []
-
-        async def next_message() -> dict[str, Any]:
-            while not pending:
-                data = await stream.receive()
-                if not data:
-                    raise HypervisorError(f"QMP on {where} closed the connection", node=node)
-                pending.extend(splitter.feed(data))
-            return pending.pop(0)
-
-        version = check_greeting(await next_message(), where=where)
-        results = []
-        for number, (execute, arguments) in enumerate([("qmp_capabilities", {}), *commands]):
-            command_id = f"extjobs-{number}"
-            await stream.send(encode_command(execute, arguments, id=command_id))
-            while True:
-                message = await next_message()
-                if not is_event(message):
-                    break
-            value = reply_value(message, execute, id=command_id, where=where)
-            if number:
-                results.append(value)
-                ctx.log(f"{node}: QMP {execute} {arguments or ''}: ok", kind="qmp")
-        qemu = version.get("qemu", {})
-        if isinstance(qemu, dict) and qemu:
-            ctx.log(f"{node}: QMP served by qemu {qemu.get('major')}.{qemu.get('minor')}")
-    return results
+    async with open_qmp(ctx, node, socket, timeout=timeout, description=f"QMP {names}") as session:
+        return [await session.execute(execute, arguments) for execute, arguments in commands]

@@ -188,8 +188,25 @@ async def validate_in_group(
     """
     names = sorted(set(providers))
     nodes = ctx.config.online_nodes(group)
-    per_node = await diagnose_on(ctx, nodes, names)
-    summary = summarise_groups(per_node, {n.name: n.group for n in nodes}).get(group, {})
+    search = ctx.options.storage.search_path
+    # Who is asked, and where they look, is part of the key: a changed group is new.
+    key = "diagnose|" + "|".join(
+        [group, ",".join(names)]
+        + [
+            f"{n.name}@{n.host}:{n.port}:{':'.join(ctx.config.search_path_for(n, search))}"
+            for n in nodes
+        ]
+    )
+
+    async def ask() -> tuple[tuple[dict[str, Any], dict[str, Any]], bool]:
+        per_node = await diagnose_on(ctx, nodes, names)
+        summary = summarise_groups(per_node, {n.name: n.group for n in nodes}).get(group, {})
+        valid = all(name in summary and summary[name].valid for name in names)
+        return (dict(per_node), dict(summary)), valid
+
+    (per_node, summary), age = await ctx.memo(key, ctx.options.storage.diagnose_cache, ask)
+    if age is not None:
+        ctx.log(f"provider(s) {', '.join(names)} found valid in group {group} {age:.1f}s ago")
     problems = []
     for name in names:
         status = summary.get(name)

@@ -75,6 +75,9 @@ class StorageOptions:
         }
     )
     output_cap: int = 65536
+    #: Seconds a group found valid for a set of providers is trusted without asking
+    #: its nodes again (0: ask on every job).
+    diagnose_cache: float = 30.0
 
     def timeout(self, action: str) -> float:
         return self.timeouts.get(action, 60.0)

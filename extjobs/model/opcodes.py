@@ -426,3 +426,105 @@ class OpVolumeCleanup(OpCode):
 
     def summary(self) -> str:
         return f"{self.OP_ID}({self.volume})"
+
+
+# -- moving instances between nodes, node state ------------------------------------------
+
+MIGRATION_MODES = ("live", "non-live")
+
+
+def _migration_mode(_inst: object, _attr: object, value: str) -> None:
+    if value not in MIGRATION_MODES:
+        raise InputError(
+            f"invalid migration mode {value!r}: use {' or '.join(MIGRATION_MODES)}", field="mode"
+        )
+
+
+def _port_or_none(_inst: object, _attr: object, value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not 1 <= value <= 65535):
+        raise InputError(f"port {value} is out of range 1..65535", field="migration_port")
+
+
+@register_opcode
+@attrs.frozen
+class OpInstanceMigrate(OpCode):
+    """Move a running instance to ``target_node`` without stopping it.
+
+    ``cleanup``: find where the guest really runs (after a failed or interrupted
+    migration), make that the primary and detach the disks everywhere else.
+    ``allow_failover``: fail over instead when the guest does not run or cannot migrate.
+    ``migration_port``: the TCP port the target listens on (default: any free port).
+    """
+
+    OP_ID: ClassVar[str] = "OP_INSTANCE_MIGRATE"
+    instance_name: str = attrs.field(validator=_name("instance name"))
+    target_node: str | None = attrs.field(default=None, validator=_name_or_none("node name"))
+    mode: str = attrs.field(default="live", validator=_migration_mode)
+    cleanup: bool = False
+    allow_failover: bool = False
+    migration_port: int | None = attrs.field(default=None, validator=_port_or_none)
+
+    def __attrs_post_init__(self) -> None:
+        if self.cleanup and self.target_node is not None:
+            raise InputError(
+                "cleanup finds where the instance runs; it takes no target node",
+                field="target_node",
+            )
+
+    def summary(self) -> str:
+        return f"{self.OP_ID}({self.instance_name})"
+
+
+@register_opcode
+@attrs.frozen
+class OpInstanceFailover(OpCode):
+    """Stop an instance on its primary and start it on ``target_node`` (same group).
+
+    ``ignore_consistency``: go on when the primary cannot be reached or its disks cannot
+    be released there (the node is fenced first when it has a fence command).
+    """
+
+    OP_ID: ClassVar[str] = "OP_INSTANCE_FAILOVER"
+    instance_name: str = attrs.field(validator=_name("instance name"))
+    target_node: str | None = attrs.field(default=None, validator=_name_or_none("node name"))
+    ignore_consistency: bool = False
+    shutdown_timeout: float = attrs.field(default=30.0, validator=_non_negative)
+
+    def summary(self) -> str:
+        return f"{self.OP_ID}({self.instance_name})"
+
+
+def _fence_command(_inst: object, _attr: object, value: tuple[str, ...] | None) -> None:
+    if value is None:
+        return
+    for arg in value:
+        if not isinstance(arg, str) or "\0" in arg:
+            raise InputError(
+                "fence_command arguments must be strings without NUL", field="fence_command"
+            )
+    if value and not value[0]:
+        raise InputError("fence_command needs a program as its first word", field="fence_command")
+
+
+@register_opcode
+@attrs.frozen
+class OpNodeSetParams(OpCode):
+    """Change a node's state: offline, drained, and the fence command run on the master.
+
+    ``None`` leaves a field as it is; an empty ``fence_command`` removes it.
+    """
+
+    OP_ID: ClassVar[str] = "OP_NODE_SET_PARAMS"
+    node_name: str = attrs.field(validator=_name("node name"))
+    offline: bool | None = None
+    drained: bool | None = None
+    fence_command: tuple[str, ...] | None = attrs.field(default=None, validator=_fence_command)
+
+    def __attrs_post_init__(self) -> None:
+        if self.offline is None and self.drained is None and self.fence_command is None:
+            raise InputError(
+                "nothing to change: give offline, drained or fence_command", field="node_name"
+            )
+
+    def summary(self) -> str:
+        return f"{self.OP_ID}({self.node_name})"

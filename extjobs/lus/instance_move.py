@@ -1,0 +1,487 @@
+"""What migrate and failover share: the target, the journal tag, fencing, and settling.
+
+- :func:`pick_target` — the node an instance moves to: the one given, or the online,
+  not drained node of the primary's group where every provider of the instance is
+  valid and that is primary of the fewest instances (ties: by name). The job log says
+  which node and why the others were passed over.
+- :class:`MoveContext` — a StepContext that tags every journalled step with
+  ``{"move": {"op", "source", "target"}}``, so that recovery after a crash knows both
+  ends of an interrupted move.
+- :func:`fence` — run a node's fence command on the master; it must succeed before
+  another node attaches disks the fenced node may still hold.
+- :func:`settle` — make one node the only one running the guest and holding its disks:
+  ask every candidate node where the guest runs (for kvm, QMP tells the active guest
+  from a migration's leftovers and cancels a migration still under way), keep the
+  active guest (the preferred node wins a tie), stop the others, close and detach the
+  disks on every other node **before** opening them exclusively where the guest runs,
+  and point the configuration at that node. Failed and interrupted migrations and
+  ``migrate --cleanup`` all end here; every step is idempotent, so settling twice is
+  settling once.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, TypeVar
+
+import attrs
+
+from extjobs.errors import ExtJobsError, HypervisorError, NodeError, PrerequisiteError
+from extjobs.extstorage.diagnose import ProviderStatus
+from extjobs.hypervisors import get_hypervisor
+from extjobs.hypervisors.base import instance_key
+from extjobs.hypervisors.migration import FINAL_STATES, is_leftover, parse_progress, run_state
+from extjobs.lus.base import NodeStream, StepContext
+from extjobs.lus.instance_hv import hypervisor_status, open_qmp, stop_guest
+from extjobs.lus.instance_storage import activate_disks, deactivate_disks, diagnose_on
+from extjobs.model.cluster import ClusterConfig, Instance, Node
+from extjobs.model.config import Config
+from extjobs.model.jobs import JournalRecord
+from extjobs.model.locks import LockRequest, Mode
+from extjobs.model.remote import CommandResult
+from extjobs.model.steps import Step
+
+#: How long a fence command may take on the master.
+FENCE_TIMEOUT = 120.0
+#: How long to wait for qemu to wind down a migration that was cancelled.
+CANCEL_WAIT = 15.0
+#: Grace given to a guest process that is stopped because it is not the guest.
+LEFTOVER_GRACE = 10.0
+
+Reports = Mapping[str, Mapping[str, ProviderStatus] | BaseException]
+
+
+def move_locks(config: ClusterConfig, name: str, target: str | None) -> list[LockRequest]:
+    """The instance exclusively; the cluster, its primary's group and the nodes it may
+    move between shared (every node of the group unless the target is known)."""
+    wanted = [LockRequest.cluster(), LockRequest.instance(name)]
+    inst = config.instances.get(name)
+    primary = config.nodes.get(inst.primary) if inst is not None else None
+    if inst is None or primary is None:
+        return wanted
+    wanted.append(LockRequest.group(primary.group, Mode.SHARED))
+    names = (
+        {primary.name, target}
+        if target is not None
+        else {n.name for n in config.nodes.values() if n.group == primary.group}
+    )
+    return wanted + [LockRequest.node(n, Mode.SHARED) for n in sorted(names)]
+
+
+def movable_instance(config: ClusterConfig, name: str) -> tuple[Instance, Node]:
+    """The instance and its primary; refuses an instance whose removal is incomplete."""
+    inst = config.instance(name)
+    if inst.cleanup:
+        raise PrerequisiteError(
+            f"instance {name} is being removed ({len(inst.cleanup)} disk(s) need cleanup); "
+            f"finish with 'extjobs instance remove {name}'",
+            instance=name,
+        )
+    return inst, config.node(inst.primary)
+
+
+def target_problem(config: ClusterConfig, source: Node, node: Node) -> str | None:
+    """Why ``node`` cannot receive an instance whose primary is ``source`` (or None)."""
+    if node.name == source.name:
+        return "it is the instance's primary"
+    if node.offline:
+        return "it is offline"
+    if node.drained:
+        return "it is drained"
+    if node.group != source.group:
+        return f"it is in node group {node.group}, not {source.group}"
+    return None
+
+
+def check_target(config: ClusterConfig, source: Node, name: str) -> Node:
+    """The node called ``name`` if it can receive an instance from ``source``."""
+    node = config.node(name)
+    problem = target_problem(config, source, node)
+    if problem is not None:
+        raise PrerequisiteError(
+            f"node {name} cannot receive the instance: {problem}", node=name, field="target_node"
+        )
+    return node
+
+
+def provider_statuses(
+    reports: Reports, node: str, providers: Sequence[str]
+) -> dict[str, ProviderStatus]:
+    """The valid providers on ``node`` from a diagnose report; raises the node's error,
+    or PrerequisiteError naming each provider that is not usable there."""
+    report = reports.get(node)
+    if isinstance(report, ExtJobsError):
+        raise report
+    if not isinstance(report, Mapping):
+        raise NodeError(f"node {node} was not asked about its providers", node=node)
+    bad = [
+        f"{p}: {report[p].reason if p in report else 'not reported'}"
+        for p in providers
+        if p not in report or not report[p].valid
+    ]
+    if bad:
+        raise PrerequisiteError(
+            f"ExtStorage provider(s) not usable on node {node}: {'; '.join(bad)}", node=node
+        )
+    return {p: report[p] for p in providers}
+
+
+def _why_not(reports: Reports, node: str, providers: Sequence[str]) -> str | None:
+    try:
+        provider_statuses(reports, node, providers)
+    except ExtJobsError as exc:
+        return exc.message
+    return None
+
+
+async def pick_target(
+    ctx: StepContext,
+    inst: Instance,
+    source: Node,
+    requested: str | None,
+    *,
+    also: Sequence[Node] = (),
+) -> tuple[Node, dict[str, Mapping[str, ProviderStatus] | BaseException]]:
+    """The target node and the provider reports of every node asked (candidates and
+    ``also``, concurrently). Raises PrerequisiteError when no node qualifies."""
+    cfg = ctx.config
+    providers = sorted({d.provider for d in inst.disks})
+    group_nodes = sorted(
+        (n for n in cfg.nodes.values() if n.group == source.group and n.name != source.name),
+        key=lambda n: n.name,
+    )
+    passed_over = {
+        n.name: problem
+        for n in group_nodes
+        if (problem := target_problem(cfg, source, n)) is not None
+    }
+    if requested is not None:
+        candidates = [check_target(cfg, source, requested)]
+    else:
+        candidates = [n for n in group_nodes if n.name not in passed_over]
+    extra = [n for n in also if n.name not in {c.name for c in candidates}]
+    reports = await diagnose_on(ctx, [*candidates, *extra], providers)
+    for node in candidates:
+        problem = _why_not(reports, node.name, providers)
+        if problem is not None:
+            passed_over[node.name] = problem
+    usable = [n for n in candidates if n.name not in passed_over]
+    if not usable:
+        why = "; ".join(f"{n}: {p}" for n, p in sorted(passed_over.items())) or "no other node"
+        raise PrerequisiteError(
+            f"no node of group {source.group} can receive {inst.name} ({why})",
+            instance=inst.name,
+            group=source.group,
+        )
+    counts = {n.name: 0 for n in usable}
+    for other in cfg.instances.values():
+        if other.primary in counts:
+            counts[other.primary] += 1
+    chosen = min(usable, key=lambda n: (counts[n.name], n.name))
+    valid = f"provider(s) {', '.join(providers)} valid there"
+    if requested is not None:
+        ctx.log(f"target node {chosen.name} (given): online, not drained, {valid}")
+    else:
+        others = [f"{n}: primary of {c} instance(s)" for n, c in counts.items() if n != chosen.name]
+        others += [f"{n}: {p}" for n, p in sorted(passed_over.items())]
+        ctx.log(
+            f"target node {chosen.name} chosen: online, not drained, in group {source.group}, "
+            f"{valid}, primary of {counts[chosen.name]} instance(s), the fewest"
+            + (f" (others: {'; '.join(others)})" if others else ""),
+            target=chosen.name,
+        )
+    return chosen, dict(reports)
+
+
+# -- the journal tag -----------------------------------------------------------------------
+
+
+T = TypeVar("T")
+
+
+class MoveContext:
+    """A :class:`StepContext` whose steps carry ``data["move"]`` (see the module doc)."""
+
+    def __init__(self, ctx: StepContext, op: str, source: str, target: str) -> None:
+        self._ctx = ctx
+        self.move = {"op": op, "source": source, "target": target}
+
+    @property
+    def config(self) -> ClusterConfig:
+        return self._ctx.config
+
+    @property
+    def options(self) -> Config:
+        return self._ctx.options
+
+    def log(self, message: str, *, kind: str = "message", **data: Any) -> None:
+        self._ctx.log(message, kind=kind, **data)
+
+    def _tag(self, step: Step) -> Step:
+        return attrs.evolve(step, data={**step.data, "move": self.move})
+
+    async def run(self, step: Step) -> CommandResult:
+        return await self._ctx.run(self._tag(step))
+
+    async def run_many(self, steps: Sequence[Step]) -> list[CommandResult | ExtJobsError]:
+        return await self._ctx.run_many([self._tag(s) for s in steps])
+
+    def update_config(self, change: Callable[[ClusterConfig], ClusterConfig]) -> ClusterConfig:
+        return self._ctx.update_config(change)
+
+    def open_unix_stream(
+        self, node: str, path: str, *, timeout: float, description: str
+    ) -> AbstractAsyncContextManager[NodeStream]:
+        return self._ctx.open_unix_stream(node, path, timeout=timeout, description=description)
+
+    async def fetch_host_key(self, host: str, port: int) -> str:
+        return await self._ctx.fetch_host_key(host, port)
+
+    async def put_tree(self, node: str, local_dir: str, remote_dir: str) -> None:
+        await self._ctx.put_tree(node, local_dir, remote_dir)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._ctx.sleep(seconds)
+
+    def journal_records(self, kinds: tuple[str, ...]) -> list[JournalRecord]:
+        return self._ctx.journal_records(kinds)
+
+    async def memo(
+        self, key: str, ttl: float, compute: Callable[[], Awaitable[tuple[T, bool]]]
+    ) -> tuple[T, float | None]:
+        return await self._ctx.memo(key, ttl, compute)
+
+    async def run_local(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        description: str,
+        env: Mapping[str, str] | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> CommandResult:
+        return await self._ctx.run_local(
+            argv,
+            timeout=timeout,
+            description=description,
+            env=env,
+            data={**(data or {}), "move": self.move},
+        )
+
+
+def journal_move(journal: Sequence[JournalRecord], *ops: str) -> tuple[str, str, str] | None:
+    """``(op, source, target)`` of the first tagged record of one of ``ops``."""
+    for record in sorted(journal, key=lambda r: r.seq):
+        move = record.data.get("move")
+        if isinstance(move, dict) and move.get("op") in ops:
+            return str(move["op"]), str(move["source"]), str(move["target"])
+    return None
+
+
+# -- fencing -------------------------------------------------------------------------------
+
+
+async def fence(ctx: StepContext, node: Node, why: str) -> bool:
+    """Run ``node``'s fence command on the master; True when it ran and succeeded, False
+    when the node has none (logged as a warning). Raises NodeError when it fails."""
+    if not node.fence_command:
+        ctx.log(
+            f"node {node.name} has no fence command: nothing makes sure it stopped using "
+            f"the disks ({why}); make sure it is powered off",
+            kind="warning",
+        )
+        return False
+    line = shlex.join(node.fence_command)
+    ctx.log(f"fencing node {node.name} ({why}): {line}", kind="fence", node=node.name)
+    result = await ctx.run_local(
+        node.fence_command,
+        timeout=FENCE_TIMEOUT,
+        description=f"fence node {node.name}",
+        env={"EXTJOBS_NODE": node.name, "EXTJOBS_NODE_HOST": node.host},
+        data={"fence": node.name},
+    )
+    if not result.ok:
+        raise NodeError(
+            f"fencing node {node.name} failed (exit {result.exit_status}, {line}): "
+            f"{result.stderr.strip()[-300:] or '(no stderr)'}",
+            node=node.name,
+            exit_status=result.exit_status,
+        )
+    ctx.log(f"node {node.name} fenced", kind="fence", node=node.name)
+    return True
+
+
+# -- where the guest runs, and settling ------------------------------------------------------
+
+
+@attrs.frozen
+class Seen:
+    """What one node says about the guest: ``state`` is ``stopped``, ``running`` (fake),
+    or qemu's run state; ``active`` means this process is the guest."""
+
+    node: str
+    running: bool
+    state: str
+    active: bool
+
+
+async def _qemu_state(ctx: StepContext, inst: Instance, node: str, socket: str) -> str:
+    """qemu's run state on ``node``, after cancelling a migration it is still sending."""
+    async with open_qmp(ctx, node, socket, description="QMP query-status, query-migrate") as qmp:
+        state = run_state(await qmp.execute("query-status", quiet=True))
+        if state == "inmigrate":
+            return state
+        progress = parse_progress(await qmp.execute("query-migrate", quiet=True))
+        if progress.status not in FINAL_STATES and progress.status != "none":
+            await qmp.execute("migrate_cancel")
+            deadline = time.monotonic() + CANCEL_WAIT
+            while not progress.final and time.monotonic() < deadline:
+                await ctx.sleep(0.1)
+                progress = parse_progress(await qmp.execute("query-migrate", quiet=True))
+            ctx.log(f"{node}: migration under way was cancelled: {progress.describe()}")
+            state = run_state(await qmp.execute("query-status", quiet=True))
+    return state
+
+
+async def locate(ctx: StepContext, inst: Instance, nodes: Sequence[str]) -> dict[str, Seen]:
+    """Ask each node whether the guest runs there. Raises NodeError naming every node
+    that did not answer (then nobody can say where the guest runs)."""
+    hv = get_hypervisor(inst.hypervisor)
+    seen: dict[str, Seen] = {}
+    unknown: list[str] = []
+    for node in nodes:
+        try:
+            status = await hypervisor_status(ctx, inst, node)
+        except ExtJobsError as exc:
+            unknown.append(f"{node}: {exc.message}")
+            continue
+        if not status.running:
+            seen[node] = Seen(node, False, "stopped", False)
+            continue
+        socket = hv.control_socket(instance_key(inst), status)
+        if socket is None:
+            seen[node] = Seen(node, True, "running", True)
+            continue
+        try:
+            state = await _qemu_state(ctx, inst, node, socket)
+        except ExtJobsError as exc:
+            # A guest that runs but does not answer is taken for the guest: never kill
+            # what may be the only copy.
+            ctx.log(f"{node}: the guest runs but QMP failed: {exc.message}", kind="warning")
+            state = "unknown"
+        seen[node] = Seen(node, True, state, not is_leftover(state))
+    if unknown:
+        raise NodeError(
+            f"cannot tell where {inst.name} runs: {'; '.join(unknown)}", instance=inst.name
+        )
+    ctx.log(
+        f"{inst.name}: "
+        + ", ".join(
+            f"{s.node} {s.state}{' (the guest)' if s.active else ''}" for s in seen.values()
+        )
+    )
+    return seen
+
+
+@attrs.frozen
+class Settled:
+    """The end state of :func:`settle`."""
+
+    instance: str
+    node: str | None
+    stopped: tuple[str, ...] = ()
+    released: tuple[str, ...] = ()
+    failures: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        where = (
+            f"{self.instance} runs on {self.node}, its disks open exclusively there"
+            if self.node is not None
+            else f"{self.instance} runs nowhere"
+        )
+        parts = [where]
+        if self.stopped:
+            parts.append(f"stopped the guest process on {', '.join(self.stopped)}")
+        if self.released:
+            parts.append(f"disks closed and detached on {', '.join(self.released)}")
+        if self.failures:
+            parts.append("NOT done: " + "; ".join(self.failures))
+        return "; ".join(parts)
+
+
+async def settle(
+    ctx: StepContext,
+    inst: Instance,
+    nodes: Sequence[str],
+    reports: Reports,
+    *,
+    prefer: str,
+    resume: bool = False,
+) -> Settled:
+    """See the module docstring. ``resume``: continue a guest found paused where it is
+    kept (a non-live migration paused it). Raises NodeError when a node cannot say
+    whether the guest runs there (nothing is changed then)."""
+    seen = await locate(ctx, inst, nodes)
+    active = [n for n in nodes if seen[n].active]
+    keeper = prefer if prefer in active else (active[0] if active else None)
+    if len(active) > 1:
+        ctx.log(
+            f"the guest of {inst.name} is active on {', '.join(active)}; keeping {keeper}",
+            kind="warning",
+        )
+    failures: list[str] = []
+    stopped: list[str] = []
+    for node in nodes:
+        if node != keeper and seen[node].running:
+            try:
+                await stop_guest(ctx, inst, node, grace=LEFTOVER_GRACE)
+            except ExtJobsError as exc:
+                failures.append(f"stopping the guest process on {node}: {exc.message}")
+            else:
+                stopped.append(node)
+    providers = sorted({d.provider for d in inst.disks})
+    released: list[str] = []
+    for node in nodes:
+        if node == keeper:
+            continue
+        try:
+            await deactivate_disks(ctx, inst, node, provider_statuses(reports, node, providers))
+        except ExtJobsError as exc:
+            failures.append(exc.message)
+        else:
+            released.append(node)
+    if keeper is not None:
+        try:
+            if seen[keeper].state == "paused" and resume:
+                await _resume(ctx, inst, keeper)
+            statuses = provider_statuses(reports, keeper, providers)
+            await activate_disks(ctx, inst, keeper, statuses, exclusive=True)
+        except ExtJobsError as exc:
+            failures.append(f"opening the disks exclusively on {keeper}: {exc.message}")
+        if ctx.config.instance(inst.name).primary != keeper:
+            ctx.update_config(
+                lambda c: c.with_instance(attrs.evolve(c.instance(inst.name), primary=keeper))
+            )
+            ctx.log(f"the configuration now says {inst.name} runs on {keeper}")
+    settled = Settled(inst.name, keeper, tuple(stopped), tuple(released), tuple(failures))
+    ctx.log(settled.describe(), kind="warning" if failures else "message")
+    return settled
+
+
+async def _resume(ctx: StepContext, inst: Instance, node: str) -> None:
+    hv = get_hypervisor(inst.hypervisor)
+    status = await hypervisor_status(ctx, inst, node)
+    socket = hv.control_socket(instance_key(inst), status)
+    if socket is None:
+        raise HypervisorError(f"the guest of {inst.name} on {node} has no control socket")
+    async with open_qmp(ctx, node, socket, description="QMP cont") as qmp:
+        await qmp.execute("cont")
+
+
+def group_nodes(config: ClusterConfig, inst: Instance) -> list[str]:
+    """The online nodes of the group of ``inst``'s primary (where its guest may run)."""
+    group = config.node(inst.primary).group
+    return [n.name for n in config.online_nodes(group)]

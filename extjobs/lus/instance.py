@@ -40,6 +40,7 @@ from extjobs.lus.instance_hv import start_guest, stop_guest
 from extjobs.lus.instance_storage import (
     UndoLog,
     attach_disk,
+    deactivate_disks,
     disk_volume,
     providers_on,
     run_provider,
@@ -196,6 +197,9 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
         started = None
         if op.start:
             started = await start_guest(ctx, instance, node.name, paths, undo=self._undo)
+        else:
+            # A stopped instance holds its disks nowhere (DESIGN §4): release them now.
+            await deactivate_disks(ctx, instance, node.name, statuses)
 
         def add(config: ClusterConfig) -> ClusterConfig:
             if instance.name in config.instances:  # pragma: no cover - the lock prevents it

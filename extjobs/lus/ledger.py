@@ -9,6 +9,9 @@ The replay is conservative: a step whose outcome is unknown (started, interrupte
 crash) or that failed after possibly acting (create, attach, open) counts as done; an
 undoing step (remove, detach, close) counts only when it succeeded. So the ledger may
 report a volume attached that is not — never the other way round.
+
+A node that was fenced (a successful fence command on the master, journalled as a
+``local`` step with ``data["fence"]``) holds nothing any more: it was powered off.
 """
 
 from __future__ import annotations
@@ -40,10 +43,20 @@ class VolumeState:
         return self.created and not self.removed
 
 
+#: The journal record kinds the ledger reads.
+LEDGER_KINDS = ("provider", "local")
+
+
 def build_ledger(records: Iterable[JournalRecord]) -> dict[str, VolumeState]:
-    """Replay provider journal records (any order; sorted by id here)."""
+    """Replay provider and fence journal records (any order; sorted by id here)."""
     ledger: dict[str, VolumeState] = {}
     for record in sorted(records, key=lambda r: r.id):
+        fenced = record.data.get("fence")
+        if record.kind == "local" and fenced and record.status == "done":
+            for held in ledger.values():
+                held.attached.discard(str(fenced))
+                held.opened.pop(str(fenced), None)
+            continue
         if record.kind != "provider":
             continue
         data = record.data

@@ -33,7 +33,7 @@ from extjobs.lus.base import LogicalUnit, StepContext
 from extjobs.lus.cluster import require_cluster
 from extjobs.lus.instance_hv import status_step
 from extjobs.lus.instance_storage import provider_step, skipped
-from extjobs.lus.ledger import VolumeState, build_ledger
+from extjobs.lus.ledger import LEDGER_KINDS, VolumeState, build_ledger
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.locks import LockRequest, Mode
@@ -139,7 +139,7 @@ class LUClusterVerify(LogicalUnit[OpClusterVerify]):
 
     async def exec(self, ctx: StepContext) -> Any:
         cfg = ctx.config
-        findings = storage_findings(cfg, build_ledger(ctx.journal_records(("provider",))))
+        findings = storage_findings(cfg, build_ledger(ctx.journal_records(LEDGER_KINDS)))
         findings += await self._guests(ctx, cfg)
         for finding in findings:
             ctx.log(f"{finding.kind}: {finding.message}", kind="finding")
@@ -239,7 +239,7 @@ class LUVolumeCleanup(LogicalUnit[OpVolumeCleanup]):
             )
 
     async def exec(self, ctx: StepContext) -> Any:
-        ledger = build_ledger(ctx.journal_records(("provider",)))
+        ledger = build_ledger(ctx.journal_records(LEDGER_KINDS))
         state = ledger.get(self.op.volume)
         if state is None:
             raise NotFoundError(

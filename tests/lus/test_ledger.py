@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
+
 from extjobs.lus.ledger import build_ledger
 from extjobs.lus.verify import storage_findings
 from extjobs.model.cluster import ClusterConfig, Disk, Instance, Node
@@ -110,4 +112,35 @@ def test_leaked_and_removed_volumes() -> None:
     failed_remove = build_ledger([record(1, "n1", "create"), record(2, "n1", "remove", "failed")])
     assert [f.kind for f in storage_findings(config(owned=False), failed_remove)] == [
         "leaked-volume"
+    ]
+
+
+def test_a_fenced_node_holds_nothing() -> None:
+    fence = JournalRecord(
+        id=3,
+        job_id=2,
+        op_index=0,
+        seq=1,
+        node="master",
+        kind="local",
+        description="fence n2",
+        status="done",
+        data={"fence": "n2"},
+        started=3.0,
+    )
+    failed_fence = attrs.evolve(fence, id=4, status="failed", data={"fence": "n1"})
+    journal = [
+        record(1, "n2", "create"),
+        record(2, "n2", "attach"),
+        fence,
+        failed_fence,
+        record(5, "n1", "attach"),
+    ]
+    state = build_ledger(journal)[VOL]
+    assert state.attached == {"n1"}
+    assert storage_findings(config("n1", offline=("n2",)), {VOL: state}) == []
+    # Without the fence, the offline node still counts.
+    unfenced = build_ledger([r for r in journal if r is not fence])[VOL]
+    assert [f.kind for f in storage_findings(config("n1", offline=("n2",)), {VOL: unfenced})] == [
+        "offline-attached"
     ]

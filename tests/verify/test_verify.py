@@ -6,6 +6,7 @@ import json
 import os
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -151,3 +152,29 @@ def test_cleanup_refuses_to_touch_configured_disks(cluster: Cluster) -> None:
     assert len([p for p in leftovers(vols) if p.endswith(".img")]) == 1
     cluster.ok("instance", "remove", "v5")
     assert verify(cluster)[0] == 0
+
+
+def test_instance_added_stopped_holds_its_disks_nowhere(cluster: Cluster) -> None:
+    strict = Path(__file__).resolve().parents[1] / "data" / "providers" / "strict"
+    for node in cluster.tc.nodes:
+        cluster.tc.install_provider(node, "strict", strict)
+    vols = cluster.vol_dir("stopped")
+    out = cluster.ok(
+        "instance",
+        "add",
+        "v6",
+        "-n",
+        "node1",
+        "--no-start",
+        "--disk",
+        f"0:size=4M,provider=strict,dir={vols}",
+    )
+    assert "not started" in out
+    assert cluster.instance("v6")["state"] == "down"
+    volume = cluster.instance("v6")["disks"][0]["volume"]
+    assert not (vols / f"{volume}.attached").exists()
+    assert not (vols / f"{volume}.open").exists()
+    assert verify(cluster)[0] == 0
+    cluster.ok("instance", "startup", "v6")
+    assert sorted(p.name for p in (vols / f"{volume}.attached").iterdir()) == ["node1"]
+    cluster.ok("instance", "remove", "v6")

@@ -29,6 +29,19 @@ console = Console(highlight=False)
 
 NODES = ("node1", "node2", "node3")
 
+#: The demo's "power off": the nodes share this machine, so fencing node N kills its
+#: guests and drops its open markers on the shared storage, as a power-off would.
+FENCE_SCRIPT = r"""#!/bin/sh
+base=$1
+for f in "$base/nodes/$EXTJOBS_NODE/run/extjobs/$EXTJOBS_NODE"/*.pid; do
+  [ -e "$f" ] || continue
+  kill -s KILL -- "-$(cat "$f")" 2>/dev/null
+  rm -f -- "$f"
+done
+find "$base/shared-storage" -path "*.open/$EXTJOBS_NODE.*" -delete
+echo "node $EXTJOBS_NODE powered off"
+"""
+
 
 def providers_dir() -> Path:
     here = Path(__file__).resolve().parents[2] / "providers"
@@ -268,6 +281,25 @@ def run_demo(*, keep: bool = False) -> int:
             op.run("instance", "shutdown", "db1")
             op.run("instance", "startup", "db1")
             op.run("cluster", "modify", "--remove-pool", "shared", expect=1)
+            op.run("verify")
+
+            console.print("\n[bold]Live migration, a node failure, failover[/bold]")
+            op.run("instance", "migrate", "web1", "-n", "node2")
+            op.run("instance", "list")
+            fence = base / "fence.sh"
+            fence.write_text(FENCE_SCRIPT)
+            fence.chmod(0o755)
+            op.run("node", "modify", "node2", "--fence-command", f"{fence} {base}")
+            console.print("\n[bold]node2's SSH server stops[/bold] (its guests keep running)")
+            node2 = procs[NODES.index("node2")]
+            node2.terminate()
+            node2.wait(10)
+            op.run("instance", "failover", "web1", expect=1)
+            op.run("instance", "failover", "web1", "--ignore-consistency")
+            op.run("node", "modify", "node2", "--offline", "yes")
+            op.run("instance", "failover", "db1")
+            op.run("instance", "list")
+            op.run("node", "list")
             op.run("verify")
             op.run("instance", "remove", "db1")
             op.run("instance", "remove", "web1")

@@ -66,6 +66,8 @@ def flows(vols: Path) -> list[Flow]:
         Flow("shutdown", _add, {"OP_ID": "OP_INSTANCE_SHUTDOWN", **name}),
         Flow("startup", _add_stopped, {"OP_ID": "OP_INSTANCE_STARTUP", **name}),
         Flow("remove", _add, {"OP_ID": "OP_INSTANCE_REMOVE", **name}),
+        Flow("migrate", _add, {"OP_ID": "OP_INSTANCE_MIGRATE", **name, "target_node": "node2"}),
+        Flow("failover", _add, {"OP_ID": "OP_INSTANCE_FAILOVER", **name, "target_node": "node2"}),
     ]
 
 
@@ -151,7 +153,9 @@ def count_steps(c: Cluster, flow: Flow, vols: Path) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flow_name", ["add", "grow", "shutdown", "startup", "remove"])
+@pytest.mark.parametrize(
+    "flow_name", ["add", "grow", "shutdown", "startup", "remove", "migrate", "failover"]
+)
 def test_crash_at_every_journal_point(cluster: Cluster, flow_name: str) -> None:
     vols = cluster.vol_dir(f"crash-{flow_name}")
     cluster.tc.daemon.env = {"EXTJOBS_CRASH_FILE": str(cluster.tc.base / "crash-at")}

@@ -542,16 +542,22 @@ def storage_diagnose(
     output.table("Per node group", ["Group", "Provider", "Status", "Why not", "Parameters"], grows)
 
 
-def _diagnose(ctx: Ctx, providers: tuple[str, ...], nodes: tuple[str, ...] = ()) -> Any:
-    op = {"OP_ID": "OP_EXTSTORAGE_DIAGNOSE", "providers": list(providers), "nodes": list(nodes)}
+def run_quiet(ctx: Ctx, op: dict[str, Any], what: str) -> Any:
+    """Submit one opcode, wait for it without showing its log, and return its result;
+    exit 1 with the job's errors when it did not succeed."""
     with ctx.client() as client:
         job_id = client.submit_ops([op])
-        job = follow_job(client, job_id, quiet=True)
+        follow_job(client, job_id, quiet=True)
         full = client.job(job_id)
-    if job["status"] != "success":
+    if full["status"] != "success":
         errors = [o["error"]["message"] for o in full["ops"] if o.get("error")]
-        fail(f"diagnose job {job_id} {job['status']}: {'; '.join(errors)}")
+        fail(f"{what} job {job_id} {full['status']}: {'; '.join(errors)}")
     return full["ops"][0]["result"]
+
+
+def _diagnose(ctx: Ctx, providers: tuple[str, ...], nodes: tuple[str, ...] = ()) -> Any:
+    op = {"OP_ID": "OP_EXTSTORAGE_DIAGNOSE", "providers": list(providers), "nodes": list(nodes)}
+    return run_quiet(ctx, op, "diagnose")
 
 
 @storage.command("info")
@@ -623,14 +629,7 @@ def storage_install(
 
 
 def _verify(ctx: Ctx) -> dict[str, Any]:
-    with ctx.client() as client:
-        job_id = client.submit_ops([{"OP_ID": "OP_CLUSTER_VERIFY"}])
-        follow_job(client, job_id, quiet=True)
-        full = client.job(job_id)
-    if full["status"] != "success":
-        errors = [o["error"]["message"] for o in full["ops"] if o.get("error")]
-        fail(f"verify job {job_id} {full['status']}: {'; '.join(errors)}")
-    return dict(full["ops"][0]["result"])
+    return dict(run_quiet(ctx, {"OP_ID": "OP_CLUSTER_VERIFY"}, "verify"))
 
 
 def _show_findings(findings: list[dict[str, Any]]) -> None:

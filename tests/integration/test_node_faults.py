@@ -25,6 +25,22 @@ def wait_running(c: TestCluster, job_id: int) -> None:
     raise AssertionError(f"job {job_id} never ran")
 
 
+def add_instance(c: TestCluster, name: str) -> None:
+    """An instance on node1, so that verify has guests and disks to compare afterwards."""
+    vols = c.base / "vols" / name
+    vols.mkdir(parents=True)
+    disk = {"size": 4, "provider": "sharedfile", "params": {"dir": str(vols)}}
+    op = {"OP_ID": "OP_INSTANCE_CREATE", "instance_name": name, "pnode": "node1", "disks": [disk]}
+    assert c.run_job([op])["status"] == "success"
+
+
+def verify_clean_and_remove(c: TestCluster, name: str) -> None:
+    out = c.cli("verify")
+    assert out.returncode == 0, out.stdout + out.stderr
+    op = {"OP_ID": "OP_INSTANCE_REMOVE", "instance_name": name}
+    assert c.run_job([op])["status"] == "success"
+
+
 def check_others_still_served(c: TestCluster) -> None:
     other = c.run_job([delay_on("node2", 0)])
     assert other["status"] == "success"
@@ -34,6 +50,7 @@ def check_others_still_served(c: TestCluster) -> None:
 def test_killed_node_mid_job(node_kind: str, tmp_path: Path) -> None:
     with start_cluster(node_kind, 2, tmp_path) as c:
         c.init()
+        add_instance(c, "k1")
         job_id = c.client.submit({"ops": [delay_on("node1", 60)]})[0]
         wait_running(c, job_id)
         c.node("node1").kill()
@@ -45,12 +62,14 @@ def test_killed_node_mid_job(node_kind: str, tmp_path: Path) -> None:
         assert "unreachable" in message or "lost" in message
         c.node("node1").start()
         assert c.run_job([delay_on("node1", 0)])["status"] == "success"
+        verify_clean_and_remove(c, "k1")
 
 
 def test_frozen_node_mid_job(node_kind: str, tmp_path: Path) -> None:
     extra = "kill_timeout = 2.0\n"
     with start_cluster(node_kind, 2, tmp_path, config_extra=extra) as c:
         c.init()
+        add_instance(c, "f1")
         job_id = c.client.submit({"ops": [delay_on("node1", 60)]})[0]
         wait_running(c, job_id)
         c.node("node1").freeze()
@@ -68,3 +87,4 @@ def test_frozen_node_mid_job(node_kind: str, tmp_path: Path) -> None:
         finally:
             c.node("node1").thaw()
         assert c.run_job([delay_on("node1", 0)])["status"] == "success"
+        verify_clean_and_remove(c, "f1")

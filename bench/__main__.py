@@ -22,13 +22,14 @@ import anyio
 from bench import calls as calls_bench
 from bench import report
 from bench.contenders import have_openssh_client
+from bench.flows import run_flows_bench
 from bench.infra import make_key, start_embedded_nodes
 from bench.jobqueue import run_queue_bench
 from bench.scale import run_scale_bench
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-PARTS = ("calls", "curve", "queue", "scale")
+PARTS = ("calls", "curve", "queue", "scale", "flows")
 
 
 class Plan:
@@ -54,6 +55,8 @@ class Plan:
             [(64, 16, 0)] if quick else [(8, 32, 0), (16, 64, 0), (32, 128, 0), (64, 256, 0)]
         )
         self.scale_grouped = [] if quick else [(64, 256, 8)]
+        # Timed migrations and failovers each (directions alternate).
+        self.flow_rounds = 4 if quick else 10
 
 
 def _log(message: str) -> None:
@@ -134,6 +137,7 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     tp = calls.get("inflight32_ratios", {})
     queue = results.get("queue", {}).get("headline", {})
     scale = results.get("scale", {}).get("headline", {})
+    flows = results.get("flows", {})
 
     def r(value: Any, digits: int = 3) -> Any:
         return None if value is None else round(value, digits)
@@ -154,11 +158,9 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         "jobs_per_s_history_20k": queue.get("jobs_per_s_history"),
         "scale_ratio_64": scale.get("scale_ratio"),
         "rss_mb_per_node": scale.get("rss_mb_per_node"),
-        "failover_overhead_ms": None,
-        "migrate_overhead_ms": None,
+        "failover_overhead_ms": r(flows.get("failover", {}).get("overhead_ms"), 1),
+        "migrate_overhead_ms": r(flows.get("migrate", {}).get("overhead_ms"), 1),
         "notes": {
-            "failover_overhead_ms": "pending: failover lands with issue 6",
-            "migrate_overhead_ms": "pending: migration lands with issue 6",
             **({"scale_ratio_64": scale["note"]} if "note" in scale else {}),
         },
     }
@@ -172,7 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="also profile the engine under load (pyinstrument) into bench/results/",
+        help=(
+            "also profile the engine under load, and with the scale part the daemon in"
+            " a scale run (pyinstrument), into bench/results/"
+        ),
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -217,11 +222,23 @@ def main(argv: list[str] | None = None) -> int:
                 )
             one_group = [r for r in runs if r.get("group_size") in (None, r.get("nodes"))]
             results["scale"] = {"runs": runs, "headline": one_group[-1]}
+        if "flows" in parts:
+            _log(f"flows: {plan.flow_rounds} live migrations and failovers, fake hypervisor")
+            results["flows"] = run_flows_bench(
+                work / "flows", make_key(work / "flows-key"), rounds=plan.flow_rounds
+            )
         if args.profile:
-            from bench.profile import profile_engine
+            from bench.profile import profile_engine, profile_scale
 
             _log("profiling the engine under load")
             results["profile"] = str(profile_engine(work / "profile", RESULTS))
+            if "scale" in parts:
+                # The full run's largest single-group run, in either mode.
+                nodes, instances, _ = Plan(quick=False).scale[-1]
+                _log(f"profiling the daemon: scale, {nodes} nodes, {instances} adds")
+                results["profile_scale"] = profile_scale(
+                    work / "profile-scale", RESULTS, nodes=nodes, instances=instances
+                )
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     results["headline"] = headline(results)
     path = report.write_results(RESULTS, mode, results)

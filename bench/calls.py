@@ -10,7 +10,6 @@ rounds is reported: on a shared two-core machine this cancels most of the drift.
 from __future__ import annotations
 
 import contextlib
-import os
 import statistics
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +28,7 @@ from bench.infra import (
     Node,
     add_nodes_in_engine,
     add_nodes_via_api,
+    cpu_seconds,
     current_user,
     open_engine,
 )
@@ -162,20 +162,12 @@ async def engine_only(workdir: Path, n: int) -> dict[str, Any]:
     return out
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid`` and its waited-for children (from /proc)."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    ticks = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 async def where_time_goes(call: c.Call, nodes: list[Node], n: int) -> dict[str, float]:
     """``n`` calls one at a time: wall time, this process's CPU and the node servers' CPU
     (each server with the commands it forked) per call."""
-    before = sum(_cpu_seconds(node.process.pid) for node in nodes)
+    before = sum(cpu_seconds(node.process.pid) for node in nodes)
     row = await measure(call, n, 1, spread=False)
-    after = sum(_cpu_seconds(node.process.pid) for node in nodes)
+    after = sum(cpu_seconds(node.process.pid) for node in nodes)
     return {
         "wall_ms_per_call": round(row["per_call_ms"], 3),
         "client_cpu_ms_per_call": round(row["cpu_ms_per_call"], 3),

@@ -149,8 +149,19 @@ def install_provider(node: Node, name: str, files: dict[str, str]) -> None:
 class DaemonProcess:
     """``python -m extjobs daemon`` with its own state directory and a client."""
 
-    def __init__(self, base: Path, key: ClientKey, *, queue: str = "", ssh: str = "") -> None:
+    def __init__(
+        self,
+        base: Path,
+        key: ClientKey,
+        *,
+        queue: str = "",
+        ssh: str = "",
+        profile: Path | None = None,
+    ) -> None:
         self.base = base
+        #: With a path, the daemon runs under pyinstrument, which saves its session there
+        #: (``pyinstrument --load=PATH`` renders it) when the daemon exits.
+        self.profile = profile
         self.socket = base / "run" / "api.sock"
         self.config = base / "extjobs.toml"
         (base / "run").mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -165,9 +176,15 @@ class DaemonProcess:
 
     def start(self, timeout: float = 30.0) -> Client:
         out = self.log.open("ab")
+        profiler = (
+            ["-m", "pyinstrument", "-r", "pyisession", "-o", str(self.profile)]
+            if self.profile is not None
+            else []
+        )
         self.process = subprocess.Popen(
             [
                 sys.executable,
+                *profiler,
                 "-m",
                 "extjobs",
                 "daemon",
@@ -346,6 +363,14 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its waited-for children (from /proc)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    ticks = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb(pid: int) -> float:

@@ -34,8 +34,8 @@ TARGETS: list[tuple[str, str, Any]] = [
     ("jobs_per_s_history_20k", "—", None),
     ("scale_ratio_64", "≤ 1.25", lambda v: v <= 1.25),
     ("rss_mb_per_node", "—", None),
-    ("failover_overhead_ms", "—", None),
-    ("migrate_overhead_ms", "—", None),
+    ("failover_overhead_ms", "≤ 50", lambda v: v <= 50),
+    ("migrate_overhead_ms", "≤ 50", lambda v: v <= 50),
 ]
 
 
@@ -214,17 +214,40 @@ def render(results: dict[str, Any]) -> str:
             "",
             (
                 "| nodes | group size | adds | wall s | ideal s | ratio | commands | "
-                "daemon peak RSS MiB | MiB per node |"
+                "daemon peak RSS MiB | MiB per node | provider step p50 ms | "
+                "add outside steps p50 ms | daemon CPU s | node servers CPU s |"
             ),
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for run in scale:
             lines.append(
                 f"| {run['nodes']} | {run['group_size']} | {run['instances']} | "
                 f"{run['wall_s']:.2f} | "
                 f"{run['ideal_s']:.2f} | {run['scale_ratio']:.2f} | {run['commands_run']} | "
-                f"{run['daemon_peak_rss_mb']:.0f} | {run['rss_mb_per_node']:.2f} |"
+                f"{run['daemon_peak_rss_mb']:.0f} | {run['rss_mb_per_node']:.2f} | "
+                f"{_fmt(run.get('provider_step_ms_p50'))} | "
+                f"{_fmt(run.get('add_overhead_ms_p50'))} | "
+                f"{_fmt(run.get('daemon_cpu_s'))} | {_fmt(run.get('nodes_cpu_s'))} |"
             )
+    flows = results.get("flows", {})
+    if flows.get("migrate") or flows.get("failover"):
+        lines += [
+            "",
+            (
+                f"Flows, one instance with {flows['disks']} disks on a no-op provider, "
+                f"fake hypervisor, {flows['rounds']} jobs of each kind (median):"
+            ),
+            "",
+            "| flow | steps | wall ms | ms inside steps | overhead ms |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for name in ("migrate", "failover"):
+            row = flows.get(name)
+            if row:
+                lines.append(
+                    f"| {name} | {row['steps']} | {row['wall_ms']:.1f} | "
+                    f"{row['steps_ms']:.1f} | {row['overhead_ms']:.1f} |"
+                )
     lines += ["", f"![scaling curves]({PLOT.name})", "", END]
     return "\n".join(lines)
 

@@ -136,7 +136,8 @@ async def engine_only(workdir: Path, n: int) -> dict[str, Any]:
     await anyio.Path(workdir).mkdir(parents=True, exist_ok=True)
     config = Config(state_dir=workdir)
     store = SqliteStore(config.db_path)
-    queue = JobQueue(store, ConfigManager(store), NullRunner(), config)  # type: ignore[arg-type]
+    configmgr = ConfigManager(store)
+    queue = JobQueue(store, configmgr, NullRunner(), config)  # type: ignore[arg-type]
     engine = Engine(queue)
     out: dict[str, Any] = {"jobs": n}
     try:
@@ -144,7 +145,7 @@ async def engine_only(workdir: Path, n: int) -> dict[str, Any]:
             await tg.start(queue.serve)
             await engine.run(OpClusterInit(cluster_name="bench"))
             node = ClusterNode(name="node1", host="127.0.0.1", port=22, host_key="x y")
-            queue.configmgr.update(lambda cfg: cfg.with_node(node))
+            configmgr.update(lambda cfg: cfg.with_node(node))
             op = OpTestDelay(duration=0.0, on_master=False, on_nodes=("node1",))
             for _ in range(100):
                 await engine.run(op)

@@ -130,12 +130,12 @@ def build_app(queue: JobQueue) -> Starlette:
 
     @_endpoint
     async def info(request: Request) -> Response:
-        cfg = queue.configmgr.current
+        cfg = queue.config
         return JSONResponse(
             {
                 "version": extjobs.__version__,
                 "cluster": cfg.cluster.name if cfg.cluster else None,
-                "statistics": {**queue.statistics(), "runner": queue.runner.statistics()},
+                "statistics": {**queue.statistics(), "runner": queue.runner_statistics()},
             }
         )
 
@@ -190,7 +190,7 @@ def build_app(queue: JobQueue) -> Starlette:
 
     @_endpoint
     async def cluster(request: Request) -> Response:
-        cfg = queue.configmgr.current
+        cfg = queue.config
         return JSONResponse(
             {
                 "cluster": codec.unstructure(cfg.cluster),
@@ -205,14 +205,14 @@ def build_app(queue: JobQueue) -> Starlette:
     async def nodes(request: Request) -> Response:
         from extjobs.lus.node import node_summary
 
-        cfg = queue.configmgr.current
+        cfg = queue.config
         return JSONResponse({"nodes": [node_summary(n, cfg) for _, n in sorted(cfg.nodes.items())]})
 
     @_endpoint
     async def instances(request: Request) -> Response:
         from extjobs.lus.instance import instance_summary
 
-        cfg = queue.configmgr.current
+        cfg = queue.config
         return JSONResponse(
             {"instances": [instance_summary(i, cfg) for _, i in sorted(cfg.instances.items())]}
         )
@@ -221,7 +221,7 @@ def build_app(queue: JobQueue) -> Starlette:
     async def instance(request: Request) -> Response:
         from extjobs.lus.instance import instance_summary
 
-        cfg = queue.configmgr.current
+        cfg = queue.config
         return JSONResponse(instance_summary(cfg.instance(request.path_params["name"]), cfg))
 
     async def not_found(request: Request, exc: Exception) -> Response:

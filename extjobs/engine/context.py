@@ -1,9 +1,14 @@
 """The StepContext an LU runs with: journal → node runner → recorded result.
 
-Each step is written to the journal as ``started`` before it runs and as
-``done``/``failed`` with its exit status, duration and output tails afterwards, and a
-line goes to the job log. ``run_many`` runs steps concurrently in its own task group;
-each step's bookkeeping is finished even when a sibling fails.
+Each step is written to the journal as ``started`` before it runs (a durability point:
+the entry, with its typed payload and inverse, is committed before the node is asked)
+and as ``done``/``failed`` with its exit status, duration and output tails afterwards,
+and a line goes to the job log. ``run_many`` runs steps concurrently in its own task
+group; each step's bookkeeping is finished even when a sibling fails.
+
+A :class:`JobContext` is built from narrow collaborators — the daemon's
+:class:`Services`, the opcode's :class:`StepJournal` and a function appending to the
+job's log — and knows nothing of the queue that runs the job.
 """
 
 from __future__ import annotations
@@ -14,22 +19,35 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import anyio
+import attrs
 
+from extjobs.engine.configmgr import ConfigManager
 from extjobs.engine.local import run_local_process
+from extjobs.engine.memo import Memo
+from extjobs.engine.store import Store
 from extjobs.errors import CommandTimeoutError, ExtJobsError, ProviderError
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.config import Config
-from extjobs.model.jobs import JournalRecord
-from extjobs.model.remote import DEFAULT_PATH, CommandResult, Endpoint
-from extjobs.model.steps import Step
+from extjobs.model.jobs import LogKind
+from extjobs.model.journal import Entry, JournalRecord, StepStatus
+from extjobs.model.remote import DEFAULT_PATH, CommandResult, Endpoint, RemoteCommand
+from extjobs.model.steps import (
+    FenceRun,
+    HostKeyFetch,
+    LocalRun,
+    MoveTag,
+    Payload,
+    ProviderCall,
+    Step,
+    StepKind,
+    StreamOpen,
+    TreeCopy,
+)
 from extjobs.nodes.runner import NodeRunner, UnixStream
-
-if TYPE_CHECKING:
-    from extjobs.engine.queue import JobQueue
 
 TAIL = 2000
 
@@ -82,54 +100,101 @@ def result_record(result: CommandResult) -> dict[str, Any]:
     }
 
 
-class JobContext:
-    """StepContext for one opcode of one job."""
+@attrs.frozen
+class Services:
+    """What every job's steps share: the configuration, the nodes, the options, the
+    memo of shared results and the store (for the journal)."""
 
-    def __init__(self, queue: JobQueue, runner: NodeRunner, job_id: int, op_index: int) -> None:
-        self._queue = queue
-        self._runner = runner
+    configmgr: ConfigManager
+    runner: NodeRunner
+    options: Config
+    memo: Memo
+    store: Store
+
+
+#: Appends a line (message, kind, data) to one job's log.
+JobLogger = Callable[[str, LogKind, dict[str, Any] | None], object]
+
+
+class StepJournal:
+    """The journal of one opcode as its steps are written: numbered in order."""
+
+    def __init__(self, store: Store, job_id: int, op_index: int, *, last_seq: int = 0) -> None:
+        self._store = store
         self.job_id = job_id
         self.op_index = op_index
-        self._seq = 0
+        self._seq = last_seq
+
+    def start(self, node: str, description: str, entry: Entry) -> int:
+        """Journal a step as started (committed when this returns); its record id."""
+        self._seq += 1
+        return self._store.journal_start(
+            self.job_id, self.op_index, self._seq, node, description, entry
+        )
+
+    def finish(self, record_id: int, status: StepStatus, result: dict[str, Any]) -> None:
+        self._store.journal_finish(record_id, status, result)
+
+    def set_pgid(self, record_id: int, pgid: int) -> None:
+        self._store.journal_set_pgid(record_id, pgid)
+
+
+def log_fields(payload: Payload, move: MoveTag | None) -> dict[str, Any]:
+    """What a step's job-log line carries about it (the API's ``data`` of a ``step``)."""
+    fields: dict[str, Any] = codec.unstructure(payload)
+    if isinstance(payload, ProviderCall):
+        fields["provider"] = payload.provider
+    if move is not None:
+        fields["move"] = codec.unstructure(move)
+    return fields
+
+
+class JobContext:
+    """StepContext for one opcode of one job (see the module docstring)."""
+
+    def __init__(
+        self,
+        services: Services,
+        journal: StepJournal,
+        log: JobLogger,
+        *,
+        move: MoveTag | None = None,
+    ) -> None:
+        self._services = services
+        self._runner = services.runner
+        self._journal = journal
+        self._log = log
+        self._move = move
+        self.job_id = journal.job_id
 
     @property
     def config(self) -> ClusterConfig:
-        return self._queue.configmgr.current
+        return self._services.configmgr.current
 
     @property
     def options(self) -> Config:
-        return self._queue.options
+        return self._services.options
 
-    def log(self, message: str, *, kind: str = "message", **data: Any) -> None:
-        self._queue.append_log(self.job_id, message, kind=kind, data=data or None)
+    def log(self, message: str, *, kind: LogKind = LogKind.MESSAGE, **data: Any) -> None:
+        self._log(message, kind, data or None)
+
+    def tagged(self, move: MoveTag) -> JobContext:
+        return JobContext(self._services, self._journal, self._log, move=move)
 
     def update_config(self, change: Callable[[ClusterConfig], ClusterConfig]) -> ClusterConfig:
-        return self._queue.configmgr.update(change)
-
-    async def fetch_host_key(self, host: str, port: int) -> str:
-        return await self._runner.fetch_host_key(host, port)
+        return self._services.configmgr.update(change)
 
     @contextlib.asynccontextmanager
     async def _journalled(
-        self,
-        node: str,
-        kind: str,
-        description: str,
-        data: Mapping[str, Any],
-        *,
-        log_data: Mapping[str, Any] | None = None,
+        self, node: str, description: str, entry: Entry
     ) -> AsyncIterator[_Outcome]:
         """Journal one step around the block: ``started`` before it, then ``done`` or
         ``failed`` with the record the block leaves in the outcome (or the error, or the
         cancellation), and one job-log line either way."""
-        self._seq += 1
-        store = self._queue.store
-        outcome = _Outcome(
-            store.journal_start(
-                self.job_id, self.op_index, self._seq, node, kind, description, dict(data)
-            )
-        )
-        extra = {"node": node, **(log_data or {})}
+        if self._move is not None and entry.move is None:
+            entry = attrs.evolve(entry, move=self._move)
+        outcome = _Outcome(self._journal.start(node, description, entry))
+        extra = {"node": node, **log_fields(entry.payload, entry.move)}
         started = time.monotonic()
         try:
             yield outcome
@@ -139,8 +204,8 @@ class JobContext:
             for key in ("stdout_tail", "stderr_tail"):
                 if key in exc.fields:
                     record[key] = exc.fields[key]
-            store.journal_finish(outcome.record_id, "failed", record)
-            self.log(f"{node}: {description}: {exc.message}", kind="step", **{**extra, **record})
+            self._journal.finish(outcome.record_id, StepStatus.FAILED, record)
+            self.log(f"{node}: {description}: {exc.message}", kind=LogKind.STEP, **extra, **record)
             raise
         except BaseException:
             # Cancelled (job cancel or shutdown): the runner killed the remote group.
@@ -148,59 +213,50 @@ class JobContext:
                 "error": {"kind": "canceled", "message": "step canceled"},
                 "duration": round(time.monotonic() - started, 6),
             }
-            store.journal_finish(outcome.record_id, "failed", record)
-            self.log(f"{node}: {description}: canceled", kind="step", **{**extra, **record})
+            self._journal.finish(outcome.record_id, StepStatus.FAILED, record)
+            self.log(f"{node}: {description}: canceled", kind=LogKind.STEP, **extra, **record)
             raise
         duration = round(time.monotonic() - started, 6)
         record = outcome.record if outcome.record is not None else {"duration": duration}
-        store.journal_finish(outcome.record_id, outcome.status, record)
+        self._journal.finish(outcome.record_id, outcome.status, record)
         summary = outcome.summary or f"done in {duration * 1000:.1f} ms"
-        self.log(f"{node}: {description}: {summary}", kind="step", **{**extra, **record})
+        self.log(f"{node}: {description}: {summary}", kind=LogKind.STEP, **extra, **record)
+
+    async def fetch_host_key(self, host: str, port: int, *, node: str) -> str:
+        entry = Entry(HostKeyFetch(host, port))
+        async with self._journalled(node, f"read the host key of {host}:{port}", entry):
+            return await self._runner.fetch_host_key(host, port)
 
     async def put_tree(self, node: str, local_dir: str, remote_dir: str) -> None:
         description = f"copy {local_dir} to {remote_dir}"
-        data = {"source": local_dir, "destination": remote_dir}
-        async with self._journalled(node, "sftp", description, data):
+        async with self._journalled(node, description, Entry(TreeCopy(local_dir, remote_dir))):
             endpoint = self.config.node(node).endpoint
             await self._runner.put_tree(endpoint, Path(local_dir), remote_dir)
 
-    def journal_records(self, kinds: tuple[str, ...]) -> list[JournalRecord]:
-        return self._queue.store.load_journal_kinds(kinds)
+    def journal_records(self, kinds: tuple[StepKind, ...]) -> list[JournalRecord]:
+        return self._services.store.load_journal_kinds(kinds)
 
     async def memo(
         self, key: str, ttl: float, compute: Callable[[], Awaitable[tuple[T, bool]]]
     ) -> tuple[T, float | None]:
-        return await self._queue.memo.get(key, ttl, compute)
+        return await self._services.memo.get(key, ttl, compute)
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(seconds)
 
     def _endpoint(self, step: Step) -> Endpoint:
-        override = step.data.get("endpoint")
-        if override is not None:
-            return codec.structure(override, Endpoint)
+        if step.endpoint is not None:
+            return step.endpoint
         return self.config.node(step.node).endpoint
 
     async def run(self, step: Step) -> CommandResult:
         number = CRASH.step(self.job_id)
         CRASH.check("before", self.job_id, number)
-        store = self._queue.store
-        cmd = step.command
-        step_data = {k: v for k, v in step.data.items() if k != "endpoint"}
-        data = {
-            **step_data,
-            "argv": list(cmd.argv),
-            "env": cmd.env_dict,
-            "cwd": cmd.cwd,
-            "timeout": cmd.timeout,
-        }
-        async with self._journalled(
-            step.node, step.kind, step.description, data, log_data=step_data
-        ) as outcome:
+        async with self._journalled(step.node, step.description, Entry.of(step)) as outcome:
             result = await self._runner.run(
                 self._endpoint(step),
-                cmd,
-                on_started=lambda pgid: store.journal_set_pgid(outcome.record_id, pgid),
+                step.command,
+                on_started=lambda pgid: self._journal.set_pgid(outcome.record_id, pgid),
             )
             ok = result.ok or step.check
             outcome.finish(ok, result)
@@ -212,7 +268,7 @@ class JobContext:
                 node=step.node,
                 exit_status=result.exit_status,
                 stderr_tail=result.stderr[-TAIL:],
-                **step_data,
+                **log_fields(step.payload, None),
             )
         return result
 
@@ -222,9 +278,8 @@ class JobContext:
     ) -> AsyncIterator[UnixStream]:
         """A journalled stream to a Unix socket on ``node``; each send/receive is bounded
         by ``timeout`` (:class:`CommandTimeoutError`)."""
-        data = {"path": path, "timeout": timeout}
         async with (
-            self._journalled(node, "stream", description, data),
+            self._journalled(node, description, Entry(StreamOpen(path, timeout))),
             self._runner.open_unix_stream(self.config.node(node).endpoint, path) as stream,
         ):
             yield _TimedStream(stream, node, path, timeout)
@@ -236,13 +291,14 @@ class JobContext:
         timeout: float,
         description: str,
         env: Mapping[str, str] | None = None,
-        data: Mapping[str, Any] | None = None,
+        payload: FenceRun | LocalRun | None = None,
     ) -> CommandResult:
-        """Run a program on the master, journalled as a step of kind ``local`` on node
-        ``master`` (see :func:`extjobs.engine.local.run_local_process`)."""
+        """Run a program on the master, journalled as a step on node ``master`` (see
+        :func:`extjobs.engine.local.run_local_process`)."""
         full_env = {"PATH": DEFAULT_PATH, "LC_ALL": "C", **(env or {})}
-        record = {**(data or {}), "argv": list(argv), "env": full_env, "timeout": timeout}
-        async with self._journalled("master", "local", description, record) as outcome:
+        command = RemoteCommand(argv=tuple(argv), env=full_env, timeout=timeout)
+        entry = Entry(payload or LocalRun(), command=command)
+        async with self._journalled("master", description, entry) as outcome:
             result = await run_local_process(
                 argv, full_env, timeout=timeout, cap=self.options.storage.output_cap
             )
@@ -275,12 +331,12 @@ class _Outcome:
 
     def __init__(self, record_id: int) -> None:
         self.record_id = record_id
-        self.status = "done"
+        self.status = StepStatus.DONE
         self.record: dict[str, Any] | None = None
         self.summary: str | None = None
 
     def finish(self, ok: bool, result: CommandResult) -> None:
-        self.status = "done" if ok else "failed"
+        self.status = StepStatus.DONE if ok else StepStatus.FAILED
         self.record = result_record(result)
         self.summary = f"exit {result.exit_status} in {result.duration * 1000:.1f} ms"
 

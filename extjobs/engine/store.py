@@ -20,7 +20,9 @@ from typing import Any, Protocol
 from extjobs.errors import StoreError
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
-from extjobs.model.jobs import Job, JournalRecord, LogEntry
+from extjobs.model.jobs import Job, LogEntry, LogKind
+from extjobs.model.journal import Entry, JournalRecord, StepStatus, decode_entry, encode_entry
+from extjobs.model.steps import StepKind
 
 SCHEMA_VERSION = 1
 
@@ -72,7 +74,13 @@ CREATE TABLE IF NOT EXISTS config (
 
 
 class Store(Protocol):
-    """What the engine needs from durable storage (SQLite now, PostgreSQL later)."""
+    """What the engine needs from durable storage (SQLite now, PostgreSQL later).
+
+    Every write commits before it returns. The durability points the engine relies on:
+    a step's journal entry is written (``journal_start``) before the step runs, and a
+    job's new status is written (``save_jobs``, with the log line announcing it) before
+    anyone is told of it.
+    """
 
     def load_jobs(self, *, include_archived: bool = False) -> list[Job]: ...
     def load_job(self, job_id: int) -> Job | None: ...
@@ -82,19 +90,14 @@ class Store(Protocol):
     def load_log(self, job_id: int, since: int = 0) -> list[LogEntry]: ...
     def last_serial(self, job_id: int) -> int: ...
     def journal_start(
-        self,
-        job_id: int,
-        op_index: int,
-        seq: int,
-        node: str,
-        kind: str,
-        description: str,
-        data: dict[str, Any],
+        self, job_id: int, op_index: int, seq: int, node: str, description: str, entry: Entry
     ) -> int: ...
-    def journal_finish(self, record_id: int, status: str, result: dict[str, Any]) -> None: ...
+    def journal_finish(
+        self, record_id: int, status: StepStatus, result: dict[str, Any]
+    ) -> None: ...
     def journal_set_pgid(self, record_id: int, pgid: int) -> None: ...
     def load_journal(self, job_id: int, op_index: int | None = None) -> list[JournalRecord]: ...
-    def load_journal_kinds(self, kinds: tuple[str, ...]) -> list[JournalRecord]: ...
+    def load_journal_kinds(self, kinds: tuple[StepKind, ...]) -> list[JournalRecord]: ...
     def load_config(self) -> ClusterConfig: ...
     def save_config(self, old: ClusterConfig, new: ClusterConfig) -> None: ...
     def close(self) -> None: ...
@@ -105,6 +108,37 @@ _JOURNAL_COLUMNS = (
 )
 
 _CONFIG_KINDS = ("groups", "nodes", "instances")
+
+
+def stored_kinds(kinds: tuple[StepKind, ...]) -> tuple[str, ...]:
+    """The ``kind`` column values that may hold records of ``kinds`` (format 1 wrote fence
+    runs as ``local``)."""
+    columns = {k.value for k in kinds}
+    if StepKind.FENCE in kinds:
+        columns.add(StepKind.LOCAL.value)
+    return tuple(sorted(columns))
+
+
+def journal_record(row: Sequence[Any]) -> JournalRecord:
+    """A journal record from a row of ``_JOURNAL_COLUMNS`` (either document format)."""
+    entry = decode_entry(row[5], codec.loads(row[8]))
+    return JournalRecord(
+        id=row[0],
+        job_id=row[1],
+        op_index=row[2],
+        seq=row[3],
+        node=row[4],
+        description=row[6],
+        status=StepStatus(row[7]),
+        payload=entry.payload,
+        started=row[9],
+        command=entry.command,
+        move=entry.move,
+        inverse=entry.inverse,
+        ended=row[10],
+        result=None if row[11] is None else codec.loads(row[11]),
+        pgid=row[12],
+    )
 
 
 def _insert_log(db: sqlite3.Connection, entries: Sequence[LogEntry]) -> None:
@@ -233,7 +267,9 @@ class SqliteStore:
             (job_id, since),
         )
         return [
-            LogEntry(job_id, r[0], r[1], r[2], r[3], None if r[4] is None else codec.loads(r[4]))
+            LogEntry(
+                job_id, r[0], r[1], LogKind(r[2]), r[3], None if r[4] is None else codec.loads(r[4])
+            )
             for r in rows
         ]
 
@@ -246,14 +282,7 @@ class SqliteStore:
     # -- journal -------------------------------------------------------------
 
     def journal_start(
-        self,
-        job_id: int,
-        op_index: int,
-        seq: int,
-        node: str,
-        kind: str,
-        description: str,
-        data: dict[str, Any],
+        self, job_id: int, op_index: int, seq: int, node: str, description: str, entry: Entry
     ) -> int:
         with self._tx() as db:
             cur = db.execute(
@@ -264,20 +293,20 @@ class SqliteStore:
                     op_index,
                     seq,
                     node,
-                    kind,
+                    entry.kind.value,
                     description,
-                    "started",
-                    codec.dumps(data),
+                    StepStatus.STARTED.value,
+                    codec.dumps(encode_entry(entry)),
                     time.time(),
                 ),
             )
             return int(cur.lastrowid or 0)
 
-    def journal_finish(self, record_id: int, status: str, result: dict[str, Any]) -> None:
+    def journal_finish(self, record_id: int, status: StepStatus, result: dict[str, Any]) -> None:
         with self._tx() as db:
             db.execute(
                 "UPDATE journal SET status=?, ended=?, result=? WHERE id=?",
-                (status, time.time(), codec.dumps(result), record_id),
+                (status.value, time.time(), codec.dumps(result), record_id),
             )
 
     def journal_set_pgid(self, record_id: int, pgid: int) -> None:
@@ -285,32 +314,17 @@ class SqliteStore:
         with self._tx() as db:
             db.execute("UPDATE journal SET pgid=? WHERE id=?", (pgid, record_id))
 
-    def load_journal_kinds(self, kinds: tuple[str, ...]) -> list[JournalRecord]:
+    def load_journal_kinds(self, kinds: tuple[StepKind, ...]) -> list[JournalRecord]:
         """Every journal record of these kinds, across all jobs, in the order written."""
-        marks = ",".join("?" for _ in kinds)
-        return self._journal_rows(
-            f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE kind IN ({marks})", tuple(kinds)
+        columns = stored_kinds(kinds)
+        marks = ",".join("?" for _ in columns)
+        records = self._journal_rows(
+            f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE kind IN ({marks})", columns
         )
+        return [r for r in records if r.kind in kinds]
 
     def _journal_rows(self, sql: str, args: tuple[Any, ...]) -> list[JournalRecord]:
-        return [
-            JournalRecord(
-                id=r[0],
-                job_id=r[1],
-                op_index=r[2],
-                seq=r[3],
-                node=r[4],
-                kind=r[5],
-                description=r[6],
-                status=r[7],
-                data=codec.loads(r[8]),
-                started=r[9],
-                ended=r[10],
-                result=None if r[11] is None else codec.loads(r[11]),
-                pgid=r[12],
-            )
-            for r in self._db.execute(sql + " ORDER BY id", args)
-        ]
+        return [journal_record(r) for r in self._db.execute(sql + " ORDER BY id", args)]
 
     def load_journal(self, job_id: int, op_index: int | None = None) -> list[JournalRecord]:
         sql = f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE job_id=?"

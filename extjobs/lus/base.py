@@ -4,7 +4,7 @@ An LU never talks to a node itself: it hands :class:`~extjobs.model.steps.Step`
 objects to its :class:`StepContext`, which journals them, runs them through the node
 layer and records their results. No asyncssh, no SQL, no sockets in this package.
 
-Life of an opcode (driven by ``extjobs.engine.processor``)::
+Life of an opcode (driven by :mod:`extjobs.engine.processor`)::
 
     lu = LU_FOR[type(op)](op, options)
     locks = lu.locks(config)        # data, before anything runs
@@ -20,18 +20,22 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 import attrs
 
 from extjobs.errors import ExtJobsError
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.config import Config
-from extjobs.model.jobs import JournalRecord
+from extjobs.model.jobs import LogKind
+from extjobs.model.journal import JournalRecord
 from extjobs.model.locks import LockRequest
 from extjobs.model.opcodes import OpCode
 from extjobs.model.remote import CommandResult
-from extjobs.model.steps import Step
+from extjobs.model.steps import FenceRun, LocalRun, MoveTag, Step, StepKind
+
+if TYPE_CHECKING:
+    from extjobs.lus.journal import Journal
 
 
 class NodeStream(Protocol):
@@ -57,8 +61,12 @@ class StepContext(Protocol):
     @property
     def options(self) -> Config: ...
 
-    def log(self, message: str, *, kind: str = "message", **data: Any) -> None:
+    def log(self, message: str, *, kind: LogKind = LogKind.MESSAGE, **data: Any) -> None:
         """Append a line to the job log."""
+
+    def tagged(self, move: MoveTag) -> StepContext:
+        """This context, with every step it journals tagged with ``move`` (migrate and
+        failover: recovery after a crash learns both ends of the move from the tag)."""
 
     async def run(self, step: Step) -> CommandResult:
         """Journal, run and record one step.
@@ -84,14 +92,16 @@ class StepContext(Protocol):
         connection raises ``NodeError``. Cancellable.
         """
 
-    async def fetch_host_key(self, host: str, port: int) -> str: ...
+    async def fetch_host_key(self, host: str, port: int, *, node: str) -> str:
+        """The host key offered at ``host:port`` (the node ``node`` being added), in
+        OpenSSH format; journalled. Nothing is verified."""
 
     async def put_tree(self, node: str, local_dir: str, remote_dir: str) -> None:
         """Copy a directory of the master to a node (SFTP, modes kept), journalled."""
 
     async def sleep(self, seconds: float) -> None: ...
 
-    def journal_records(self, kinds: tuple[str, ...]) -> list[JournalRecord]:
+    def journal_records(self, kinds: tuple[StepKind, ...]) -> list[JournalRecord]:
         """Every journal record of these step kinds, across all jobs (read-only)."""
 
     async def memo(
@@ -111,10 +121,10 @@ class StepContext(Protocol):
         timeout: float,
         description: str,
         env: Mapping[str, str] | None = None,
-        data: Mapping[str, Any] | None = None,
+        payload: FenceRun | LocalRun | None = None,
     ) -> CommandResult:
-        """Run a program on the master (a node's fence command), journalled like a step
-        (node ``master``, kind ``local``).
+        """Run a program on the master (a node's fence command: ``payload`` says which
+        node it fences), journalled like a step on node ``master``.
 
         The environment is ``PATH`` and ``LC_ALL=C`` plus ``env``. Returns the result
         whatever the exit status (127 when the program cannot be started). Raises
@@ -161,7 +171,7 @@ class LogicalUnit(Generic[O]):
     async def compensate(self, ctx: StepContext) -> None:
         """Undo what a failed or cancelled ``exec`` did. Default: nothing to undo."""
 
-    async def recover(self, ctx: StepContext, journal: Sequence[JournalRecord]) -> Recovery:
+    async def recover(self, ctx: StepContext, journal: Journal) -> Recovery:
         """Bring an opcode interrupted by a daemon crash to a consistent end.
 
         Default, for LUs whose effects are idempotent: run again from the start.

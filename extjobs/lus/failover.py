@@ -22,7 +22,6 @@ again from the start, towards the same T.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -32,27 +31,28 @@ from extjobs.extstorage.diagnose import ProviderStatus
 from extjobs.lus.base import LogicalUnit, Recovery, RecoveryAction, StepContext
 from extjobs.lus.instance_hv import start_guest, stop_guest
 from extjobs.lus.instance_move import (
-    MoveContext,
     Reports,
     check_target,
     fence,
-    journal_move,
     movable_instance,
     move_locks,
     pick_target,
     provider_statuses,
 )
 from extjobs.lus.instance_storage import (
-    UndoLog,
     activate_disks,
     deactivate_disks,
     providers_on,
 )
+from extjobs.lus.journal import Journal
+from extjobs.lus.undo import UndoLog
 from extjobs.model.cluster import ClusterConfig, Instance, Node
 from extjobs.model.config import Config
-from extjobs.model.jobs import JournalRecord
+from extjobs.model.jobs import LogKind
 from extjobs.model.locks import LockRequest
 from extjobs.model.opcodes import OpInstanceFailover
+from extjobs.model.steps import MoveTag
+from extjobs.model.volume import Action
 
 
 class LUInstanceFailover(LogicalUnit[OpInstanceFailover]):
@@ -84,7 +84,7 @@ class LUInstanceFailover(LogicalUnit[OpInstanceFailover]):
             self._pinned_target or op.target_node,
             also=[] if source.offline else [source],
         )
-        mctx = MoveContext(ctx, "failover", source.name, target.name)
+        mctx = ctx.tagged(MoveTag("failover", source.name, target.name))
         ctx.log(f"failing {inst.name} over from {source.name} to {target.name}")
         try:
             unclean = await self._release_source(mctx, inst, source, reports)
@@ -139,7 +139,7 @@ class LUInstanceFailover(LogicalUnit[OpInstanceFailover]):
             ctx.log(
                 f"{source.name}: cannot stop the guest ({exc.message}); going on "
                 "(consistency ignored)",
-                kind="warning",
+                kind=LogKind.WARNING,
             )
             if isinstance(exc, NodeError):
                 return "it is unreachable"
@@ -159,7 +159,7 @@ class LUInstanceFailover(LogicalUnit[OpInstanceFailover]):
             ctx.log(
                 f"{source.name}: releasing the disks failed ({exc.message}); going on "
                 "(consistency ignored)",
-                kind="warning",
+                kind=LogKind.WARNING,
             )
             return "its disks could not be released there"
         ctx.log(f"{source.name}: disks closed and detached")
@@ -250,21 +250,21 @@ class LUInstanceFailover(LogicalUnit[OpInstanceFailover]):
         on the source when the source had been touched."""
         failures = []
         if self._undo:
-            ctx.log(f"undoing the partial failover of {self.op.instance_name}", kind="undo")
+            ctx.log(f"undoing the partial failover of {self.op.instance_name}", kind=LogKind.UNDO)
             failures = await self._undo.run(ctx)
         if self._source is not None:
             inst, node, statuses = self._source
             self._source = None
-            ctx.log(await self._restore_source(ctx, inst, node, statuses), kind="undo")
+            ctx.log(await self._restore_source(ctx, inst, node, statuses), kind=LogKind.UNDO)
         if failures:
             raise ProviderError("failover not fully undone: " + "; ".join(failures))
 
-    async def recover(self, ctx: StepContext, journal: Sequence[JournalRecord]) -> Recovery:
+    async def recover(self, ctx: StepContext, journal: Journal) -> Recovery:
         name = self.op.instance_name
-        move = journal_move(journal, "failover")
+        move = journal.move("failover")
         if move is None:
             return Recovery(RecoveryAction.RETRY, "failover interrupted before anything changed")
-        _kind, source, target = move
+        source, target = move.source, move.target
         inst = ctx.config.instances.get(name)
         if inst is None:
             return Recovery(RecoveryAction.FAILED, f"instance {name} no longer exists")
@@ -274,18 +274,18 @@ class LUInstanceFailover(LogicalUnit[OpInstanceFailover]):
                 f"the failover of {name} to {target} had finished before the restart",
                 {"instance": name, "source": source, "target": target, "primary": target},
             )
-        if not _source_released(journal, inst, source, target):
+        if not source_released(journal, inst, source, target):
             self._pinned_target = target
             return Recovery(
                 RecoveryAction.RETRY,
                 f"failover of {name} interrupted before {source} released the disks; "
                 f"running it again towards {target}",
             )
-        clean = all(_done(journal, source, "provider", "detach", disk=d.index) for d in inst.disks)
+        clean = all(journal.done(source, Action.DETACH, disk=d.index) for d in inst.disks)
         try:
             node = ctx.config.node(target)
             statuses = await providers_on(ctx, node, {d.provider for d in inst.disks})
-            mctx = MoveContext(ctx, "failover", source, target)
+            mctx = ctx.tagged(MoveTag("failover", source, target))
             result = await self._take_over(
                 mctx, inst, ctx.config.node(source), node, statuses, clean=clean
             )
@@ -303,32 +303,8 @@ class LUInstanceFailover(LogicalUnit[OpInstanceFailover]):
         )
 
 
-def _done(
-    journal: Sequence[JournalRecord], node: str, kind: str, action: str, **match: Any
-) -> bool:
-    return any(
-        r.node == node
-        and r.kind == kind
-        and r.status == "done"
-        and r.data.get("action") == action
-        and all(r.data.get(k) == v for k, v in match.items())
-        for r in journal
-    )
-
-
-def _source_released(
-    journal: Sequence[JournalRecord], inst: Instance, source: str, target: str
-) -> bool:
+def source_released(journal: Journal, inst: Instance, source: str, target: str) -> bool:
     """Whether the journal shows S released: every disk detached there, S fenced, or a
-    step already taken on T (which only happens after S was released)."""
-    detached = all(_done(journal, source, "provider", "detach", disk=d.index) for d in inst.disks)
-    fenced = any(
-        r.kind == "local" and r.status == "done" and r.data.get("fence") == source for r in journal
-    )
-    on_target = any(
-        r.node == target
-        and r.kind in ("provider", "hypervisor")
-        and isinstance(r.data.get("move"), dict)
-        for r in journal
-    )
-    return detached or fenced or on_target
+    step of the move already taken on T (which only happens after S was released)."""
+    detached = all(journal.done(source, Action.DETACH, disk=d.index) for d in inst.disks)
+    return detached or journal.fenced(source) or journal.moved_on(target)

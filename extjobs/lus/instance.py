@@ -22,7 +22,6 @@ instance's ``cleanup`` map with the reason, and the job fails saying so; running
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -38,7 +37,6 @@ from extjobs.lus.base import LogicalUnit, Recovery, RecoveryAction, StepContext
 from extjobs.lus.cluster import require_cluster
 from extjobs.lus.instance_hv import start_guest, stop_guest
 from extjobs.lus.instance_storage import (
-    UndoLog,
     attach_disk,
     deactivate_disks,
     disk_volume,
@@ -47,10 +45,12 @@ from extjobs.lus.instance_storage import (
     storage_node,
     validate_in_group,
 )
+from extjobs.lus.journal import Journal
+from extjobs.lus.undo import UndoLog
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig, Disk, Instance
 from extjobs.model.config import Config
-from extjobs.model.jobs import JournalRecord
+from extjobs.model.jobs import LogKind
 from extjobs.model.locks import LockRequest, Mode
 from extjobs.model.opcodes import DiskSpec, OpInstanceCreate, OpInstanceRemove
 
@@ -262,13 +262,9 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
     async def compensate(self, ctx: StepContext) -> None:
         await _undo(ctx, self._undo, self.op.instance_name)
 
-    async def recover(self, ctx: StepContext, journal: Sequence[JournalRecord]) -> Recovery:
+    async def recover(self, ctx: StepContext, journal: Journal) -> Recovery:
         name = self.op.instance_name
-        created = {
-            r.data["volume"]["uuid"]
-            for r in journal
-            if r.kind == "provider" and r.data.get("action") == "create"
-        }
+        created = journal.created_volumes()
         existing = ctx.config.instances.get(name)
         if existing is not None and created <= {d.uuid for d in existing.disks}:
             return Recovery(
@@ -276,7 +272,7 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
                 f"instance {name} was added before the restart",
                 {"instance": name, "uuid": existing.uuid},
             )
-        undo = UndoLog.from_journal(journal, ctx.options)
+        undo = journal.undo_log(ctx.options)
         if not undo:
             return Recovery(RecoveryAction.FAILED, f"add of {name} interrupted before any step")
         try:
@@ -292,7 +288,7 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
 async def _undo(ctx: StepContext, undo: UndoLog, name: str) -> None:
     if not undo:
         return
-    ctx.log(f"undoing the partial add of {name}", kind="undo")
+    ctx.log(f"undoing the partial add of {name}", kind=LogKind.UNDO)
     failures = await undo.run(ctx)
     if failures:
         raise ProviderError(
@@ -300,7 +296,7 @@ async def _undo(ctx: StepContext, undo: UndoLog, name: str) -> None:
             instance=name,
             failures=failures,
         )
-    ctx.log(f"partial add of {name} undone; the configuration was not changed", kind="undo")
+    ctx.log(f"partial add of {name} undone; the configuration was not changed", kind=LogKind.UNDO)
 
 
 class LUInstanceRemove(LogicalUnit[OpInstanceRemove]):
@@ -333,7 +329,7 @@ class LUInstanceRemove(LogicalUnit[OpInstanceRemove]):
             ctx.log(
                 f"primary node {primary.name} is offline: not stopping the guest there; "
                 f"removing the disks from {node.name}",
-                kind="warning",
+                kind=LogKind.WARNING,
             )
         else:
             await stop_guest(ctx, inst, primary.name, grace=self.op.shutdown_timeout)
@@ -358,7 +354,7 @@ class LUInstanceRemove(LogicalUnit[OpInstanceRemove]):
             except ExtJobsError as exc:
                 ctx.log(
                     f"disk{disk.index}: close failed, removing anyway: {exc.message}",
-                    kind="warning",
+                    kind=LogKind.WARNING,
                 )
             for action in (Action.DETACH, Action.REMOVE):
                 try:
@@ -375,7 +371,7 @@ class LUInstanceRemove(LogicalUnit[OpInstanceRemove]):
                     failed[disk.uuid] = f"{action.value} on {node.name} failed: {exc.message}"
                     ctx.log(
                         f"disk{disk.index} ({volume.name}) needs cleanup: {failed[disk.uuid]}",
-                        kind="error",
+                        kind=LogKind.ERROR,
                     )
                     break
             else:
@@ -406,7 +402,7 @@ class LUInstanceRemove(LogicalUnit[OpInstanceRemove]):
             cleanup=failed,
         )
 
-    async def recover(self, ctx: StepContext, journal: Sequence[JournalRecord]) -> Recovery:
+    async def recover(self, ctx: StepContext, journal: Journal) -> Recovery:
         if self.op.instance_name not in ctx.config.instances:
             return Recovery(
                 RecoveryAction.DONE,

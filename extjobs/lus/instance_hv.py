@@ -1,9 +1,9 @@
 """Hypervisor steps of the instance LUs: status, start, stop, and QMP over the node link.
 
-Hypervisor commands run as steps of kind ``hypervisor`` whose ``data`` holds the
-instance, the action, the backend, the instance's file key and the run directory, so
-that a start found in the journal can be undone (see
-:func:`extjobs.lus.instance_storage.undo_for`).
+Hypervisor commands run as steps whose payload is a
+:class:`~extjobs.model.steps.HypervisorCall` (the instance, the action, the backend, the
+instance's file key and the run directory); a start carries its inverse, the stop, so
+that a start found in the journal can be undone.
 
 QMP: :func:`open_qmp` opens the guest's QMP socket on the node through
 :meth:`StepContext.open_unix_stream` (SSH stream-local forwarding), reads the
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from extjobs.errors import HypervisorError
 from extjobs.hypervisors import get_hypervisor
@@ -28,25 +28,27 @@ from extjobs.hypervisors.qmp import (
     reply_value,
 )
 from extjobs.lus.base import NodeStream, StepContext
+from extjobs.lus.undo import UndoLog
 from extjobs.model.cluster import Instance
-from extjobs.model.steps import Step
-
-if TYPE_CHECKING:
-    from extjobs.lus.instance_storage import UndoLog
+from extjobs.model.jobs import LogKind
+from extjobs.model.remote import RemoteCommand
+from extjobs.model.steps import HypervisorAction, HypervisorCall, Step
 
 STATUS_TIMEOUT = 30.0
 START_TIMEOUT = 120.0
 QMP_TIMEOUT = 30.0
 
 
-def _data(instance: str, action: str, hypervisor: str, key: str, run_dir: str) -> dict[str, Any]:
-    return {
-        "instance": instance,
-        "action": action,
-        "hypervisor": hypervisor,
-        "key": key,
-        "run_dir": run_dir,
-    }
+#: Grace a guest started by an undone step gets before it is killed.
+UNDO_GRACE = 10.0
+
+
+def _call(
+    instance: str, action: HypervisorAction, hypervisor: str, key: str, run_dir: str
+) -> HypervisorCall:
+    return HypervisorCall(
+        instance=instance, action=action, hypervisor=hypervisor, key=key, run_dir=run_dir
+    )
 
 
 def hypervisor_stop_step(
@@ -55,10 +57,9 @@ def hypervisor_stop_step(
     hv = get_hypervisor(hypervisor)
     return Step(
         node=node,
-        kind="hypervisor",
         description=f"stop {hypervisor} guest of {instance}",
         command=hv.stop_command(key, run_dir, grace=grace, timeout=STATUS_TIMEOUT),
-        data=_data(instance, "stop", hypervisor, key, run_dir),
+        payload=_call(instance, HypervisorAction.STOP, hypervisor, key, run_dir),
     )
 
 
@@ -68,10 +69,9 @@ def status_step(instance: Instance, node: str, run_dir: str) -> Step:
     key = instance_key(instance)
     return Step(
         node=node,
-        kind="hypervisor",
         description=f"status of {instance.hypervisor} guest of {instance.name}",
         command=hv.status_command(key, run_dir, timeout=STATUS_TIMEOUT),
-        data=_data(instance.name, "status", instance.hypervisor, key, run_dir),
+        payload=_call(instance.name, HypervisorAction.STATUS, instance.hypervisor, key, run_dir),
     )
 
 
@@ -82,14 +82,30 @@ async def hypervisor_status(ctx: StepContext, instance: Instance, node: str) -> 
     return parse_status(result.stdout, node=node)
 
 
-def start_step(instance: Instance, node: str, disk_paths: Sequence[str], run_dir: str) -> Step:
-    hv = get_hypervisor(instance.hypervisor)
+def _starting(
+    instance: Instance, node: str, run_dir: str, description: str, command: RemoteCommand
+) -> Step:
+    """A step starting ``instance``'s guest, with its inverse (a stop)."""
+    key = instance_key(instance)
     return Step(
         node=node,
-        kind="hypervisor",
-        description=f"start {instance.hypervisor} guest of {instance.name}",
-        command=hv.start_command(instance, disk_paths, run_dir, timeout=START_TIMEOUT),
-        data=_data(instance.name, "start", instance.hypervisor, instance_key(instance), run_dir),
+        description=description,
+        command=command,
+        payload=_call(instance.name, HypervisorAction.START, instance.hypervisor, key, run_dir),
+        inverse=hypervisor_stop_step(
+            node, instance.name, instance.hypervisor, key, run_dir, grace=UNDO_GRACE
+        ),
+    )
+
+
+def start_step(instance: Instance, node: str, disk_paths: Sequence[str], run_dir: str) -> Step:
+    hv = get_hypervisor(instance.hypervisor)
+    return _starting(
+        instance,
+        node,
+        run_dir,
+        f"start {instance.hypervisor} guest of {instance.name}",
+        hv.start_command(instance, disk_paths, run_dir, timeout=START_TIMEOUT),
     )
 
 
@@ -97,12 +113,12 @@ def incoming_step(instance: Instance, node: str, disk_paths: Sequence[str], run_
     """Start the receiving side of a migration of ``instance`` on ``node``; journalled as
     a ``start`` so that an interrupted migration's target can be stopped again."""
     hv = get_hypervisor(instance.hypervisor)
-    return Step(
-        node=node,
-        kind="hypervisor",
-        description=f"start {instance.hypervisor} guest of {instance.name} for an incoming migration",
-        command=hv.incoming_command(instance, disk_paths, run_dir, timeout=START_TIMEOUT),
-        data=_data(instance.name, "start", instance.hypervisor, instance_key(instance), run_dir),
+    return _starting(
+        instance,
+        node,
+        run_dir,
+        f"start {instance.hypervisor} guest of {instance.name} for an incoming migration",
+        hv.incoming_command(instance, disk_paths, run_dir, timeout=START_TIMEOUT),
     )
 
 
@@ -117,7 +133,7 @@ async def start_guest(
     """Start the guest (a no-op if it runs); its stop is pushed on ``undo`` first."""
     step = start_step(instance, node, disk_paths, run_dir_for(ctx.config.cluster, node))
     if undo is not None:
-        undo.note(step, ctx.options)
+        undo.note(step)
     result = await ctx.run(step)
     status = parse_status(result.stdout, node=node)
     ctx.log(f"{node}: {instance.hypervisor} guest of {instance.name} runs as pid {status.pid}")
@@ -179,7 +195,7 @@ class QmpSession:
         value = reply_value(message, execute, id=command_id, where=self._where)
         if not quiet:
             shown = f" {arguments}" if arguments else ""
-            self._ctx.log(f"{self._node}: QMP {execute}{shown}: ok", kind="qmp")
+            self._ctx.log(f"{self._node}: QMP {execute}{shown}: ok", kind=LogKind.QMP)
         return value
 
 

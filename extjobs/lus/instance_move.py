@@ -4,9 +4,9 @@
   not drained node of the primary's group where every provider of the instance is
   valid and that is primary of the fewest instances (ties: by name). The job log says
   which node and why the others were passed over.
-- :class:`MoveContext` — a StepContext that tags every journalled step with
-  ``{"move": {"op", "source", "target"}}``, so that recovery after a crash knows both
-  ends of an interrupted move.
+- the move tag — every step of a move is journalled with a
+  :class:`~extjobs.model.steps.MoveTag` (``ctx.tagged(...)``), so that recovery after a
+  crash knows both ends of an interrupted move.
 - :func:`fence` — run a node's fence command on the master; it must succeed before
   another node attaches disks the fenced node may still hold.
 - :func:`settle` — make one node the only one running the guest and holding its disks:
@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
 
 import attrs
 
@@ -34,15 +32,13 @@ from extjobs.extstorage.diagnose import ProviderStatus
 from extjobs.hypervisors import get_hypervisor
 from extjobs.hypervisors.base import instance_key
 from extjobs.hypervisors.migration import FINAL_STATES, is_leftover, parse_progress, run_state
-from extjobs.lus.base import NodeStream, StepContext
+from extjobs.lus.base import StepContext
 from extjobs.lus.instance_hv import hypervisor_status, open_qmp, stop_guest
 from extjobs.lus.instance_storage import activate_disks, deactivate_disks, diagnose_on
 from extjobs.model.cluster import ClusterConfig, Instance, Node
-from extjobs.model.config import Config
-from extjobs.model.jobs import JournalRecord
+from extjobs.model.jobs import LogKind
 from extjobs.model.locks import LockRequest, Mode
-from extjobs.model.remote import CommandResult
-from extjobs.model.steps import Step
+from extjobs.model.steps import FenceRun
 
 #: How long a fence command may take on the master.
 FENCE_TIMEOUT = 120.0
@@ -196,91 +192,6 @@ async def pick_target(
     return chosen, dict(reports)
 
 
-# -- the journal tag -----------------------------------------------------------------------
-
-
-T = TypeVar("T")
-
-
-class MoveContext:
-    """A :class:`StepContext` whose steps carry ``data["move"]`` (see the module doc)."""
-
-    def __init__(self, ctx: StepContext, op: str, source: str, target: str) -> None:
-        self._ctx = ctx
-        self.move = {"op": op, "source": source, "target": target}
-
-    @property
-    def config(self) -> ClusterConfig:
-        return self._ctx.config
-
-    @property
-    def options(self) -> Config:
-        return self._ctx.options
-
-    def log(self, message: str, *, kind: str = "message", **data: Any) -> None:
-        self._ctx.log(message, kind=kind, **data)
-
-    def _tag(self, step: Step) -> Step:
-        return attrs.evolve(step, data={**step.data, "move": self.move})
-
-    async def run(self, step: Step) -> CommandResult:
-        return await self._ctx.run(self._tag(step))
-
-    async def run_many(self, steps: Sequence[Step]) -> list[CommandResult | ExtJobsError]:
-        return await self._ctx.run_many([self._tag(s) for s in steps])
-
-    def update_config(self, change: Callable[[ClusterConfig], ClusterConfig]) -> ClusterConfig:
-        return self._ctx.update_config(change)
-
-    def open_unix_stream(
-        self, node: str, path: str, *, timeout: float, description: str
-    ) -> AbstractAsyncContextManager[NodeStream]:
-        return self._ctx.open_unix_stream(node, path, timeout=timeout, description=description)
-
-    async def fetch_host_key(self, host: str, port: int) -> str:
-        return await self._ctx.fetch_host_key(host, port)
-
-    async def put_tree(self, node: str, local_dir: str, remote_dir: str) -> None:
-        await self._ctx.put_tree(node, local_dir, remote_dir)
-
-    async def sleep(self, seconds: float) -> None:
-        await self._ctx.sleep(seconds)
-
-    def journal_records(self, kinds: tuple[str, ...]) -> list[JournalRecord]:
-        return self._ctx.journal_records(kinds)
-
-    async def memo(
-        self, key: str, ttl: float, compute: Callable[[], Awaitable[tuple[T, bool]]]
-    ) -> tuple[T, float | None]:
-        return await self._ctx.memo(key, ttl, compute)
-
-    async def run_local(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout: float,
-        description: str,
-        env: Mapping[str, str] | None = None,
-        data: Mapping[str, Any] | None = None,
-    ) -> CommandResult:
-        return await self._ctx.run_local(
-            argv,
-            timeout=timeout,
-            description=description,
-            env=env,
-            data={**(data or {}), "move": self.move},
-        )
-
-
-def journal_move(journal: Sequence[JournalRecord], *ops: str) -> tuple[str, str, str] | None:
-    """``(op, source, target)`` of the first tagged record of one of ``ops``."""
-    for record in sorted(journal, key=lambda r: r.seq):
-        move = record.data.get("move")
-        if isinstance(move, dict) and move.get("op") in ops:
-            return str(move["op"]), str(move["source"]), str(move["target"])
-    return None
-
-
 # -- fencing -------------------------------------------------------------------------------
 
 
@@ -291,17 +202,17 @@ async def fence(ctx: StepContext, node: Node, why: str) -> bool:
         ctx.log(
             f"node {node.name} has no fence command: nothing makes sure it stopped using "
             f"the disks ({why}); make sure it is powered off",
-            kind="warning",
+            kind=LogKind.WARNING,
         )
         return False
     line = shlex.join(node.fence_command)
-    ctx.log(f"fencing node {node.name} ({why}): {line}", kind="fence", node=node.name)
+    ctx.log(f"fencing node {node.name} ({why}): {line}", kind=LogKind.FENCE, node=node.name)
     result = await ctx.run_local(
         node.fence_command,
         timeout=FENCE_TIMEOUT,
         description=f"fence node {node.name}",
         env={"EXTJOBS_NODE": node.name, "EXTJOBS_NODE_HOST": node.host},
-        data={"fence": node.name},
+        payload=FenceRun(node.name),
     )
     if not result.ok:
         raise NodeError(
@@ -310,7 +221,7 @@ async def fence(ctx: StepContext, node: Node, why: str) -> bool:
             node=node.name,
             exit_status=result.exit_status,
         )
-    ctx.log(f"node {node.name} fenced", kind="fence", node=node.name)
+    ctx.log(f"node {node.name} fenced", kind=LogKind.FENCE, node=node.name)
     return True
 
 
@@ -370,7 +281,7 @@ async def locate(ctx: StepContext, inst: Instance, nodes: Sequence[str]) -> dict
         except ExtJobsError as exc:
             # A guest that runs but does not answer is taken for the guest: never kill
             # what may be the only copy.
-            ctx.log(f"{node}: the guest runs but QMP failed: {exc.message}", kind="warning")
+            ctx.log(f"{node}: the guest runs but QMP failed: {exc.message}", kind=LogKind.WARNING)
             state = "unknown"
         seen[node] = Seen(node, True, state, not is_leftover(state))
     if unknown:
@@ -430,7 +341,7 @@ async def settle(
     if len(active) > 1:
         ctx.log(
             f"the guest of {inst.name} is active on {', '.join(active)}; keeping {keeper}",
-            kind="warning",
+            kind=LogKind.WARNING,
         )
     failures: list[str] = []
     stopped: list[str] = []
@@ -467,7 +378,7 @@ async def settle(
             )
             ctx.log(f"the configuration now says {inst.name} runs on {keeper}")
     settled = Settled(inst.name, keeper, tuple(stopped), tuple(released), tuple(failures))
-    ctx.log(settled.describe(), kind="warning" if failures else "message")
+    ctx.log(settled.describe(), kind=LogKind.WARNING if failures else LogKind.MESSAGE)
     return settled
 
 

@@ -18,7 +18,6 @@ retry, except where the journal or the configuration shows the work is already d
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -33,7 +32,6 @@ from extjobs.lus.base import LogicalUnit, Recovery, RecoveryAction, StepContext
 from extjobs.lus.instance_hv import hypervisor_status, qmp_execute, start_guest, stop_guest
 from extjobs.lus.instance_storage import (
     MIB,
-    UndoLog,
     activate_disks,
     attach_disk,
     deactivate_disks,
@@ -42,9 +40,11 @@ from extjobs.lus.instance_storage import (
     run_provider,
     size_check_command,
 )
+from extjobs.lus.journal import Journal
+from extjobs.lus.undo import UndoLog
 from extjobs.model.cluster import ClusterConfig, Instance, Node
 from extjobs.model.config import Config
-from extjobs.model.jobs import JournalRecord
+from extjobs.model.jobs import LogKind
 from extjobs.model.locks import LockRequest, Mode
 from extjobs.model.opcodes import (
     OpInstanceGrowDisk,
@@ -114,7 +114,7 @@ class LUInstanceStartup(LogicalUnit[OpInstanceStartup]):
 
     async def compensate(self, ctx: StepContext) -> None:
         if self._undo:
-            ctx.log(f"undoing the partial startup of {self.op.instance_name}", kind="undo")
+            ctx.log(f"undoing the partial startup of {self.op.instance_name}", kind=LogKind.UNDO)
             failures = await self._undo.run(ctx)
             if failures:
                 raise ProviderError("startup not fully undone: " + "; ".join(failures))
@@ -175,7 +175,7 @@ class LUInstanceRename(LogicalUnit[OpInstanceRename]):
         ctx.log(f"instance {old} renamed to {new}; disk metadata is now originstname+{new}")
         return {"instance": new, "old_name": old}
 
-    async def recover(self, ctx: StepContext, journal: Sequence[JournalRecord]) -> Recovery:
+    async def recover(self, ctx: StepContext, journal: Journal) -> Recovery:
         cfg = ctx.config
         if self.op.new_name in cfg.instances and self.op.instance_name not in cfg.instances:
             return Recovery(
@@ -289,13 +289,12 @@ class LUInstanceGrowDisk(LogicalUnit[OpInstanceGrowDisk]):
         if not path.startswith("/"):
             ctx.log(
                 f"{node}: cannot check the size of {path!r} (not a path on the node)",
-                kind="warning",
+                kind=LogKind.WARNING,
             )
             return None
         result = await ctx.run(
             Step(
                 node=node,
-                kind="command",
                 description=f"check the size of {path}",
                 command=size_check_command(path, block=block),
             )
@@ -336,19 +335,15 @@ class LUInstanceGrowDisk(LogicalUnit[OpInstanceGrowDisk]):
         try:
             await self._detach_again(ctx)
         except ExtJobsError as exc:
-            ctx.log(f"detaching the disk again failed: {exc.message}", kind="warning")
+            ctx.log(f"detaching the disk again failed: {exc.message}", kind=LogKind.WARNING)
 
-    async def recover(self, ctx: StepContext, journal: Sequence[JournalRecord]) -> Recovery:
-        grown = [
-            int(r.data.get("env", {}).get("VOL_NEW_SIZE", 0))
-            for r in journal
-            if r.kind == "provider" and r.data.get("action") == "grow"
-        ]
+    async def recover(self, ctx: StepContext, journal: Journal) -> Recovery:
+        grown = journal.last_grow_size()
         inst = ctx.config.instances.get(self.op.instance_name)
         disk = (
             None if inst is None else next((d for d in inst.disks if d.index == self.op.disk), None)
         )
-        if grown and disk is not None and disk.size == grown[-1]:
+        if grown is not None and disk is not None and disk.size == grown:
             return Recovery(
                 RecoveryAction.DONE,
                 f"disk {self.op.disk} was already grown to {disk.size} MiB before the restart",

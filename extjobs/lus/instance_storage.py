@@ -1,24 +1,16 @@
 """The disks of instances as provider steps: locate, attach, open, close, detach, undo.
 
-Shared by the instance LUs. Every provider script run is a :class:`Step` of kind
-``provider`` whose ``data`` says what it did to which volume (``instance``, ``action``,
-``disk``, ``provider``, ``provider_dir``, ``optional``, ``volume``), so that the journal
-alone is enough to undo it after a crash (:func:`undo_for`).
-
-Undo, theory of operation: before a step with a lasting effect runs, its inverse is
-pushed on an :class:`UndoLog` (create → remove, attach → detach, open → close, a
-hypervisor start → stop). A step that failed half-way may still have left something
-behind (a provider that created the volume and then exited 1), so the inverse is
-pushed *before* the step runs; every inverse is idempotent. Undo pops in reverse order
-and keeps going past failures, reporting each one.
+Shared by the instance LUs. Every provider script run is a :class:`Step` whose payload
+is a :class:`~extjobs.model.steps.ProviderCall` saying what it did to which volume, and
+whose inverse (create → remove, attach → detach, open → close) is built with it
+(:func:`provider_step`), so that the journal alone is enough to undo it after a crash.
+Undo itself is :class:`extjobs.lus.undo.UndoLog`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-
-import attrs
 
 from extjobs.errors import ExtJobsError, PrerequisiteError, ProviderError
 from extjobs.extstorage.attach import (
@@ -37,12 +29,11 @@ from extjobs.extstorage.env import Volume, build_command
 from extjobs.extstorage.names import OPTIONAL_ACTIONS, Action
 from extjobs.hypervisors import get_hypervisor
 from extjobs.lus.base import StepContext
-from extjobs.model import codec
+from extjobs.lus.undo import UndoLog
 from extjobs.model.cluster import ClusterConfig, Disk, Instance, Node
 from extjobs.model.config import Config
-from extjobs.model.jobs import JournalRecord
 from extjobs.model.remote import DEFAULT_PATH, RemoteCommand
-from extjobs.model.steps import Step
+from extjobs.model.steps import ProviderCall, Step
 
 MIB = 1024 * 1024
 
@@ -80,7 +71,9 @@ def provider_step(
     disk: int,
     options: Config,
 ) -> Step:
-    """The step running ``action`` of ``volume``'s provider found on ``node`` at ``status.path``."""
+    """The step running ``action`` of ``volume``'s provider found on ``node`` at
+    ``status.path``, carrying its inverse when ``action`` has a lasting effect (none for
+    an ``open`` whose provider ships no ``close``)."""
     assert status.path is not None
     command = build_command(
         status.path,
@@ -89,20 +82,25 @@ def provider_step(
         path_env=options.storage.path_env,
         timeout=options.storage.timeout(action.value),
     )
+    inverse = None
+    undo = INVERSE.get(action)
+    if undo is not None and not skipped(status, undo):
+        inverse = provider_step(
+            node, status, undo, volume, instance=instance, disk=disk, options=options
+        )
     return Step(
         node=node,
-        kind="provider",
         description=f"{action.value} disk{disk} ({volume.provider})",
         command=command,
-        data={
-            "instance": instance,
-            "action": action.value,
-            "disk": disk,
-            "provider": volume.provider,
-            "provider_dir": status.path,
-            "optional": list(status.optional),
-            "volume": codec.unstructure(volume),
-        },
+        payload=ProviderCall(
+            instance=instance,
+            disk=disk,
+            action=action,
+            provider_dir=status.path,
+            volume=volume,
+            optional=tuple(status.optional),
+        ),
+        inverse=inverse,
     )
 
 
@@ -135,7 +133,7 @@ async def run_provider(
         node, status, action, volume, instance=instance, disk=disk, options=ctx.options
     )
     if undo is not None:
-        undo.note(step, ctx.options)
+        undo.note(step)
     result = await ctx.run(step)
     return result.complete_stdout()
 
@@ -154,7 +152,6 @@ async def diagnose_on(
     steps = [
         Step(
             node=node.name,
-            kind="command",
             description=f"diagnose ExtStorage provider(s) {', '.join(names)}",
             command=diagnose_command(
                 cfg.search_path_for(node, storage.search_path),
@@ -268,7 +265,6 @@ async def attach_disk(
         result = await ctx.run(
             Step(
                 node=node,
-                kind="command",
                 description=f"check that {info.device} is a block device",
                 command=block_device_check_command(
                     info.device,
@@ -349,107 +345,6 @@ def size_check_command(path: str, *, block: bool) -> RemoteCommand:
     """Prints the size in bytes of a block device (``blockdev``) or a file (``stat``)."""
     argv = ("blockdev", "--getsize64", path) if block else ("stat", "-L", "-c", "%s", path)
     return RemoteCommand(argv=argv, env={"PATH": DEFAULT_PATH, "LC_ALL": "C"}, timeout=30.0)
-
-
-# -- undo ------------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class UndoEntry:
-    """An inverse step, and what it undoes (for the job log)."""
-
-    what: str
-    step: Step
-
-
-def undo_for(kind: str, node: str, data: Mapping[str, Any], options: Config) -> UndoEntry | None:
-    """The inverse of a step (or journal record) described by ``kind`` and ``data``.
-
-    ``None`` for steps without a lasting effect (verify, setinfo, status …) and for an
-    ``open`` whose provider ships no ``close``.
-    """
-    from extjobs.lus.instance_hv import hypervisor_stop_step
-
-    action = data.get("action")
-    if kind == "hypervisor" and action == "start":
-        step = hypervisor_stop_step(
-            node,
-            str(data["instance"]),
-            str(data["hypervisor"]),
-            str(data["key"]),
-            str(data["run_dir"]),
-            grace=10.0,
-        )
-        return UndoEntry(
-            f"stopped {data['hypervisor']} guest of {data['instance']} on {node}", step
-        )
-    if kind != "provider" or action not in {a.value for a in INVERSE}:
-        return None
-    inverse = INVERSE[Action(str(action))]
-    optional = tuple(data.get("optional", ()))
-    if inverse.value in {a.value for a in OPTIONAL_ACTIONS} and inverse.value not in optional:
-        return None
-    volume = codec.structure(data["volume"], Volume)
-    status = ProviderStatus(
-        name=volume.provider,
-        valid=True,
-        path=str(data["provider_dir"]),
-        reason=None,
-        optional=optional,
-    )
-    step = provider_step(
-        node,
-        status,
-        inverse,
-        volume,
-        instance=str(data["instance"]),
-        disk=int(data["disk"]),
-        options=options,
-    )
-    past = {Action.REMOVE: "removed", Action.DETACH: "detached", Action.CLOSE: "closed"}[inverse]
-    return UndoEntry(
-        f"{past} disk{data['disk']} ({volume.name}, {volume.provider}) on {node}", step
-    )
-
-
-class UndoLog:
-    """Inverse steps, most recent last; see the module docstring."""
-
-    def __init__(self) -> None:
-        self._entries: list[UndoEntry] = []
-
-    def __bool__(self) -> bool:
-        return bool(self._entries)
-
-    def note(self, step: Step, options: Config) -> None:
-        entry = undo_for(step.kind, step.node, step.data, options)
-        if entry is not None:
-            self._entries.append(entry)
-
-    @classmethod
-    def from_journal(cls, journal: Sequence[JournalRecord], options: Config) -> UndoLog:
-        """The inverses of every step the journal shows as started, done or failed."""
-        log = cls()
-        for record in sorted(journal, key=lambda r: r.seq):
-            entry = undo_for(record.kind, record.node, record.data, options)
-            if entry is not None:
-                log._entries.append(entry)
-        return log
-
-    async def run(self, ctx: StepContext) -> list[str]:
-        """Run every inverse, newest first; return what could not be undone."""
-        failures = []
-        while self._entries:
-            entry = self._entries.pop()
-            try:
-                await ctx.run(entry.step)
-            except ExtJobsError as exc:
-                failed = f"{entry.step.description} on {entry.step.node} failed: {exc.message}"
-                failures.append(failed)
-                ctx.log(f"undo incomplete: {failed}", kind="warning")
-            else:
-                ctx.log(f"undone: {entry.what}", kind="undo")
-        return failures
 
 
 def storage_node(config: ClusterConfig, instance: Instance) -> Node:

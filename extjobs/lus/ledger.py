@@ -10,25 +10,26 @@ crash) or that failed after possibly acting (create, attach, open) counts as don
 undoing step (remove, detach, close) counts only when it succeeded. So the ledger may
 report a volume attached that is not — never the other way round.
 
-A node that was fenced (a successful fence command on the master, journalled as a
-``local`` step with ``data["fence"]``) holds nothing any more: it was powered off.
+A node that was fenced (a successful fence command on the master, journalled with a
+:class:`~extjobs.model.steps.FenceRun` payload) holds nothing any more: it was powered off.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 import attrs
 
-from extjobs.model.jobs import JournalRecord
+from extjobs.model.journal import JournalRecord, StepStatus
+from extjobs.model.steps import FenceRun, ProviderCall, StepKind
+from extjobs.model.volume import Action, Volume
 
 
 @attrs.define
 class VolumeState:
     name: str
     provider: str
-    volume: dict[str, Any]
+    volume: Volume
     instance: str | None = None
     disk: int | None = None
     created: bool = False
@@ -44,58 +45,49 @@ class VolumeState:
 
 
 #: The journal record kinds the ledger reads.
-LEDGER_KINDS = ("provider", "local")
+LEDGER_KINDS = (StepKind.PROVIDER, StepKind.FENCE)
 
 
 def build_ledger(records: Iterable[JournalRecord]) -> dict[str, VolumeState]:
     """Replay provider and fence journal records (any order; sorted by id here)."""
     ledger: dict[str, VolumeState] = {}
     for record in sorted(records, key=lambda r: r.id):
-        fenced = record.data.get("fence")
-        if record.kind == "local" and fenced and record.status == "done":
-            for held in ledger.values():
-                held.attached.discard(str(fenced))
-                held.opened.pop(str(fenced), None)
+        payload = record.payload
+        if isinstance(payload, FenceRun):
+            if record.status is StepStatus.DONE:
+                for held in ledger.values():
+                    held.attached.discard(payload.node)
+                    held.opened.pop(payload.node, None)
             continue
-        if record.kind != "provider":
+        if not isinstance(payload, ProviderCall):
             continue
-        data = record.data
-        volume = data.get("volume")
-        action = data.get("action")
-        if not isinstance(volume, dict) or not isinstance(action, str):
-            continue
-        name = str(volume.get("name", ""))
-        state = ledger.get(name)
+        volume = payload.volume
+        state = ledger.get(volume.name)
         if state is None:
-            state = ledger[name] = VolumeState(
-                name=name, provider=str(volume.get("provider", "")), volume=volume
+            state = ledger[volume.name] = VolumeState(
+                name=volume.name, provider=volume.provider, volume=volume
             )
         state.volume = volume
-        if data.get("instance") is not None:
-            state.instance = str(data["instance"])
-            state.disk = int(data.get("disk", 0))
-        if data.get("provider_dir"):
-            state.providers[record.node] = (
-                str(data["provider_dir"]),
-                tuple(data.get("optional", ())),
-            )
-        succeeded = record.status == "done"
-        if action == "create":
+        state.instance = payload.instance
+        state.disk = payload.disk
+        state.providers[record.node] = (payload.provider_dir, payload.optional)
+        succeeded = record.status is StepStatus.DONE
+        action = payload.action
+        if action is Action.CREATE:
             state.created = True
             state.removed = False
-        elif action == "remove" and succeeded:
+        elif action is Action.REMOVE and succeeded:
             state.removed = True
             state.attached.clear()
             state.opened.clear()
-        elif action == "attach":
+        elif action is Action.ATTACH:
             state.attached.add(record.node)
-        elif action == "detach" and succeeded:
+        elif action is Action.DETACH and succeeded:
             state.attached.discard(record.node)
             state.opened.pop(record.node, None)
-        elif action == "open":
-            env = data.get("env") or {}
-            exclusive = env.get("VOL_OPEN_EXCLUSIVE", "True") == "True"
+        elif action is Action.OPEN:
+            exclusive = volume.open_exclusive is not False
             state.opened[record.node] = "exclusive" if exclusive else "shared"
-        elif action == "close" and succeeded:
+        elif action is Action.CLOSE and succeeded:
             state.opened.pop(record.node, None)
     return ledger

@@ -62,11 +62,9 @@ from extjobs.lus.instance_hv import (
     stop_guest,
 )
 from extjobs.lus.instance_move import (
-    MoveContext,
     Reports,
     check_target,
     group_nodes,
-    journal_move,
     movable_instance,
     move_locks,
     pick_target,
@@ -80,11 +78,13 @@ from extjobs.lus.instance_storage import (
     disk_volume,
     run_provider,
 )
+from extjobs.lus.journal import Journal
 from extjobs.model.cluster import ClusterConfig, Instance, Node
 from extjobs.model.config import Config
-from extjobs.model.jobs import JournalRecord
+from extjobs.model.jobs import LogKind
 from extjobs.model.locks import LockRequest
 from extjobs.model.opcodes import OpInstanceFailover, OpInstanceMigrate
+from extjobs.model.steps import MoveTag
 
 #: Longest a memory transfer may take before it is cancelled.
 MIGRATE_TIMEOUT = 900.0
@@ -176,7 +176,7 @@ class LUInstanceMigrate(LogicalUnit[OpInstanceMigrate]):
                 instance=inst.name,
                 node=target.name,
             )
-        mctx = MoveContext(ctx, "migrate", source.name, target.name)
+        mctx = ctx.tagged(MoveTag("migrate", source.name, target.name))
         flight = self._flight = _Flight(
             inst, source.name, target.name, reports, live=op.mode == "live"
         )
@@ -186,7 +186,7 @@ class LUInstanceMigrate(LogicalUnit[OpInstanceMigrate]):
         except ExtJobsError as exc:
             if flight.phase == "start":
                 raise
-            ctx.log(f"migration failed: {exc.message}; settling on one node", kind="error")
+            ctx.log(f"migration failed: {exc.message}; settling on one node", kind=LogKind.ERROR)
             where = await self._settle(mctx, flight)
             raise type(exc)(
                 f"migration of {inst.name} from {source.name} to {target.name} failed: "
@@ -225,7 +225,7 @@ class LUInstanceMigrate(LogicalUnit[OpInstanceMigrate]):
             ctx.log(
                 f"the {inst.hypervisor} guest moved: started on {target.name} "
                 f"(pid {status.pid}) holding the disks, then stopped on {source}",
-                kind="progress",
+                kind=LogKind.PROGRESS,
             )
         flight.phase = "moved"
 
@@ -285,10 +285,10 @@ class LUInstanceMigrate(LogicalUnit[OpInstanceMigrate]):
             progress = parse_progress(await qs.execute("query-migrate", quiet=True))
             now = time.monotonic()
             if progress.final:
-                ctx.log(f"{source}: migration {progress.describe()}", kind="progress")
+                ctx.log(f"{source}: migration {progress.describe()}", kind=LogKind.PROGRESS)
                 return progress
             if progress.percent >= logged_percent + 10 or now - logged_at >= PROGRESS_EVERY:
-                ctx.log(f"{source}: migration {progress.describe()}", kind="progress")
+                ctx.log(f"{source}: migration {progress.describe()}", kind=LogKind.PROGRESS)
                 logged_at, logged_percent = now, progress.percent
             if now - started > MIGRATE_TIMEOUT:
                 await qs.execute("migrate_cancel")
@@ -371,9 +371,11 @@ class LUInstanceMigrate(LogicalUnit[OpInstanceMigrate]):
             await self._failover.compensate(ctx)
         if flight is None or flight.settled or flight.phase in ("start", "done"):
             return
-        mctx = MoveContext(ctx, "migrate", flight.source, flight.target)
-        ctx.log("the migration was interrupted; settling the instance on one node", kind="undo")
-        ctx.log(await self._settle(mctx, flight), kind="undo")
+        mctx = ctx.tagged(MoveTag("migrate", flight.source, flight.target))
+        ctx.log(
+            "the migration was interrupted; settling the instance on one node", kind=LogKind.UNDO
+        )
+        ctx.log(await self._settle(mctx, flight), kind=LogKind.UNDO)
 
     async def _fail_over(self, ctx: StepContext, why: str, target: str | None = None) -> Any:
         op = self.op
@@ -395,7 +397,7 @@ class LUInstanceMigrate(LogicalUnit[OpInstanceMigrate]):
         reports = await diagnose_on(
             ctx, [ctx.config.node(n) for n in nodes], sorted({d.provider for d in inst.disks})
         )
-        mctx = MoveContext(ctx, "cleanup", primary.name, "")
+        mctx = ctx.tagged(MoveTag("cleanup", primary.name, ""))
         try:
             settled = await settle(mctx, inst, nodes, reports, prefer=primary.name)
         except NodeError as exc:
@@ -416,17 +418,17 @@ class LUInstanceMigrate(LogicalUnit[OpInstanceMigrate]):
             "released": list(settled.released),
         }
 
-    async def recover(self, ctx: StepContext, journal: Sequence[JournalRecord]) -> Recovery:
+    async def recover(self, ctx: StepContext, journal: Journal) -> Recovery:
         name = self.op.instance_name
         if self.op.cleanup:
             return Recovery(RecoveryAction.RETRY, "cleanup interrupted; running it again")
-        move = journal_move(journal, "migrate", "failover")
+        move = journal.move("migrate", "failover")
         if move is None:
             return Recovery(
                 RecoveryAction.RETRY, f"migration of {name} interrupted before anything changed"
             )
-        kind, source, target = move
-        if kind == "failover":
+        source, target = move.source, move.target
+        if move.op == "failover":
             failover = LUInstanceFailover(
                 OpInstanceFailover(instance_name=name, target_node=target), self.options
             )
@@ -441,7 +443,7 @@ class LUInstanceMigrate(LogicalUnit[OpInstanceMigrate]):
         reports = await diagnose_on(
             ctx, [ctx.config.node(n) for n in nodes], sorted({d.provider for d in inst.disks})
         )
-        mctx = MoveContext(ctx, "migrate", source, target)
+        mctx = ctx.tagged(MoveTag("migrate", source, target))
         try:
             settled = await settle(
                 mctx, inst, nodes, reports, prefer=source, resume=self.op.mode != "live"

@@ -52,7 +52,7 @@ class LUNodeAdd(LogicalUnit[OpNodeAdd]):
     async def exec(self, ctx: StepContext) -> Any:
         op = self.op
         host = op.address or op.node_name
-        offered = await ctx.fetch_host_key(host, op.port)
+        offered = await ctx.fetch_host_key(host, op.port, node=op.node_name)
         fp = fingerprint(offered)
         ctx.log(f"node {op.node_name} ({host}:{op.port}) offers host key {fp}")
         if op.host_key is not None:
@@ -87,10 +87,9 @@ class LUNodeAdd(LogicalUnit[OpNodeAdd]):
         result = await ctx.run(
             Step(
                 node=node.name,
-                kind="command",
                 description="check login",
                 command=RemoteCommand(argv=("uname", "-n"), env={"PATH": "/usr/bin:/bin"}),
-                data={"endpoint": codec.unstructure(node.endpoint)},
+                endpoint=node.endpoint,
             )
         )
         ctx.update_config(lambda cfg: cfg.with_node(node))

@@ -43,7 +43,6 @@ class LUNodeSetParams(LogicalUnit[OpNodeSetParams]):
                 await ctx.run(
                     Step(
                         node=node.name,
-                        kind="command",
                         description="check that the node answers",
                         command=RemoteCommand(
                             argv=("uname", "-n"), env={"PATH": DEFAULT_PATH}, timeout=30.0

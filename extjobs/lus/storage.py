@@ -26,6 +26,7 @@ from extjobs.lus.base import LogicalUnit, StepContext
 from extjobs.lus.cluster import require_cluster
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
+from extjobs.model.jobs import LogKind
 from extjobs.model.locks import LockRequest, Mode
 from extjobs.model.opcodes import OpExtStorageDiagnose, OpExtStorageInstall
 from extjobs.model.steps import Step
@@ -54,7 +55,6 @@ class LUExtStorageDiagnose(LogicalUnit[OpExtStorageDiagnose]):
         steps = [
             Step(
                 node=node.name,
-                kind="command",
                 description="diagnose ExtStorage providers",
                 command=diagnose_command(
                     cfg.search_path_for(node, storage.search_path),
@@ -72,7 +72,9 @@ class LUExtStorageDiagnose(LogicalUnit[OpExtStorageDiagnose]):
             if isinstance(answer, ExtJobsError):
                 per_node[node.name] = answer
                 node_out[node.name] = {"error": answer.message}
-                ctx.log(f"{node.name}: unreachable or failed: {answer.message}", kind="warning")
+                ctx.log(
+                    f"{node.name}: unreachable or failed: {answer.message}", kind=LogKind.WARNING
+                )
                 continue
             try:
                 report = parse_diagnose_output(answer.stdout, node=node.name)
@@ -188,7 +190,6 @@ class LUExtStorageInstall(LogicalUnit[OpExtStorageInstall]):
             [
                 Step(
                     node=n,
-                    kind="command",
                     description=f"diagnose {name}",
                     command=diagnose_command(
                         cfg.search_path_for(cfg.node(n), storage.search_path),

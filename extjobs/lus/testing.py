@@ -37,7 +37,6 @@ class LUTestDelay(LogicalUnit[OpTestDelay]):
                 steps = [
                     Step(
                         node=name,
-                        kind="command",
                         description=f"sleep {op.duration:g}",
                         command=RemoteCommand(
                             argv=("sleep", f"{op.duration:g}"),

@@ -34,11 +34,11 @@ from extjobs.lus.cluster import require_cluster
 from extjobs.lus.instance_hv import status_step
 from extjobs.lus.instance_storage import provider_step, skipped
 from extjobs.lus.ledger import LEDGER_KINDS, VolumeState, build_ledger
-from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
+from extjobs.model.jobs import LogKind
 from extjobs.model.locks import LockRequest, Mode
 from extjobs.model.opcodes import OpClusterVerify, OpVolumeCleanup
-from extjobs.model.steps import Step
+from extjobs.model.steps import HypervisorCall, Step
 
 
 @attrs.frozen
@@ -142,7 +142,7 @@ class LUClusterVerify(LogicalUnit[OpClusterVerify]):
         findings = storage_findings(cfg, build_ledger(ctx.journal_records(LEDGER_KINDS)))
         findings += await self._guests(ctx, cfg)
         for finding in findings:
-            ctx.log(f"{finding.kind}: {finding.message}", kind="finding")
+            ctx.log(f"{finding.kind}: {finding.message}", kind=LogKind.FINDING)
         if not findings:
             ctx.log("the cluster is consistent: configuration, guests and disks agree")
         return {"findings": [f.to_dict() for f in findings], "clean": not findings}
@@ -159,7 +159,8 @@ class LUClusterVerify(LogicalUnit[OpClusterVerify]):
         unreachable: dict[str, str] = {}
         running: dict[str, list[str]] = {}
         for step, answer in zip(steps, answers, strict=True):
-            name = str(step.data["instance"])
+            assert isinstance(step.payload, HypervisorCall)
+            name = step.payload.instance
             if isinstance(answer, ExtJobsError):
                 unreachable.setdefault(step.node, answer.message)
                 continue
@@ -245,7 +246,7 @@ class LUVolumeCleanup(LogicalUnit[OpVolumeCleanup]):
             raise NotFoundError(
                 f"the journal knows no volume {self.op.volume}", volume=self.op.volume
             )
-        volume = codec.structure(state.volume, Volume)
+        volume = state.volume
         done: list[str] = []
         for node in self.op.detach_nodes:
             status = self._provider(state, node)

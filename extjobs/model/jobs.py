@@ -1,4 +1,4 @@
-"""Jobs, their opcodes' states, log entries and journal records. Pure data.
+"""Jobs, their opcodes' states and log entries. Pure data.
 
 A :class:`Job` is immutable; the queue replaces it with ``attrs.evolve`` on each change
 and writes it to the store. ``Job.status`` is derived from the opcodes (see
@@ -7,6 +7,7 @@ and writes it to the store. ``Job.status`` is derived from the opcodes (see
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import attrs
@@ -84,31 +85,28 @@ class Job:
         return ", ".join(op.op_id for op in self.ops)
 
 
+class LogKind(enum.StrEnum):
+    """The type of a job log entry (``type`` in the API; docs/api.md lists them)."""
+
+    MESSAGE = "message"  # what an LU tells the operator
+    STATUS = "status"  # submitted, an opcode's new status, cancel requested or done
+    STEP = "step"  # one journalled step's outcome, with its node and record
+    WAITING = "waiting"  # waiting for a lock, and who holds it
+    ERROR = "error"  # why an opcode failed
+    WARNING = "warning"  # something went wrong that did not fail the opcode
+    RECOVERY = "recovery"  # what happened to a job interrupted by a daemon restart
+    UNDO = "undo"  # a failed or cancelled opcode's effects being undone
+    FENCE = "fence"  # a node being fenced before another takes its disks
+    FINDING = "finding"  # a discrepancy found by verify
+    PROGRESS = "progress"  # a live migration's progress
+    QMP = "qmp"  # a command sent to a guest's QEMU monitor
+
+
 @attrs.frozen
 class LogEntry:
     job_id: int
     serial: int
     timestamp: float
-    kind: str
+    kind: LogKind
     message: str
     data: dict[str, Any] | None = None
-
-
-@attrs.frozen
-class JournalRecord:
-    """One step of an opcode as written before and after it runs (crash recovery)."""
-
-    id: int
-    job_id: int
-    op_index: int
-    seq: int
-    node: str
-    kind: str
-    description: str
-    status: str  # started | done | failed | interrupted
-    data: dict[str, Any]
-    started: float
-    ended: float | None = None
-    result: dict[str, Any] | None = None
-    #: The remote process group while the step runs (killed if the daemon crashed).
-    pgid: int | None = None

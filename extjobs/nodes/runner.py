@@ -57,6 +57,15 @@ class NodeRunner(Protocol):
         """
         ...
 
+    async def kill_leftover(self, endpoint: Endpoint, pgid: int, program: str) -> bool:
+        """Kill process group ``pgid`` on the node if its leader still runs ``program``
+        (a command a crashed master left running); True when it was killed.
+
+        A group whose leader runs something else (a reused process id) is left alone.
+        Raises the same node errors as :meth:`run`.
+        """
+        ...
+
     async def fetch_host_key(self, host: str, port: int) -> str:
         """The host key the server at ``host:port`` offers, in OpenSSH format.
 

@@ -47,6 +47,7 @@ from extjobs.errors import CommandTimeoutError, HostKeyError, NodeError, NodeUnr
 from extjobs.model.config import SSHOptions
 from extjobs.model.remote import CommandResult, Endpoint, RemoteCommand
 from extjobs.nodes.command import kill_line, parse_pgid, shell_line
+from extjobs.nodes.leftovers import kill_if_ours_command
 from extjobs.nodes.output import CappedBuffer
 
 logger = logging.getLogger(__name__)
@@ -368,6 +369,13 @@ class SSHRunner:
                 session.pgid,
                 self._options.kill_timeout,
             )
+
+    async def kill_leftover(self, endpoint: Endpoint, pgid: int, program: str) -> bool:
+        """See :meth:`NodeRunner.kill_leftover`."""
+        result = await self.run(
+            endpoint, kill_if_ours_command(pgid, program, self._options.kill_timeout + 5)
+        )
+        return result.stdout.strip() == "killed"
 
     # -- host keys and files ------------------------------------------------------------
 

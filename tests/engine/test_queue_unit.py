@@ -9,6 +9,7 @@ import pytest
 
 from extjobs.engine.configmgr import ConfigManager
 from extjobs.engine.queue import JobQueue
+from extjobs.engine.scheduler import effective_priority, pick
 from extjobs.engine.store import SqliteStore
 from extjobs.errors import QueueFullError
 from extjobs.model.config import Config, QueueOptions
@@ -30,18 +31,18 @@ def test_a_waiting_low_priority_job_ages_past_new_high_priority_ones(tmp_path: P
     low_job, high_job = queue.get(low), queue.get(high)
     now = high_job.received
     # Fresh: the high-priority job goes first.
-    assert queue._effective_priority(high_job, now) < queue._effective_priority(low_job, now)
+    assert effective_priority(high_job, now, 10.0) < effective_priority(low_job, now, 10.0)
     # The low one has waited 400 s (40 aging steps); a high one submitted just now has not.
     old_low = attrs.evolve(low_job, received=now - 400)
-    assert queue._effective_priority(old_low, now) < queue._effective_priority(high_job, now)
-    order = sorted([high_job, old_low], key=lambda j: (queue._effective_priority(j, now), j.id))
+    assert effective_priority(old_low, now, 10.0) < effective_priority(high_job, now, 10.0)
+    order = pick([high_job, old_low], now=now, aging_interval=10.0, recovering=(), limit=2)
     assert [j.id for j in order] == [low, high]
 
 
 def test_queue_refuses_more_than_max_queued_and_keeps_nothing(tmp_path: Path) -> None:
     queue = make_queue(tmp_path, max_queued=2)
     queue.submit([JobRequest(ops=(OpTestDelay(),))])
-    before = queue.store.load_jobs()
+    before = queue.list_jobs()
     with pytest.raises(QueueFullError, match="queue is full"):
         queue.submit([JobRequest(ops=(OpTestDelay(),)), JobRequest(ops=(OpTestDelay(),))])
-    assert queue.store.load_jobs() == before
+    assert queue.list_jobs() == before

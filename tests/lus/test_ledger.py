@@ -2,40 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 
 from extjobs.lus.ledger import build_ledger
 from extjobs.lus.verify import storage_findings
 from extjobs.model.cluster import ClusterConfig, Disk, Instance, Node
-from extjobs.model.jobs import JournalRecord
+from extjobs.model.journal import JournalRecord, StepStatus
+from extjobs.model.steps import FenceRun, ProviderCall
+from extjobs.model.volume import Action, Volume
 
 UUID = "0b2c1f4e-2f0e-4b7e-9a53-6d9d9a6f1e11"
 VOL = f"{UUID}.ext.disk0"
 
 
-def record(n: int, node: str, action: str, status: str = "done", **env: str) -> JournalRecord:
-    data: dict[str, Any] = {
-        "action": action,
-        "instance": "web",
-        "disk": 0,
-        "provider": "strict",
-        "provider_dir": f"/srv/{node}/strict",
-        "optional": ["open", "close"],
-        "volume": {"name": VOL, "uuid": UUID, "size": 4, "provider": "strict"},
-        "env": env,
-    }
+def record(
+    n: int, node: str, action: str, status: str = "done", *, exclusive: bool | None = None
+) -> JournalRecord:
+    volume = Volume(name=VOL, uuid=UUID, size=4, provider="strict", open_exclusive=exclusive)
+    call = ProviderCall(
+        instance="web",
+        disk=0,
+        action=Action(action),
+        provider_dir=f"/srv/{node}/strict",
+        volume=volume,
+        optional=("open", "close"),
+    )
     return JournalRecord(
         id=n,
         job_id=1,
         op_index=0,
         seq=n,
         node=node,
-        kind="provider",
         description=action,
-        status=status,
-        data=data,
+        status=StepStatus(status),
+        payload=call,
         started=float(n),
     )
 
@@ -56,13 +56,13 @@ def test_replay_of_a_migration() -> None:
     journal = [
         record(1, "n1", "create"),
         record(2, "n1", "attach"),
-        record(3, "n1", "open", VOL_OPEN_EXCLUSIVE="True"),
-        record(4, "n1", "open", VOL_OPEN_EXCLUSIVE="False"),
+        record(3, "n1", "open", exclusive=True),
+        record(4, "n1", "open", exclusive=False),
         record(5, "n2", "attach"),
-        record(6, "n2", "open", VOL_OPEN_EXCLUSIVE="False"),
+        record(6, "n2", "open", exclusive=False),
         record(7, "n1", "close"),
         record(8, "n1", "detach"),
-        record(9, "n2", "open", VOL_OPEN_EXCLUSIVE="True"),
+        record(9, "n2", "open", exclusive=True),
     ]
     state = build_ledger(reversed(journal))[VOL]
     assert state.exists
@@ -122,13 +122,12 @@ def test_a_fenced_node_holds_nothing() -> None:
         op_index=0,
         seq=1,
         node="master",
-        kind="local",
         description="fence n2",
-        status="done",
-        data={"fence": "n2"},
+        status=StepStatus.DONE,
+        payload=FenceRun("n2"),
         started=3.0,
     )
-    failed_fence = attrs.evolve(fence, id=4, status="failed", data={"fence": "n1"})
+    failed_fence = attrs.evolve(fence, id=4, status=StepStatus.FAILED, payload=FenceRun("n1"))
     journal = [
         record(1, "n2", "create"),
         record(2, "n2", "attach"),

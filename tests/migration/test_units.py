@@ -21,9 +21,7 @@ from extjobs.hypervisors.migration import (
     run_state,
     tcp_uri,
 )
-from extjobs.lus.instance_move import journal_move
 from extjobs.model.cluster import Instance
-from extjobs.model.jobs import JournalRecord
 from extjobs.model.opcodes import OpInstanceMigrate, OpNodeSetParams, decode_opcode
 from extjobs.model.remote import DEFAULT_PATH
 from tests.harness.procs import is_alive
@@ -161,31 +159,6 @@ def test_good_opcodes() -> None:
     assert op == OpInstanceMigrate(instance_name="a", mode="non-live")
     op = decode_opcode({"OP_ID": "OP_NODE_SET_PARAMS", "node_name": "n", "fence_command": []})
     assert op == OpNodeSetParams(node_name="n", fence_command=())
-
-
-def _record(seq: int, data: dict[str, object]) -> JournalRecord:
-    return JournalRecord(
-        id=seq,
-        job_id=1,
-        op_index=0,
-        seq=seq,
-        node="n1",
-        kind="provider",
-        description="",
-        status="done",
-        data=data,
-        started=0.0,
-    )
-
-
-def test_journal_move() -> None:
-    journal = [
-        _record(1, {"action": "verify"}),
-        _record(2, {"move": {"op": "migrate", "source": "n1", "target": "n2"}}),
-    ]
-    assert journal_move(journal, "migrate") == ("migrate", "n1", "n2")
-    assert journal_move(journal, "failover") is None
-    assert journal_move([], "migrate") is None
 
 
 async def test_run_local_process(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ parsing messages::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 
 class ExtJobsError(Exception):
@@ -37,6 +37,15 @@ class ExtJobsError(Exception):
         super().__init__(message)
         self.message = message
         self.fields = fields
+
+    def rephrase(self, message: str) -> Self:
+        """This same error with ``message`` (which should say what the old one said) in
+        place of its message, then ``raise`` it again: the traceback, the cause and
+        the fields are kept, and the original message is kept as a note."""
+        self.add_note(f"original message: {self.message}")
+        self.message = message
+        self.args = (message,)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """The structured form stored with a job and returned by the API."""

@@ -107,7 +107,7 @@ _JOURNAL_COLUMNS = (
     "id, job_id, op_index, seq, node, kind, description, status, data, started, ended, result, pgid"
 )
 
-_CONFIG_KINDS = ("groups", "nodes", "instances")
+CONFIG_KINDS = ("groups", "nodes", "instances")
 
 
 def stored_kinds(kinds: tuple[StepKind, ...]) -> tuple[str, ...]:
@@ -337,7 +337,7 @@ class SqliteStore:
     # -- cluster configuration ------------------------------------------------
 
     def load_config(self) -> ClusterConfig:
-        docs: dict[str, dict[str, Any]] = {k: {} for k in _CONFIG_KINDS}
+        docs: dict[str, dict[str, Any]] = {k: {} for k in CONFIG_KINDS}
         cluster: Any = None
         serial = 0
         for kind, name, doc in self._db.execute("SELECT kind, name, doc FROM config"):
@@ -359,7 +359,7 @@ class SqliteStore:
                     "INSERT OR REPLACE INTO config(kind, name, doc) VALUES ('cluster', '', ?)",
                     (codec.dumps(codec.unstructure(new.cluster)),),
                 )
-            for kind in _CONFIG_KINDS:
+            for kind in CONFIG_KINDS:
                 before: dict[str, Any] = getattr(old, kind)
                 after: dict[str, Any] = getattr(new, kind)
                 for name in before.keys() - after.keys():

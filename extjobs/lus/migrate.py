@@ -188,11 +188,11 @@ class LUInstanceMigrate(LogicalUnit[OpInstanceMigrate]):
                 raise
             ctx.log(f"migration failed: {exc.message}; settling on one node", kind=LogKind.ERROR)
             where = await self._settle(mctx, flight)
-            raise type(exc)(
+            exc.rephrase(
                 f"migration of {inst.name} from {source.name} to {target.name} failed: "
-                f"{exc.message}; {where}",
-                **exc.fields,
-            ) from None
+                f"{exc.message}; {where}"
+            )
+            raise
         return await self._finish(mctx, flight)
 
     async def _move(

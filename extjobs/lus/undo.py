@@ -49,6 +49,11 @@ class UndoLog:
     def __len__(self) -> int:
         return len(self._stack)
 
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        """The inverse steps, oldest first (run in the reverse order)."""
+        return tuple(self._stack)
+
     def note(self, step: Step) -> None:
         """Push ``step``'s inverse, if it has one (call before running ``step``)."""
         if step.inverse is not None:

@@ -483,7 +483,9 @@ class SSHRunner:
                 await attempt.done.wait()
                 if attempt.error is not None:
                     error = attempt.error
-                    raise type(error)(error.message, **error.fields)
+                    # Each waiter gets its own copy (one exception object must not be
+                    # raised in several tasks); the shared attempt's error is its cause.
+                    raise type(error)(error.message, **error.fields) from error
                 continue
             if len(pool.connections) >= self._options.max_connections:
                 await pool.wait_changed()

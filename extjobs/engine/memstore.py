@@ -1,0 +1,165 @@
+"""An in-memory :class:`~extjobs.engine.store.Store`, for the test kit and benchmarks.
+
+It keeps the same documents as the SQLite store (JSON text made by
+:mod:`extjobs.model.codec` and :mod:`extjobs.model.journal`), so that what an engine test
+reads back has been through the same encoding as in production; only durability is
+missing — everything is gone with the process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from extjobs.engine.store import CONFIG_KINDS, journal_record, stored_kinds
+from extjobs.errors import StoreError
+from extjobs.model import codec
+from extjobs.model.cluster import ClusterConfig
+from extjobs.model.jobs import Job, LogEntry
+from extjobs.model.journal import Entry, JournalRecord, StepStatus, encode_entry
+from extjobs.model.steps import StepKind
+
+
+class MemoryStore:
+    """See the module docstring."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[int, tuple[bool, str]] = {}
+        self._log: dict[int, dict[int, LogEntry]] = {}
+        self._journal: dict[int, list[Any]] = {}
+        self._config: dict[tuple[str, str], str] = {}
+        self._next_id = 1
+        self._next_record = 1
+        self._closed = False
+
+    def _open(self) -> None:
+        if self._closed:
+            raise StoreError("the store is closed")
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    def next_job_id(self) -> int:
+        job_id = self._next_id
+        self._next_id += 1
+        return job_id
+
+    def save_jobs(self, jobs: list[Job], log: Sequence[LogEntry] = ()) -> None:
+        self._open()
+        for entry in log:
+            if entry.serial in self._log.get(entry.job_id, {}):
+                raise StoreError(
+                    f"store write failed: log entry {entry.job_id}/{entry.serial} exists"
+                )
+        for job in jobs:
+            doc = codec.dumps({"v": codec.FORMAT_VERSION, "job": codec.unstructure(job)})
+            self._jobs[job.id] = (job.archived, doc)
+        for entry in log:
+            self._log.setdefault(entry.job_id, {})[entry.serial] = entry
+
+    def load_jobs(self, *, include_archived: bool = False) -> list[Job]:
+        return [
+            self._job(doc)
+            for _, (archived, doc) in sorted(self._jobs.items())
+            if include_archived or not archived
+        ]
+
+    def load_job(self, job_id: int) -> Job | None:
+        found = self._jobs.get(job_id)
+        return None if found is None else self._job(found[1])
+
+    @staticmethod
+    def _job(doc: str) -> Job:
+        return codec.CONVERTER.structure(codec.loads(doc)["job"], Job)
+
+    # -- job log -------------------------------------------------------------------------
+
+    def append_log(self, entry: LogEntry) -> None:
+        self.save_jobs([], log=[entry])
+
+    def load_log(self, job_id: int, since: int = 0) -> list[LogEntry]:
+        entries = self._log.get(job_id, {})
+        return [entries[s] for s in sorted(entries) if s > since]
+
+    def last_serial(self, job_id: int) -> int:
+        return max(self._log.get(job_id, {}), default=0)
+
+    # -- journal -------------------------------------------------------------------------
+
+    def journal_start(
+        self, job_id: int, op_index: int, seq: int, node: str, description: str, entry: Entry
+    ) -> int:
+        self._open()
+        record_id = self._next_record
+        self._next_record += 1
+        self._journal[record_id] = [
+            record_id,
+            job_id,
+            op_index,
+            seq,
+            node,
+            entry.kind.value,
+            description,
+            StepStatus.STARTED.value,
+            codec.dumps(encode_entry(entry)),
+            time.time(),
+            None,
+            None,
+            None,
+        ]
+        return record_id
+
+    def journal_finish(self, record_id: int, status: StepStatus, result: dict[str, Any]) -> None:
+        self._open()
+        row = self._journal[record_id]
+        row[7], row[10], row[11] = status.value, time.time(), codec.dumps(result)
+
+    def journal_set_pgid(self, record_id: int, pgid: int) -> None:
+        self._journal[record_id][12] = pgid
+
+    def load_journal(self, job_id: int, op_index: int | None = None) -> list[JournalRecord]:
+        return [
+            journal_record(row)
+            for _, row in sorted(self._journal.items())
+            if row[1] == job_id and (op_index is None or row[2] == op_index)
+        ]
+
+    def load_journal_kinds(self, kinds: tuple[StepKind, ...]) -> list[JournalRecord]:
+        columns = stored_kinds(kinds)
+        records = [
+            journal_record(row) for _, row in sorted(self._journal.items()) if row[5] in columns
+        ]
+        return [r for r in records if r.kind in kinds]
+
+    # -- cluster configuration -----------------------------------------------------------
+
+    def load_config(self) -> ClusterConfig:
+        docs: dict[str, dict[str, Any]] = {k: {} for k in CONFIG_KINDS}
+        cluster: Any = None
+        serial = 0
+        for (kind, name), doc in self._config.items():
+            if kind == "cluster":
+                cluster = codec.loads(doc)
+            elif kind == "serial":
+                serial = int(doc)
+            else:
+                docs[kind][name] = codec.loads(doc)
+        data = {"cluster": cluster, "serial": serial, **docs}
+        return codec.CONVERTER.structure(data, ClusterConfig)
+
+    def save_config(self, old: ClusterConfig, new: ClusterConfig) -> None:
+        self._open()
+        if old.cluster != new.cluster:
+            self._config[("cluster", "")] = codec.dumps(codec.unstructure(new.cluster))
+        for kind in CONFIG_KINDS:
+            before: dict[str, Any] = getattr(old, kind)
+            after: dict[str, Any] = getattr(new, kind)
+            for name in before.keys() - after.keys():
+                self._config.pop((kind, name), None)
+            for name, obj in after.items():
+                if before.get(name) != obj:
+                    self._config[(kind, name)] = codec.dumps(codec.unstructure(obj))
+        self._config[("serial", "")] = str(new.serial)
+
+    def close(self) -> None:
+        self._closed = True

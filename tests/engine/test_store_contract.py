@@ -1,0 +1,191 @@
+"""The Store contract, run against every backend (SQLite and in memory)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+
+from extjobs.engine.memstore import MemoryStore
+from extjobs.engine.store import SqliteStore, Store
+from extjobs.errors import StoreError
+from extjobs.model.cluster import ClusterConfig, Node
+from extjobs.model.jobs import Job, LogEntry, LogKind, OpState
+from extjobs.model.journal import Entry, StepStatus
+from extjobs.model.remote import Endpoint, RemoteCommand
+from extjobs.model.states import OpStatus
+from extjobs.model.steps import (
+    FenceRun,
+    HostKeyFetch,
+    HypervisorAction,
+    HypervisorCall,
+    LocalRun,
+    MoveTag,
+    PlainCommand,
+    ProviderCall,
+    Step,
+    StepKind,
+    StreamOpen,
+    TreeCopy,
+)
+from extjobs.model.volume import Action, Volume
+
+VOLUME = Volume(
+    name="u1.ext.disk0", uuid="u1", size=4, provider="strict", params={"dir": "/srv/a b"}
+)
+
+Backend = Callable[[Path], Store]
+BACKENDS = [
+    pytest.param(lambda path: SqliteStore(path / "store.db"), id="sqlite"),
+    pytest.param(lambda _path: MemoryStore(), id="memory"),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    opened: Store = request.param(tmp_path)
+    yield opened
+    opened.close()
+
+
+def job(job_id: int, status: OpStatus = OpStatus.QUEUED) -> Job:
+    return Job(id=job_id, ops=(OpState(0, {"OP_ID": "OP_TEST_DELAY"}, status=status),))
+
+
+def entry(job_id: int, serial: int, message: str = "m") -> LogEntry:
+    return LogEntry(job_id, serial, float(serial), LogKind.STATUS, message, {"serial": serial})
+
+
+def test_a_job_and_its_log_lines_are_written_together_or_not_at_all(store: Store) -> None:
+    store.save_jobs([job(1)], log=[entry(1, 1)])
+    running = job(1, OpStatus.RUNNING)
+    with pytest.raises(StoreError):
+        # Serial 1 exists: the whole write is refused, the job included.
+        store.save_jobs([running], log=[entry(1, 2), entry(1, 1, "again")])
+    assert store.load_job(1) == job(1)
+    assert [e.serial for e in store.load_log(1)] == [1]
+
+
+def test_log_serials_continue_and_read_back_in_order(store: Store) -> None:
+    store.save_jobs([job(1), job(2)], log=[entry(1, 1), entry(2, 1)])
+    for serial in (2, 3, 4):
+        store.append_log(entry(1, serial))
+    assert store.last_serial(1) == 4
+    assert store.last_serial(2) == 1
+    assert store.last_serial(3) == 0
+    assert [e.serial for e in store.load_log(1, since=2)] == [3, 4]
+    assert store.load_log(1)[0] == entry(1, 1)
+    assert store.load_log(1)[0].kind is LogKind.STATUS
+
+
+def test_archived_jobs_are_kept_but_not_loaded_by_default(store: Store) -> None:
+    store.save_jobs([job(1, OpStatus.SUCCESS), job(2)])
+    store.save_jobs([attrs.evolve(job(1, OpStatus.SUCCESS), archived=True)])
+    assert [j.id for j in store.load_jobs()] == [2]
+    assert [j.id for j in store.load_jobs(include_archived=True)] == [1, 2]
+    assert store.next_job_id() < store.next_job_id()
+
+
+def every_entry() -> list[Entry]:
+    command = RemoteCommand(argv=("/srv/strict/attach",), env={"VOL_NAME": "x"}, timeout=5)
+    call = ProviderCall("web", 0, Action.ATTACH, "/srv/strict", VOLUME, ("open", "close"))
+    inverse = Step(
+        node="n1",
+        description="detach disk0 (strict)",
+        command=RemoteCommand(argv=("/srv/strict/detach",)),
+        payload=attrs.evolve(call, action=Action.DETACH),
+    )
+    move = MoveTag("failover", "n1", "n2")
+    return [
+        Entry(call, command, move, None, inverse),
+        Entry(HypervisorCall("web", HypervisorAction.START, "fake", "k", "/run/x"), command),
+        Entry(
+            PlainCommand(),
+            command,
+            endpoint=Endpoint("n3", "127.0.0.1", 2222, "u", "ssh-ed25519 A"),
+        ),
+        Entry(HostKeyFetch("127.0.0.1", 2222)),
+        Entry(FenceRun("n2"), command, move),
+        Entry(LocalRun(), command),
+        Entry(TreeCopy("/a", "/b")),
+        Entry(StreamOpen("/run/qmp.sock", 30.0)),
+    ]
+
+
+def test_the_journal_round_trips_every_kind(store: Store) -> None:
+    entries = every_entry()
+    ids = [
+        store.journal_start(7, 0, seq, f"n{seq}", f"step {seq}", e)
+        for seq, e in enumerate(entries, start=1)
+    ]
+    store.journal_set_pgid(ids[0], 4242)
+    store.journal_finish(ids[0], StepStatus.DONE, {"exit_status": 0})
+    store.journal_finish(ids[4], StepStatus.FAILED, {"exit_status": 1})
+    records = store.load_journal(7, 0)
+    assert [r.id for r in records] == ids
+    for record, original in zip(records, entries, strict=True):
+        assert record.payload == original.payload
+        assert record.kind is original.kind
+        assert (record.command, record.move, record.inverse) == (
+            original.command,
+            original.move,
+            original.inverse,
+        )
+    first = records[0]
+    assert (first.status, first.pgid, first.result) == (StepStatus.DONE, 4242, {"exit_status": 0})
+    assert records[1].status is StepStatus.STARTED
+    assert store.load_journal(7, 1) == []
+    fences = store.load_journal_kinds((StepKind.FENCE,))
+    assert [r.payload for r in fences] == [FenceRun("n2")]
+    assert {r.kind for r in store.load_journal_kinds((StepKind.PROVIDER, StepKind.LOCAL))} == {
+        StepKind.PROVIDER,
+        StepKind.LOCAL,
+    }
+
+
+def test_config_changes_are_written_as_differences(store: Store) -> None:
+    empty = store.load_config()
+    assert empty == ClusterConfig()
+    one = attrs.evolve(empty.with_node(Node("n1", "10.0.0.1")).with_node(Node("n2", "h")), serial=1)
+    store.save_config(empty, one)
+    assert store.load_config() == one
+    two = attrs.evolve(one.without_node("n1"), serial=2)
+    store.save_config(one, two)
+    assert store.load_config() == two
+    assert set(store.load_config().nodes) == {"n2"}
+
+
+WRITER = """
+import os, signal, sys
+from pathlib import Path
+from extjobs.engine.store import SqliteStore
+from extjobs.model.jobs import Job, LogEntry, LogKind, OpState
+from extjobs.model.journal import Entry
+from extjobs.model.steps import PlainCommand
+store = SqliteStore(Path(sys.argv[1]))
+job = Job(id=store.next_job_id(), ops=(OpState(0, {"OP_ID": "OP_TEST_DELAY"}),))
+store.save_jobs([job], log=[LogEntry(job.id, 1, 1.0, LogKind.STATUS, "queued")])
+store.journal_start(job.id, 0, 1, "n1", "sleep", Entry(PlainCommand()))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.spawns
+def test_sqlite_keeps_every_returned_write_across_a_kill(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", WRITER, str(path)], check=False)
+        assert done.returncode == -9
+    store = SqliteStore(path)
+    try:
+        assert [j.id for j in store.load_jobs()] == [1, 2]
+        assert store.last_serial(2) == 1
+        [record] = store.load_journal(2)
+        assert (record.status, record.payload) == (StepStatus.STARTED, PlainCommand())
+        assert store.next_job_id() == 3
+    finally:
+        store.close()

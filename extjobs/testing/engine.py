@@ -1,0 +1,79 @@
+"""The engine in the caller's event loop: the one place the kit builds engine objects.
+
+:func:`build_engine` is the only function of the kit that constructs the store, the
+configuration manager and the queue; everything else goes through :class:`Engine`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+
+from extjobs.engine.configmgr import ConfigManager
+from extjobs.engine.queue import JobQueue
+from extjobs.engine.store import SqliteStore
+from extjobs.model.cluster import ClusterConfig
+from extjobs.model.config import Config
+from extjobs.model.jobs import Job, LogEntry
+from extjobs.model.opcodes import OpCode
+from extjobs.model.requests import JobRequest
+from extjobs.nodes.runner import NodeRunner
+
+
+def build_engine(config: Config, runner: NodeRunner) -> tuple[JobQueue, Callable[[], None]]:
+    """A queue over a store in ``config.state_dir`` (which must exist) driving ``runner``,
+    composed as ``serve_daemon`` composes it, and the function that closes the store."""
+    store = SqliteStore(config.db_path)
+    return JobQueue(store, ConfigManager(store), runner, config), store.close
+
+
+class Engine:
+    """A running queue, driven from the caller's loop (see :func:`open_engine`)."""
+
+    def __init__(self, queue: JobQueue) -> None:
+        self.queue = queue
+
+    @property
+    def config(self) -> ClusterConfig:
+        """The current cluster configuration."""
+        return self.queue.configmgr.current
+
+    def submit(self, *ops: OpCode, priority: int = 0) -> int:
+        """Queue one job of ``ops``; its id."""
+        (job_id,) = self.queue.submit([JobRequest(ops=ops, priority=priority)])
+        return job_id
+
+    async def run(self, *ops: OpCode, priority: int = 0) -> Job:
+        """Submit one job and wait until it has ended; the final job."""
+        return await self.wait(self.submit(*ops, priority=priority))
+
+    async def wait(self, job_id: int, timeout: float = 60.0) -> Job:
+        """The job once it has ended; raises TimeoutError after ``timeout`` seconds."""
+        with anyio.fail_after(timeout):
+            while True:
+                job, _ = await self.queue.wait_for_change(job_id, 1 << 40, timeout)
+                if job.status.finalized:
+                    return job
+
+    def log(self, job_id: int) -> list[LogEntry]:
+        """The job's log, oldest first."""
+        return self.queue.log_since(job_id)
+
+
+@contextlib.asynccontextmanager
+async def open_engine(config: Config, runner: NodeRunner) -> AsyncIterator[Engine]:
+    """The queue serving in a task group of this loop; on exit it is cancelled, the
+    runner closed (bounded) and the store closed. ``config.state_dir`` is created."""
+    await anyio.Path(config.state_dir).mkdir(parents=True, exist_ok=True)
+    queue, close_store = build_engine(config, runner)
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(queue.serve)
+            yield Engine(queue)
+            tg.cancel_scope.cancel()
+    finally:
+        with anyio.move_on_after(5, shield=True):
+            await runner.aclose()
+        close_store()

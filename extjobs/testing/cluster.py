@@ -30,6 +30,7 @@ import anyio
 import anyio.to_thread
 import attrs
 
+from extjobs.model.cluster import ClusterConfig
 from extjobs.model.config import Config
 from extjobs.model.jobs import Job
 from extjobs.model.opcodes import OpClusterInit, OpCode, OpNodeAdd
@@ -80,6 +81,11 @@ class TestCluster:
         if self.engine is None:
             raise RuntimeError("a daemon cluster runs its engine in the daemon process")
         return self.engine
+
+    @property
+    def config(self) -> ClusterConfig:
+        """The engine's current cluster configuration (in-process modes)."""
+        return self._engine().config
 
     async def run(self, *ops: OpCode) -> Job:
         """Submit one job of ``ops`` to the engine and wait until it ended."""

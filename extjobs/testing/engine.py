@@ -73,6 +73,12 @@ async def open_engine(config: Config, runner: NodeRunner) -> AsyncIterator[Engin
             await tg.start(queue.serve)
             yield Engine(queue)
             tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The caller's own error (a failed assertion) comes out as itself, not wrapped
+        # in the group of the task group that ran the queue around it.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
     finally:
         with anyio.move_on_after(5, shield=True):
             await runner.aclose()

@@ -48,11 +48,17 @@ Handler = Callable[[Call], CommandResult | None]
 
 @attrs.frozen
 class FakeProvider:
-    """A provider the scripted nodes report as valid."""
+    """A provider the scripted nodes report as valid.
+
+    ``exclusive``: like providers with exclusive locks, ``attach`` fails while another
+    node has the volume open exclusively, and an exclusive ``open`` fails while another
+    node has it attached.
+    """
 
     name: str
     parameters: Mapping[str, str] = attrs.field(factory=lambda: {"dir": "volume directory"})
     optional: tuple[str, ...] = ("open", "close")
+    exclusive: bool = False
 
 
 @attrs.define
@@ -167,6 +173,14 @@ class ScriptedRunner:
 
     def reachable(self, node: str) -> None:
         self._down.discard(node)
+
+    def power_off(self, node: str) -> None:
+        """What a fence does to ``node``: its guests die and it holds no volume."""
+        for where in [w for w in self.guests if w[0] == node]:
+            del self.guests[where]
+        for volume in self.storage.volumes.values():
+            volume.attached.discard(node)
+            volume.opened.pop(node, None)
 
     # -- looking at what happened ---------------------------------------------------------
 
@@ -291,6 +305,18 @@ class ScriptedRunner:
         return CommandResult(0)
 
     def _provider_default(self, call: Call) -> CommandResult:
+        provider = self.providers.get(call.provider or "")
+        vol = self.storage.volumes.get(call.volume or "")
+        if provider is not None and provider.exclusive and vol is not None:
+            holders = set()
+            if call.action in ("attach", "open"):
+                holders |= {n for n, excl in vol.opened.items() if excl and n != call.node}
+            if call.action == "open" and call.exclusive:
+                holders |= {n for n in vol.attached if n != call.node}
+            if holders:
+                return CommandResult(
+                    1, stderr=f"{call.volume} is held by {', '.join(sorted(holders))}\n"
+                )
         if call.action == "attach":
             return CommandResult(0, f"{DEVICE_DIR}/{call.volume}\n")
         return CommandResult(0)

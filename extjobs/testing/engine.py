@@ -49,11 +49,11 @@ class Engine:
         """Submit one job and wait until it has ended; the final job."""
         return await self.wait(self.submit(*ops, priority=priority))
 
-    async def wait(self, job_id: int, timeout: float = 60.0) -> Job:
+    async def wait(self, job_id: int, timeout: float | None = None) -> Job:
         """The job once it has ended; raises TimeoutError after ``timeout`` seconds."""
         with anyio.fail_after(timeout):
             while True:
-                job, _ = await self.queue.wait_for_change(job_id, 1 << 40, timeout)
+                job, _ = await self.queue.wait_for_change(job_id, 1 << 40, 60.0)
                 if job.status.finalized:
                     return job
 

@@ -24,7 +24,6 @@ from bench import contenders as c
 from bench.infra import (
     ClientKey,
     DaemonProcess,
-    Engine,
     Node,
     add_nodes_in_engine,
     add_nodes_via_api,
@@ -126,40 +125,28 @@ class NullRunner:
 async def engine_only(workdir: Path, n: int) -> dict[str, Any]:
     """CPU and wall time per OP_TEST_DELAY job with a node runner that costs nothing:
     submit, queue, locks, LU, journal, store and wake-up, without any transport."""
-    from extjobs.engine.configmgr import ConfigManager
-    from extjobs.engine.queue import JobQueue
-    from extjobs.engine.store import SqliteStore
     from extjobs.model.cluster import Node as ClusterNode
     from extjobs.model.config import Config
     from extjobs.model.opcodes import OpClusterInit, OpTestDelay
+    from extjobs.testing.engine import open_engine as open_kit_engine
 
-    await anyio.Path(workdir).mkdir(parents=True, exist_ok=True)
     config = Config(state_dir=workdir)
-    store = SqliteStore(config.db_path)
-    configmgr = ConfigManager(store)
-    queue = JobQueue(store, configmgr, NullRunner(), config)  # type: ignore[arg-type]
-    engine = Engine(queue)
     out: dict[str, Any] = {"jobs": n}
-    try:
-        async with anyio.create_task_group() as tg:
-            await tg.start(queue.serve)
-            await engine.run(OpClusterInit(cluster_name="bench"))
-            node = ClusterNode(name="node1", host="127.0.0.1", port=22, host_key="x y")
-            configmgr.update(lambda cfg: cfg.with_node(node))
-            op = OpTestDelay(duration=0.0, on_master=False, on_nodes=("node1",))
-            for _ in range(100):
+    async with open_kit_engine(config, NullRunner()) as engine:  # type: ignore[arg-type]
+        await engine.run(OpClusterInit(cluster_name="bench"))
+        node = ClusterNode(name="node1", host="127.0.0.1", port=22, host_key="x y")
+        engine.configmgr.update(lambda cfg: cfg.with_node(node))
+        op = OpTestDelay(duration=0.0, on_master=False, on_nodes=("node1",))
+        for _ in range(100):
+            await engine.run(op)
+        for label, in_flight in (("serial", 1), ("inflight32", 32)):
+
+            async def call(_: int) -> None:
                 await engine.run(op)
-            for label, in_flight in (("serial", 1), ("inflight32", 32)):
 
-                async def call(_: int) -> None:
-                    await engine.run(op)
-
-                row = await measure(call, n, in_flight, spread=True)
-                out[f"{label}_us_per_job"] = round(row["per_call_ms"] * 1000, 1)
-                out[f"{label}_cpu_us_per_job"] = round(row["cpu_ms_per_call"] * 1000, 1)
-            tg.cancel_scope.cancel()
-    finally:
-        store.close()
+            row = await measure(call, n, in_flight, spread=True)
+            out[f"{label}_us_per_job"] = round(row["per_call_ms"] * 1000, 1)
+            out[f"{label}_cpu_us_per_job"] = round(row["cpu_ms_per_call"] * 1000, 1)
     return out
 
 

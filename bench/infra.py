@@ -1,7 +1,10 @@
 """What the benchmarks run against: SSH nodes, a daemon process, an in-process engine.
 
+All three are started by the test kit (:mod:`extjobs.testing`), exactly as the demo and
+the tests start them:
+
 * :func:`start_embedded_nodes` starts ``python -m extjobs.nodes.embedded`` processes,
-  one per node, exactly as the demo and the tests do; all of them start in parallel.
+  one per node, all of them in parallel.
 * :class:`DaemonProcess` runs ``python -m extjobs daemon`` and talks to it through the
   HTTP API client, as operators do.
 * :func:`open_engine` runs the engine (store, queue, SSH runner) inside the benchmark's
@@ -12,125 +15,35 @@ from __future__ import annotations
 
 import contextlib
 import os
-import selectors
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import anyio
-import attrs
-
 from extjobs.api.client import Client
-from extjobs.engine.configmgr import ConfigManager
-from extjobs.engine.queue import JobQueue
-from extjobs.engine.store import SqliteStore
 from extjobs.model.config import Config, QueueOptions, SSHOptions
-from extjobs.model.jobs import Job
-from extjobs.model.opcodes import OpClusterInit, OpCode, OpNodeAdd
-from extjobs.model.remote import Endpoint
-from extjobs.model.requests import JobRequest
-from extjobs.nodes.keys import generate_client_key
+from extjobs.model.opcodes import OpClusterInit, OpNodeAdd
 from extjobs.nodes.ssh import SSHRunner
+from extjobs.testing import engine as kit_engine
+from extjobs.testing import processes as kit
+from extjobs.testing.engine import Engine
 
 REPO = Path(__file__).resolve().parents[1]
 
+ClientKey = kit.ClientKey
+#: One running SSH node on loopback (name, root, host, port, host_key, process).
+Node = kit.EmbeddedNodeProcess
+make_key = kit.make_client_key
 
-@attrs.frozen
-class ClientKey:
-    private_key: Path
-    public_line: str
-    authorized_keys: Path
-
-
-def make_key(directory: Path) -> ClientKey:
-    private = directory / "id_ed25519"
-    public = generate_client_key(private)
-    authorized = directory / "authorized_keys"
-    authorized.write_text(public + "\n")
-    return ClientKey(private, public, authorized)
-
-
-@attrs.define
-class Node:
-    """One running SSH node on loopback."""
-
-    name: str
-    root: Path
-    port: int
-    host_key: str
-    process: subprocess.Popen[bytes]
-    host: str = "127.0.0.1"
-
-    def endpoint(self, user: str) -> Endpoint:
-        return Endpoint(self.name, self.host, self.port, user, self.host_key)
-
-    @property
-    def search_path(self) -> Path:
-        return self.root / "srv" / "extjobs" / "extstorage"
-
-
-def _read_ready(proc: subprocess.Popen[bytes], deadline: float) -> bytes:
-    assert proc.stdout is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        if not sel.select(max(0.0, deadline - time.monotonic())):
-            return b""
-    return proc.stdout.readline()
+__all__ = ["ClientKey", "DaemonProcess", "Engine", "Node", "make_key", "start_embedded_nodes"]
 
 
 @contextlib.contextmanager
 def start_embedded_nodes(n: int, base: Path, key: ClientKey) -> Iterator[list[Node]]:
     """``n`` embedded SSH nodes named node1…nodeN, started in parallel, stopped on exit."""
-    procs: list[tuple[str, Path, subprocess.Popen[bytes]]] = []
-    try:
-        for i in range(n):
-            name = f"node{i + 1}"
-            root = base / name
-            root.mkdir(parents=True, exist_ok=True)
-            log = (root / "node.log").open("ab")
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "extjobs.nodes.embedded",
-                    "--root",
-                    str(root),
-                    "--port",
-                    "0",
-                    "--authorized-keys",
-                    str(key.authorized_keys),
-                ],
-                stdout=subprocess.PIPE,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-            )
-            log.close()
-            procs.append((name, root, proc))
-        deadline = time.monotonic() + 60 + n
-        nodes = []
-        for name, root, proc in procs:
-            line = _read_ready(proc, deadline)
-            if not line.startswith(b"listening "):
-                raise RuntimeError(f"embedded node {name} did not start; see {root}/node.log")
-            pub = (root / "etc" / "ssh_host_ed25519_key.pub").read_text().split()
-            nodes.append(Node(name, root, int(line.split()[1]), " ".join(pub[:2]), proc))
+    names = [f"node{i + 1}" for i in range(n)]
+    with kit.start_embedded_nodes(names, base, key.authorized_keys, timeout=60) as nodes:
         yield nodes
-    finally:
-        for _, _, proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for _, _, proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
 
 
 def install_provider(node: Node, name: str, files: dict[str, str]) -> None:
@@ -146,7 +59,7 @@ def install_provider(node: Node, name: str, files: dict[str, str]) -> None:
 # -- a daemon process -----------------------------------------------------------------
 
 
-class DaemonProcess:
+class DaemonProcess(kit.DaemonProcess):
     """``python -m extjobs daemon`` with its own state directory and a client."""
 
     def __init__(
@@ -162,74 +75,40 @@ class DaemonProcess:
         #: With a path, the daemon runs under pyinstrument, which saves its session there
         #: (``pyinstrument --load=PATH`` renders it) when the daemon exits.
         self.profile = profile
-        self.socket = base / "run" / "api.sock"
-        self.config = base / "extjobs.toml"
         (base / "run").mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.config.write_text(
-            f'[daemon]\nstate_dir = "{base / "state"}"\nsocket = "{self.socket}"\n'
-            f'[ssh]\nidentity_file = "{key.private_key}"\nconnect_timeout = 10.0\n{ssh}\n'
-            f"[queue]\n{queue}\n"
+        config = base / "extjobs.toml"
+        kit.write_daemon_config(
+            config,
+            state_dir=base / "state",
+            socket=base / "run" / "api.sock",
+            identity_file=key.private_key,
+            ssh=f"connect_timeout = 10.0\n{ssh}\n",
+            extra=f"[queue]\n{queue}\n",
         )
-        self.log = base / "daemon.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.client: Client | None = None
-
-    def start(self, timeout: float = 30.0) -> Client:
-        out = self.log.open("ab")
         profiler = (
-            ["-m", "pyinstrument", "-r", "pyisession", "-o", str(self.profile)]
-            if self.profile is not None
+            ["-m", "pyinstrument", "-r", "pyisession", "-o", str(profile)]
+            if profile is not None
             else []
         )
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                *profiler,
-                "-m",
-                "extjobs",
-                "daemon",
-                "--config",
-                str(self.config),
-                "--log-level",
-                "warning",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+        super().__init__(
+            config,
+            base / "run" / "api.sock",
+            log=base / "daemon.log",
+            log_level="warning",
             cwd=REPO,
+            python_args=profiler,
         )
-        out.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.socket.exists():
-                client = Client(self.socket, timeout=120)
-                try:
-                    client.info()
-                except Exception:  # noqa: BLE001 - not answering yet
-                    client.close()
-                else:
-                    self.client = client
-                    return client
-            if self.process.poll() is not None:
-                raise RuntimeError(f"daemon exited at start-up:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.05)
-        raise RuntimeError(f"daemon did not start:\n{self.log.read_text()[-3000:]}")
+        self.client: Client | None = None
 
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
+    def start(self, timeout: float = 30.0) -> Client:  # type: ignore[override]
+        super().start(timeout)
+        self.client = Client(self.socket, timeout=120)
+        return self.client
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 20.0) -> None:
         if self.client is not None:
             self.client.close()
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        super().stop(timeout)
 
     def run_job(self, ops: list[dict[str, Any]], timeout: float = 300.0) -> dict[str, Any]:
         assert self.client is not None
@@ -285,24 +164,6 @@ def add_nodes_via_api(
 # -- the engine in this process ---------------------------------------------------------
 
 
-class Engine:
-    """The daemon's engine without its HTTP layer, driven from the benchmark's loop."""
-
-    def __init__(self, queue: JobQueue) -> None:
-        self.queue = queue
-
-    async def run(self, *ops: OpCode) -> Job:
-        """Submit one job and wait until it has ended; returns the final job."""
-        (job_id,) = self.queue.submit([JobRequest(ops=ops)])
-        return await self.wait(job_id)
-
-    async def wait(self, job_id: int) -> Job:
-        while True:
-            job, _ = await self.queue.wait_for_change(job_id, 1 << 40, 60.0)
-            if job.status.finalized:
-                return job
-
-
 @contextlib.asynccontextmanager
 async def open_engine(
     state_dir: Path,
@@ -311,25 +172,15 @@ async def open_engine(
     max_running: int = 32,
     ssh: SSHOptions | None = None,
 ) -> AsyncIterator[Engine]:
-    """Store, runner and queue in this process, as ``serve_daemon`` composes them."""
-    await anyio.Path(state_dir).mkdir(parents=True, exist_ok=True)
+    """Store, SSH runner and queue in this process, as ``serve_daemon`` composes them."""
     config = Config(
         state_dir=state_dir,
         ssh=ssh or SSHOptions(identity_file=str(key.private_key)),
         queue=QueueOptions(max_running=max_running),
     )
-    store = SqliteStore(config.db_path)
     runner = SSHRunner(config.ssh, output_cap=config.storage.output_cap)
-    queue = JobQueue(store, ConfigManager(store), runner, config)
-    try:
-        async with anyio.create_task_group() as tg:
-            await tg.start(queue.serve)
-            yield Engine(queue)
-            tg.cancel_scope.cancel()
-    finally:
-        with anyio.move_on_after(5, shield=True):
-            await runner.aclose()
-        store.close()
+    async with kit_engine.open_engine(config, runner) as engine:
+        yield engine
 
 
 async def add_nodes_in_engine(engine: Engine, nodes: list[Node], user: str) -> None:

@@ -1,7 +1,8 @@
 """``extjobs demo``: the mission end to end on embedded nodes, as an operator sees it.
 
 Everything lives in a temporary directory: three embedded SSH nodes (real SSH servers
-running commands locally, each in its own root), a daemon, and a client key. The demo
+running commands locally, each in its own root), a daemon, and a client key, started by
+the test kit (:func:`extjobs.testing.cluster.open_test_cluster`) as the tests start them. The demo
 drives the daemon with the same ``extjobs`` commands an operator would type and prints
 them with their output. Works as a non-root user.
 """
@@ -16,14 +17,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
 from rich.console import Console
 
-from extjobs.nodes.keys import generate_client_key
+from extjobs.testing.cluster import TestCluster, open_test_cluster
 
 console = Console(highlight=False)
 
@@ -48,56 +48,6 @@ def providers_dir() -> Path:
     if not here.is_dir():
         raise SystemExit(f"the shipped providers are not found at {here}")
     return here
-
-
-@contextmanager
-def _processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        yield procs
-    finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def start_node(root: Path, authorized_keys: Path, procs: list[subprocess.Popen[bytes]]) -> int:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "extjobs.nodes.embedded",
-            "--root",
-            str(root),
-            "--port",
-            "0",
-            "--authorized-keys",
-            str(authorized_keys),
-        ],
-        stdout=subprocess.PIPE,
-    )
-    procs.append(proc)
-    assert proc.stdout is not None
-    line = proc.stdout.readline().decode().split()
-    if len(line) != 2 or line[0] != "listening":
-        raise SystemExit(f"embedded node at {root} did not start")
-    return int(line[1])
-
-
-def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            return
-        if proc.poll() is not None:
-            raise SystemExit("the daemon exited during start-up")
-        time.sleep(0.05)
-    raise SystemExit(f"the daemon did not create {path} within {timeout:.0f}s")
 
 
 class Operator:
@@ -146,172 +96,160 @@ def _release(base: Path) -> None:
 
 def run_demo(*, keep: bool = False) -> int:
     base = Path(tempfile.mkdtemp(prefix="extjobs-demo-"))
-    provider = "sharedfile"
-    # Block devices need root: as root the first disk comes from loop devices.
-    block = "loopfile" if os.geteuid() == 0 and shutil.which("losetup") else None
     try:
-        with _processes() as procs:
-            key = base / "master" / "id_ed25519"
-            public = generate_client_key(key)
-            authorized = base / "master" / "authorized_keys"
-            authorized.write_text(public + "\n")
-            shared = base / "shared-storage"
-            shared.mkdir()
-            ports = {}
-            for name in NODES:
-                root = base / "nodes" / name
-                for prov in filter(None, (provider, block)):
-                    dest = root / "srv" / "extjobs" / "extstorage" / prov
-                    shutil.copytree(providers_dir() / prov, dest)
-                    (dest / "node-id").write_text(name + "\n")
-                ports[name] = start_node(root, authorized, procs)
-            # The third node gets a broken copy: one script lost its execute bit.
-            broken = (
-                base / "nodes" / NODES[2] / "srv" / "extjobs" / "extstorage" / provider / "attach"
-            )
-            broken.chmod(0o644)
-            console.print(
-                f"[bold]Embedded nodes[/bold] in {base / 'nodes'}: "
-                + ", ".join(f"{n} on 127.0.0.1:{p}" for n, p in ports.items())
-            )
-            console.print(f"node3's copy of {provider} is broken: {broken.name} is not executable")
-
-            socket = base / "run" / "api.sock"
-            config = base / "extjobs.toml"
-            config.write_text(
-                f'[daemon]\nstate_dir = "{base / "state"}"\nsocket = "{socket}"\n\n'
-                f'[ssh]\nidentity_file = "{key}"\nconnect_timeout = 5.0\n'
-            )
-            (base / "run").mkdir(mode=0o700)
-            daemon = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "extjobs",
-                    "daemon",
-                    "--config",
-                    str(config),
-                    "--log-level",
-                    "warning",
-                ],
-            )
-            procs.append(daemon)
-            wait_for_socket(socket, daemon)
-            console.print(f"[bold]Daemon[/bold] serving the API on {socket}")
-
-            op = Operator(socket)
-            op.run("cluster", "init", "demo")
-            for name in NODES:
-                search = base / "nodes" / name / "srv" / "extjobs" / "extstorage"
-                op.run(
-                    "node",
-                    "add",
-                    name,
-                    "--address",
-                    "127.0.0.1",
-                    "--port",
-                    str(ports[name]),
-                    "--user",
-                    os.environ.get("USER") or "root",
-                    "--accept-new-host-key",
-                    "--search-path",
-                    str(search),
-                )
-            op.run("node", "list")
-            op.run("storage", "diagnose")
-            job_file = json.dumps(
-                [
-                    {
-                        "OP_ID": "OP_TEST_DELAY",
-                        "duration": 0.2,
-                        "on_master": False,
-                        "on_nodes": list(NODES),
-                    },
-                    {"OP_ID": "OP_TEST_DELAY", "duration": 0.1},
-                ]
-            )
-            job_id = op.run("submit", "-", stdin=job_file).strip()
-            op.run("job", "watch", job_id)
-            op.run("job", "info", job_id)
-            op.run("job", "list")
-
-            console.print("\n[bold]Repairing node3's copy of the provider[/bold]")
-            op.run("storage", "install", str(providers_dir() / provider), "--node", "node3")
-            op.run("storage", "info", provider)
-
-            console.print("\n[bold]Instances on external storage[/bold]")
-            first = block or provider
-            vols = f"dir={shared}"
-            op.run("cluster", "modify", "--add-pool", "shared", provider)
-            op.run("group", "modify", "default", "--connect-pool", "shared")
-            op.run(
-                "instance",
-                "add",
-                "web1",
-                "-n",
-                "node1",
-                "--disk",
-                f"0:size=64M,provider={first},{vols}",
-                "--disk",
-                f"1:size=32M,pool=shared,{vols},name=data",
-            )
-            op.run(
-                "instance",
-                "add",
-                "db1",
-                "-n",
-                "node2",
-                "--disk",
-                f"0:size=32M,provider={provider},{vols}",
-            )
-            op.run(
-                "instance",
-                "add",
-                "bad1",
-                "-n",
-                "node3",
-                "--disk",
-                f"0:size=32M,provider={provider},{vols},colour=blue",
-                expect=1,
-            )
-            op.run("instance", "list")
-            op.run("instance", "info", "web1")
-            op.run("instance", "grow-disk", "web1", "0", "32M")
-            op.run("instance", "grow-disk", "web1", "0", "16M", "--absolute", expect=1)
-            op.run("instance", "shutdown", "db1")
-            op.run("instance", "startup", "db1")
-            op.run("cluster", "modify", "--remove-pool", "shared", expect=1)
-            op.run("verify")
-
-            console.print("\n[bold]Live migration, a node failure, failover[/bold]")
-            op.run("instance", "migrate", "web1", "-n", "node2")
-            op.run("instance", "list")
-            fence = base / "fence.sh"
-            fence.write_text(FENCE_SCRIPT)
-            fence.chmod(0o755)
-            op.run("node", "modify", "node2", "--fence-command", f"{fence} {base}")
-            console.print("\n[bold]node2's SSH server stops[/bold] (its guests keep running)")
-            node2 = procs[NODES.index("node2")]
-            node2.terminate()
-            node2.wait(10)
-            op.run("instance", "failover", "web1", expect=1)
-            op.run("instance", "failover", "web1", "--ignore-consistency")
-            op.run("node", "modify", "node2", "--offline", "yes")
-            op.run("instance", "failover", "db1")
-            op.run("instance", "list")
-            op.run("node", "list")
-            op.run("verify")
-            op.run("instance", "remove", "db1")
-            op.run("instance", "remove", "web1")
-            op.run("instance", "list")
-            if op.failures:
-                console.print(f"\n[red]demo finished with {op.failures} unexpected result(s)[/red]")
-                return 1
-            console.print("\n[green]demo finished[/green]")
-            return 0
+        return anyio.run(_demo, base)
     finally:
         _release(base)
         if keep:
             console.print(f"kept {base}")
         else:
             shutil.rmtree(base, ignore_errors=True)
+
+
+async def _demo(base: Path) -> int:
+    provider = "sharedfile"
+    # Block devices need root: as root the first disk comes from loop devices.
+    block = "loopfile" if os.geteuid() == 0 and shutil.which("losetup") else None
+    shared = base / "shared-storage"
+    shared.mkdir()
+    # The third node gets a broken copy: one script lost its execute bit.
+    broken = base / "nodes" / NODES[2] / "srv" / "extjobs" / "extstorage" / provider / "attach"
+
+    def break_node3(name: str, root: Path) -> None:
+        if name == NODES[2]:
+            broken.chmod(0o644)
+
+    async with open_test_cluster(
+        NODES,
+        mode="daemon",
+        base=base,
+        providers=[providers_dir() / p for p in filter(None, (provider, block))],
+        prepare=break_node3,
+        node_logs=False,
+        daemon_log_level="warning",
+    ) as cluster:
+        assert cluster.daemon is not None
+        console.print(
+            f"[bold]Embedded nodes[/bold] in {base / 'nodes'}: "
+            + ", ".join(f"{n.name} on 127.0.0.1:{n.port}" for n in cluster.nodes)
+        )
+        console.print(f"node3's copy of {provider} is broken: {broken.name} is not executable")
+        console.print(f"[bold]Daemon[/bold] serving the API on {cluster.daemon.socket}")
+        return await anyio.to_thread.run_sync(_mission, cluster, base, provider, block, shared)
+
+
+def _mission(
+    cluster: TestCluster, base: Path, provider: str, block: str | None, shared: Path
+) -> int:
+    """What the operator types, in order; the exit status of the demo."""
+    assert cluster.daemon is not None
+    ports = {n.name: n.port for n in cluster.nodes}
+    socket = cluster.daemon.socket
+    op = Operator(socket)
+    op.run("cluster", "init", "demo")
+    for name in NODES:
+        search = base / "nodes" / name / "srv" / "extjobs" / "extstorage"
+        op.run(
+            "node",
+            "add",
+            name,
+            "--address",
+            "127.0.0.1",
+            "--port",
+            str(ports[name]),
+            "--user",
+            os.environ.get("USER") or "root",
+            "--accept-new-host-key",
+            "--search-path",
+            str(search),
+        )
+    op.run("node", "list")
+    op.run("storage", "diagnose")
+    job_file = json.dumps(
+        [
+            {
+                "OP_ID": "OP_TEST_DELAY",
+                "duration": 0.2,
+                "on_master": False,
+                "on_nodes": list(NODES),
+            },
+            {"OP_ID": "OP_TEST_DELAY", "duration": 0.1},
+        ]
+    )
+    job_id = op.run("submit", "-", stdin=job_file).strip()
+    op.run("job", "watch", job_id)
+    op.run("job", "info", job_id)
+    op.run("job", "list")
+
+    console.print("\n[bold]Repairing node3's copy of the provider[/bold]")
+    op.run("storage", "install", str(providers_dir() / provider), "--node", "node3")
+    op.run("storage", "info", provider)
+
+    console.print("\n[bold]Instances on external storage[/bold]")
+    first = block or provider
+    vols = f"dir={shared}"
+    op.run("cluster", "modify", "--add-pool", "shared", provider)
+    op.run("group", "modify", "default", "--connect-pool", "shared")
+    op.run(
+        "instance",
+        "add",
+        "web1",
+        "-n",
+        "node1",
+        "--disk",
+        f"0:size=64M,provider={first},{vols}",
+        "--disk",
+        f"1:size=32M,pool=shared,{vols},name=data",
+    )
+    op.run(
+        "instance",
+        "add",
+        "db1",
+        "-n",
+        "node2",
+        "--disk",
+        f"0:size=32M,provider={provider},{vols}",
+    )
+    op.run(
+        "instance",
+        "add",
+        "bad1",
+        "-n",
+        "node3",
+        "--disk",
+        f"0:size=32M,provider={provider},{vols},colour=blue",
+        expect=1,
+    )
+    op.run("instance", "list")
+    op.run("instance", "info", "web1")
+    op.run("instance", "grow-disk", "web1", "0", "32M")
+    op.run("instance", "grow-disk", "web1", "0", "16M", "--absolute", expect=1)
+    op.run("instance", "shutdown", "db1")
+    op.run("instance", "startup", "db1")
+    op.run("cluster", "modify", "--remove-pool", "shared", expect=1)
+    op.run("verify")
+
+    console.print("\n[bold]Live migration, a node failure, failover[/bold]")
+    op.run("instance", "migrate", "web1", "-n", "node2")
+    op.run("instance", "list")
+    fence = base / "fence.sh"
+    fence.write_text(FENCE_SCRIPT)
+    fence.chmod(0o755)
+    op.run("node", "modify", "node2", "--fence-command", f"{fence} {base}")
+    console.print("\n[bold]node2's SSH server stops[/bold] (its guests keep running)")
+    cluster.node("node2").stop()
+    op.run("instance", "failover", "web1", expect=1)
+    op.run("instance", "failover", "web1", "--ignore-consistency")
+    op.run("node", "modify", "node2", "--offline", "yes")
+    op.run("instance", "failover", "db1")
+    op.run("instance", "list")
+    op.run("node", "list")
+    op.run("verify")
+    op.run("instance", "remove", "db1")
+    op.run("instance", "remove", "web1")
+    op.run("instance", "list")
+    if op.failures:
+        console.print(f"\n[red]demo finished with {op.failures} unexpected result(s)[/red]")
+        return 1
+    console.print("\n[green]demo finished[/green]")
+    return 0

@@ -12,7 +12,6 @@ import getpass
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from extjobs.api.client import Client
-from extjobs.errors import ExtJobsError
+from extjobs.testing.processes import DaemonProcess, write_daemon_config
 from tests.harness.keys import make_client_key
 from tests.harness.node import HarnessNode, start_nodes
 
@@ -29,63 +28,19 @@ REPO = Path(__file__).resolve().parents[2]
 PROVIDERS = REPO / "providers"
 
 
-class Daemon:
+class Daemon(DaemonProcess):
+    """The kit's daemon process with the harness's defaults (log file, info level)."""
+
     __test__ = False
 
     def __init__(self, config: Path, socket: Path, log: Path) -> None:
-        self.config = config
-        self.socket = socket
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-        #: Extra environment for the daemon process (e.g. fault injection).
-        self.env: dict[str, str] = {}
+        super().__init__(config, socket, log=log, log_level="info", cwd=REPO)
 
     def start(self, timeout: float = 20.0) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.socket.unlink()
-        out = self.log.open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "extjobs",
-                "daemon",
-                "--config",
-                str(self.config),
-                "--log-level",
-                "info",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-            env={**os.environ, **self.env},
-        )
-        out.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.socket.exists():
-                with Client(self.socket) as client, contextlib.suppress(ExtJobsError):
-                    client.info()
-                    return
-            if self.process.poll() is not None:
-                raise RuntimeError(f"daemon exited at start-up:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.05)
-        raise RuntimeError(f"daemon did not start:\n{self.log.read_text()[-3000:]}")
+        super().start(timeout)
 
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+    def stop(self, timeout: float = 15.0) -> None:
+        super().stop(timeout)
 
 
 class TestCluster:
@@ -189,10 +144,14 @@ def start_cluster(
     run.mkdir(mode=0o700)
     config = base / "extjobs.toml"
     socket = run / "api.sock"
-    config.write_text(
-        f'[daemon]\nstate_dir = "{base / "state"}"\nsocket = "{socket}"\n{daemon_extra}\n'
-        f'[ssh]\nidentity_file = "{key}"\nconnect_timeout = 3.0\nkeepalive_interval = 2.0\n'
-        f"keepalive_count_max = 2\n{config_extra}"
+    write_daemon_config(
+        config,
+        state_dir=base / "state",
+        socket=socket,
+        identity_file=key,
+        daemon=daemon_extra,
+        ssh="connect_timeout = 3.0\nkeepalive_interval = 2.0\nkeepalive_count_max = 2\n"
+        + config_extra,
     )
     with start_nodes(kind, n, base / "nodes", authorized) as nodes:
         daemon = Daemon(config, socket, base / "daemon.log")

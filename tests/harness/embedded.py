@@ -1,15 +1,13 @@
-"""Embedded asyncssh nodes (``python -m extjobs.nodes.embedded``) as subprocesses."""
+"""Embedded asyncssh nodes (``python -m extjobs.nodes.embedded``) as subprocesses, started
+by the test kit (:mod:`extjobs.testing.processes`) like the demo's and the benchmarks'."""
 
 from __future__ import annotations
 
 import contextlib
-import selectors
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from extjobs.testing.processes import read_ready_port, spawn_embedded_node
 from tests.harness.node import HarnessNode, start_nodes
 
 _READY_TIMEOUT = 30.0
@@ -25,47 +23,20 @@ class EmbeddedNode(HarnessNode):
         return self.root / "etc" / "ssh_host_ed25519_key"
 
     def _launch(self) -> None:
-        log = (self.root / "node.log").open("ab")
-        try:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "extjobs.nodes.embedded",
-                    "--root",
-                    str(self.root),
-                    "--host",
-                    self.host,
-                    "--port",
-                    str(self.port),
-                    "--authorized-keys",
-                    str(self.authorized_keys),
-                ],
-                stdout=subprocess.PIPE,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-            )
-        finally:
-            log.close()
-        line = self._read_line(_READY_TIMEOUT)
-        if not line.startswith(b"listening "):
+        self.process = spawn_embedded_node(
+            self.root,
+            self.authorized_keys,
+            host=self.host,
+            port=self.port,
+            log=self.root / "node.log",
+        )
+        port = read_ready_port(self.process, _READY_TIMEOUT)
+        if port is None:
             self.kill()
             raise RuntimeError(
-                f"embedded node {self.name} did not start (said {line!r}); "
-                f"see {self.root / 'node.log'}"
+                f"embedded node {self.name} did not start; see {self.root / 'node.log'}"
             )
-        self.port = int(line.split()[1])
-
-    def _read_line(self, timeout: float) -> bytes:
-        assert self.process is not None
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.process.stdout, selectors.EVENT_READ)
-            while not sel.select(max(0.0, deadline - time.monotonic())):
-                if time.monotonic() >= deadline:
-                    return b""
-        return self.process.stdout.readline()
+        self.port = port
 
 
 @contextlib.contextmanager

@@ -25,9 +25,11 @@ from extjobs.lus.ledger import LEDGER_KINDS, build_ledger
 from extjobs.model import codec
 from extjobs.model.config import Config
 from extjobs.model.journal import StepStatus
-from extjobs.model.states import OpStatus
+from extjobs.model.states import JobStatus, OpStatus
 from extjobs.model.steps import MoveTag, ProviderCall, StepKind
 from extjobs.model.volume import Action
+from extjobs.testing import ScriptedRunner, open_engine
+from extjobs.testing.runner import VolumeState
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "stores"
 INTERRUPTED_JOB = 12
@@ -96,3 +98,26 @@ def test_the_interrupted_failover_is_understood(legacy: SqliteStore) -> None:
         f"{provider_dir}/close",
     ]
     assert all(r.status is StepStatus.DONE for r in journal)
+
+
+async def test_the_engine_finishes_the_failover_0_1_left_interrupted(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    shutil.copy(DATA / "legacy-v1.db", state / "extjobs.db")
+    runner = ScriptedRunner(["strict"])
+    # The shared storage holds the volumes of the instances 0.1 created.
+    stored = SqliteStore(state / "extjobs.db")
+    for inst in stored.load_config().instances.values():
+        for disk in inst.disks:
+            runner.storage.volumes[disk.volume_name] = VolumeState(disk.size)
+    stored.close()
+    async with open_engine(Config(state_dir=state), runner) as engine:
+        job = await engine.wait(INTERRUPTED_JOB, timeout=30)
+        log = [e.message for e in engine.log(INTERRUPTED_JOB)]
+        assert job.status is JobStatus.SUCCESS, log[-5:]
+        assert engine.config.instance("legacy2").primary == "node2"
+    assert any("released the disks; finished on node2" in m for m in log), log
+    # Nothing touched the source again; the target's disk was taken over and the guest
+    # started there. (Attach and open are idempotent: done again on the target.)
+    assert runner.trace(node="node1") == []
+    assert runner.labels("node2") == ["attach disk0", "open disk0 exclusive", "hv start"]

@@ -33,9 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import posixpath
-import stat
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Self
@@ -43,12 +40,15 @@ from typing import Any, Self
 import anyio
 import asyncssh
 
-from extjobs.errors import CommandTimeoutError, HostKeyError, NodeError, NodeUnreachableError
+from extjobs.errors import CommandTimeoutError, NodeError, NodeUnreachableError
 from extjobs.model.config import SSHOptions
 from extjobs.model.remote import CommandResult, Endpoint, RemoteCommand
 from extjobs.nodes.command import kill_line, parse_pgid, shell_line
+from extjobs.nodes.hostkeys import host_key_changed, pinned_key
 from extjobs.nodes.leftovers import kill_if_ours_command
 from extjobs.nodes.output import CappedBuffer
+from extjobs.nodes.sftp import copy_tree, plan_tree
+from extjobs.nodes.streams import ForwardedStream
 
 logger = logging.getLogger(__name__)
 
@@ -404,20 +404,11 @@ class SSHRunner:
 
     async def put_tree(self, endpoint: Endpoint, local_dir: Path, remote_dir: str) -> None:
         """See :meth:`NodeRunner.put_tree`."""
-        plan = await anyio.to_thread.run_sync(_plan_tree, Path(local_dir))
+        plan = await anyio.to_thread.run_sync(plan_tree, Path(local_dir))
         connection, _ = await self._lease(endpoint)
         try:
             async with connection.conn.start_sftp_client() as sftp:
-                await sftp.makedirs(remote_dir, exist_ok=True)
-                for rel, _mode in plan.dirs:
-                    if rel:
-                        await sftp.makedirs(posixpath.join(remote_dir, rel), exist_ok=True)
-                for local, rel in plan.files:
-                    await sftp.put(local, posixpath.join(remote_dir, rel), preserve=True)
-                # Directory modes last, deepest first: a read-only directory must not
-                # stop its own contents from being written.
-                for rel, mode in reversed(plan.dirs):
-                    await sftp.chmod(posixpath.join(remote_dir, rel) if rel else remote_dir, mode)
+                await copy_tree(sftp, plan, remote_dir)
         except asyncssh.SFTPError as exc:
             raise NodeError(
                 f"copying {local_dir} to {endpoint.name}:{remote_dir} failed: {exc.reason}",
@@ -431,7 +422,9 @@ class SSHRunner:
             self._pool(endpoint).release(connection)
 
     @contextlib.asynccontextmanager
-    async def open_unix_stream(self, endpoint: Endpoint, path: str) -> AsyncIterator[_UnixStream]:
+    async def open_unix_stream(
+        self, endpoint: Endpoint, path: str
+    ) -> AsyncIterator[ForwardedStream]:
         """See :meth:`NodeRunner.open_unix_stream`; the stream holds one channel slot."""
         for attempt in range(2):
             connection, fresh = await self._lease(endpoint)
@@ -452,7 +445,7 @@ class SSHRunner:
                     connection.conn.abort()
                     continue
                 raise self._unreachable(endpoint, f"cannot open a channel: {exc}") from exc
-            stream = _UnixStream(endpoint, path, reader, writer)
+            stream = ForwardedStream(endpoint, path, reader, writer)
             try:
                 yield stream
             finally:
@@ -514,7 +507,7 @@ class SSHRunner:
 
     async def _connect(self, endpoint: Endpoint) -> tuple[asyncssh.SSHClientConnection, _Client]:
         """Open and authenticate one connection; errors translated to the NodeError tree."""
-        pinned = _pinned_key(endpoint)
+        pinned = pinned_key(endpoint)
         client = _Client()
         timeout = self._options.connect_timeout
         options = asyncssh.SSHClientConnectionOptions(
@@ -532,7 +525,7 @@ class SSHRunner:
                     lambda: client, endpoint.host, endpoint.port, options=options
                 )
         except asyncssh.HostKeyNotVerifiable as exc:
-            raise _host_key_changed(endpoint, pinned, client.offered_key) from exc
+            raise host_key_changed(endpoint, pinned, client.offered_key) from exc
         except asyncssh.PermissionDenied as exc:
             raise NodeError(
                 f"node {endpoint.name} refused authentication as {endpoint.user}: {exc.reason}",
@@ -601,108 +594,6 @@ class SSHRunner:
         with anyio.move_on_after(self._options.kill_timeout, shield=True):
             for conn in conns:
                 await conn.wait_closed()
-
-
-class _UnixStream:
-    """A forwarded connection to a Unix socket on a node; errors become NodeErrors."""
-
-    def __init__(
-        self,
-        endpoint: Endpoint,
-        path: str,
-        reader: asyncssh.SSHReader[bytes],
-        writer: asyncssh.SSHWriter[bytes],
-    ) -> None:
-        self._endpoint = endpoint
-        self._path = path
-        self._reader = reader
-        self._writer = writer
-
-    def _lost(self, exc: BaseException) -> NodeUnreachableError:
-        return NodeUnreachableError(
-            f"node {self._endpoint.name}: connection to {self._path} lost: {exc}",
-            node=self._endpoint.name,
-            path=self._path,
-        )
-
-    async def send(self, data: bytes) -> None:
-        try:
-            self._writer.write(data)
-            await self._writer.drain()
-        except (asyncssh.Error, OSError) as exc:
-            raise self._lost(exc) from exc
-
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        try:
-            return bytes(await self._reader.read(max_bytes))
-        except (asyncssh.Error, OSError) as exc:
-            raise self._lost(exc) from exc
-
-
-class _TreePlan:
-    """What :meth:`SSHRunner.put_tree` copies: directories (parents first) and files,
-    as paths relative to the tree's top (``""`` is the top itself)."""
-
-    def __init__(self) -> None:
-        self.dirs: list[tuple[str, int]] = []
-        self.files: list[tuple[str, str]] = []
-
-
-def _plan_tree(local_dir: Path) -> _TreePlan:
-    if not local_dir.is_dir():
-        raise NotADirectoryError(str(local_dir))
-    plan = _TreePlan()
-    plan.dirs.append(("", stat.S_IMODE(local_dir.stat().st_mode)))
-    for root, dirnames, filenames in os.walk(local_dir):
-        top = Path(root)
-        rel_root = top.relative_to(local_dir).as_posix()
-        prefix = "" if rel_root == "." else rel_root + "/"
-        for name in sorted(dirnames):
-            path = top / name
-            if path.is_symlink():  # os.walk does not descend; copy the link itself
-                plan.files.append((str(path), prefix + name))
-            else:
-                plan.dirs.append((prefix + name, stat.S_IMODE(path.stat().st_mode)))
-        plan.files.extend((str(top / name), prefix + name) for name in sorted(filenames))
-    return plan
-
-
-def _pinned_key(endpoint: Endpoint) -> asyncssh.SSHKey:
-    if endpoint.host_key is None:
-        raise HostKeyError(
-            f"node {endpoint.name} has no pinned host key; fetch it with fetch_host_key, "
-            "confirm it and pin it before running commands",
-            node=endpoint.name,
-            host=endpoint.host,
-            port=endpoint.port,
-        )
-    try:
-        return asyncssh.import_public_key(endpoint.host_key)
-    except (asyncssh.KeyImportError, ValueError) as exc:
-        raise HostKeyError(
-            f"the pinned host key of node {endpoint.name} is not a valid OpenSSH public key",
-            node=endpoint.name,
-            host=endpoint.host,
-            port=endpoint.port,
-        ) from exc
-
-
-def _host_key_changed(
-    endpoint: Endpoint, pinned: asyncssh.SSHKey, offered: asyncssh.SSHKey | None
-) -> HostKeyError:
-    offered_fp = offered.get_fingerprint() if offered is not None else "unknown"
-    offered_alg = offered.get_algorithm() if offered is not None else "unknown"
-    return HostKeyError(
-        f"the host key of node {endpoint.name} ({endpoint.host}:{endpoint.port}) changed: "
-        f"it offered {offered_alg} {offered_fp}, which is not the pinned key "
-        f"{pinned.get_fingerprint()}. If the node was really reinstalled, fetch and pin "
-        "its new key; otherwise someone may be impersonating it.",
-        node=endpoint.name,
-        host=endpoint.host,
-        port=endpoint.port,
-        offered=offered_fp,
-        pinned=pinned.get_fingerprint(),
-    )
 
 
 def _reason(exc: BaseException, timeout: float) -> str:

@@ -29,7 +29,7 @@ import attrs
 from extjobs.errors import HypervisorError, InputError
 from extjobs.extstorage.attach import AttachInfo
 from extjobs.hypervisors.process import STATUS_SCRIPT, STOP_SCRIPT, process_command
-from extjobs.model.cluster import Cluster, Instance
+from extjobs.model.cluster import Cluster, HypervisorName, Instance
 from extjobs.model.remote import RemoteCommand
 
 DEFAULT_RUN_DIR = "run/extjobs"
@@ -88,11 +88,29 @@ def parse_status(stdout: str, *, node: str) -> RuntimeStatus:
 
 
 class Hypervisor(abc.ABC):
-    """One hypervisor backend. Stateless; one shared object per backend."""
+    """One hypervisor backend. Stateless; one shared object per backend.
 
-    name: ClassVar[str]
+    What differs between backends is said here, as attributes and methods, so that the
+    LUs never compare a hypervisor's name: a new backend is a subclass, a member of
+    :class:`HypervisorName` and an entry in ``extjobs.hypervisors.HYPERVISORS``.
+    """
+
+    name: ClassVar[HypervisorName]
     #: How ``stop`` signals the guest: its whole process group, or the process only.
     stop_mode: ClassVar[str] = "process"
+    #: The most disks one guest can have under this backend (``None``: no limit here).
+    max_disks: ClassVar[int | None] = None
+
+    def check_instance(self, *, disks: int) -> None:
+        """Refuse, before anything runs, an instance this backend cannot hold.
+
+        Raises :class:`InputError` naming the field.
+        """
+        if self.max_disks is not None and disks > self.max_disks:
+            raise InputError(
+                f"the {self.name.value} hypervisor holds at most {self.max_disks} disks",
+                field="disks",
+            )
 
     @abc.abstractmethod
     def disk_path(self, info: AttachInfo, access: str, *, node: str, provider: str) -> str:

@@ -32,7 +32,7 @@ from extjobs.hypervisors.base import (
     userspace_or_device,
 )
 from extjobs.hypervisors.process import PROCESS_FUNCTIONS, process_command
-from extjobs.model.cluster import Instance
+from extjobs.model.cluster import HypervisorName, Instance
 from extjobs.model.remote import RemoteCommand
 
 QEMU = "qemu-system-x86_64"
@@ -100,11 +100,11 @@ def drive_id(index: int) -> str:
 
 
 class KvmHypervisor(Hypervisor):
-    name: ClassVar[str] = "kvm"
+    name: ClassVar[HypervisorName] = HypervisorName.KVM
     stop_mode: ClassVar[str] = "process"
 
     def disk_path(self, info: AttachInfo, access: str, *, node: str, provider: str) -> str:
-        return userspace_or_device(info, access, self.name, node=node, provider=provider)
+        return userspace_or_device(info, access, self.name.value, node=node, provider=provider)
 
     def start_command(
         self, instance: Instance, disk_paths: Sequence[str], run_dir: str, *, timeout: float

@@ -15,7 +15,7 @@ import attrs
 
 from extjobs.errors import InputError, UnknownOpcodeError
 from extjobs.model import codec
-from extjobs.model.cluster import check_name
+from extjobs.model.cluster import HypervisorName, check_name
 
 
 def _names(kind: str) -> Any:
@@ -201,7 +201,8 @@ def encode_opcode(op: OpCode) -> dict[str, Any]:
 _PROVIDER_RE = re.compile(r"[A-Za-z0-9_-]+")
 _PARAM_RE = re.compile(r"[A-Za-z0-9_]+")
 ACCESS_MODES = ("kernelspace", "userspace")
-HYPERVISOR_NAMES = ("fake", "kvm")
+#: The values of :class:`HypervisorName`, in its order (the CLI offers them).
+HYPERVISOR_NAMES = tuple(name.value for name in HypervisorName)
 
 
 def _positive(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
@@ -294,7 +295,7 @@ class OpInstanceCreate(OpCode):
     instance_name: str = attrs.field(validator=_name("instance name"))
     pnode: str = attrs.field(validator=_name("node name"))
     disks: tuple[DiskSpec, ...] = attrs.field(validator=_disk_specs)
-    hypervisor: str = attrs.field(default="fake", validator=_hypervisor)
+    hypervisor: str = attrs.field(default=HypervisorName.FAKE.value, validator=_hypervisor)
     memory: int = attrs.field(default=64, validator=_positive)  # MiB
     vcpus: int = attrs.field(default=1, validator=_positive)
     start: bool = True

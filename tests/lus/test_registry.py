@@ -3,9 +3,12 @@ not with a ``KeyError`` when a job runs."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from extjobs.lus import LU_FOR
+from extjobs.lus.base import LogicalUnit
 from extjobs.model import opcodes
 from extjobs.model.opcodes import OPCODES, OpCode
 
@@ -16,9 +19,12 @@ def test_every_opcode_has_an_lu() -> None:
 
 
 @pytest.mark.parametrize(
-    ("opcode", "lu"), sorted(LU_FOR.items(), key=lambda i: i[0].OP_ID), ids=lambda v: v.__name__
+    ("opcode", "lu"),
+    [pytest.param(op, lu, id=op.OP_ID) for op, lu in sorted(LU_FOR.items(), key=str)],
 )
-def test_every_lu_serves_a_registered_opcode(opcode: type[OpCode], lu: type) -> None:
+def test_every_lu_serves_a_registered_opcode(
+    opcode: type[OpCode], lu: type[LogicalUnit[Any]]
+) -> None:
     assert OPCODES.get(opcode.OP_ID) is opcode, f"{opcode.__name__} lacks @register_opcode"
     assert lu.OPCODE is opcode, f"{lu.__name__}.OPCODE is {lu.OPCODE.__name__}, not {opcode}"
 

@@ -40,7 +40,7 @@ from extjobs.model.remote import RemoteCommand
 from extjobs.nodes.command import shell_line
 from extjobs.nodes.ssh import SSHRunner
 
-#: The step OP_TEST_DELAY(duration=0) runs on a node (see extjobs.lus.testing).
+#: The step OP_TEST_DELAY(duration=0) runs on a node (see extjobs.lus.delay).
 NOOP = RemoteCommand(argv=("sleep", "0"), env={"PATH": "/usr/bin:/bin"}, timeout=30.0)
 NOOP_LINE = shell_line(NOOP)
 

@@ -10,7 +10,8 @@ and a per-node run directory into :class:`~extjobs.model.remote.RemoteCommand` o
 - :mod:`.kvm` — ``qemu-system-x86_64`` command lines
 - :mod:`.qmp` — QMP messages: encoding commands, splitting and checking replies
 
-:func:`get_hypervisor` is the registry from name to backend.
+:data:`HYPERVISORS` is the registry from :class:`~extjobs.model.cluster.HypervisorName`
+to backend, one entry per member; :func:`get_hypervisor` looks a stored name up in it.
 """
 
 from __future__ import annotations
@@ -19,20 +20,22 @@ from extjobs.errors import InputError
 from extjobs.hypervisors.base import Hypervisor
 from extjobs.hypervisors.fake import FakeHypervisor
 from extjobs.hypervisors.kvm import KvmHypervisor
+from extjobs.model.cluster import HypervisorName
 
-HYPERVISORS: dict[str, Hypervisor] = {
-    FakeHypervisor.name: FakeHypervisor(),
-    KvmHypervisor.name: KvmHypervisor(),
+HYPERVISORS: dict[HypervisorName, Hypervisor] = {
+    HypervisorName.FAKE: FakeHypervisor(),
+    HypervisorName.KVM: KvmHypervisor(),
 }
 
 
-def get_hypervisor(name: str) -> Hypervisor:
-    """The backend called ``name``; raises :class:`InputError` listing the known ones."""
+def get_hypervisor(name: str | HypervisorName) -> Hypervisor:
+    """The backend called ``name`` (a stored value such as ``"kvm"``, or the member);
+    raises :class:`InputError` listing the known ones."""
     try:
-        return HYPERVISORS[name]
-    except KeyError:
+        return HYPERVISORS[HypervisorName(name)]
+    except (KeyError, ValueError):
         raise InputError(
-            f"unknown hypervisor {name!r}; use {', '.join(sorted(HYPERVISORS))}",
+            f"unknown hypervisor {name!r}; use {', '.join(h.value for h in HYPERVISORS)}",
             field="hypervisor",
         ) from None
 

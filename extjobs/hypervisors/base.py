@@ -1,6 +1,6 @@
-"""The interface every hypervisor backend offers, as pure translation.
+"""The interface every hypervisor backend offers.
 
-A backend answers four questions for the instance LUs:
+A backend answers these questions for the instance LUs:
 
 - which path of an attached disk it uses (:meth:`Hypervisor.disk_path`): the block
   device printed on line 1 of ``attach``, or the ``<hypervisor>:`` URI of a
@@ -8,8 +8,14 @@ A backend answers four questions for the instance LUs:
 - how to start, stop and query a guest on a node (:class:`RemoteCommand` objects whose
   scripts are constants; names and paths are positional arguments);
 - what the status command printed (:func:`parse_status`);
-- how a running guest learns that a disk grew (:meth:`Hypervisor.resize_commands`:
-  QMP commands, or none).
+- how a running guest learns that a disk grew (:meth:`Hypervisor.notify_resize`);
+- how a running guest moves between nodes (:attr:`Hypervisor.transfers_memory`,
+  :meth:`Hypervisor.transfer_memory`), and which of two processes is the guest after
+  an interrupted move (:meth:`Hypervisor.guest_state`).
+
+Everything is pure translation except the conversations with a running guest (QMP for
+kvm), which go through a :class:`~extjobs.hypervisors.link.GuestLink` the caller hands
+in; the LUs never spell a control-socket command.
 
 Runtime files live in the node's run directory, ``<hv_run_dir>/<node>`` (default
 ``run/extjobs/<node>``, relative to the login directory of the node's SSH user): the
@@ -28,8 +34,9 @@ import attrs
 
 from extjobs.errors import HypervisorError, InputError
 from extjobs.extstorage.attach import AttachInfo
+from extjobs.hypervisors.link import GuestLink
 from extjobs.hypervisors.process import STATUS_SCRIPT, STOP_SCRIPT, process_command
-from extjobs.model.cluster import Cluster, Instance
+from extjobs.model.cluster import Cluster, HypervisorName, Instance
 from extjobs.model.remote import RemoteCommand
 
 DEFAULT_RUN_DIR = "run/extjobs"
@@ -88,11 +95,29 @@ def parse_status(stdout: str, *, node: str) -> RuntimeStatus:
 
 
 class Hypervisor(abc.ABC):
-    """One hypervisor backend. Stateless; one shared object per backend."""
+    """One hypervisor backend. Stateless; one shared object per backend.
 
-    name: ClassVar[str]
+    What differs between backends is said here, as attributes and methods, so that the
+    LUs never compare a hypervisor's name: a new backend is a subclass, a member of
+    :class:`HypervisorName` and an entry in ``extjobs.hypervisors.HYPERVISORS``.
+    """
+
+    name: ClassVar[HypervisorName]
     #: How ``stop`` signals the guest: its whole process group, or the process only.
     stop_mode: ClassVar[str] = "process"
+    #: The most disks one guest can have under this backend (``None``: no limit here).
+    max_disks: ClassVar[int | None] = None
+
+    def check_instance(self, *, disks: int) -> None:
+        """Refuse, before anything runs, an instance this backend cannot hold.
+
+        Raises :class:`InputError` naming the field.
+        """
+        if self.max_disks is not None and disks > self.max_disks:
+            raise InputError(
+                f"the {self.name.value} hypervisor holds at most {self.max_disks} disks",
+                field="disks",
+            )
 
     @abc.abstractmethod
     def disk_path(self, info: AttachInfo, access: str, *, node: str, provider: str) -> str:
@@ -124,12 +149,56 @@ class Hypervisor(abc.ABC):
         """Control-socket commands telling a running guest that a disk now has this size."""
         return []
 
+    async def notify_resize(
+        self, link: GuestLink, node: str, socket: str, disk_index: int, size_mib: int
+    ) -> int | None:
+        """Tell the guest behind control socket ``socket`` on ``node`` that disk
+        ``disk_index`` now has ``size_mib`` MiB; the size the guest then sees, in bytes
+        (``None`` when the backend cannot tell). Raises HypervisorError."""
+        return None
+
+    async def guest_state(self, link: GuestLink, node: str, socket: str) -> str:
+        """The run state of the guest process behind ``socket`` on ``node``, after
+        cancelling a migration it is still sending (see :meth:`is_leftover`).
+        Raises HypervisorError."""
+        raise HypervisorError(f"the {self.name.value} hypervisor has no control socket")
+
+    def is_leftover(self, state: str) -> bool:
+        """Whether a process in ``state`` is a migration's leftover, not the guest."""
+        return False
+
+    async def resume(self, link: GuestLink, node: str, socket: str) -> None:
+        """Continue a guest paused on ``node`` (a non-live migration paused it)."""
+        raise HypervisorError(f"the {self.name.value} hypervisor has no control socket")
+
     # -- migration (see extjobs.hypervisors.migration) --------------------------------
 
     #: Whether a running guest moves by a memory transfer between two processes over
-    #: the control socket (QMP ``migrate``); otherwise it moves by starting the guest
-    #: on the target and then stopping it on the source.
+    #: the control socket (:meth:`transfer_memory`); otherwise it moves by starting the
+    #: guest on the target and then stopping it on the source.
     transfers_memory: ClassVar[bool] = False
+
+    async def transfer_memory(
+        self,
+        link: GuestLink,
+        *,
+        source: str,
+        source_socket: str,
+        target: str,
+        target_socket: str,
+        host: str,
+        port: int | None,
+        live: bool,
+    ) -> None:
+        """Move a running guest's memory from ``source`` to the receiving side started
+        on ``target`` (:meth:`incoming_command`), over ``host:port`` (any free port when
+        ``None``; ``live``: without pausing it first). Returns once the guest runs on
+        the target; the source process is left for the caller to stop.
+
+        Raises HypervisorError (and the node layer's errors for the connections).
+        Only backends with :attr:`transfers_memory` implement it.
+        """
+        raise HypervisorError(f"the {self.name.value} hypervisor does not transfer memory")
 
     def incoming_command(
         self, instance: Instance, disk_paths: Sequence[str], run_dir: str, *, timeout: float

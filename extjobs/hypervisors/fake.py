@@ -19,7 +19,7 @@ from extjobs.errors import HypervisorError
 from extjobs.extstorage.attach import AttachInfo
 from extjobs.hypervisors.base import Hypervisor, instance_key, userspace_or_device
 from extjobs.hypervisors.process import PROCESS_FUNCTIONS, process_command
-from extjobs.model.cluster import Instance
+from extjobs.model.cluster import HypervisorName, Instance
 from extjobs.model.remote import RemoteCommand
 
 MAX_DISKS = 7
@@ -70,11 +70,12 @@ printf 'running %s %s\n' "$pid" "$dir"
 
 
 class FakeHypervisor(Hypervisor):
-    name: ClassVar[str] = "fake"
+    name: ClassVar[HypervisorName] = HypervisorName.FAKE
     stop_mode: ClassVar[str] = "group"
+    max_disks: ClassVar[int | None] = MAX_DISKS
 
     def disk_path(self, info: AttachInfo, access: str, *, node: str, provider: str) -> str:
-        path = userspace_or_device(info, access, self.name, node=node, provider=provider)
+        path = userspace_or_device(info, access, self.name.value, node=node, provider=provider)
         if not path.startswith("/"):
             raise HypervisorError(
                 f"the fake hypervisor needs a path, not {path!r} (provider {provider!r})",

@@ -14,6 +14,8 @@ The start script resolves the run directory to an absolute path, so the pid file
 the QMP socket are absolute (qemu changes to ``/`` when it daemonises); the daemon
 reaches the socket through SSH stream-local forwarding. Disk ``N`` is the drive
 ``diskN``, which is what ``block_resize`` names.
+
+Conversations with a running qemu are QMP (:mod:`.qmp`; migration: :mod:`.migration`).
 """
 
 from __future__ import annotations
@@ -25,14 +27,16 @@ import attrs
 
 from extjobs.errors import HypervisorError
 from extjobs.extstorage.attach import AttachInfo
+from extjobs.hypervisors import migration, qmp
 from extjobs.hypervisors.base import (
     Hypervisor,
     RuntimeStatus,
     instance_key,
     userspace_or_device,
 )
+from extjobs.hypervisors.link import GuestLink
 from extjobs.hypervisors.process import PROCESS_FUNCTIONS, process_command
-from extjobs.model.cluster import Instance
+from extjobs.model.cluster import HypervisorName, Instance
 from extjobs.model.remote import RemoteCommand
 
 QEMU = "qemu-system-x86_64"
@@ -100,11 +104,11 @@ def drive_id(index: int) -> str:
 
 
 class KvmHypervisor(Hypervisor):
-    name: ClassVar[str] = "kvm"
+    name: ClassVar[HypervisorName] = HypervisorName.KVM
     stop_mode: ClassVar[str] = "process"
 
     def disk_path(self, info: AttachInfo, access: str, *, node: str, provider: str) -> str:
-        return userspace_or_device(info, access, self.name, node=node, provider=provider)
+        return userspace_or_device(info, access, self.name.value, node=node, provider=provider)
 
     def start_command(
         self, instance: Instance, disk_paths: Sequence[str], run_dir: str, *, timeout: float
@@ -126,6 +130,22 @@ class KvmHypervisor(Hypervisor):
     def resize_commands(self, disk_index: int, size_mib: int) -> list[tuple[str, dict[str, Any]]]:
         return [("block_resize", {"device": drive_id(disk_index), "size": size_mib * 1024 * 1024})]
 
+    async def notify_resize(
+        self, link: GuestLink, node: str, socket: str, disk_index: int, size_mib: int
+    ) -> int | None:
+        commands = [*self.resize_commands(disk_index, size_mib), ("query-block", {})]
+        replies = await qmp.execute_all(link, node, socket, commands)
+        return qmp.block_sizes(replies[-1]).get(drive_id(disk_index))
+
+    async def guest_state(self, link: GuestLink, node: str, socket: str) -> str:
+        return await migration.guest_state(link, node, socket)
+
+    def is_leftover(self, state: str) -> bool:
+        return migration.is_leftover(state)
+
+    async def resume(self, link: GuestLink, node: str, socket: str) -> None:
+        await migration.resume(link, node, socket)
+
     transfers_memory: ClassVar[bool] = True
 
     def incoming_command(
@@ -135,3 +155,26 @@ class KvmHypervisor(Hypervisor):
         told where by QMP ``migrate-incoming`` (see :mod:`.migration`)."""
         command = self.start_command(instance, disk_paths, run_dir, timeout=timeout)
         return attrs.evolve(command, argv=(*command.argv, "-incoming", "defer"))
+
+    async def transfer_memory(
+        self,
+        link: GuestLink,
+        *,
+        source: str,
+        source_socket: str,
+        target: str,
+        target_socket: str,
+        host: str,
+        port: int | None,
+        live: bool,
+    ) -> None:
+        await migration.transfer(
+            link,
+            source=source,
+            source_socket=source_socket,
+            target=target,
+            target_socket=target_socket,
+            host=host,
+            port=port,
+            live=live,
+        )

@@ -1,28 +1,45 @@
-"""Live migration over QMP as pure translation: the messages, and what the replies mean.
+"""Live migration over QMP: the messages, what the replies mean, and the conversation.
 
-A kvm migration from S to T (the I/O loop lives in ``extjobs.lus.migrate``)::
+A kvm migration from S to T (the steps around it live in ``extjobs.lus.migrate``; the
+QMP part is :func:`transfer`, reached through ``KvmHypervisor.transfer_memory``)::
 
-    T: qemu … -incoming defer                      (Hypervisor.incoming_command)
+    T: qemu … -incoming defer                      (Hypervisor.incoming_command, a step)
     T: migrate-incoming {"uri": "tcp:HOST:PORT"}   PORT 0: qemu picks a free port
     T: query-migrate → socket-address[0].port      the port it really listens on
     S: stop                                        (non-live only: pause first)
     S: migrate {"uri": "tcp:HOST:PORT"}
     S: query-migrate …                             until completed / failed / cancelled
     T: query-status → running                      (non-live: cont first)
-    S: the source qemu, now "postmigrate", is stopped
+    S: the source qemu, now "postmigrate", is stopped   (a step of the LU)
 
 ``query-status`` tells the active guest from a migration's leftovers: a target still
 waiting (``inmigrate``) or a source whose guest has moved away (``postmigrate``) is not
-the guest.
+the guest (:func:`guest_state`, :func:`resume`).
+
+The message builders and parsers are pure. The conversations take the caller's
+:class:`~extjobs.hypervisors.link.GuestLink` and do their I/O through it only.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import attrs
 
 from extjobs.errors import HypervisorError
+from extjobs.hypervisors.link import GuestLink
+from extjobs.hypervisors.qmp import QmpSession, open_session
+from extjobs.model.jobs import LogKind
+
+#: Longest a memory transfer may take before it is cancelled.
+MIGRATE_TIMEOUT = 900.0
+#: Between two query-migrate polls; a progress line goes to the job log every
+#: PROGRESS_EVERY seconds or 10 percent.
+POLL_INTERVAL = 0.1
+PROGRESS_EVERY = 2.0
+#: How long :func:`guest_state` waits for a cancelled migration to end.
+CANCEL_WAIT = 15.0
 
 #: query-migrate states after which nothing more happens.
 FINAL_STATES = frozenset({"completed", "failed", "cancelled"})
@@ -141,3 +158,98 @@ def run_state(query_status: Any) -> str:
 def is_leftover(state: str) -> bool:
     """Whether a qemu in ``state`` is a migration's leftover rather than the guest."""
     return state in LEFTOVER_STATES
+
+
+# -- the conversations -------------------------------------------------------------------
+
+
+async def transfer(
+    link: GuestLink,
+    *,
+    source: str,
+    source_socket: str,
+    target: str,
+    target_socket: str,
+    host: str,
+    port: int | None,
+    live: bool,
+) -> Progress:
+    """Move the guest's memory from the qemu on ``source`` to the one waiting on
+    ``target`` (``-incoming defer``), listening on ``host:port`` (any free port when
+    ``None``); returns once the guest runs on the target. Progress goes to the job log.
+
+    Raises :class:`HypervisorError` when qemu refuses, the transfer fails or outlasts
+    :data:`MIGRATE_TIMEOUT` (it is cancelled then), or the target does not run the
+    guest afterwards; the node layer's errors for the connections. Cancellable; a
+    cancelled transfer may still be under way in qemu (``guest_state`` cancels it).
+    """
+    async with open_session(link, target, target_socket, description="QMP migrate-incoming") as qt:
+        replies = [await qt.execute(c, a) for c, a in incoming_commands(host, port)]
+    port = listening_port(replies[-1], where=target)
+    link.log(f"{target}: waiting for the guest on {host}:{port}")
+    async with open_session(link, source, source_socket, description="QMP migrate") as qs:
+        for command, arguments in migrate_commands(host, port, live=live):
+            await qs.execute(command, arguments)
+        progress = await _watch(link, source, qs)
+    if progress.status != "completed":
+        raise HypervisorError(
+            f"qemu on {source} reports the migration {progress.describe()}", node=source
+        )
+    async with open_session(link, target, target_socket, description="QMP query-status") as qt:
+        state = run_state(await qt.execute("query-status"))
+        if state == "paused" and not live:
+            await qt.execute("cont")
+            state = run_state(await qt.execute("query-status"))
+    if state != "running":
+        raise HypervisorError(
+            f"the guest on {target} is {state} after the migration, not running", node=target
+        )
+    link.log(f"{target}: the guest runs (query-status: {state})")
+    return progress
+
+
+async def _watch(link: GuestLink, source: str, qs: QmpSession) -> Progress:
+    started = time.monotonic()
+    logged_at, logged_percent = started, -100
+    while True:
+        progress = parse_progress(await qs.execute("query-migrate", quiet=True))
+        now = time.monotonic()
+        if progress.final:
+            link.log(f"{source}: migration {progress.describe()}", kind=LogKind.PROGRESS)
+            return progress
+        if progress.percent >= logged_percent + 10 or now - logged_at >= PROGRESS_EVERY:
+            link.log(f"{source}: migration {progress.describe()}", kind=LogKind.PROGRESS)
+            logged_at, logged_percent = now, progress.percent
+        if now - started > MIGRATE_TIMEOUT:
+            await qs.execute("migrate_cancel")
+            raise HypervisorError(
+                f"the migration from {source} took longer than {MIGRATE_TIMEOUT:g}s and "
+                "was cancelled",
+                node=source,
+            )
+        await link.sleep(POLL_INTERVAL)
+
+
+async def guest_state(link: GuestLink, node: str, socket: str) -> str:
+    """qemu's run state on ``node``, after cancelling a migration it is still sending
+    (see :func:`is_leftover` for what the state means). Raises HypervisorError."""
+    async with open_session(link, node, socket, description="QMP query-status, query-migrate") as s:
+        state = run_state(await s.execute("query-status", quiet=True))
+        if state == "inmigrate":
+            return state
+        progress = parse_progress(await s.execute("query-migrate", quiet=True))
+        if progress.status not in FINAL_STATES and progress.status != "none":
+            await s.execute("migrate_cancel")
+            deadline = time.monotonic() + CANCEL_WAIT
+            while not progress.final and time.monotonic() < deadline:
+                await link.sleep(0.1)
+                progress = parse_progress(await s.execute("query-migrate", quiet=True))
+            link.log(f"{node}: migration under way was cancelled: {progress.describe()}")
+            state = run_state(await s.execute("query-status", quiet=True))
+    return state
+
+
+async def resume(link: GuestLink, node: str, socket: str) -> None:
+    """Continue a guest paused on ``node`` (a non-live migration paused it)."""
+    async with open_session(link, node, socket, description="QMP cont") as s:
+        await s.execute("cont")

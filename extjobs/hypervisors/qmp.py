@@ -1,4 +1,4 @@
-"""QMP (the QEMU Machine Protocol) as pure translation: bytes in, messages out.
+"""QMP (the QEMU Machine Protocol): messages, and a session over a stream the caller opens.
 
 A QMP session over a stream::
 
@@ -11,16 +11,21 @@ A QMP session over a stream::
 
 Messages are JSON objects, one per line (``\\r\\n``). :class:`MessageSplitter` turns
 received bytes into messages; :func:`encode_command` and :func:`reply_value` are the two
-halves of a command. The I/O loop lives with the caller (see
-``extjobs.lus.instance_hv.qmp_execute``).
+halves of a command. :class:`QmpSession` holds the conversation over a stream that the
+caller's :class:`~extjobs.hypervisors.link.GuestLink` opened (:func:`open_session`);
+the socket itself is opened, journalled and closed by the caller.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from extjobs.errors import HypervisorError
+from extjobs.hypervisors.link import ByteStream, GuestLink
+from extjobs.model.jobs import LogKind
 
 #: A reply longer than this (bytes, without a newline) is refused as garbage.
 MAX_MESSAGE = 1 << 20
@@ -111,3 +116,98 @@ def block_sizes(query_block: Any) -> dict[str, int]:
         if isinstance(entry.get("device"), str) and isinstance(size, int):
             sizes[entry["device"]] = size
     return sizes
+
+
+#: Longest wait for one reply (each receive) on a QMP socket.
+QMP_TIMEOUT = 30.0
+
+Command = tuple[str, dict[str, Any]]
+
+
+class QmpSession:
+    """A QMP session in command mode on one guest's socket (see :func:`open_session`)."""
+
+    def __init__(self, link: GuestLink, node: str, stream: ByteStream, where: str) -> None:
+        self._link = link
+        self._node = node
+        self._stream = stream
+        self._where = where
+        self._splitter = MessageSplitter(where=where)
+        self._pending: list[dict[str, Any]] = []
+        self._number = 0
+
+    async def _next_message(self) -> dict[str, Any]:
+        while not self._pending:
+            data = await self._stream.receive()
+            if not data:
+                raise HypervisorError(
+                    f"QMP on {self._where} closed the connection", node=self._node
+                )
+            self._pending.extend(self._splitter.feed(data))
+        return self._pending.pop(0)
+
+    async def start(self) -> dict[str, Any]:
+        """Read the greeting and leave negotiation mode; the server's version dict."""
+        version = check_greeting(await self._next_message(), where=self._where)
+        await self.execute("qmp_capabilities", quiet=True)
+        return version
+
+    async def execute(
+        self, execute: str, arguments: dict[str, Any] | None = None, *, quiet: bool = False
+    ) -> Any:
+        """Run one command; its ``return`` value. Events met meanwhile are skipped; unless
+        ``quiet``, the job log gets a ``qmp`` line.
+
+        Raises :class:`HypervisorError` for an error reply or a broken session.
+        """
+        self._number += 1
+        command_id = f"extjobs-{self._number}"
+        await self._stream.send(encode_command(execute, arguments, id=command_id))
+        while is_event(message := await self._next_message()):
+            pass
+        value = reply_value(message, execute, id=command_id, where=self._where)
+        if not quiet:
+            shown = f" {arguments}" if arguments else ""
+            self._link.log(f"{self._node}: QMP {execute}{shown}: ok", kind=LogKind.QMP)
+        return value
+
+
+@contextlib.asynccontextmanager
+async def open_session(
+    link: GuestLink,
+    node: str,
+    socket: str,
+    *,
+    description: str,
+    timeout: float = QMP_TIMEOUT,
+) -> AsyncIterator[QmpSession]:
+    """A QMP session on the guest whose socket is ``socket`` on ``node``, past the
+    greeting and out of negotiation mode; each receive is bounded by ``timeout``."""
+    where = f"{node}:{socket}"
+    async with link.open_unix_stream(
+        node, socket, timeout=timeout, description=description
+    ) as stream:
+        session = QmpSession(link, node, stream, where)
+        version = await session.start()
+        qemu = version.get("qemu", {})
+        if isinstance(qemu, dict) and qemu:
+            link.log(f"{node}: QMP served by qemu {qemu.get('major')}.{qemu.get('minor')}")
+        yield session
+
+
+async def execute_all(
+    link: GuestLink,
+    node: str,
+    socket: str,
+    commands: Sequence[Command],
+    *,
+    timeout: float = QMP_TIMEOUT,
+) -> list[Any]:
+    """Run ``commands`` in one session on the guest whose socket is ``socket`` on ``node``.
+
+    Returns each command's ``return`` value. Raises :class:`HypervisorError` for an
+    error reply or a broken session, and the node layer's errors for the connection.
+    """
+    names = ", ".join(execute for execute, _ in commands)
+    async with open_session(link, node, socket, timeout=timeout, description=f"QMP {names}") as s:
+        return [await s.execute(execute, arguments) for execute, arguments in commands]

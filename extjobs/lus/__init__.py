@@ -1,4 +1,9 @@
-"""Logical units, and the explicit registry from opcode class to LU (greppable)."""
+"""Logical units, and the explicit registry from opcode class to LU (greppable).
+
+Adding an opcode: the class in :mod:`extjobs.model.opcodes` (with ``@register_opcode``),
+its LU (``OPCODE = OpFoo``) in a module of this package, and one line in
+:data:`LU_FOR`. ``tests/lus/test_registry.py`` fails when the three disagree.
+"""
 
 from __future__ import annotations
 
@@ -6,36 +11,8 @@ from typing import Any
 
 from extjobs.lus.base import LogicalUnit
 from extjobs.lus.cluster import LUClusterInit, LUClusterQuery, LUGroupAdd
-from extjobs.lus.node import LUNodeAdd, LUNodeQuery, LUNodeRemove
-from extjobs.lus.storage import LUExtStorageDiagnose, LUExtStorageInstall
-from extjobs.lus.testing import LUTestDelay
-from extjobs.model.opcodes import (
-    OpClusterInit,
-    OpClusterQuery,
-    OpCode,
-    OpExtStorageDiagnose,
-    OpExtStorageInstall,
-    OpGroupAdd,
-    OpNodeAdd,
-    OpNodeQuery,
-    OpNodeRemove,
-    OpTestDelay,
-)
-
-LU_FOR: dict[type[OpCode], type[LogicalUnit[Any]]] = {
-    OpClusterInit: LUClusterInit,
-    OpClusterQuery: LUClusterQuery,
-    OpGroupAdd: LUGroupAdd,
-    OpNodeAdd: LUNodeAdd,
-    OpNodeRemove: LUNodeRemove,
-    OpNodeQuery: LUNodeQuery,
-    OpTestDelay: LUTestDelay,
-    OpExtStorageDiagnose: LUExtStorageDiagnose,
-    OpExtStorageInstall: LUExtStorageInstall,
-}
-
-# -- instances on external storage and storage pools -------------------------------------
-
+from extjobs.lus.delay import LUTestDelay
+from extjobs.lus.failover import LUInstanceFailover
 from extjobs.lus.instance import LUInstanceCreate, LUInstanceRemove
 from extjobs.lus.instance_ops import (
     LUInstanceGrowDisk,
@@ -43,49 +20,63 @@ from extjobs.lus.instance_ops import (
     LUInstanceShutdown,
     LUInstanceStartup,
 )
+from extjobs.lus.migrate import LUInstanceMigrate
+from extjobs.lus.node import LUNodeAdd, LUNodeQuery, LUNodeRemove
+from extjobs.lus.node_modify import LUNodeSetParams
 from extjobs.lus.pools import LUClusterSetParams, LUGroupSetParams
+from extjobs.lus.storage import LUExtStorageDiagnose, LUExtStorageInstall
+from extjobs.lus.verify import LUClusterVerify, LUVolumeCleanup
 from extjobs.model.opcodes import (
+    OpClusterInit,
+    OpClusterQuery,
     OpClusterSetParams,
+    OpClusterVerify,
+    OpCode,
+    OpExtStorageDiagnose,
+    OpExtStorageInstall,
+    OpGroupAdd,
     OpGroupSetParams,
     OpInstanceCreate,
+    OpInstanceFailover,
     OpInstanceGrowDisk,
+    OpInstanceMigrate,
     OpInstanceRemove,
     OpInstanceRename,
     OpInstanceShutdown,
     OpInstanceStartup,
+    OpNodeAdd,
+    OpNodeQuery,
+    OpNodeRemove,
+    OpNodeSetParams,
+    OpTestDelay,
+    OpVolumeCleanup,
 )
 
-LU_FOR.update(
-    {
-        OpInstanceCreate: LUInstanceCreate,
-        OpInstanceRemove: LUInstanceRemove,
-        OpInstanceGrowDisk: LUInstanceGrowDisk,
-        OpInstanceStartup: LUInstanceStartup,
-        OpInstanceShutdown: LUInstanceShutdown,
-        OpInstanceRename: LUInstanceRename,
-        OpClusterSetParams: LUClusterSetParams,
-        OpGroupSetParams: LUGroupSetParams,
-    }
-)
-
-# -- verification and repair -----------------------------------------------------------------
-
-from extjobs.lus.verify import LUClusterVerify, LUVolumeCleanup
-from extjobs.model.opcodes import OpClusterVerify, OpVolumeCleanup
-
-LU_FOR.update({OpClusterVerify: LUClusterVerify, OpVolumeCleanup: LUVolumeCleanup})
-
-# -- moving instances between nodes, node state ------------------------------------------------
-
-from extjobs.lus.failover import LUInstanceFailover
-from extjobs.lus.migrate import LUInstanceMigrate
-from extjobs.lus.node_modify import LUNodeSetParams
-from extjobs.model.opcodes import OpInstanceFailover, OpInstanceMigrate, OpNodeSetParams
-
-LU_FOR.update(
-    {
-        OpInstanceMigrate: LUInstanceMigrate,
-        OpInstanceFailover: LUInstanceFailover,
-        OpNodeSetParams: LUNodeSetParams,
-    }
-)
+LU_FOR: dict[type[OpCode], type[LogicalUnit[Any]]] = {
+    # cluster, node groups, nodes
+    OpClusterInit: LUClusterInit,
+    OpClusterQuery: LUClusterQuery,
+    OpClusterSetParams: LUClusterSetParams,
+    OpClusterVerify: LUClusterVerify,
+    OpGroupAdd: LUGroupAdd,
+    OpGroupSetParams: LUGroupSetParams,
+    OpNodeAdd: LUNodeAdd,
+    OpNodeRemove: LUNodeRemove,
+    OpNodeQuery: LUNodeQuery,
+    OpNodeSetParams: LUNodeSetParams,
+    # storage
+    OpExtStorageDiagnose: LUExtStorageDiagnose,
+    OpExtStorageInstall: LUExtStorageInstall,
+    OpVolumeCleanup: LUVolumeCleanup,
+    # instances
+    OpInstanceCreate: LUInstanceCreate,
+    OpInstanceRemove: LUInstanceRemove,
+    OpInstanceGrowDisk: LUInstanceGrowDisk,
+    OpInstanceStartup: LUInstanceStartup,
+    OpInstanceShutdown: LUInstanceShutdown,
+    OpInstanceRename: LUInstanceRename,
+    OpInstanceMigrate: LUInstanceMigrate,
+    OpInstanceFailover: LUInstanceFailover,
+    # tests and benchmarks
+    OpTestDelay: LUTestDelay,
+}

@@ -32,7 +32,6 @@ from extjobs.extstorage.names import Action
 from extjobs.extstorage.parameters import check_params
 from extjobs.hypervisors import get_hypervisor
 from extjobs.hypervisors.base import run_dir_for
-from extjobs.hypervisors.fake import MAX_DISKS as FAKE_MAX_DISKS
 from extjobs.lus.base import LogicalUnit, Recovery, RecoveryAction, StepContext
 from extjobs.lus.cluster import require_cluster
 from extjobs.lus.instance_hv import start_guest, stop_guest
@@ -139,11 +138,7 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
                 f"node {node.name} is {state}; new instances cannot be placed there",
                 node=node.name,
             )
-        get_hypervisor(op.hypervisor)
-        if op.hypervisor == "fake" and len(op.disks) > FAKE_MAX_DISKS:
-            raise InputError(
-                f"the fake hypervisor holds at most {FAKE_MAX_DISKS} disks", field="disks"
-            )
+        get_hypervisor(op.hypervisor).check_instance(disks=len(op.disks))
         run_dir_for(cluster, node.name)
         for index, spec in enumerate(op.disks):
             resolve_disk(config, spec, index, node.group)

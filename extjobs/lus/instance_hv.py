@@ -1,42 +1,31 @@
-"""Hypervisor steps of the instance LUs: status, start, stop, and QMP over the node link.
+"""Hypervisor steps of the instance LUs: status, start, stop.
 
 Hypervisor commands run as steps whose payload is a
 :class:`~extjobs.model.steps.HypervisorCall` (the instance, the action, the backend, the
 instance's file key and the run directory); a start carries its inverse, the stop, so
 that a start found in the journal can be undone.
 
-QMP: :func:`open_qmp` opens the guest's QMP socket on the node through
-:meth:`StepContext.open_unix_stream` (SSH stream-local forwarding), reads the
-greeting and leaves negotiation mode; :meth:`QmpSession.execute` then runs commands
-one by one, skipping events. :func:`qmp_execute` runs a fixed list in one session.
+Conversations with a running guest (a resize notice, a memory transfer) are the
+backend's: the LU hands its :class:`StepContext` to a
+:class:`~extjobs.hypervisors.base.Hypervisor` method as the
+:class:`~extjobs.hypervisors.link.GuestLink`, which reaches the guest's control socket
+through :meth:`StepContext.open_unix_stream` (SSH stream-local forwarding).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from extjobs.errors import HypervisorError
 from extjobs.hypervisors import get_hypervisor
 from extjobs.hypervisors.base import RuntimeStatus, instance_key, parse_status, run_dir_for
-from extjobs.hypervisors.qmp import (
-    MessageSplitter,
-    check_greeting,
-    encode_command,
-    is_event,
-    reply_value,
-)
-from extjobs.lus.base import NodeStream, StepContext
+from extjobs.lus.base import StepContext
 from extjobs.lus.undo import UndoLog
 from extjobs.model.cluster import Instance
-from extjobs.model.jobs import LogKind
 from extjobs.model.remote import RemoteCommand
 from extjobs.model.steps import HypervisorAction, HypervisorCall, Step
 
 STATUS_TIMEOUT = 30.0
 START_TIMEOUT = 120.0
-QMP_TIMEOUT = 30.0
 
 
 #: Grace a guest started by an undone step gets before it is killed.
@@ -151,90 +140,3 @@ async def stop_guest(ctx: StepContext, instance: Instance, node: str, *, grace: 
         grace=grace,
     )
     await ctx.run(step)
-
-
-class QmpSession:
-    """A QMP session in command mode on one guest's socket (see :func:`open_qmp`)."""
-
-    def __init__(self, ctx: StepContext, node: str, stream: NodeStream, where: str) -> None:
-        self._ctx = ctx
-        self._node = node
-        self._stream = stream
-        self._where = where
-        self._splitter = MessageSplitter(where=where)
-        self._pending: list[dict[str, Any]] = []
-        self._number = 0
-
-    async def _next_message(self) -> dict[str, Any]:
-        while not self._pending:
-            data = await self._stream.receive()
-            if not data:
-                raise HypervisorError(
-                    f"QMP on {self._where} closed the connection", node=self._node
-                )
-            self._pending.extend(self._splitter.feed(data))
-        return self._pending.pop(0)
-
-    async def _start(self) -> dict[str, Any]:
-        version = check_greeting(await self._next_message(), where=self._where)
-        await self.execute("qmp_capabilities", quiet=True)
-        return version
-
-    async def execute(
-        self, execute: str, arguments: dict[str, Any] | None = None, *, quiet: bool = False
-    ) -> Any:
-        """Run one command; its ``return`` value. Events met meanwhile are skipped.
-
-        Raises :class:`HypervisorError` for an error reply or a broken session.
-        """
-        self._number += 1
-        command_id = f"extjobs-{self._number}"
-        await self._stream.send(encode_command(execute, arguments, id=command_id))
-        while is_event(message := await self._next_message()):
-            pass
-        value = reply_value(message, execute, id=command_id, where=self._where)
-        if not quiet:
-            shown = f" {arguments}" if arguments else ""
-            self._ctx.log(f"{self._node}: QMP {execute}{shown}: ok", kind=LogKind.QMP)
-        return value
-
-
-@contextlib.asynccontextmanager
-async def open_qmp(
-    ctx: StepContext,
-    node: str,
-    socket: str,
-    *,
-    description: str,
-    timeout: float = QMP_TIMEOUT,
-) -> AsyncIterator[QmpSession]:
-    """A QMP session on the guest whose socket is ``socket`` on ``node``, past the
-    greeting and out of negotiation mode; each receive is bounded by ``timeout``."""
-    where = f"{node}:{socket}"
-    async with ctx.open_unix_stream(
-        node, socket, timeout=timeout, description=description
-    ) as stream:
-        session = QmpSession(ctx, node, stream, where)
-        version = await session._start()
-        qemu = version.get("qemu", {})
-        if isinstance(qemu, dict) and qemu:
-            ctx.log(f"{node}: QMP served by qemu {qemu.get('major')}.{qemu.get('minor')}")
-        yield session
-
-
-async def qmp_execute(
-    ctx: StepContext,
-    node: str,
-    socket: str,
-    commands: Sequence[tuple[str, dict[str, Any]]],
-    *,
-    timeout: float = QMP_TIMEOUT,
-) -> list[Any]:
-    """Run QMP ``commands`` on the guest whose socket is ``socket`` on ``node``.
-
-    Returns each command's ``return`` value. Raises :class:`HypervisorError` for an
-    error reply or a broken session, and the node layer's errors for the connection.
-    """
-    names = ", ".join(execute for execute, _ in commands)
-    async with open_qmp(ctx, node, socket, timeout=timeout, description=f"QMP {names}") as session:
-        return [await session.execute(execute, arguments) for execute, arguments in commands]

@@ -10,7 +10,7 @@
 - :func:`fence` — run a node's fence command on the master; it must succeed before
   another node attaches disks the fenced node may still hold.
 - :func:`settle` — make one node the only one running the guest and holding its disks:
-  ask every candidate node where the guest runs (for kvm, QMP tells the active guest
+  ask every candidate node where the guest runs (the hypervisor tells the active guest
   from a migration's leftovers and cancels a migration still under way), keep the
   active guest (the preferred node wins a tie), stop the others, close and detach the
   disks on every other node **before** opening them exclusively where the guest runs,
@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import shlex
-import time
 from collections.abc import Mapping, Sequence
 
 import attrs
@@ -31,9 +30,8 @@ from extjobs.errors import ExtJobsError, HypervisorError, NodeError, Prerequisit
 from extjobs.extstorage.diagnose import ProviderStatus
 from extjobs.hypervisors import get_hypervisor
 from extjobs.hypervisors.base import instance_key
-from extjobs.hypervisors.migration import FINAL_STATES, is_leftover, parse_progress, run_state
 from extjobs.lus.base import StepContext
-from extjobs.lus.instance_hv import hypervisor_status, open_qmp, stop_guest
+from extjobs.lus.instance_hv import hypervisor_status, stop_guest
 from extjobs.lus.instance_storage import activate_disks, deactivate_disks, diagnose_on
 from extjobs.model.cluster import ClusterConfig, Instance, Node
 from extjobs.model.jobs import LogKind
@@ -42,8 +40,6 @@ from extjobs.model.steps import FenceRun
 
 #: How long a fence command may take on the master.
 FENCE_TIMEOUT = 120.0
-#: How long to wait for qemu to wind down a migration that was cancelled.
-CANCEL_WAIT = 15.0
 #: Grace given to a guest process that is stopped because it is not the guest.
 LEFTOVER_GRACE = 10.0
 
@@ -239,24 +235,6 @@ class Seen:
     active: bool
 
 
-async def _qemu_state(ctx: StepContext, inst: Instance, node: str, socket: str) -> str:
-    """qemu's run state on ``node``, after cancelling a migration it is still sending."""
-    async with open_qmp(ctx, node, socket, description="QMP query-status, query-migrate") as qmp:
-        state = run_state(await qmp.execute("query-status", quiet=True))
-        if state == "inmigrate":
-            return state
-        progress = parse_progress(await qmp.execute("query-migrate", quiet=True))
-        if progress.status not in FINAL_STATES and progress.status != "none":
-            await qmp.execute("migrate_cancel")
-            deadline = time.monotonic() + CANCEL_WAIT
-            while not progress.final and time.monotonic() < deadline:
-                await ctx.sleep(0.1)
-                progress = parse_progress(await qmp.execute("query-migrate", quiet=True))
-            ctx.log(f"{node}: migration under way was cancelled: {progress.describe()}")
-            state = run_state(await qmp.execute("query-status", quiet=True))
-    return state
-
-
 async def locate(ctx: StepContext, inst: Instance, nodes: Sequence[str]) -> dict[str, Seen]:
     """Ask each node whether the guest runs there. Raises NodeError naming every node
     that did not answer (then nobody can say where the guest runs)."""
@@ -277,13 +255,16 @@ async def locate(ctx: StepContext, inst: Instance, nodes: Sequence[str]) -> dict
             seen[node] = Seen(node, True, "running", True)
             continue
         try:
-            state = await _qemu_state(ctx, inst, node, socket)
+            state = await hv.guest_state(ctx, node, socket)
         except ExtJobsError as exc:
             # A guest that runs but does not answer is taken for the guest: never kill
             # what may be the only copy.
-            ctx.log(f"{node}: the guest runs but QMP failed: {exc.message}", kind=LogKind.WARNING)
+            ctx.log(
+                f"{node}: the guest runs but its control socket failed: {exc.message}",
+                kind=LogKind.WARNING,
+            )
             state = "unknown"
-        seen[node] = Seen(node, True, state, not is_leftover(state))
+        seen[node] = Seen(node, True, state, not hv.is_leftover(state))
     if unknown:
         raise NodeError(
             f"cannot tell where {inst.name} runs: {'; '.join(unknown)}", instance=inst.name
@@ -388,8 +369,7 @@ async def _resume(ctx: StepContext, inst: Instance, node: str) -> None:
     socket = hv.control_socket(instance_key(inst), status)
     if socket is None:
         raise HypervisorError(f"the guest of {inst.name} on {node} has no control socket")
-    async with open_qmp(ctx, node, socket, description="QMP cont") as qmp:
-        await qmp.execute("cont")
+    await hv.resume(ctx, node, socket)
 
 
 def group_nodes(config: ClusterConfig, inst: Instance) -> list[str]:

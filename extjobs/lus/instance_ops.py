@@ -9,7 +9,7 @@
   is not disturbed.
 - Grow disk: refuse shrinking and zero growth before anything runs; attach on the
   primary, ``grow``, check the new size on the node, update the configuration, and
-  tell a running guest (QMP ``block_resize`` for kvm). A disk attached only for the
+  tell a running guest (``Hypervisor.notify_resize``). A disk attached only for the
   grow (guest not running) is detached again.
 
 Attach, open, close, detach and setinfo are idempotent, so recovery after a crash is a
@@ -27,9 +27,8 @@ from extjobs.extstorage.diagnose import ProviderStatus
 from extjobs.extstorage.names import Action
 from extjobs.hypervisors import get_hypervisor
 from extjobs.hypervisors.base import instance_key
-from extjobs.hypervisors.qmp import block_sizes
 from extjobs.lus.base import LogicalUnit, Recovery, RecoveryAction, StepContext
-from extjobs.lus.instance_hv import hypervisor_status, qmp_execute, start_guest, stop_guest
+from extjobs.lus.instance_hv import hypervisor_status, start_guest, stop_guest
 from extjobs.lus.instance_storage import (
     MIB,
     activate_disks,
@@ -263,9 +262,7 @@ class LUInstanceGrowDisk(LogicalUnit[OpInstanceGrowDisk]):
         guest_size = None
         socket = hv.control_socket(instance_key(inst), runtime)
         if runtime.running and socket is not None:
-            commands = hv.resize_commands(disk.index, target)
-            replies = await qmp_execute(ctx, node.name, socket, [*commands, ("query-block", {})])
-            guest_size = block_sizes(replies[-1]).get(f"disk{disk.index}")
+            guest_size = await hv.notify_resize(ctx, node.name, socket, disk.index, target)
             ctx.log(
                 f"the running {inst.hypervisor} guest of {inst.name} was told the new "
                 f"size; it sees {guest_size} bytes"

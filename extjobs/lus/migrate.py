@@ -5,9 +5,11 @@ The order lets providers with exclusive locks work (DESIGN §4)::
     S: open shared (every disk)            before anything touches T
     T: attach, open shared (every disk)
     the guest moves:
-        kvm   T: qemu -incoming defer; QMP migrate-incoming; S: QMP migrate, progress
-              from query-migrate in the job log; T: query-status running; S: stop qemu
-        fake  T: start the holder (it opens the disks); S: stop the holder
+        memory transfer (kvm): T: start the receiving side; the backend moves the
+              guest over its control sockets, progress in the job log
+              (Hypervisor.transfer_memory; for kvm see extjobs.hypervisors.migration);
+              S: stop the process left behind
+        start/stop (fake): T: start the holder (it opens the disks); S: stop the holder
     config: primary = T
     S: close, detach (every disk)
     T: open exclusive (every disk)
@@ -27,7 +29,6 @@ failed over instead (:class:`~extjobs.lus.failover.LUInstanceFailover`).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,24 +44,9 @@ from extjobs.errors import (
 from extjobs.extstorage.names import Action
 from extjobs.hypervisors import get_hypervisor
 from extjobs.hypervisors.base import RuntimeStatus, instance_key, parse_status, run_dir_for
-from extjobs.hypervisors.migration import (
-    Progress,
-    incoming_commands,
-    listening_port,
-    migrate_commands,
-    parse_progress,
-    run_state,
-)
 from extjobs.lus.base import LogicalUnit, Recovery, RecoveryAction, StepContext
 from extjobs.lus.failover import LUInstanceFailover
-from extjobs.lus.instance_hv import (
-    QmpSession,
-    hypervisor_status,
-    incoming_step,
-    open_qmp,
-    start_guest,
-    stop_guest,
-)
+from extjobs.lus.instance_hv import hypervisor_status, incoming_step, start_guest, stop_guest
 from extjobs.lus.instance_move import (
     Reports,
     check_target,
@@ -86,12 +72,6 @@ from extjobs.model.locks import LockRequest
 from extjobs.model.opcodes import OpInstanceFailover, OpInstanceMigrate
 from extjobs.model.steps import MoveTag
 
-#: Longest a memory transfer may take before it is cancelled.
-MIGRATE_TIMEOUT = 900.0
-#: Between two query-migrate polls; a progress line goes to the job log every
-#: PROGRESS_EVERY seconds or 10 percent.
-POLL_INTERVAL = 0.1
-PROGRESS_EVERY = 2.0
 #: Grace for the source guest process once the guest runs on the target.
 SOURCE_GRACE = 30.0
 
@@ -237,7 +217,9 @@ class LUInstanceMigrate(LogicalUnit[OpInstanceMigrate]):
         target: Node,
         paths: Sequence[str],
     ) -> None:
-        """The kvm memory transfer (see :mod:`extjobs.hypervisors.migration`)."""
+        """Start the receiving side on the target, let the backend move the guest's
+        memory (:meth:`~extjobs.hypervisors.base.Hypervisor.transfer_memory`), then stop
+        the process it left on the source."""
         inst, source = flight.instance, flight.source
         hv = get_hypervisor(inst.hypervisor)
         key = instance_key(inst)
@@ -248,56 +230,18 @@ class LUInstanceMigrate(LogicalUnit[OpInstanceMigrate]):
         s_socket = hv.control_socket(key, runtime)
         if t_socket is None or s_socket is None:
             raise HypervisorError(f"the {inst.hypervisor} guests of {inst.name} have no socket")
-        async with open_qmp(ctx, target.name, t_socket, description="QMP migrate-incoming") as qt:
-            replies = [
-                await qt.execute(c, a)
-                for c, a in incoming_commands(target.host, self.op.migration_port)
-            ]
-        port = listening_port(replies[-1], where=target.name)
-        ctx.log(f"{target.name}: waiting for the guest on {target.host}:{port}")
-        async with open_qmp(ctx, source, s_socket, description="QMP migrate") as qs:
-            for command, arguments in migrate_commands(target.host, port, live=flight.live):
-                await qs.execute(command, arguments)
-            progress = await self._watch(ctx, source, qs)
-        if progress.status != "completed":
-            raise HypervisorError(
-                f"qemu on {source} reports the migration {progress.describe()}",
-                node=source,
-            )
-        async with open_qmp(ctx, target.name, t_socket, description="QMP query-status") as qt:
-            state = run_state(await qt.execute("query-status"))
-            if state == "paused" and not flight.live:
-                await qt.execute("cont")
-                state = run_state(await qt.execute("query-status"))
-        if state != "running":
-            raise HypervisorError(
-                f"the guest on {target.name} is {state} after the migration, not running",
-                node=target.name,
-            )
-        ctx.log(f"{target.name}: the guest runs (query-status: {state})")
+        await hv.transfer_memory(
+            ctx,
+            source=source,
+            source_socket=s_socket,
+            target=target.name,
+            target_socket=t_socket,
+            host=target.host,
+            port=self.op.migration_port,
+            live=flight.live,
+        )
         await stop_guest(ctx, inst, source, grace=SOURCE_GRACE)
         ctx.log(f"{source}: the source qemu, left behind by the migration, is stopped")
-
-    async def _watch(self, ctx: StepContext, source: str, qs: QmpSession) -> Progress:
-        started = time.monotonic()
-        logged_at, logged_percent = started, -100
-        while True:
-            progress = parse_progress(await qs.execute("query-migrate", quiet=True))
-            now = time.monotonic()
-            if progress.final:
-                ctx.log(f"{source}: migration {progress.describe()}", kind=LogKind.PROGRESS)
-                return progress
-            if progress.percent >= logged_percent + 10 or now - logged_at >= PROGRESS_EVERY:
-                ctx.log(f"{source}: migration {progress.describe()}", kind=LogKind.PROGRESS)
-                logged_at, logged_percent = now, progress.percent
-            if now - started > MIGRATE_TIMEOUT:
-                await qs.execute("migrate_cancel")
-                raise HypervisorError(
-                    f"the migration from {source} took longer than {MIGRATE_TIMEOUT:g}s and "
-                    "was cancelled",
-                    node=source,
-                )
-            await ctx.sleep(POLL_INTERVAL)
 
     async def _finish(self, ctx: StepContext, flight: _Flight) -> Any:
         inst, source, target = flight.instance, flight.source, flight.target

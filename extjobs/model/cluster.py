@@ -7,6 +7,7 @@ config to the next one, so concurrent LUs never overwrite each other's updates.
 
 from __future__ import annotations
 
+import enum
 import re
 from typing import Any
 
@@ -95,11 +96,19 @@ class Disk:
         return f"{self.uuid}.ext.disk{self.index}"
 
 
+class HypervisorName(enum.Enum):
+    """The hypervisor backends (``extjobs.hypervisors``); configs, opcodes and the API
+    carry the value, a plain string."""
+
+    FAKE = "fake"
+    KVM = "kvm"
+
+
 @attrs.frozen
 class Instance:
     name: str = attrs.field(validator=_name_validator("instance name"))
     primary: str
-    hypervisor: str = "fake"
+    hypervisor: str = HypervisorName.FAKE.value
     memory: int = 64  # MiB
     vcpus: int = 1
     admin_up: bool = True

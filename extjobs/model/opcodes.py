@@ -1,20 +1,21 @@
 """Opcodes: what a job asks the cluster to do.
 
 Each opcode is a frozen attrs class with an ``OP_ID`` in Ganeti's vocabulary
-(``OP_NODE_ADD``). ``OPCODES`` is the explicit registry used to decode submitted JSON;
-the engine's registry from opcode class to logical unit lives in ``extjobs.lus``.
+(``OP_NODE_ADD``), registered by the ``@register_opcode`` decorator it carries: that
+fills ``OPCODES``, the registry used to decode submitted JSON. The registry from opcode
+class to logical unit is ``extjobs.lus.LU_FOR``; a test checks the two agree.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import attrs
 
 from extjobs.errors import InputError, UnknownOpcodeError
 from extjobs.model import codec
-from extjobs.model.cluster import check_name
+from extjobs.model.cluster import HypervisorName, check_name
 
 
 def _names(kind: str) -> Any:
@@ -53,6 +54,21 @@ class OpCode:
         return self.OP_ID
 
 
+#: Every opcode by ``OP_ID``; filled by :func:`register_opcode` on each class below.
+OPCODES: dict[str, type[OpCode]] = {}
+
+C = TypeVar("C", bound=type[OpCode])
+
+
+def register_opcode(cls: C) -> C:
+    """Class decorator: add an opcode class to :data:`OPCODES` (refuses a duplicate OP_ID)."""
+    if not cls.OP_ID or cls.OP_ID in OPCODES:
+        raise ValueError(f"opcode {cls.__name__} has an empty or duplicate OP_ID {cls.OP_ID!r}")
+    OPCODES[cls.OP_ID] = cls
+    return cls
+
+
+@register_opcode
 @attrs.frozen
 class OpClusterInit(OpCode):
     OP_ID: ClassVar[str] = "OP_CLUSTER_INIT"
@@ -64,11 +80,13 @@ class OpClusterInit(OpCode):
         return f"{self.OP_ID}({self.cluster_name})"
 
 
+@register_opcode
 @attrs.frozen
 class OpClusterQuery(OpCode):
     OP_ID: ClassVar[str] = "OP_CLUSTER_QUERY"
 
 
+@register_opcode
 @attrs.frozen
 class OpGroupAdd(OpCode):
     OP_ID: ClassVar[str] = "OP_GROUP_ADD"
@@ -78,6 +96,7 @@ class OpGroupAdd(OpCode):
         return f"{self.OP_ID}({self.group_name})"
 
 
+@register_opcode
 @attrs.frozen
 class OpNodeAdd(OpCode):
     OP_ID: ClassVar[str] = "OP_NODE_ADD"
@@ -95,6 +114,7 @@ class OpNodeAdd(OpCode):
         return f"{self.OP_ID}({self.node_name})"
 
 
+@register_opcode
 @attrs.frozen
 class OpNodeRemove(OpCode):
     OP_ID: ClassVar[str] = "OP_NODE_REMOVE"
@@ -104,12 +124,14 @@ class OpNodeRemove(OpCode):
         return f"{self.OP_ID}({self.node_name})"
 
 
+@register_opcode
 @attrs.frozen
 class OpNodeQuery(OpCode):
     OP_ID: ClassVar[str] = "OP_NODE_QUERY"
     names: tuple[str, ...] = attrs.field(default=(), validator=_names("node name"))
 
 
+@register_opcode
 @attrs.frozen
 class OpTestDelay(OpCode):
     """Sleep ``duration`` seconds on the master and/or on the given nodes."""
@@ -128,6 +150,7 @@ class OpTestDelay(OpCode):
         return f"{self.OP_ID}({self.duration}s@{where})"
 
 
+@register_opcode
 @attrs.frozen
 class OpExtStorageDiagnose(OpCode):
     OP_ID: ClassVar[str] = "OP_EXTSTORAGE_DIAGNOSE"
@@ -135,6 +158,7 @@ class OpExtStorageDiagnose(OpCode):
     nodes: tuple[str, ...] = attrs.field(default=(), validator=_names("node name"))
 
 
+@register_opcode
 @attrs.frozen
 class OpExtStorageInstall(OpCode):
     """Copy a provider directory from the master to nodes (SFTP, modes kept)."""
@@ -147,28 +171,6 @@ class OpExtStorageInstall(OpCode):
 
     def summary(self) -> str:
         return f"{self.OP_ID}({self.provider or self.source})"
-
-
-OPCODES: dict[str, type[OpCode]] = {
-    cls.OP_ID: cls
-    for cls in (
-        OpClusterInit,
-        OpClusterQuery,
-        OpGroupAdd,
-        OpNodeAdd,
-        OpNodeRemove,
-        OpNodeQuery,
-        OpTestDelay,
-        OpExtStorageDiagnose,
-        OpExtStorageInstall,
-    )
-}
-
-
-def register_opcode(cls: type[OpCode]) -> type[OpCode]:
-    """Add an opcode class to the registry (used by later opcode families)."""
-    OPCODES[cls.OP_ID] = cls
-    return cls
 
 
 def decode_opcode(data: Any, *, where: str = "op") -> OpCode:
@@ -199,7 +201,8 @@ def encode_opcode(op: OpCode) -> dict[str, Any]:
 _PROVIDER_RE = re.compile(r"[A-Za-z0-9_-]+")
 _PARAM_RE = re.compile(r"[A-Za-z0-9_]+")
 ACCESS_MODES = ("kernelspace", "userspace")
-HYPERVISOR_NAMES = ("fake", "kvm")
+#: The values of :class:`HypervisorName`, in its order (the CLI offers them).
+HYPERVISOR_NAMES = tuple(name.value for name in HypervisorName)
 
 
 def _positive(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
@@ -283,6 +286,7 @@ def _disk_specs(_inst: object, _attr: object, value: tuple[DiskSpec, ...]) -> No
         raise InputError("disk names must be unique within an instance", field="disks")
 
 
+@register_opcode
 @attrs.frozen
 class OpInstanceCreate(OpCode):
     """Create the disks of a new instance on its primary node's storage, then start it."""
@@ -291,7 +295,7 @@ class OpInstanceCreate(OpCode):
     instance_name: str = attrs.field(validator=_name("instance name"))
     pnode: str = attrs.field(validator=_name("node name"))
     disks: tuple[DiskSpec, ...] = attrs.field(validator=_disk_specs)
-    hypervisor: str = attrs.field(default="fake", validator=_hypervisor)
+    hypervisor: str = attrs.field(default=HypervisorName.FAKE.value, validator=_hypervisor)
     memory: int = attrs.field(default=64, validator=_positive)  # MiB
     vcpus: int = attrs.field(default=1, validator=_positive)
     start: bool = True
@@ -300,6 +304,7 @@ class OpInstanceCreate(OpCode):
         return f"{self.OP_ID}({self.instance_name})"
 
 
+@register_opcode
 @attrs.frozen
 class OpInstanceRemove(OpCode):
     OP_ID: ClassVar[str] = "OP_INSTANCE_REMOVE"
@@ -310,6 +315,7 @@ class OpInstanceRemove(OpCode):
         return f"{self.OP_ID}({self.instance_name})"
 
 
+@register_opcode
 @attrs.frozen
 class OpInstanceGrowDisk(OpCode):
     """Grow disk ``disk`` by ``amount`` MiB, or to ``amount`` MiB when ``absolute``."""
@@ -324,6 +330,7 @@ class OpInstanceGrowDisk(OpCode):
         return f"{self.OP_ID}({self.instance_name}/disk{self.disk})"
 
 
+@register_opcode
 @attrs.frozen
 class OpInstanceStartup(OpCode):
     OP_ID: ClassVar[str] = "OP_INSTANCE_STARTUP"
@@ -333,6 +340,7 @@ class OpInstanceStartup(OpCode):
         return f"{self.OP_ID}({self.instance_name})"
 
 
+@register_opcode
 @attrs.frozen
 class OpInstanceShutdown(OpCode):
     OP_ID: ClassVar[str] = "OP_INSTANCE_SHUTDOWN"
@@ -343,6 +351,7 @@ class OpInstanceShutdown(OpCode):
         return f"{self.OP_ID}({self.instance_name})"
 
 
+@register_opcode
 @attrs.frozen
 class OpInstanceRename(OpCode):
     OP_ID: ClassVar[str] = "OP_INSTANCE_RENAME"
@@ -353,6 +362,7 @@ class OpInstanceRename(OpCode):
         return f"{self.OP_ID}({self.instance_name}->{self.new_name})"
 
 
+@register_opcode
 @attrs.frozen
 class OpClusterSetParams(OpCode):
     """Cluster-wide settings: storage pools (pool → provider) and the hypervisor run dir."""
@@ -379,6 +389,7 @@ class OpClusterSetParams(OpCode):
             )
 
 
+@register_opcode
 @attrs.frozen
 class OpGroupSetParams(OpCode):
     OP_ID: ClassVar[str] = "OP_GROUP_SET_PARAMS"
@@ -388,19 +399,6 @@ class OpGroupSetParams(OpCode):
 
     def summary(self) -> str:
         return f"{self.OP_ID}({self.group_name})"
-
-
-for _cls in (
-    OpInstanceCreate,
-    OpInstanceRemove,
-    OpInstanceGrowDisk,
-    OpInstanceStartup,
-    OpInstanceShutdown,
-    OpInstanceRename,
-    OpClusterSetParams,
-    OpGroupSetParams,
-):
-    register_opcode(_cls)
 
 
 # -- verification and repair -------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``extjobs instance …``, ``extjobs cluster|group|node modify``.
+"""``extjobs instance …``: instances whose disks live on external storage.
 
 Disk options use Ganeti's syntax: ``--disk 0:size=2G,provider=NAME,param=value``. The
 keys ``size`` (required; ``M``, ``G`` or ``T`` suffix, MiB without one), ``provider``,
@@ -10,23 +10,23 @@ from __future__ import annotations
 
 import math
 import re
-import shlex
 from typing import Any
 
 import click
 
 from extjobs.cli import output
-from extjobs.cli.main import (
-    Ctx,
-    cli,
-    cluster,
-    fail,
-    group,
-    node,
-    output_option,
-    pass_ctx,
-    run_opcode,
-    submit_option,
+from extjobs.cli.common import Ctx, output_option, pass_ctx, run_opcode, submit_option
+from extjobs.model.opcodes import (
+    HYPERVISOR_NAMES,
+    DiskSpec,
+    OpInstanceCreate,
+    OpInstanceFailover,
+    OpInstanceGrowDisk,
+    OpInstanceMigrate,
+    OpInstanceRemove,
+    OpInstanceRename,
+    OpInstanceShutdown,
+    OpInstanceStartup,
 )
 
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*([mgt]?)(?:i?b)?", re.IGNORECASE)
@@ -92,6 +92,19 @@ def disk_specs(values: tuple[str, ...]) -> list[dict[str, Any]]:
     return [disks[i] for i in range(len(disks))]
 
 
+def _disk_spec(spec: dict[str, Any]) -> DiskSpec:
+    """The model's DiskSpec for one parsed ``--disk``; raises InputError naming what is
+    wrong (a bad provider name, access mode or parameter name)."""
+    return DiskSpec(
+        size=spec["size"],
+        provider=spec.get("provider"),
+        pool=spec.get("pool"),
+        name=spec.get("name"),
+        params=spec["params"],
+        access=spec.get("access", "kernelspace"),
+    )
+
+
 def _disk_text(disk: dict[str, Any]) -> str:
     where = f"pool {disk['pool']}" if disk.get("pool") else disk["provider"]
     name = f" {disk['name']}" if disk.get("name") else ""
@@ -101,7 +114,7 @@ def _disk_text(disk: dict[str, Any]) -> str:
 # -- instance -------------------------------------------------------------------------------
 
 
-@cli.group()
+@click.group()
 def instance() -> None:
     """Instances whose disks live on external storage."""
 
@@ -118,7 +131,7 @@ def instance() -> None:
     help="A disk (repeatable): size, provider or pool, optional name, access, parameters.",
 )
 @click.option(
-    "--hypervisor", "-H", type=click.Choice(["fake", "kvm"]), default="fake", show_default=True
+    "--hypervisor", "-H", type=click.Choice(HYPERVISOR_NAMES), default="fake", show_default=True
 )
 @click.option("--memory", default="64M", show_default=True, help="Guest memory (M/G suffix).")
 @click.option("--vcpus", type=click.IntRange(min=1), default=1, show_default=True)
@@ -137,16 +150,17 @@ def instance_add(
     submit_only: bool,
 ) -> None:
     """Create an instance's disks on external storage and start it on NODE."""
-    op = {
-        "OP_ID": "OP_INSTANCE_CREATE",
-        "instance_name": name,
-        "pnode": node,
-        "disks": disk_specs(disks),
-        "hypervisor": hypervisor,
-        "memory": parse_size(memory),
-        "vcpus": vcpus,
-        "start": not no_start,
-    }
+    specs = disk_specs(disks)
+    mib = parse_size(memory)
+    op = OpInstanceCreate(
+        instance_name=name,
+        pnode=node,
+        disks=tuple(_disk_spec(spec) for spec in specs),
+        hypervisor=hypervisor,
+        memory=mib,
+        vcpus=vcpus,
+        start=not no_start,
+    )
     job = run_opcode(ctx, op, submit_only=submit_only)
     if job:
         result = job["ops"][0]["result"]
@@ -172,11 +186,7 @@ def instance_add(
 @pass_ctx
 def instance_remove(ctx: Ctx, name: str, shutdown_timeout: float, submit_only: bool) -> None:
     """Stop an instance and remove its disks (failed disks are kept for cleanup)."""
-    op = {
-        "OP_ID": "OP_INSTANCE_REMOVE",
-        "instance_name": name,
-        "shutdown_timeout": shutdown_timeout,
-    }
+    op = OpInstanceRemove(instance_name=name, shutdown_timeout=shutdown_timeout)
     if run_opcode(ctx, op, submit_only=submit_only):
         click.echo(f"instance {name} removed")
 
@@ -187,9 +197,7 @@ def instance_remove(ctx: Ctx, name: str, shutdown_timeout: float, submit_only: b
 @pass_ctx
 def instance_startup(ctx: Ctx, name: str, submit_only: bool) -> None:
     """Attach and open the disks on the primary node and start the guest."""
-    job = run_opcode(
-        ctx, {"OP_ID": "OP_INSTANCE_STARTUP", "instance_name": name}, submit_only=submit_only
-    )
+    job = run_opcode(ctx, OpInstanceStartup(instance_name=name), submit_only=submit_only)
     if job:
         result = job["ops"][0]["result"]
         click.echo(f"instance {name} running on {result['node']} (pid {result['pid']})")
@@ -208,7 +216,7 @@ def instance_startup(ctx: Ctx, name: str, submit_only: bool) -> None:
 @pass_ctx
 def instance_shutdown(ctx: Ctx, name: str, timeout: float, submit_only: bool) -> None:
     """Stop the guest, then close and detach its disks."""
-    op = {"OP_ID": "OP_INSTANCE_SHUTDOWN", "instance_name": name, "timeout": timeout}
+    op = OpInstanceShutdown(instance_name=name, timeout=timeout)
     if run_opcode(ctx, op, submit_only=submit_only):
         click.echo(f"instance {name} stopped")
 
@@ -220,7 +228,7 @@ def instance_shutdown(ctx: Ctx, name: str, timeout: float, submit_only: bool) ->
 @pass_ctx
 def instance_rename(ctx: Ctx, name: str, new_name: str, submit_only: bool) -> None:
     """Rename an instance (its disks' metadata follows)."""
-    op = {"OP_ID": "OP_INSTANCE_RENAME", "instance_name": name, "new_name": new_name}
+    op = OpInstanceRename(instance_name=name, new_name=new_name)
     if run_opcode(ctx, op, submit_only=submit_only):
         click.echo(f"instance {name} renamed to {new_name}")
 
@@ -240,13 +248,7 @@ def instance_grow_disk(
         mib = parse_size(amount)
     except click.BadParameter as exc:
         raise click.BadParameter(exc.message, param_hint="AMOUNT") from None
-    op = {
-        "OP_ID": "OP_INSTANCE_GROW_DISK",
-        "instance_name": name,
-        "disk": disk,
-        "amount": mib,
-        "absolute": absolute,
-    }
+    op = OpInstanceGrowDisk(instance_name=name, disk=disk, amount=mib, absolute=absolute)
     job = run_opcode(ctx, op, submit_only=submit_only)
     if job:
         result = job["ops"][0]["result"]
@@ -315,100 +317,7 @@ def instance_info(ctx: Ctx, name: str, fmt: str) -> None:
             c.print(f"    needs cleanup: {disk['needs_cleanup']}")
 
 
-# -- cluster and group settings ---------------------------------------------------------------
-
-
-@cluster.command("modify")
-@click.option(
-    "--add-pool",
-    "add_pools",
-    nargs=2,
-    multiple=True,
-    metavar="NAME PROVIDER",
-    help="Add a storage pool backed by PROVIDER (repeatable).",
-)
-@click.option(
-    "--remove-pool",
-    "remove_pools",
-    multiple=True,
-    metavar="NAME",
-    help="Remove an unused storage pool (repeatable).",
-)
-@click.option(
-    "--hypervisor-run-dir",
-    "hv_run_dir",
-    metavar="DIR",
-    help="Where guests keep pid files and sockets on nodes (<DIR>/<node>).",
-)
-@submit_option
-@pass_ctx
-def cluster_modify(
-    ctx: Ctx,
-    add_pools: tuple[tuple[str, str], ...],
-    remove_pools: tuple[str, ...],
-    hv_run_dir: str | None,
-    submit_only: bool,
-) -> None:
-    """Change cluster-wide settings: storage pools, the hypervisor run directory."""
-    if not add_pools and not remove_pools and hv_run_dir is None:
-        raise click.UsageError(
-            "nothing to change: give --add-pool, --remove-pool or --hypervisor-run-dir"
-        )
-    op: dict[str, Any] = {
-        "OP_ID": "OP_CLUSTER_SET_PARAMS",
-        "add_pools": dict(add_pools),
-        "remove_pools": list(remove_pools),
-    }
-    if hv_run_dir is not None:
-        op["hv_run_dir"] = hv_run_dir
-    job = run_opcode(ctx, op, submit_only=submit_only)
-    if job:
-        result = job["ops"][0]["result"]
-        pools = ", ".join(f"{k} ({v})" for k, v in sorted(result["pools"].items()))
-        click.echo(f"storage pools: {pools or 'none'}")
-
-
-@group.command("modify")
-@click.argument("name")
-@click.option(
-    "--connect-pool",
-    "connect",
-    multiple=True,
-    metavar="POOL",
-    help="Offer this storage pool in the group (repeatable).",
-)
-@click.option(
-    "--disconnect-pool",
-    "disconnect",
-    multiple=True,
-    metavar="POOL",
-    help="Stop offering an unused storage pool (repeatable).",
-)
-@submit_option
-@pass_ctx
-def group_modify(
-    ctx: Ctx,
-    name: str,
-    connect: tuple[str, ...],
-    disconnect: tuple[str, ...],
-    submit_only: bool,
-) -> None:
-    """Connect storage pools to a node group, or disconnect them."""
-    if not connect and not disconnect:
-        fail("nothing to change: give --connect-pool or --disconnect-pool", 2)
-    op = {
-        "OP_ID": "OP_GROUP_SET_PARAMS",
-        "group_name": name,
-        "connect_pools": list(connect),
-        "disconnect_pools": list(disconnect),
-    }
-    job = run_opcode(ctx, op, submit_only=submit_only)
-    if job:
-        pools = job["ops"][0]["result"]["pools"]
-        click.echo(f"group {name} offers pools: {', '.join(pools) or 'none'}")
-
-
-# -- moving instances, node state -------------------------------------------------------------
+# -- moving instances -------------------------------------------------------------
 
 
 @instance.command("migrate")
@@ -446,17 +355,14 @@ def instance_migrate(
     """Move a running instance to another node of its group without stopping it."""
     if cleanup and (target or non_live or allow_failover or migration_port):
         raise click.UsageError("--cleanup takes no other option")
-    op: dict[str, Any] = {
-        "OP_ID": "OP_INSTANCE_MIGRATE",
-        "instance_name": name,
-        "mode": "non-live" if non_live else "live",
-        "cleanup": cleanup,
-        "allow_failover": allow_failover,
-    }
-    if target is not None:
-        op["target_node"] = target
-    if migration_port is not None:
-        op["migration_port"] = migration_port
+    op = OpInstanceMigrate(
+        instance_name=name,
+        target_node=target,
+        mode="non-live" if non_live else "live",
+        cleanup=cleanup,
+        allow_failover=allow_failover,
+        migration_port=migration_port,
+    )
     job = run_opcode(ctx, op, submit_only=submit_only)
     if not job:
         return
@@ -496,14 +402,12 @@ def instance_failover(
     submit_only: bool,
 ) -> None:
     """Stop an instance on its primary and start it on another node of its group."""
-    op: dict[str, Any] = {
-        "OP_ID": "OP_INSTANCE_FAILOVER",
-        "instance_name": name,
-        "ignore_consistency": ignore_consistency,
-        "shutdown_timeout": shutdown_timeout,
-    }
-    if target is not None:
-        op["target_node"] = target
+    op = OpInstanceFailover(
+        instance_name=name,
+        target_node=target,
+        ignore_consistency=ignore_consistency,
+        shutdown_timeout=shutdown_timeout,
+    )
     job = run_opcode(ctx, op, submit_only=submit_only)
     if job:
         result = job["ops"][0]["result"]
@@ -511,46 +415,3 @@ def instance_failover(
         click.echo(
             f"instance {name} failed over from {result['source']} to {result['target']}, {state}"
         )
-
-
-_YES_NO = click.Choice(["yes", "no"])
-
-
-@node.command("modify")
-@click.argument("name")
-@click.option("--offline", type=_YES_NO, help="Mark the node offline (no step runs there).")
-@click.option("--drained", type=_YES_NO, help="Mark the node drained (nothing moves there).")
-@click.option(
-    "--fence-command",
-    metavar="CMD",
-    help="Command run on the master to fence the node (split like a shell would; '' removes it).",
-)
-@submit_option
-@pass_ctx
-def node_modify(
-    ctx: Ctx,
-    name: str,
-    offline: str | None,
-    drained: str | None,
-    fence_command: str | None,
-    submit_only: bool,
-) -> None:
-    """Change a node's state: offline, drained, fence command."""
-    if offline is None and drained is None and fence_command is None:
-        fail("nothing to change: give --offline, --drained or --fence-command", 2)
-    op: dict[str, Any] = {"OP_ID": "OP_NODE_SET_PARAMS", "node_name": name}
-    if offline is not None:
-        op["offline"] = offline == "yes"
-    if drained is not None:
-        op["drained"] = drained == "yes"
-    if fence_command is not None:
-        try:
-            op["fence_command"] = shlex.split(fence_command)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--fence-command") from None
-    job = run_opcode(ctx, op, submit_only=submit_only)
-    if job:
-        data = job["ops"][0]["result"]
-        state = "offline" if data["offline"] else ("drained" if data["drained"] else "online")
-        fence = shlex.join(data["fence_command"]) if data["fence_command"] else "none"
-        click.echo(f"node {name}: {state}, fence command: {fence}")

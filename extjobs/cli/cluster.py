@@ -1,0 +1,98 @@
+"""``extjobs cluster init|info|modify``: the cluster and its cluster-wide settings."""
+
+from __future__ import annotations
+
+import click
+
+from extjobs.cli import output
+from extjobs.cli.common import Ctx, fail, output_option, pass_ctx, run_opcode, submit_option
+from extjobs.model.opcodes import OpClusterInit, OpClusterSetParams
+
+
+@click.group()
+def cluster() -> None:
+    """Cluster-wide settings."""
+
+
+@cluster.command("init")
+@click.argument("name")
+@click.option("--default-group", default="default", show_default=True)
+@click.option("--search-path", help="ExtStorage search path (colon-separated) for all nodes.")
+@submit_option
+@pass_ctx
+def cluster_init(
+    ctx: Ctx, name: str, default_group: str, search_path: str | None, submit_only: bool
+) -> None:
+    """Initialise the cluster."""
+    op = OpClusterInit(
+        cluster_name=name,
+        default_group=default_group,
+        search_path=tuple(search_path.split(":")) if search_path else None,
+    )
+    if run_opcode(ctx, op, submit_only=submit_only):
+        click.echo(f"cluster {name} initialised")
+
+
+@cluster.command("info")
+@output_option
+@pass_ctx
+def cluster_info(ctx: Ctx, fmt: str) -> None:
+    """Show the cluster configuration."""
+    with ctx.client() as client:
+        data = client.cluster()
+    if fmt == "json":
+        output.emit_json(data)
+        return
+    cl = data["cluster"]
+    if cl is None:
+        fail("the cluster is not initialised")
+    output.console.print(
+        f"cluster {cl['name']}: {data['nodes']} nodes, {data['instances']} instances, "
+        f"groups: {', '.join(data['groups'])}"
+    )
+
+
+@cluster.command("modify")
+@click.option(
+    "--add-pool",
+    "add_pools",
+    nargs=2,
+    multiple=True,
+    metavar="NAME PROVIDER",
+    help="Add a storage pool backed by PROVIDER (repeatable).",
+)
+@click.option(
+    "--remove-pool",
+    "remove_pools",
+    multiple=True,
+    metavar="NAME",
+    help="Remove an unused storage pool (repeatable).",
+)
+@click.option(
+    "--hypervisor-run-dir",
+    "hv_run_dir",
+    metavar="DIR",
+    help="Where guests keep pid files and sockets on nodes (<DIR>/<node>).",
+)
+@submit_option
+@pass_ctx
+def cluster_modify(
+    ctx: Ctx,
+    add_pools: tuple[tuple[str, str], ...],
+    remove_pools: tuple[str, ...],
+    hv_run_dir: str | None,
+    submit_only: bool,
+) -> None:
+    """Change cluster-wide settings: storage pools, the hypervisor run directory."""
+    if not add_pools and not remove_pools and hv_run_dir is None:
+        raise click.UsageError(
+            "nothing to change: give --add-pool, --remove-pool or --hypervisor-run-dir"
+        )
+    op = OpClusterSetParams(
+        add_pools=dict(add_pools), remove_pools=remove_pools, hv_run_dir=hv_run_dir
+    )
+    job = run_opcode(ctx, op, submit_only=submit_only)
+    if job:
+        result = job["ops"][0]["result"]
+        pools = ", ".join(f"{k} ({v})" for k, v in sorted(result["pools"].items()))
+        click.echo(f"storage pools: {pools or 'none'}")

@@ -1,0 +1,158 @@
+"""What every ``extjobs`` command shares: the daemon client, common options, submitting
+an opcode and following its job, and turning errors into exit codes.
+
+Exit codes: 0 success, 1 the job failed (or the daemon or the model refused the
+request), 2 usage error. Noun modules (``cli/job.py``, ``cli/instance.py`` …) import
+this module and ``cli/output.py``; only ``cli/main.py`` imports the noun modules.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.markup import escape
+
+from extjobs.api.client import Client
+from extjobs.cli import output
+from extjobs.errors import ExtJobsError
+from extjobs.model.config import default_socket
+from extjobs.model.jobs import PRIORITY_NAMES, parse_priority
+from extjobs.model.opcodes import OpCode, encode_opcode
+
+
+class Ctx:
+    """The root group's settings, handed to every command by ``pass_ctx``."""
+
+    def __init__(self, socket: Path | None) -> None:
+        self.socket = socket
+
+    def client(self) -> Client:
+        """A client for the daemon; raises click.UsageError when no socket is known."""
+        sock = self.socket or default_socket()
+        if sock is None:
+            raise click.UsageError("no daemon socket: use --socket or EXTJOBS_SOCKET")
+        return Client(sock)
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+# -- options shared by several nouns -------------------------------------------------------
+
+output_option = click.option(
+    "--output",
+    "-o",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+submit_option = click.option(
+    "--submit", "submit_only", is_flag=True, help="Submit and print the job id; do not wait."
+)
+priority_option = click.option(
+    "--priority",
+    default="normal",
+    show_default=True,
+    help="low, normal, high or a number -20..19 (lower runs first).",
+)
+
+
+def priority_value(value: str) -> int:
+    """The ``--priority`` option as a number; raises click.BadParameter."""
+    try:
+        return parse_priority(value if value in PRIORITY_NAMES else int(value))
+    except (ValueError, ExtJobsError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--priority") from None
+
+
+# -- errors and exit codes ---------------------------------------------------------------
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print ``error: MESSAGE`` on stderr and exit with ``code``."""
+    output.err_console.print(f"[red]error:[/red] {escape(message)}")
+    sys.exit(code)
+
+
+def run_command_line(root: click.Group) -> None:
+    """Run the command tree; an error from the daemon (ApiError) or from building a
+    request (InputError and the other ExtJobsErrors) exits 1 with its message."""
+    try:
+        root(standalone_mode=True)
+    except ExtJobsError as exc:
+        fail(exc.message, 1)
+
+
+# -- submitting opcodes and following jobs -------------------------------------------------
+
+
+def follow_job(client: Client, job_id: int, *, quiet: bool = False) -> dict[str, Any]:
+    """Show a job's log as it happens (a spinner on a terminal); return its final state."""
+    job: dict[str, Any] = {}
+    if output.is_tty() and not quiet:
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("job {task.fields[job]} {task.description}"),
+            TimeElapsedColumn(),
+            console=output.console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("queued", job=job_id)
+            for job, entries in client.follow(job_id):
+                for entry in entries:
+                    progress.console.print(output.log_line(entry), markup=False)
+                progress.update(task, description=job["status"])
+    else:
+        for state, entries in client.follow(job_id):
+            job = state
+            if not quiet:
+                for entry in entries:
+                    click.echo(output.log_line(entry))
+    return job
+
+
+def finish(client: Client, job_id: int) -> dict[str, Any]:
+    """Follow a job to its end and return it in full; exit 1 with its errors unless it
+    succeeded."""
+    follow_job(client, job_id)
+    full = client.job(job_id)
+    if full["status"] != "success":
+        errors = [op["error"]["message"] for op in full["ops"] if op.get("error")]
+        fail(f"job {job_id} {full['status']}: " + ("; ".join(errors) or "no details"))
+    return full
+
+
+def run_opcode(
+    ctx: Ctx, op: OpCode, *, submit_only: bool = False, priority: int = 0
+) -> dict[str, Any] | None:
+    """Submit ``op`` as a job of its own and follow it with progress.
+
+    Returns the finished job, or None with ``submit_only`` (the job id is printed).
+    Exits 1 when the job did not succeed.
+    """
+    with ctx.client() as client:
+        job_id = client.submit_ops([encode_opcode(op)], priority=priority)
+        if submit_only:
+            click.echo(job_id)
+            return None
+        output.err_console.print(f"job {job_id} submitted")
+        return finish(client, job_id)
+
+
+def run_quiet(ctx: Ctx, op: OpCode, what: str) -> Any:
+    """Submit one opcode, wait for it without showing its log, and return its result;
+    exit 1 with the job's errors when it did not succeed."""
+    with ctx.client() as client:
+        job_id = client.submit_ops([encode_opcode(op)])
+        follow_job(client, job_id, quiet=True)
+        full = client.job(job_id)
+    if full["status"] != "success":
+        errors = [o["error"]["message"] for o in full["ops"] if o.get("error")]
+        fail(f"{what} job {job_id} {full['status']}: {'; '.join(errors)}")
+    return full["ops"][0]["result"]

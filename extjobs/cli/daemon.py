@@ -1,0 +1,59 @@
+"""``extjobs daemon`` and ``extjobs demo``: the commands that run a master in this process
+(the demo with embedded nodes in a temporary directory) instead of talking to one."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from extjobs.cli.common import fail
+from extjobs.errors import ExtJobsError
+from extjobs.model.config import load_config
+
+
+@click.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="TOML configuration file.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Override the configured state directory.",
+)
+@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]))
+def daemon(config_path: Path | None, state_dir: Path | None, log_level: str) -> None:
+    """Run the master daemon in the foreground."""
+    import anyio
+
+    from extjobs.daemon import serve_daemon
+
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # asyncssh logs every channel at INFO; the job log already records each step.
+    logging.getLogger("asyncssh").setLevel(
+        logging.DEBUG if log_level == "debug" else logging.WARNING
+    )
+    try:
+        config = load_config(config_path, state_dir=state_dir)
+        anyio.run(lambda: serve_daemon(config))
+    except ExtJobsError as exc:
+        fail(exc.message, 2)
+    except KeyboardInterrupt:
+        pass
+
+
+@click.command()
+@click.option("--keep", is_flag=True, help="Leave the temporary directory in place.")
+def demo(keep: bool) -> None:
+    """Start embedded nodes and a daemon in a temporary directory and run the mission."""
+    from extjobs.cli.demo import run_demo
+
+    sys.exit(run_demo(keep=keep))

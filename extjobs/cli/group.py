@@ -1,0 +1,80 @@
+"""``extjobs group add|list|modify``: node groups and the storage pools they offer."""
+
+from __future__ import annotations
+
+import click
+
+from extjobs.cli import output
+from extjobs.cli.common import Ctx, fail, output_option, pass_ctx, run_opcode, submit_option
+from extjobs.model.opcodes import OpGroupAdd, OpGroupSetParams
+
+
+@click.group()
+def group() -> None:
+    """Node groups."""
+
+
+@group.command("add")
+@click.argument("name")
+@submit_option
+@pass_ctx
+def group_add(ctx: Ctx, name: str, submit_only: bool) -> None:
+    """Add a node group."""
+    if run_opcode(ctx, OpGroupAdd(group_name=name), submit_only=submit_only):
+        click.echo(f"group {name} added")
+
+
+@group.command("list")
+@output_option
+@pass_ctx
+def group_list(ctx: Ctx, fmt: str) -> None:
+    """List node groups."""
+    with ctx.client() as client:
+        groups = client.cluster()["groups"]
+        nodes = client.nodes()
+    if fmt == "json":
+        output.emit_json(groups)
+        return
+    output.table(
+        None,
+        ["Group", "Nodes", "Pools"],
+        [
+            (name, ",".join(n["name"] for n in nodes if n["group"] == name), ",".join(g["pools"]))
+            for name, g in groups.items()
+        ],
+    )
+
+
+@group.command("modify")
+@click.argument("name")
+@click.option(
+    "--connect-pool",
+    "connect",
+    multiple=True,
+    metavar="POOL",
+    help="Offer this storage pool in the group (repeatable).",
+)
+@click.option(
+    "--disconnect-pool",
+    "disconnect",
+    multiple=True,
+    metavar="POOL",
+    help="Stop offering an unused storage pool (repeatable).",
+)
+@submit_option
+@pass_ctx
+def group_modify(
+    ctx: Ctx,
+    name: str,
+    connect: tuple[str, ...],
+    disconnect: tuple[str, ...],
+    submit_only: bool,
+) -> None:
+    """Connect storage pools to a node group, or disconnect them."""
+    if not connect and not disconnect:
+        fail("nothing to change: give --connect-pool or --disconnect-pool", 2)
+    op = OpGroupSetParams(group_name=name, connect_pools=connect, disconnect_pools=disconnect)
+    job = run_opcode(ctx, op, submit_only=submit_only)
+    if job:
+        pools = job["ops"][0]["result"]["pools"]
+        click.echo(f"group {name} offers pools: {', '.join(pools) or 'none'}")

@@ -1,0 +1,162 @@
+"""``extjobs job …`` and ``extjobs submit``: submitting jobs, inspecting, following,
+cancelling and archiving them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from extjobs.cli import output
+from extjobs.cli.common import (
+    Ctx,
+    follow_job,
+    output_option,
+    pass_ctx,
+    priority_option,
+    priority_value,
+)
+
+
+@click.command()
+@click.argument("file", type=click.File("r"))
+@click.option("--wait", is_flag=True, help="Follow the job(s) to the end.")
+@priority_option
+@pass_ctx
+def submit(ctx: Ctx, file: Any, wait: bool, priority: str) -> None:
+    """Submit a job from FILE (or - for stdin).
+
+    FILE holds a JSON list of opcodes (one job), an object {"ops": [...], "priority": P,
+    "depends": [[id, [statuses]]]}, or {"jobs": [job, ...]} for a batch in which
+    negative dependency ids are relative (-1 = the job just before).
+    """
+    try:
+        body = json.load(file)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="FILE") from None
+    prio = priority_value(priority)
+    if isinstance(body, list) and all(isinstance(op, dict) and "OP_ID" in op for op in body):
+        body = {"ops": body, "priority": prio}
+    elif isinstance(body, dict) and "ops" in body and "priority" not in body:
+        body = {**body, "priority": prio}
+    with ctx.client() as client:
+        ids = client.submit(body)
+        for job_id in ids:
+            click.echo(job_id)
+        sys.stdout.flush()
+        if wait:
+            failed = False
+            for job_id in ids:
+                job = follow_job(client, job_id)
+                failed |= job.get("status") != "success"
+            if failed:
+                sys.exit(1)
+
+
+@click.group()
+def job() -> None:
+    """Inspect, follow, cancel and archive jobs."""
+
+
+@job.command("list")
+@click.option("--status", "statuses", multiple=True, help="Only jobs in this status (repeatable).")
+@click.option("--archived", is_flag=True, help="Include archived jobs.")
+@output_option
+@pass_ctx
+def job_list(ctx: Ctx, statuses: tuple[str, ...], archived: bool, fmt: str) -> None:
+    """List jobs."""
+    with ctx.client() as client:
+        jobs = client.jobs(statuses=list(statuses), archived=archived)
+    if fmt == "json":
+        output.emit_json(jobs)
+        return
+    output.table(
+        None,
+        ["ID", "Status", "Prio", "Opcodes", "Received", "Waiting for"],
+        [
+            (
+                j["id"],
+                j["status"] + (" (archived)" if j["archived"] else ""),
+                j["priority"],
+                ",".join(j["summary"]),
+                output.when(j["received"]),
+                j["waiting_for"] or "",
+            )
+            for j in jobs
+        ],
+    )
+
+
+@job.command("info")
+@click.argument("job_id", type=int)
+@output_option
+@pass_ctx
+def job_info(ctx: Ctx, job_id: int, fmt: str) -> None:
+    """Show a job: status, each opcode's result and timings, and its log."""
+    with ctx.client() as client:
+        data = client.job(job_id)
+    if fmt == "json":
+        output.emit_json(data)
+        return
+    c = output.console
+    c.print(
+        f"[bold]Job {data['id']}[/bold]: {data['status']}"
+        + (" (archived)" if data["archived"] else "")
+        + f", priority {data['priority']}"
+    )
+    c.print(
+        f"  received {output.when(data['received'])}, started {output.when(data['started'])}, "
+        f"ended {output.when(data['ended'])}"
+    )
+    if data["waiting_for"]:
+        c.print(f"  waiting for {data['waiting_for']}")
+    if data["depends"]:
+        c.print(
+            "  depends on " + ", ".join(f"job {d[0]} ({'/'.join(d[1])})" for d in data["depends"])
+        )
+    for op in data["ops"]:
+        c.print(
+            f"  opcode {op['index']} {op['input']['OP_ID']}: {op['status']}, "
+            f"{output.duration(op['duration'])}"
+        )
+        if op["error"]:
+            c.print(f"    error: {op['error'].get('message')}", markup=False)
+        if op["result"] is not None:
+            text = json.dumps(op["result"], indent=2, sort_keys=True)
+            c.print("    result: " + text.replace("\n", "\n    "), markup=False)
+    c.print("  log:")
+    for entry in data["log"]:
+        c.print("    " + output.log_line(entry), markup=False)
+
+
+@job.command("watch")
+@click.argument("job_id", type=int)
+@pass_ctx
+def job_watch(ctx: Ctx, job_id: int) -> None:
+    """Follow a job's log live; exit 0 on success, 1 otherwise."""
+    with ctx.client() as client:
+        job = follow_job(client, job_id)
+    click.echo(f"job {job_id}: {job['status']}")
+    sys.exit(0 if job["status"] == "success" else 1)
+
+
+@job.command("cancel")
+@click.argument("job_id", type=int)
+@pass_ctx
+def job_cancel(ctx: Ctx, job_id: int) -> None:
+    """Cancel a job (a running one is killed and its partial work undone)."""
+    with ctx.client() as client:
+        data = client.cancel(job_id)
+    click.echo(f"job {job_id}: {data['status']}")
+
+
+@job.command("archive")
+@click.argument("job_id", type=int)
+@pass_ctx
+def job_archive(ctx: Ctx, job_id: int) -> None:
+    """Archive a finished job (it stays readable with job info)."""
+    with ctx.client() as client:
+        client.archive(job_id)
+    click.echo(f"job {job_id} archived")

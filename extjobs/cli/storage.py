@@ -1,0 +1,133 @@
+"""``extjobs storage diagnose|info|install``: ExtStorage providers on the nodes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.markup import escape
+
+from extjobs.cli import output
+from extjobs.cli.common import Ctx, output_option, pass_ctx, run_opcode, run_quiet, submit_option
+from extjobs.model.opcodes import OpExtStorageDiagnose, OpExtStorageInstall
+
+
+@click.group()
+def storage() -> None:
+    """ExtStorage providers."""
+
+
+@storage.command("diagnose")
+@click.argument("providers", nargs=-1)
+@click.option("--node", "nodes", multiple=True, help="Only these nodes (repeatable).")
+@output_option
+@pass_ctx
+def storage_diagnose(
+    ctx: Ctx, providers: tuple[str, ...], nodes: tuple[str, ...], fmt: str
+) -> None:
+    """Check providers on every online node; valid per group iff valid on all its nodes."""
+    result = _diagnose(ctx, providers, nodes)
+    if fmt == "json":
+        output.emit_json(result)
+        return
+    rows = []
+    for node_name, report in sorted(result["nodes"].items()):
+        if "error" in report:
+            rows.append((node_name, "*", "unreachable", report["error"], ""))
+            continue
+        for name, st in sorted(report["providers"].items()):
+            rows.append(
+                (
+                    node_name,
+                    name,
+                    "valid" if st["valid"] else "invalid",
+                    st["reason"] or "",
+                    st["path"] or "",
+                )
+            )
+    output.table("Per node", ["Node", "Provider", "Status", "Reason", "Path"], rows)
+    grows = []
+    for group_name, statuses in sorted(result["groups"].items()):
+        for name, st in sorted(statuses.items()):
+            reasons = "; ".join(f"{n}: {r}" for n, r in st["reasons"].items())
+            grows.append(
+                (
+                    group_name,
+                    name,
+                    "valid" if st["valid"] else "invalid",
+                    reasons,
+                    ", ".join(st["parameters"]),
+                )
+            )
+    output.table("Per node group", ["Group", "Provider", "Status", "Why not", "Parameters"], grows)
+
+
+def _diagnose(ctx: Ctx, providers: tuple[str, ...], nodes: tuple[str, ...] = ()) -> Any:
+    op = OpExtStorageDiagnose(providers=providers, nodes=nodes)
+    return run_quiet(ctx, op, "diagnose")
+
+
+@storage.command("info")
+@click.argument("providers", nargs=-1)
+@output_option
+@pass_ctx
+def storage_info(ctx: Ctx, providers: tuple[str, ...], fmt: str) -> None:
+    """Show providers: the node groups where they are valid, and their parameters."""
+    result = _diagnose(ctx, providers)
+    info: dict[str, Any] = {}
+    for group_name, statuses in sorted(result["groups"].items()):
+        for name, st in sorted(statuses.items()):
+            entry = info.setdefault(
+                name, {"valid_groups": [], "invalid_groups": {}, "parameters": {}}
+            )
+            if st["valid"]:
+                entry["valid_groups"].append(group_name)
+                entry["parameters"].update(st["parameters"])
+            else:
+                entry["invalid_groups"][group_name] = st["reasons"]
+    if fmt == "json":
+        output.emit_json(info)
+        return
+    for name, entry in sorted(info.items()):
+        output.console.print(f"[bold]{escape(name)}[/bold]")
+        output.console.print(
+            "  valid in: " + (", ".join(entry["valid_groups"]) or "no group"), markup=False
+        )
+        for group_name, reasons in entry["invalid_groups"].items():
+            why = "; ".join(f"{n}: {r}" for n, r in reasons.items())
+            output.console.print(f"  not valid in {group_name}: {why}", markup=False)
+        output.console.print("  parameters:")
+        for param, doc in sorted(entry["parameters"].items()):
+            output.console.print(f"    {param:<16} {doc}", markup=False)
+
+
+@storage.command("install")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--name", help="Provider name (default: the directory's name).")
+@click.option("--group", "group_name", help="Install on every online node of this group.")
+@click.option("--node", "nodes", multiple=True, help="Install on this node (repeatable).")
+@submit_option
+@pass_ctx
+def storage_install(
+    ctx: Ctx,
+    directory: Path,
+    name: str | None,
+    group_name: str | None,
+    nodes: tuple[str, ...],
+    submit_only: bool,
+) -> None:
+    """Copy a provider directory to nodes over SFTP, keeping file modes."""
+    if group_name and nodes:
+        raise click.UsageError("use --group or --node, not both")
+    op = OpExtStorageInstall(
+        source=str(directory.resolve()),
+        provider=name or None,
+        nodes=nodes,
+        group=group_name or None,
+    )
+    job = run_opcode(ctx, op, submit_only=submit_only)
+    if job:
+        result = job["ops"][0]["result"]
+        for node_name, dest in sorted(result["installed"].items()):
+            click.echo(f"{node_name}: {dest}")

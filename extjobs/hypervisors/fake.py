@@ -54,8 +54,10 @@ pid=$!
 printf '%s\n' "$pid" >"$key.pid.tmp" && mv -f -- "$key.pid.tmp" "$key.pid" || exit 1
 last=$(($# + 2))
 ticks=0
+# Our own child, not reaped: its pid cannot be anyone else's yet. (Its command line is
+# not checked here: while it execs setsid and then sh, /proc/PID/cmdline reads empty.)
 while [ ! -e "/proc/$pid/fd/$last" ]; do
-  if ! ours "$pid" "$key"; then
+  if ! alive "$pid"; then
     rm -f -- "$key.pid"
     printf 'the fake guest of %s exited at start (cannot open its disks?)\n' "$key" >&2
     exit 1

@@ -19,13 +19,17 @@ from __future__ import annotations
 
 from extjobs.model.remote import DEFAULT_PATH, RemoteCommand
 
-#: Shell functions shared by the scripts. ``ours PID KEY``: alive, not a zombie, and
-#: started for KEY. ``running_pid KEY``: print the pid of KEY's process, if running.
+#: Shell functions shared by the scripts. ``alive PID``: exists and is not a zombie.
+#: ``ours PID KEY``: alive and started for KEY. ``running_pid KEY``: print the pid of
+#: KEY's process, if running.
 PROCESS_FUNCTIONS = r"""
-ours() {
+alive() {
   kill -0 "$1" 2>/dev/null || return 1
   _st=$(sed -n 's/.*) \([A-Za-z]\).*/\1/p' "/proc/$1/stat" 2>/dev/null)
   case $_st in Z | X) return 1 ;; esac
+}
+ours() {
+  alive "$1" || return 1
   tr '\000' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -F -q -e "$2"
 }
 running_pid() {

@@ -12,12 +12,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from extjobs.engine.store import CONFIG_KINDS, journal_record, stored_kinds
+from extjobs.engine.store import CONFIG_KINDS, journal_record, started_row, stored_kinds
 from extjobs.errors import StoreError
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.jobs import Job, LogEntry
-from extjobs.model.journal import Entry, JournalRecord, StepStatus, encode_entry
+from extjobs.model.journal import Entry, JournalRecord, StepStatus
 from extjobs.model.steps import StepKind
 
 
@@ -92,21 +92,9 @@ class MemoryStore:
         self._open()
         record_id = self._next_record
         self._next_record += 1
-        self._journal[record_id] = [
-            record_id,
-            job_id,
-            op_index,
-            seq,
-            node,
-            entry.kind.value,
-            description,
-            StepStatus.STARTED.value,
-            codec.dumps(encode_entry(entry)),
-            time.time(),
-            None,
-            None,
-            None,
-        ]
+        # The same columns as the SQLite table: id, the started row, ended, result, pgid.
+        row = started_row(job_id, op_index, seq, node, description, entry)
+        self._journal[record_id] = [record_id, *row, None, None, None]
         return record_id
 
     def journal_finish(self, record_id: int, status: StepStatus, result: dict[str, Any]) -> None:

@@ -117,16 +117,6 @@ class JobQueue:
 
     # -- changing ----------------------------------------------------------------------
 
-    def append_log(
-        self,
-        job_id: int,
-        message: str,
-        *,
-        kind: LogKind = LogKind.MESSAGE,
-        data: dict[str, Any] | None = None,
-    ) -> LogEntry:
-        return self._book.append_log(job_id, message, kind=kind, data=data)
-
     def submit(self, batch: Sequence[JobRequest]) -> list[int]:
         """Queue a batch of jobs atomically; returns their ids in order.
 

@@ -119,6 +119,23 @@ def stored_kinds(kinds: tuple[StepKind, ...]) -> tuple[str, ...]:
     return tuple(sorted(columns))
 
 
+def started_row(
+    job_id: int, op_index: int, seq: int, node: str, description: str, entry: Entry
+) -> tuple[Any, ...]:
+    """The journal columns ``job_id`` … ``started`` of a step journalled as started."""
+    return (
+        job_id,
+        op_index,
+        seq,
+        node,
+        entry.kind.value,
+        description,
+        StepStatus.STARTED.value,
+        codec.dumps(encode_entry(entry)),
+        time.time(),
+    )
+
+
 def journal_record(row: Sequence[Any]) -> JournalRecord:
     """A journal record from a row of ``_JOURNAL_COLUMNS`` (either document format)."""
     entry = decode_entry(row[5], codec.loads(row[8]))
@@ -288,17 +305,7 @@ class SqliteStore:
             cur = db.execute(
                 "INSERT INTO journal(job_id, op_index, seq, node, kind, description, status, "
                 "data, started) VALUES (?,?,?,?,?,?,?,?,?)",
-                (
-                    job_id,
-                    op_index,
-                    seq,
-                    node,
-                    entry.kind.value,
-                    description,
-                    StepStatus.STARTED.value,
-                    codec.dumps(encode_entry(entry)),
-                    time.time(),
-                ),
+                started_row(job_id, op_index, seq, node, description, entry),
             )
             return int(cur.lastrowid or 0)
 

@@ -21,6 +21,7 @@ from tests.harness import HarnessNode, make_client_key, start_embedded_nodes, st
 from tests.nodes.conftest import ClientKey
 
 
+@pytest.mark.spawns
 def test_host_key_survives_a_restart(tmp_path: Path, client_key: ClientKey) -> None:
     with start_embedded_nodes(1, tmp_path, client_key.authorized_keys) as (node,):
         key = node.host_key
@@ -38,6 +39,7 @@ def test_host_key_is_created_once(tmp_path: Path) -> None:
     assert first.export_public_key() == again.export_public_key()
 
 
+@pytest.mark.spawns
 def test_process_says_listening_once_and_exits_cleanly_on_sigterm(
     tmp_path: Path, client_key: ClientKey
 ) -> None:
@@ -72,6 +74,7 @@ def test_process_says_listening_once_and_exits_cleanly_on_sigterm(
     assert err == ""
 
 
+@pytest.mark.spawns
 async def test_serve_in_process_runs_commands_in_the_root(
     tmp_path: Path, client_key: ClientKey, ssh_options: SSHOptions
 ) -> None:
@@ -96,6 +99,7 @@ async def test_serve_in_process_runs_commands_in_the_root(
         tg.cancel_scope.cancel()
 
 
+@pytest.mark.spawns
 @pytest.mark.parametrize("other_keys", ["", "stranger"])
 async def test_unknown_client_key_is_refused(
     node_kind: str, tmp_path: Path, ssh_options: SSHOptions, other_keys: str

@@ -6,9 +6,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from extjobs.extstorage.names import Action
 from tests.providers.conftest import make_volume
 from tests.providers.harness import fails, ok, run
+
+pytestmark = pytest.mark.spawns
 
 STRICT = Path(__file__).resolve().parents[1] / "data" / "providers" / "strict"
 

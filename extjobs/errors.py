@@ -19,7 +19,6 @@ parsing messages::
     │   └── CommandTimeoutError      a remote command ran over its timeout (and was killed)
     ├── ProviderError                an ExtStorage script failed or misbehaved
     ├── HypervisorError
-    ├── JobCanceledError
     └── StoreError
 """
 
@@ -109,10 +108,6 @@ class ProviderError(ExtJobsError):
 
 class HypervisorError(ExtJobsError):
     kind = "hypervisor"
-
-
-class JobCanceledError(ExtJobsError):
-    kind = "canceled"
 
 
 class StoreError(ExtJobsError):

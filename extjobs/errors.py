@@ -24,7 +24,7 @@ parsing messages::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 
 class ExtJobsError(Exception):
@@ -36,6 +36,15 @@ class ExtJobsError(Exception):
         super().__init__(message)
         self.message = message
         self.fields = fields
+
+    def restated(self, message: str | None = None) -> Self:
+        """A new error of this type with the same fields, ``message`` (default: the same),
+        and this error as its ``__cause__``, so the original and its traceback stay in the
+        chain. For adding what the caller knows to the message, and for handing one
+        failure to several waiters, each of which must raise an object of its own."""
+        twin = type(self)(self.message if message is None else message, **self.fields)
+        twin.__cause__ = self
+        return twin
 
     def to_dict(self) -> dict[str, Any]:
         """The structured form stored with a job and returned by the API."""

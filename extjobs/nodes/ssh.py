@@ -474,8 +474,8 @@ class SSHRunner:
                 attempt = pool.attempt
                 await attempt.done.wait()
                 if attempt.error is not None:
-                    error = attempt.error
-                    raise type(error)(error.message, **error.fields)
+                    # Each waiter raises its own copy, caused by the shared error.
+                    raise attempt.error.restated()
                 continue
             if len(pool.connections) >= self._options.max_connections:
                 await pool.wait_changed()

@@ -16,14 +16,15 @@ mixed module carries ``@pytest.mark.spawns`` itself.
 The guard: with ``EXTJOBS_TEST_LANE=fast`` in the environment (``make test-fast`` and
 the first half of ``make test`` set it), starting a process from a test that is not
 marked ``spawns`` — through :class:`subprocess.Popen` (and so ``subprocess.run``,
-asyncio's and anyio's subprocess APIs), ``os.fork``, ``os.forkpty``, ``os.posix_spawn``
-or ``os.system`` — raises :class:`UnmarkedSpawnError` at the call, and the test fails
+asyncio's and anyio's subprocess APIs), ``os.fork``, ``os.forkpty``, ``os.posix_spawn``,
+``os.system`` or :mod:`multiprocessing` — raises :class:`UnmarkedSpawnError` at the call, and the test fails
 even if the code under test swallows that error. Fixtures of any scope count as part of
 the test that sets them up; collection (module imports) is not checked.
 """
 
 from __future__ import annotations
 
+import _posixsubprocess
 import os
 import subprocess
 from collections.abc import Callable, Generator, Iterator
@@ -114,6 +115,9 @@ def _install_guard() -> None:
     for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system"):
         if hasattr(os, name):
             _replace(os, name, _guarded(f"os.{name}", getattr(os, name)))
+    # multiprocessing's spawn and forkserver start methods (subprocess holds its own
+    # reference to fork_exec, guarded above through _execute_child).
+    _replace(_posixsubprocess, "fork_exec", _guarded("fork_exec", _posixsubprocess.fork_exec))
 
 
 def _replace(owner: Any, name: str, value: Any) -> None:

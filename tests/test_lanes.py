@@ -14,6 +14,7 @@ CONFTEST = Path(__file__).with_name("conftest.py")
 
 CASES = """
 import contextlib
+import multiprocessing
 import os
 import subprocess
 
@@ -40,6 +41,13 @@ async def test_anyio():
 
 def test_system():
     os.system("true")
+
+
+def test_multiprocessing():
+    context = multiprocessing.get_context("spawn")
+    process = context.Process(target=print)
+    process.start()
+    process.join()
 
 
 @pytest.mark.spawns
@@ -70,7 +78,7 @@ def test_the_fast_lane_fails_every_unmarked_spawn(
     monkeypatch.setenv("EXTJOBS_TEST_LANE", "fast")
     result = example.runpytest_inprocess("-p", "no:cacheprovider", "-m", "not spawns")
     # test_swallowed passes its call and errors at teardown.
-    result.assert_outcomes(passed=2, failed=3, errors=1, deselected=2)
+    result.assert_outcomes(passed=2, failed=4, errors=1, deselected=2)
     out = result.stdout.str()
     assert "processes started outside the spawns lane" in out
     for line in (
@@ -78,6 +86,7 @@ def test_the_fast_lane_fails_every_unmarked_spawn(
         "test_example.py::test_swallowed: subprocess.Popen(['true'])",
         "test_example.py::test_anyio: subprocess.Popen(('true',))",
         "test_example.py::test_system: os.system('true')",
+        "test_example.py::test_multiprocessing: fork_exec(",
     ):
         assert line in out
     assert result.ret == pytest.ExitCode.TESTS_FAILED
@@ -89,7 +98,7 @@ def test_the_spawning_lane_runs_marked_tests(
 ) -> None:
     monkeypatch.setenv("EXTJOBS_TEST_LANE", "fast")
     result = example.runpytest_inprocess("-p", "no:cacheprovider", "-m", "spawns")
-    result.assert_outcomes(passed=2, deselected=5)
+    result.assert_outcomes(passed=2, deselected=6)
 
 
 @pytest.mark.spawns
@@ -97,5 +106,5 @@ def test_without_the_lane_nothing_is_guarded(
     example: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("EXTJOBS_TEST_LANE", raising=False)
-    result = example.runpytest_inprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=7)
+    result = example.runpytest_inprocess("-p", "no:cacheprovider", "-k", "not multiprocessing")
+    result.assert_outcomes(passed=7, deselected=1)

@@ -107,9 +107,11 @@ async def test_unknown_client_key_is_refused(
     keys = tmp_path / "other_keys"
     keys.write_text(make_client_key(tmp_path / "stranger")[1] + "\n" if other_keys else "")
     with start_nodes(node_kind, 1, tmp_path / "nodes", keys) as (node,):
+        endpoint = node.endpoint()
         async with SSHRunner(ssh_options) as runner:
-            with pytest.raises(NodeError, match="refused authentication as root") as caught:
-                await runner.run(node.endpoint(), RemoteCommand(("/bin/true",)))
+            refused = f"refused authentication as {endpoint.user}"
+            with pytest.raises(NodeError, match=refused) as caught:
+                await runner.run(endpoint, RemoteCommand(("/bin/true",)))
     assert not isinstance(caught.value, NodeUnreachableError)
     assert caught.value.fields["node"] == node.name
 
@@ -131,7 +133,7 @@ async def test_stream_local_forwarding_reaches_a_unix_socket(
         conn = await asyncssh.connect(
             node.host,
             node.port,
-            username="root",
+            username=node.endpoint().user,
             client_keys=[str(client_key.private_key)],
             known_hosts=([asyncssh.import_public_key(node.host_key)], [], []),
             config=None,

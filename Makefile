@@ -1,11 +1,13 @@
 # Two entry points: `make demo` and `make test`. Both create .venv on a fresh machine.
+# `make test-fast` is the quick lane while editing: lint, types and every test that
+# starts no process (tests/conftest.py: marks and the guard that enforces them).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck pytest system-deps bench bench-quick clean
+.PHONY: demo test test-fast lint typecheck pytest pytest-fast system-deps bench bench-quick clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,8 +36,18 @@ lint: $(DEVSTAMP)
 typecheck: $(DEVSTAMP)
 	$(BIN)/mypy extjobs
 
+# With EXTJOBS_TEST_LANE=fast, a test not marked `spawns` that starts a process fails.
+# `make test` runs the whole suite in two halves so that the guard checks the marks too.
+FASTLANE := EXTJOBS_TEST_LANE=fast
+
+pytest-fast: $(DEVSTAMP)
+	$(FASTLANE) $(BIN)/pytest -m "not spawns and not slow"
+
 pytest: $(DEVSTAMP) system-deps
-	$(BIN)/pytest
+	$(FASTLANE) $(BIN)/pytest -m "not spawns"
+	$(BIN)/pytest -m spawns
+
+test-fast: $(DEVSTAMP) lint typecheck pytest-fast
 
 test: $(DEVSTAMP) system-deps lint typecheck pytest
 

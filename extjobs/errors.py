@@ -19,7 +19,6 @@ parsing messages::
     │   └── CommandTimeoutError      a remote command ran over its timeout (and was killed)
     ├── ProviderError                an ExtStorage script failed or misbehaved
     ├── HypervisorError
-    ├── JobCanceledError
     └── StoreError
 """
 
@@ -38,14 +37,14 @@ class ExtJobsError(Exception):
         self.message = message
         self.fields = fields
 
-    def rephrase(self, message: str) -> Self:
-        """This same error with ``message`` (which should say what the old one said) in
-        place of its message, then ``raise`` it again: the traceback, the cause and
-        the fields are kept, and the original message is kept as a note."""
-        self.add_note(f"original message: {self.message}")
-        self.message = message
-        self.args = (message,)
-        return self
+    def restated(self, message: str | None = None) -> Self:
+        """A new error of this type with the same fields, ``message`` (default: the same),
+        and this error as its ``__cause__``, so the original and its traceback stay in the
+        chain. For adding what the caller knows to the message, and for handing one
+        failure to several waiters, each of which must raise an object of its own."""
+        twin = type(self)(self.message if message is None else message, **self.fields)
+        twin.__cause__ = self
+        return twin
 
     def to_dict(self) -> dict[str, Any]:
         """The structured form stored with a job and returned by the API."""
@@ -118,10 +117,6 @@ class ProviderError(ExtJobsError):
 
 class HypervisorError(ExtJobsError):
     kind = "hypervisor"
-
-
-class JobCanceledError(ExtJobsError):
-    kind = "canceled"
 
 
 class StoreError(ExtJobsError):

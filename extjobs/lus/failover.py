@@ -94,11 +94,10 @@ class LUInstanceFailover(LogicalUnit[OpInstanceFailover]):
                 try:
                     await fence(mctx, source, unclean)
                 except ExtJobsError as exc:
-                    exc.rephrase(
+                    raise exc.restated(
                         f"failover of {inst.name} stopped before {target.name} was touched: "
                         f"{exc.message}"
-                    )
-                    raise
+                    ) from exc
             providers = sorted({d.provider for d in inst.disks})
             t_statuses = provider_statuses(reports, target.name, providers)
             return await self._take_over(mctx, inst, source, target, t_statuses, clean=clean)
@@ -203,10 +202,9 @@ class LUInstanceFailover(LogicalUnit[OpInstanceFailover]):
                 pid = (await start_guest(ctx, inst, target.name, paths, undo=self._undo)).pid
             except ExtJobsError as exc:
                 message = await self._back_off(ctx, inst, source, target, clean)
-                exc.rephrase(
+                raise exc.restated(
                     f"failover of {inst.name} to {target.name} failed: {exc.message}; {message}"
-                )
-                raise
+                ) from exc
         else:
             ctx.log(f"{inst.name} is marked down: its disks stay detached until it starts")
         ctx.update_config(

@@ -168,11 +168,10 @@ class LUInstanceMigrate(LogicalUnit[OpInstanceMigrate]):
                 raise
             ctx.log(f"migration failed: {exc.message}; settling on one node", kind=LogKind.ERROR)
             where = await self._settle(mctx, flight)
-            exc.rephrase(
+            raise exc.restated(
                 f"migration of {inst.name} from {source.name} to {target.name} failed: "
                 f"{exc.message}; {where}"
-            )
-            raise
+            ) from exc
         return await self._finish(mctx, flight)
 
     async def _move(

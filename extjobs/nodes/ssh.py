@@ -475,10 +475,8 @@ class SSHRunner:
                 attempt = pool.attempt
                 await attempt.done.wait()
                 if attempt.error is not None:
-                    error = attempt.error
-                    # Each waiter gets its own copy (one exception object must not be
-                    # raised in several tasks); the shared attempt's error is its cause.
-                    raise type(error)(error.message, **error.fields) from error
+                    # Each waiter raises its own copy, caused by the shared error.
+                    raise attempt.error.restated()
                 continue
             if len(pool.connections) >= self._options.max_connections:
                 await pool.wait_changed()

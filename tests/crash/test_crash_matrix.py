@@ -23,6 +23,8 @@ import pytest
 from extjobs.api.client import Client
 from tests.instances.conftest import Cluster, open_cluster
 
+pytestmark = pytest.mark.spawns
+
 STRICT = Path(__file__).resolve().parents[1] / "data" / "providers" / "strict"
 FINAL = ("success", "error", "canceled")
 

@@ -84,13 +84,13 @@ async def test_fifo_within_priority_and_priority_order() -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(holder)
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()
         tg.start_soon(waiter, 1, "normal-1", 0)
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()
         tg.start_soon(waiter, 2, "normal-2", 0)
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()
         tg.start_soon(waiter, 3, "high", -10)
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()
         assert manager.statistics()["waiting"] == 3
         release.set()
     assert order == ["high", "normal-1", "normal-2"]
@@ -102,12 +102,18 @@ async def test_shared_holders_overlap_and_exclusive_waits() -> None:
     async with manager.acquire(1, [shared]), manager.acquire(2, [shared]):
         assert set(manager.holders(shared.key)) == {1, 2}
         waited: list[tuple[LockKey, list[int]]] = []
-        with anyio.move_on_after(0.05) as scope:
+
+        async def want_exclusive() -> None:
             async with manager.acquire(
                 3, [LockRequest.node("n1")], on_wait=lambda k, h: waited.append((k, h))
             ):
                 pytest.fail("exclusive lock granted while shared holders exist")
-        assert scope.cancelled_caught
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(want_exclusive)
+            await anyio.wait_all_tasks_blocked()
+            assert manager.statistics()["waiting"] == 1
+            tg.cancel_scope.cancel()
         assert waited == [(shared.key, [1, 2])]
     # The cancelled waiter left no trace.
     assert manager.statistics() == {**manager.statistics(), "held": 0, "waiting": 0}
@@ -131,11 +137,11 @@ async def test_exclusive_waiter_is_not_starved_by_later_shared_requests() -> Non
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(hold_shared, 1, first_release)
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()
         tg.start_soon(want_exclusive)
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()
         tg.start_soon(hold_shared, 3, None)  # arrives after the exclusive waiter
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()
         assert got == [1]
         first_release.set()
     assert got == [1, 2, 3]

@@ -114,6 +114,7 @@ def _find_block_device() -> str | None:
     return None
 
 
+@pytest.mark.spawns
 def test_block_device_check_locally(tmp_path: os.PathLike[str]) -> None:
     regular = os.path.join(tmp_path, "file")
     with open(regular, "w"):

@@ -80,6 +80,7 @@ def search_path(tmp_path: Path) -> list[str]:
     return [str(first), str(second), str(tmp_path / "absent")]
 
 
+@pytest.mark.spawns
 def test_named_providers(search_path: list[str], tmp_path: Path) -> None:
     first, second, absent = search_path
     names = ["good", "noexec", "missing", "dirfile", "noparams", "badparams", "badopt"]
@@ -118,6 +119,7 @@ def test_named_providers(search_path: list[str], tmp_path: Path) -> None:
     assert list(tmp_path.rglob("PWNED*")) == []
 
 
+@pytest.mark.spawns
 def test_all_providers(search_path: list[str], tmp_path: Path) -> None:
     report = run(search_path, None)
     assert set(report) == {
@@ -136,6 +138,7 @@ def test_all_providers(search_path: list[str], tmp_path: Path) -> None:
     assert list(tmp_path.rglob("PWNED*")) == []
 
 
+@pytest.mark.spawns
 def test_several_reasons_are_joined(tmp_path: Path) -> None:
     pdir = make_provider(tmp_path, "broken")
     (pdir / "create").unlink()
@@ -147,6 +150,7 @@ def test_several_reasons_are_joined(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.spawns
 def test_empty_search_path_entries_report_nothing(tmp_path: Path) -> None:
     assert run([str(tmp_path), str(tmp_path / "nope")], None) == {}
 
@@ -273,6 +277,7 @@ def test_summarise_groups_provider_missing_on_one_node() -> None:
     assert not summary["g"]["rbd"].valid
 
 
+@pytest.mark.spawns
 def test_posix_sh_syntax() -> None:
     for shell in ("/bin/sh", "/bin/dash", "/bin/bash"):
         if os.path.exists(shell):

@@ -23,6 +23,7 @@ from extjobs.api.client import Client
 from extjobs.testing.processes import DaemonProcess, write_daemon_config
 from tests.harness.keys import make_client_key
 from tests.harness.node import HarnessNode, start_nodes
+from tests.harness.openssh import login
 
 REPO = Path(__file__).resolve().parents[2]
 PROVIDERS = REPO / "providers"
@@ -55,7 +56,7 @@ class TestCluster:
 
     @property
     def user(self) -> str:
-        return "root" if self.kind == "openssh" else getpass.getuser()
+        return login() if self.kind == "openssh" else getpass.getuser()
 
     def node(self, name: str) -> HarnessNode:
         return next(n for n in self.nodes if n.name == name)

@@ -22,6 +22,8 @@ from extjobs.model.cluster import Instance
 from extjobs.model.remote import RemoteCommand
 from tests.harness.procs import is_alive
 
+pytestmark = pytest.mark.spawns
+
 
 def run(cmd: RemoteCommand, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -122,6 +124,7 @@ def _qmp(path: Path, *commands: str) -> list[object]:
         return out[1:]
 
 
+@pytest.mark.kvm
 @pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu is not installed")
 def test_kvm_guest_starts_daemonised_with_a_qmp_socket(tmp_path: Path) -> None:
     import tempfile

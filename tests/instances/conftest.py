@@ -31,9 +31,12 @@ def loop_devices_usable() -> bool:
     return os.geteuid() == 0 and shutil.which("losetup") is not None
 
 
-needs_loop = pytest.mark.skipif(
-    not loop_devices_usable(), reason="loopfile needs root and losetup (CI runs as root)"
-)
+needs_loop = [
+    pytest.mark.root,
+    pytest.mark.skipif(
+        not loop_devices_usable(), reason="loopfile needs root and losetup (CI runs as root)"
+    ),
+]
 
 
 class Cluster:

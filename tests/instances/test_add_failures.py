@@ -22,6 +22,8 @@ from tests.instances.conftest import (
     open_cluster,
 )
 
+pytestmark = pytest.mark.spawns
+
 FAIL = "echo 'injected {step} failure' >&2; exit 1\n"
 AFTER = '"${{0%/*}}/{step}.real" >/dev/null || exit 1\n' + FAIL
 

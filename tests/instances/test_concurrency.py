@@ -13,6 +13,8 @@ import pytest
 
 from tests.instances.conftest import KINDS, Cluster, leftovers, open_cluster
 
+pytestmark = pytest.mark.spawns
+
 SLOW = 'sleep 0.5; exec "${{0%/*}}/{step}.real"\n'
 
 

@@ -28,6 +28,8 @@ from tests.instances.conftest import (
 MIB = 1024 * 1024
 
 pytestmark = [
+    pytest.mark.kvm,
+    pytest.mark.root,
     pytest.mark.skipif(
         shutil.which("qemu-system-x86_64") is None,
         reason="qemu-system-x86 is not installed (make system-deps installs it)",

@@ -21,6 +21,8 @@ from tests.instances.conftest import (
     open_files,
 )
 
+pytestmark = pytest.mark.spawns
+
 MIB = 1024 * 1024
 
 

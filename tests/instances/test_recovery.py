@@ -17,6 +17,8 @@ import pytest
 
 from tests.instances.conftest import KINDS, Cluster, leftovers, open_cluster
 
+pytestmark = pytest.mark.spawns
+
 # The provider script does its work, leaves a marker next to the volume directory, and
 # then takes its time: the test acts while it sleeps.
 THEN_SLEEP = '"${{0%/*}}/{step}.real" || exit 1\ntouch "$EXTP_DIR.{step}-done"\nsleep {secs}\n'

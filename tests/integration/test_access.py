@@ -47,6 +47,7 @@ def make_cert(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+@pytest.mark.spawns
 def test_unix_socket_is_private(tmp_path: Path) -> None:
     with start_cluster("embedded", 1, tmp_path) as c:
         mode = c.daemon.socket.stat().st_mode
@@ -57,6 +58,7 @@ def test_unix_socket_is_private(tmp_path: Path) -> None:
         assert not parent.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
+@pytest.mark.spawns
 def test_tcp_listener_needs_tls_and_tokens_with_roles(tmp_path: Path) -> None:
     cert, key = make_cert(tmp_path)
     tokens = tmp_path / "tokens"

@@ -5,9 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from extjobs.api.client import Client
 from tests.harness.cluster import start_cluster
 from tests.integration.test_queue import _processes_with_cmdline
+
+pytestmark = pytest.mark.spawns
 
 
 def test_leftover_remote_command_is_killed_after_a_crash(tmp_path: Path) -> None:

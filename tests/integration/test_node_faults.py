@@ -7,7 +7,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.harness.cluster import TestCluster, start_cluster
+
+pytestmark = pytest.mark.spawns
 
 
 def delay_on(node: str, seconds: float) -> dict[str, Any]:

@@ -14,6 +14,8 @@ import pytest
 from extjobs.api.client import ApiError
 from tests.harness.cluster import TestCluster, start_cluster
 
+pytestmark = pytest.mark.spawns
+
 
 def delay(seconds: float, **extra: Any) -> dict[str, Any]:
     return {"OP_ID": "OP_TEST_DELAY", "duration": seconds, **extra}

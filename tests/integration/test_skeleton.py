@@ -6,7 +6,11 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.harness.cluster import TestCluster, start_cluster
+
+pytestmark = pytest.mark.spawns
 
 TWO_OPS = [
     {"OP_ID": "OP_TEST_DELAY", "duration": 0.3, "on_master": False, "on_nodes": ["node1", "node2"]},

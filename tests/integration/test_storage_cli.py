@@ -6,7 +6,11 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from tests.harness.cluster import PROVIDERS, start_cluster
+
+pytestmark = pytest.mark.spawns
 
 
 def test_install_then_info(node_kind: str, tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ from tests.instances.conftest import KINDS
 from tests.migration.conftest import MoveCluster, open_move_cluster
 from tests.migration.invariants import check, snapshot
 
+pytestmark = pytest.mark.spawns
+
 FAIL = 'echo "injected failure" >&2\nexit 1\n'
 
 

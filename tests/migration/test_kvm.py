@@ -20,10 +20,13 @@ from tests.instances.conftest import KINDS, loop_devices_of, loop_devices_usable
 from tests.migration.conftest import MoveCluster, open_move_cluster
 from tests.migration.invariants import check, guest_pid, qmp
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("qemu-system-x86_64") is None,
-    reason="qemu-system-x86 is not installed (make system-deps installs it)",
-)
+pytestmark = [
+    pytest.mark.kvm,
+    pytest.mark.skipif(
+        shutil.which("qemu-system-x86_64") is None,
+        reason="qemu-system-x86 is not installed (make system-deps installs it)",
+    ),
+]
 
 
 @pytest.fixture(scope="module", params=KINDS)

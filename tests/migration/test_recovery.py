@@ -24,6 +24,8 @@ from tests.instances.conftest import KINDS
 from tests.migration.conftest import MoveCluster, open_move_cluster
 from tests.migration.invariants import check
 
+pytestmark = pytest.mark.spawns
+
 # First call: leave a marker next to the volume directory and sleep; later calls and
 # the rest of the first one do the real work.
 SLEEP_ONCE = (

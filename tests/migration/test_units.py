@@ -161,6 +161,7 @@ def test_good_opcodes() -> None:
     assert op == OpNodeSetParams(node_name="n", fence_command=())
 
 
+@pytest.mark.spawns
 async def test_run_local_process(tmp_path: Path) -> None:
     result = await run_local_process(
         ["/bin/sh", "-c", 'echo "out $EXTJOBS_NODE"; echo err >&2; exit 3'],
@@ -177,6 +178,7 @@ async def test_run_local_process(tmp_path: Path) -> None:
     assert (len(capped.stdout), capped.stdout_dropped) == (100, 4900)
 
 
+@pytest.mark.spawns
 async def test_run_local_process_kills_the_group_on_timeout(tmp_path: Path) -> None:
     pidfile = tmp_path / "child"
     script = f"sleep 60 & echo $! >{pidfile}; wait"
@@ -192,6 +194,7 @@ async def test_run_local_process_kills_the_group_on_timeout(tmp_path: Path) -> N
     assert not is_alive(child)
 
 
+@pytest.mark.spawns
 async def test_run_local_process_is_cancellable(tmp_path: Path) -> None:
     pidfile = tmp_path / "child"
     with anyio.move_on_after(0.5):

@@ -83,6 +83,7 @@ def test_kill_line_refuses_dangerous_groups() -> None:
         kill_line(1)
 
 
+@pytest.mark.spawns
 @pytest.mark.parametrize("shell", SHELLS)
 def test_kill_line_tolerates_a_vanished_group(shell: str) -> None:
     done = subprocess.run([shell, "-c", kill_line(4_000_000)], capture_output=True, check=False)
@@ -90,6 +91,7 @@ def test_kill_line_tolerates_a_vanished_group(shell: str) -> None:
     assert done.stderr == b""
 
 
+@pytest.mark.spawns
 @pytest.mark.parametrize("shell", SHELLS)
 def test_kill_line_kills_the_whole_group(shell: str) -> None:
     leader = subprocess.Popen(
@@ -108,6 +110,7 @@ def test_kill_line_kills_the_whole_group(shell: str) -> None:
     assert not is_alive(child)
 
 
+@pytest.mark.spawns
 @pytest.mark.parametrize("shell", SHELLS)
 def test_marker_names_the_process_group(shell: str) -> None:
     done = _run_line(shell, RemoteCommand(("/bin/sh", "-c", "ps -o pgid= -p $$")))
@@ -116,12 +119,14 @@ def test_marker_names_the_process_group(shell: str) -> None:
     assert int(rest) == pgid
 
 
+@pytest.mark.spawns
 @pytest.mark.parametrize("shell", SHELLS)
 def test_missing_cwd_exits_127(shell: str, tmp_path: Path) -> None:
     done = _run_line(shell, RemoteCommand(("true",), cwd=str(tmp_path / "missing")))
     assert done.returncode == 127
 
 
+@pytest.mark.spawns
 @pytest.mark.parametrize("shell", SHELLS)
 def test_cwd_with_shell_syntax_is_taken_literally(shell: str, tmp_path: Path) -> None:
     weird = tmp_path / "a b'c\"$(touch x)`d`;e"
@@ -131,6 +136,7 @@ def test_cwd_with_shell_syntax_is_taken_literally(shell: str, tmp_path: Path) ->
     assert list(weird.iterdir()) == []
 
 
+@pytest.mark.spawns
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(env=st.dictionaries(_names, _text, max_size=6), shell=st.sampled_from(["sh", "bash"]))
 def test_env_round_trips_exactly_through_a_real_shell(env: dict[str, str], shell: str) -> None:
@@ -143,6 +149,7 @@ def test_env_round_trips_exactly_through_a_real_shell(env: dict[str, str], shell
     assert rest.count(b"\0") == len(env)
 
 
+@pytest.mark.spawns
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(args=st.lists(_text, max_size=6), shell=st.sampled_from(["sh", "bash"]))
 def test_arguments_round_trip_exactly_through_a_real_shell(args: list[str], shell: str) -> None:

@@ -21,6 +21,7 @@ from tests.harness import HarnessNode, make_client_key, start_embedded_nodes, st
 from tests.nodes.conftest import ClientKey
 
 
+@pytest.mark.spawns
 def test_host_key_survives_a_restart(tmp_path: Path, client_key: ClientKey) -> None:
     with start_embedded_nodes(1, tmp_path, client_key.authorized_keys) as (node,):
         key = node.host_key
@@ -38,6 +39,7 @@ def test_host_key_is_created_once(tmp_path: Path) -> None:
     assert first.export_public_key() == again.export_public_key()
 
 
+@pytest.mark.spawns
 def test_process_says_listening_once_and_exits_cleanly_on_sigterm(
     tmp_path: Path, client_key: ClientKey
 ) -> None:
@@ -72,6 +74,7 @@ def test_process_says_listening_once_and_exits_cleanly_on_sigterm(
     assert err == ""
 
 
+@pytest.mark.spawns
 async def test_serve_in_process_runs_commands_in_the_root(
     tmp_path: Path, client_key: ClientKey, ssh_options: SSHOptions
 ) -> None:
@@ -96,6 +99,7 @@ async def test_serve_in_process_runs_commands_in_the_root(
         tg.cancel_scope.cancel()
 
 
+@pytest.mark.spawns
 @pytest.mark.parametrize("other_keys", ["", "stranger"])
 async def test_unknown_client_key_is_refused(
     node_kind: str, tmp_path: Path, ssh_options: SSHOptions, other_keys: str
@@ -103,9 +107,11 @@ async def test_unknown_client_key_is_refused(
     keys = tmp_path / "other_keys"
     keys.write_text(make_client_key(tmp_path / "stranger")[1] + "\n" if other_keys else "")
     with start_nodes(node_kind, 1, tmp_path / "nodes", keys) as (node,):
+        endpoint = node.endpoint()
         async with SSHRunner(ssh_options) as runner:
-            with pytest.raises(NodeError, match="refused authentication as root") as caught:
-                await runner.run(node.endpoint(), RemoteCommand(("/bin/true",)))
+            refused = f"refused authentication as {endpoint.user}"
+            with pytest.raises(NodeError, match=refused) as caught:
+                await runner.run(endpoint, RemoteCommand(("/bin/true",)))
     assert not isinstance(caught.value, NodeUnreachableError)
     assert caught.value.fields["node"] == node.name
 
@@ -127,7 +133,7 @@ async def test_stream_local_forwarding_reaches_a_unix_socket(
         conn = await asyncssh.connect(
             node.host,
             node.port,
-            username="root",
+            username=node.endpoint().user,
             client_keys=[str(client_key.private_key)],
             known_hosts=([asyncssh.import_public_key(node.host_key)], [], []),
             config=None,

@@ -33,6 +33,7 @@ def test_common_code_is_shared_verbatim() -> None:
     ).read_bytes()
 
 
+@pytest.mark.spawns
 @pytest.mark.parametrize("provider", SHIPPED)
 def test_scripts_are_posix_sh(provider: str) -> None:
     for path in sorted((PROVIDERS / provider).iterdir()):
@@ -43,6 +44,7 @@ def test_scripts_are_posix_sh(provider: str) -> None:
             subprocess.run(["/bin/dash", "-n", str(path)], check=True)
 
 
+@pytest.mark.spawns
 def test_diagnose_reports_the_shipped_providers_valid() -> None:
     cmd = diagnose_command([str(PROVIDERS)], None, 10)
     proc = subprocess.run(cmd.argv, env=cmd.env_dict, capture_output=True, text=True, check=True)

@@ -15,6 +15,8 @@ from extjobs.extstorage.names import Action
 from .conftest import loop_devices, make_volume
 from .harness import fails, install, ok, run
 
+pytestmark = pytest.mark.spawns
+
 MiB = 1024 * 1024
 
 

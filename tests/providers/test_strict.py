@@ -3,14 +3,18 @@ exclusively, unless that node re-opened it shared (what live migration relies on
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
+
+import pytest
 
 from extjobs.extstorage.names import Action
 from tests.providers.conftest import make_volume
 from tests.providers.harness import fails, ok, run
 
 STRICT = Path(__file__).resolve().parents[1] / "data" / "providers" / "strict"
+SHIPPED = Path(__file__).resolve().parents[2] / "providers" / "sharedfile" / "common.sh"
 
 
 def install_strict(root: Path, node_id: str) -> Path:
@@ -20,6 +24,21 @@ def install_strict(root: Path, node_id: str) -> Path:
     return target
 
 
+def _functions(script: str) -> set[str]:
+    return set(re.findall(r"^([a-z_]+)\(\) \{$", script, re.MULTILINE))
+
+
+def test_strict_extends_the_shipped_common_sh_without_copying_it() -> None:
+    link = STRICT / "sharedfile-common.sh"
+    assert link.is_symlink()
+    assert link.resolve() == SHIPPED
+    own = (STRICT / "common.sh").read_text()
+    assert '. "${0%/*}/sharedfile-common.sh"' in own
+    assert _functions(own) == {"attach_volume", "detach_volume", "refuse_if_attached"}
+    assert not _functions(own) & _functions(SHIPPED.read_text())
+
+
+@pytest.mark.spawns
 def test_attach_order_of_a_live_migration(tmp_path: Path, vol_dir: Path) -> None:
     src = install_strict(tmp_path / "nodes", "src")
     dst = install_strict(tmp_path / "nodes", "dst")

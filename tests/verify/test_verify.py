@@ -13,6 +13,8 @@ import pytest
 
 from tests.instances.conftest import KINDS, Cluster, leftovers, open_cluster
 
+pytestmark = pytest.mark.spawns
+
 
 @pytest.fixture(scope="module", params=KINDS)
 def cluster(

@@ -1,0 +1,1 @@
+../../../../providers/sharedfile/common.sh

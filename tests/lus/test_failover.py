@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from extjobs.model.opcodes import OpInstanceFailover, OpNodeSetParams
 from extjobs.model.remote import CommandResult
 from extjobs.testing import Call
@@ -80,6 +82,7 @@ async def test_an_unreachable_source_refuses_the_failover_and_touches_nothing() 
         assert cluster.config.instances["web"].primary == "node1"
 
 
+@pytest.mark.spawns  # the fence command runs on the master
 async def test_ignore_consistency_fences_the_unreachable_source_before_the_target_attaches(
     tmp_path: Path,
 ) -> None:
@@ -110,6 +113,7 @@ async def test_ignore_consistency_fences_the_unreachable_source_before_the_targe
         assert cluster.config.instances["web"].primary == "node2"
 
 
+@pytest.mark.spawns  # the fence command runs on the master
 async def test_a_failing_fence_stops_the_failover_before_the_target_is_touched() -> None:
     async with scripted_cluster() as cluster:
         await add_instance(cluster)

@@ -55,6 +55,7 @@ async def test_a_scripted_cluster_runs_jobs_on_its_nodes() -> None:
         }
 
 
+@pytest.mark.spawns  # embedded SSH node processes
 async def test_an_embedded_cluster_runs_jobs_over_ssh(tmp_path: Path) -> None:
     async with open_test_cluster(1, mode="embedded", base=tmp_path) as cluster:
         job = await cluster.run(OpTestDelay(duration=0, on_master=False, on_nodes=("node1",)))

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.infra import ClientKey, DaemonProcess
-from extjobs.engine.store import SqliteStore
 from extjobs.model.jobs import Job, OpState
 from extjobs.model.states import OpStatus
+from extjobs.store.sqlite import SqliteStore
 
 
 def _prefill(db: Path, count: int) -> None:

@@ -25,10 +25,10 @@ from extjobs.api.auth import TokenAuth, load_tokens
 from extjobs.api.server import build_app
 from extjobs.engine.configmgr import ConfigManager
 from extjobs.engine.queue import JobQueue
-from extjobs.engine.store import SqliteStore
 from extjobs.errors import ConfigError
 from extjobs.model.config import Config
 from extjobs.nodes.ssh import SSHRunner
+from extjobs.store.sqlite import SqliteStore
 
 log = logging.getLogger("extjobs.daemon")
 

@@ -21,9 +21,11 @@ ALLOWED: dict[str, set[str]] = {
     "hypervisors": {"model", "errors", "extstorage"},
     # LUs describe steps; they never reach a node themselves (no nodes, no SQL).
     "lus": {"model", "errors", "extstorage", "hypervisors"},
-    "engine": {"model", "errors", "extstorage", "hypervisors", "lus", "nodes"},
+    # Durable state: the store port and its backends (no engine, no nodes).
+    "store": {"model", "errors"},
+    "engine": {"model", "errors", "extstorage", "hypervisors", "lus", "nodes", "store"},
     "api": {"model", "errors", "engine", "lus"},
-    "daemon": {"model", "errors", "engine", "lus", "nodes", "api"},
+    "daemon": {"model", "errors", "engine", "lus", "nodes", "api", "store"},
     "cli": {"model", "errors", "api", "daemon", "nodes", "cli", "testing"},
     # The test kit: a leaf that may use every layer; only the CLI (the demo) imports it.
     "testing": {
@@ -33,6 +35,7 @@ ALLOWED: dict[str, set[str]] = {
         "extstorage",
         "hypervisors",
         "lus",
+        "store",
         "engine",
         "api",
         "daemon",
@@ -42,7 +45,7 @@ ALLOWED: dict[str, set[str]] = {
 }
 THIRD_PARTY_ONLY_IN = {
     "asyncssh": {"nodes"},
-    "sqlite3": {"engine"},
+    "sqlite3": {"store"},
     "uvicorn": {"daemon"},
     "starlette": {"api"},
     "httpx": {"api"},

@@ -17,10 +17,10 @@ import anyio
 import attrs
 
 from extjobs.engine.recovery import requeue_at_load
-from extjobs.engine.store import Store
 from extjobs.errors import NotFoundError
 from extjobs.model.jobs import Job, LogEntry, LogKind
 from extjobs.model.states import JobStatus, OpStatus, advance_op
+from extjobs.store.base import Store
 
 
 class JobBook:

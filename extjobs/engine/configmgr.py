@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import attrs
 
-from extjobs.engine.store import Store
 from extjobs.model.cluster import ClusterConfig
+from extjobs.store.base import Store
 
 
 class ConfigManager:

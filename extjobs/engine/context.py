@@ -27,7 +27,6 @@ import attrs
 from extjobs.engine.configmgr import ConfigManager
 from extjobs.engine.local import run_local_process
 from extjobs.engine.memo import Memo
-from extjobs.engine.store import Store
 from extjobs.errors import CommandTimeoutError, ExtJobsError, ProviderError
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
@@ -48,6 +47,7 @@ from extjobs.model.steps import (
     TreeCopy,
 )
 from extjobs.nodes.runner import NodeRunner, UnixStream
+from extjobs.store.base import Store
 
 TAIL = 2000
 

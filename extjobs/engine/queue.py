@@ -32,7 +32,6 @@ from extjobs.engine.locks import LockManager
 from extjobs.engine.memo import Memo
 from extjobs.engine.processor import Processor
 from extjobs.engine.scheduler import Fail, Wait, dependency_verdict, pick
-from extjobs.engine.store import Store
 from extjobs.errors import InputError, QueueFullError, StateError
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.config import Config
@@ -41,6 +40,7 @@ from extjobs.model.opcodes import encode_opcode
 from extjobs.model.requests import JobRequest
 from extjobs.model.states import JobStatus, OpStatus
 from extjobs.nodes.runner import NodeRunner
+from extjobs.store.base import Store
 
 log = logging.getLogger("extjobs.queue")
 

@@ -17,13 +17,13 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
-from extjobs.engine.store import Store
 from extjobs.errors import ExtJobsError
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.jobs import Job, LogKind
 from extjobs.model.journal import JournalRecord, StepStatus
 from extjobs.model.states import OpStatus, advance_op
 from extjobs.nodes.runner import NodeRunner
+from extjobs.store.base import Store
 
 INTERRUPTED = {"error": {"kind": "interrupted", "message": "the daemon stopped during this step"}}
 

@@ -13,15 +13,16 @@ from typing import Literal
 import anyio
 
 from extjobs.engine.configmgr import ConfigManager
-from extjobs.engine.memstore import MemoryStore
 from extjobs.engine.queue import JobQueue
-from extjobs.engine.store import SqliteStore, Store
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.config import Config
 from extjobs.model.jobs import Job, LogEntry
 from extjobs.model.opcodes import OpCode
 from extjobs.model.requests import JobRequest
 from extjobs.nodes.runner import NodeRunner
+from extjobs.store.base import Store
+from extjobs.store.memory import MemoryStore
+from extjobs.store.sqlite import SqliteStore
 
 #: Where the kit's engine keeps its state: SQLite (as in production) or memory (fastest).
 StoreKind = Literal["sqlite", "memory"]

@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 from extjobs.api.server import MAX_BODY, build_app
 from extjobs.engine.configmgr import ConfigManager
 from extjobs.engine.queue import JobQueue
-from extjobs.engine.store import SqliteStore
 from extjobs.model.config import Config
 from extjobs.model.opcodes import OPCODES
 from extjobs.nodes.ssh import SSHRunner
+from extjobs.store.sqlite import SqliteStore
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from extjobs.engine.store import SqliteStore
 from extjobs.lus.failover import source_released
 from extjobs.lus.journal import Journal
 from extjobs.lus.ledger import LEDGER_KINDS, build_ledger
@@ -28,6 +27,7 @@ from extjobs.model.journal import StepStatus
 from extjobs.model.states import JobStatus, OpStatus
 from extjobs.model.steps import MoveTag, ProviderCall, StepKind
 from extjobs.model.volume import Action
+from extjobs.store.sqlite import SqliteStore
 from extjobs.testing import ScriptedRunner, open_engine
 from extjobs.testing.runner import VolumeState
 

@@ -10,12 +10,12 @@ import pytest
 from extjobs.engine.configmgr import ConfigManager
 from extjobs.engine.queue import JobQueue
 from extjobs.engine.scheduler import effective_priority, pick
-from extjobs.engine.store import SqliteStore
 from extjobs.errors import QueueFullError
 from extjobs.model.config import Config, QueueOptions
 from extjobs.model.opcodes import OpTestDelay
 from extjobs.model.requests import JobRequest
 from extjobs.nodes.ssh import SSHRunner
+from extjobs.store.sqlite import SqliteStore
 
 
 def make_queue(tmp_path: Path, **queue: float) -> JobQueue:

@@ -3,7 +3,6 @@ killing what a crashed daemon left running (through the scripted node runner).""
 
 from __future__ import annotations
 
-from extjobs.engine.memstore import MemoryStore
 from extjobs.engine.recovery import kill_leftovers, requeue_at_load
 from extjobs.model.cluster import ClusterConfig, Node
 from extjobs.model.jobs import Job, LogKind, OpState
@@ -11,6 +10,7 @@ from extjobs.model.journal import Entry, StepStatus
 from extjobs.model.remote import CommandResult, RemoteCommand
 from extjobs.model.states import OpStatus
 from extjobs.model.steps import PlainCommand
+from extjobs.store.memory import MemoryStore
 from extjobs.testing import ScriptedRunner
 
 

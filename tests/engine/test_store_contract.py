@@ -10,8 +10,6 @@ from pathlib import Path
 import attrs
 import pytest
 
-from extjobs.engine.memstore import MemoryStore
-from extjobs.engine.store import SqliteStore, Store
 from extjobs.errors import StoreError
 from extjobs.model.cluster import ClusterConfig, Node
 from extjobs.model.jobs import Job, LogEntry, LogKind, OpState
@@ -33,6 +31,9 @@ from extjobs.model.steps import (
     TreeCopy,
 )
 from extjobs.model.volume import Action, Volume
+from extjobs.store.base import Store
+from extjobs.store.memory import MemoryStore
+from extjobs.store.sqlite import SqliteStore
 
 VOLUME = Volume(
     name="u1.ext.disk0", uuid="u1", size=4, provider="strict", params={"dir": "/srv/a b"}
@@ -162,7 +163,7 @@ def test_config_changes_are_written_as_differences(store: Store) -> None:
 WRITER = """
 import os, signal, sys
 from pathlib import Path
-from extjobs.engine.store import SqliteStore
+from extjobs.store.sqlite import SqliteStore
 from extjobs.model.jobs import Job, LogEntry, LogKind, OpState
 from extjobs.model.journal import Entry
 from extjobs.model.steps import PlainCommand

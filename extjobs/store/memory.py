@@ -1,4 +1,4 @@
-"""An in-memory :class:`~extjobs.engine.store.Store`, for the test kit and benchmarks.
+"""An in-memory :class:`~extjobs.store.base.Store`, for the test kit and benchmarks.
 
 It keeps the same documents as the SQLite store (JSON text made by
 :mod:`extjobs.model.codec` and :mod:`extjobs.model.journal`), so that what an engine test
@@ -12,13 +12,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from extjobs.engine.store import CONFIG_KINDS, journal_record, started_row, stored_kinds
 from extjobs.errors import StoreError
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.jobs import Job, LogEntry
 from extjobs.model.journal import Entry, JournalRecord, StepStatus
 from extjobs.model.steps import StepKind
+from extjobs.store.base import CONFIG_KINDS, journal_record, started_row, stored_kinds
 
 
 class MemoryStore:

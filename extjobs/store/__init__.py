@@ -1,0 +1,1 @@
+"""Durable state behind one port (:class:`~extjobs.store.base.Store`): SQLite, memory."""

@@ -1,0 +1,104 @@
+"""The store port: what the engine needs from durable storage, and what every backend
+must keep.
+
+Backends: :mod:`.sqlite` (the embedded default), :mod:`.memory` (the test kit). Every
+backend passes ``tests/engine/test_store_contract.py``. Documents are JSON produced by
+:mod:`extjobs.model.codec` and :mod:`extjobs.model.journal`; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from extjobs.model import codec
+from extjobs.model.cluster import ClusterConfig
+from extjobs.model.jobs import Job, LogEntry
+from extjobs.model.journal import Entry, JournalRecord, StepStatus, decode_entry, encode_entry
+from extjobs.model.steps import StepKind
+
+
+class Store(Protocol):
+    """What the engine needs from durable storage (SQLite now, PostgreSQL later).
+
+    Every write commits before it returns. The durability points the engine relies on:
+    a step's journal entry is written (``journal_start``) before the step runs, and a
+    job's new status is written (``save_jobs``, with the log line announcing it) before
+    anyone is told of it.
+    """
+
+    def load_jobs(self, *, include_archived: bool = False) -> list[Job]: ...
+    def load_job(self, job_id: int) -> Job | None: ...
+    def next_job_id(self) -> int: ...
+    def save_jobs(self, jobs: list[Job], log: Sequence[LogEntry] = ()) -> None: ...
+    def append_log(self, entry: LogEntry) -> None: ...
+    def load_log(self, job_id: int, since: int = 0) -> list[LogEntry]: ...
+    def last_serial(self, job_id: int) -> int: ...
+    def journal_start(
+        self, job_id: int, op_index: int, seq: int, node: str, description: str, entry: Entry
+    ) -> int: ...
+    def journal_finish(
+        self, record_id: int, status: StepStatus, result: dict[str, Any]
+    ) -> None: ...
+    def journal_set_pgid(self, record_id: int, pgid: int) -> None: ...
+    def load_journal(self, job_id: int, op_index: int | None = None) -> list[JournalRecord]: ...
+    def load_journal_kinds(self, kinds: tuple[StepKind, ...]) -> list[JournalRecord]: ...
+    def load_config(self) -> ClusterConfig: ...
+    def save_config(self, old: ClusterConfig, new: ClusterConfig) -> None: ...
+    def close(self) -> None: ...
+
+
+_JOURNAL_COLUMNS = (
+    "id, job_id, op_index, seq, node, kind, description, status, data, started, ended, result, pgid"
+)
+
+CONFIG_KINDS = ("groups", "nodes", "instances")
+
+
+def stored_kinds(kinds: tuple[StepKind, ...]) -> tuple[str, ...]:
+    """The ``kind`` column values that may hold records of ``kinds`` (format 1 wrote fence
+    runs as ``local``)."""
+    columns = {k.value for k in kinds}
+    if StepKind.FENCE in kinds:
+        columns.add(StepKind.LOCAL.value)
+    return tuple(sorted(columns))
+
+
+def started_row(
+    job_id: int, op_index: int, seq: int, node: str, description: str, entry: Entry
+) -> tuple[Any, ...]:
+    """The journal columns ``job_id`` … ``started`` of a step journalled as started."""
+    return (
+        job_id,
+        op_index,
+        seq,
+        node,
+        entry.kind.value,
+        description,
+        StepStatus.STARTED.value,
+        codec.dumps(encode_entry(entry)),
+        time.time(),
+    )
+
+
+def journal_record(row: Sequence[Any]) -> JournalRecord:
+    """A journal record from a row of ``_JOURNAL_COLUMNS`` (either document format)."""
+    entry = decode_entry(row[5], codec.loads(row[8]))
+    return JournalRecord(
+        id=row[0],
+        job_id=row[1],
+        op_index=row[2],
+        seq=row[3],
+        node=row[4],
+        description=row[6],
+        status=StepStatus(row[7]),
+        payload=entry.payload,
+        started=row[9],
+        command=entry.command,
+        move=entry.move,
+        inverse=entry.inverse,
+        ended=row[10],
+        result=None if row[11] is None else codec.loads(row[11]),
+        pgid=row[12],
+    )

@@ -231,7 +231,12 @@ class JobContext:
         description = f"copy {local_dir} to {remote_dir}"
         async with self._journalled(node, description, Entry(TreeCopy(local_dir, remote_dir))):
             endpoint = self.config.node(node).endpoint
-            await self._runner.put_tree(endpoint, Path(local_dir), remote_dir)
+            await self._runner.put_tree(
+                endpoint,
+                Path(local_dir),
+                remote_dir,
+                timeout=self.options.storage.timeout("install"),
+            )
 
     def journal_records(self, kinds: tuple[StepKind, ...]) -> list[JournalRecord]:
         return self._services.store.load_journal_kinds(kinds)

@@ -66,6 +66,7 @@ class StorageOptions:
             "grow": 300.0,
             "attach": 60.0,
             "detach": 60.0,
+            "install": 300.0,
             "setinfo": 60.0,
             "verify": 60.0,
             "snapshot": 600.0,

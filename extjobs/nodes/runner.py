@@ -73,10 +73,15 @@ class NodeRunner(Protocol):
         """
         ...
 
-    async def put_tree(self, endpoint: Endpoint, local_dir: Path, remote_dir: str) -> None:
+    async def put_tree(
+        self, endpoint: Endpoint, local_dir: Path, remote_dir: str, *, timeout: float = 300.0
+    ) -> None:
         """Copy ``local_dir``'s contents into ``remote_dir`` (created with its parents).
 
-        File modes are preserved. Not atomic: cancelled half-way, part of the tree is there.
+        Only directories and regular files (or links to them) are copied, read without
+        blocking the caller's event loop; anything else raises :class:`InputError`
+        naming it, before anything is sent. File modes are kept, without group and other
+        write permission. Raises :class:`CommandTimeoutError` after ``timeout`` seconds. Not atomic: cancelled half-way, part of the tree is there.
         """
         ...
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Self
 
@@ -47,7 +47,7 @@ from extjobs.nodes.command import kill_line, parse_pgid, shell_line
 from extjobs.nodes.hostkeys import host_key_changed, pinned_key
 from extjobs.nodes.leftovers import kill_if_ours_command
 from extjobs.nodes.output import CappedBuffer
-from extjobs.nodes.sftp import copy_tree, plan_tree
+from extjobs.nodes.sftp import TreePlan, copy_tree, plan_tree, read_file
 from extjobs.nodes.streams import ForwardedStream
 
 logger = logging.getLogger(__name__)
@@ -402,13 +402,41 @@ class SSHRunner:
             raise NodeError(f"{host}:{port} offered no host key", host=host, port=port)
         return bytes(key.export_public_key("openssh")).decode("ascii").strip()
 
-    async def put_tree(self, endpoint: Endpoint, local_dir: Path, remote_dir: str) -> None:
+    async def put_tree(
+        self, endpoint: Endpoint, local_dir: Path, remote_dir: str, *, timeout: float = 300.0
+    ) -> None:
         """See :meth:`NodeRunner.put_tree`."""
-        plan = await anyio.to_thread.run_sync(plan_tree, Path(local_dir))
+
+        async def read(path: str) -> bytes:
+            return await anyio.to_thread.run_sync(read_file, path, abandon_on_cancel=True)
+
+        try:
+            with anyio.fail_after(timeout):
+                plan = await anyio.to_thread.run_sync(
+                    plan_tree, Path(local_dir), abandon_on_cancel=True
+                )
+                await self._put_plan(endpoint, plan, local_dir, remote_dir, read)
+        except TimeoutError:
+            raise CommandTimeoutError(
+                f"copying {local_dir} to {endpoint.name}:{remote_dir} took longer than "
+                f"{timeout:g}s and was abandoned",
+                node=endpoint.name,
+                path=remote_dir,
+                timeout=timeout,
+            ) from None
+
+    async def _put_plan(
+        self,
+        endpoint: Endpoint,
+        plan: TreePlan,
+        local_dir: Path,
+        remote_dir: str,
+        read: Callable[[str], Awaitable[bytes]],
+    ) -> None:
         connection, _ = await self._lease(endpoint)
         try:
             async with connection.conn.start_sftp_client() as sftp:
-                await copy_tree(sftp, plan, remote_dir)
+                await copy_tree(sftp, plan, remote_dir, read)
         except asyncssh.SFTPError as exc:
             raise NodeError(
                 f"copying {local_dir} to {endpoint.name}:{remote_dir} failed: {exc.reason}",

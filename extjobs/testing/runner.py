@@ -263,7 +263,9 @@ class ScriptedRunner:
             rule.answer(call)
         return host_key_for(host, port)
 
-    async def put_tree(self, endpoint: Endpoint, local_dir: Path, remote_dir: str) -> None:
+    async def put_tree(
+        self, endpoint: Endpoint, local_dir: Path, remote_dir: str, *, timeout: float = 300.0
+    ) -> None:
         detail = {"local_dir": str(local_dir), "remote_dir": remote_dir}
         call = Call(len(self.calls), endpoint.name, "put-tree", "put-tree", endpoint=endpoint)
         call = self._record(attrs.evolve(call, detail=detail))

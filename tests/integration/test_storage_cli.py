@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -56,3 +57,25 @@ def test_install_refuses_an_invalid_provider_before_copying(tmp_path: Path) -> N
         out = c.cli("storage", "install", str(bad_name))
         assert out.returncode == 1
         assert "bad name" in out.stderr
+
+
+def test_install_refuses_a_fifo_by_name_copies_nothing_and_keeps_the_daemon_answering(
+    tmp_path: Path,
+) -> None:
+    with start_cluster("embedded", 1, tmp_path) as c:
+        c.init(providers=())
+        source = tmp_path / "fifoprov"
+        shutil.copytree(PROVIDERS / "sharedfile", source)
+        os.mkfifo(source / "pipe")  # reading it would block until someone writes
+        (source / "create").chmod(0o777)
+        out = c.cli("storage", "install", str(source), "--node", "node1")
+        assert out.returncode == 1
+        assert f"{source / 'pipe'} (a FIFO)" in out.stderr
+        assert not (c.search_path(c.nodes[0]) / "fifoprov").exists()
+        assert c.cli("job", "list").returncode == 0
+        # Without the FIFO it installs, and no script keeps group or other write.
+        (source / "pipe").unlink()
+        out = c.cli("storage", "install", str(source), "--node", "node1")
+        assert out.returncode == 0, out.stderr
+        installed = c.search_path(c.nodes[0]) / "fifoprov" / "create"
+        assert installed.stat().st_mode & 0o777 == 0o755

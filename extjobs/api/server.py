@@ -3,7 +3,8 @@
 This layer validates and decodes requests and encodes answers; every decision is the
 engine's. Errors have one shape: ``{"error": {"kind", "message", "field"?, …}}`` with
 400 (bad input), 404 (unknown object), 409 (wrong state), 413 (body too large),
-503 (queue full) and 500 only for a bug.
+503 (queue full, or the store refuses writes: disk full, I/O error) and 500 only for a
+bug.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from extjobs.errors import (
     NotFoundError,
     QueueFullError,
     StateError,
+    StoreError,
 )
 from extjobs.model import codec
 from extjobs.model.requests import decode_submission
@@ -41,7 +43,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 def _status_for(exc: ExtJobsError) -> int:
-    if isinstance(exc, QueueFullError):
+    if isinstance(exc, QueueFullError | StoreError):
         return 503
     if isinstance(exc, InputError):
         return 400

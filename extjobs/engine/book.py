@@ -1,10 +1,12 @@
 """The job book: every job the daemon holds, its log serials, and change events.
 
 Theory of operation: every change of a job (a status, a result, a log line) is decided
-in a synchronous method, written to the store, and then announced — the job's change
-event is set and replaced, and the ``on_change`` callback (the dispatcher's wake-up) is
-called. Nothing awaits in the middle of a change, so what the store holds and what
-watchers are told are always the same.
+in a synchronous method, written to the store, and only then kept in memory and
+announced — the job's change event is set and replaced, and the ``on_change`` callback
+(the dispatcher's wake-up) is called. Nothing awaits in the middle of a change, so what
+the store holds and what watchers are told are always the same; a write the store
+refuses (:class:`~extjobs.errors.StoreError`: disk full, I/O error) changes nothing in
+memory either, and no serial is used up.
 """
 
 from __future__ import annotations
@@ -102,24 +104,30 @@ class JobBook:
             event.set()
         self._on_change()
 
+    def _logged(self, log: Sequence[LogEntry]) -> None:
+        for entry in log:
+            self._serial[entry.job_id] = max(self._serial.get(entry.job_id, 0), entry.serial)
+
     def save(self, job: Job, log: Sequence[LogEntry] = ()) -> Job:
-        """Store ``job`` together with its new ``log`` entries (one transaction)."""
+        """Store ``job`` together with its new ``log`` entries (one transaction), then
+        keep and announce it. Raises StoreError, changing nothing, if the write fails."""
+        self.store.save_jobs([job], log=log)
+        self._logged(log)
         self._jobs[job.id] = job
         if job.status.finalized:
             self._unfinished.pop(job.id, None)
         else:
             self._unfinished[job.id] = None
-        self.store.save_jobs([job], log=log)
         self._notify(job.id)
         return job
 
     def add(self, jobs: Sequence[Job], log: Sequence[LogEntry]) -> None:
         """Store new jobs and their first log entries in one transaction."""
         self.store.save_jobs(list(jobs), log=log)
+        self._logged(log)
         for job in jobs:
             self._jobs[job.id] = job
             self._unfinished[job.id] = None
-            self._serial[job.id] = max((e.serial for e in log if e.job_id == job.id), default=0)
             self._notify(job.id)
 
     def forget(self, job: Job) -> None:
@@ -132,9 +140,9 @@ class JobBook:
     def entry(
         self, job_id: int, message: str, kind: LogKind, data: dict[str, Any] | None
     ) -> LogEntry:
-        """The job's next log entry (takes its serial; the caller stores it)."""
+        """The job's next log entry; its serial counts as used once it is stored (through
+        :meth:`save` or :meth:`append_log`)."""
         serial = self._serial.get(job_id, 0) + 1
-        self._serial[job_id] = serial
         return LogEntry(job_id, serial, time.time(), kind, message, data)
 
     def append_log(
@@ -147,6 +155,7 @@ class JobBook:
     ) -> LogEntry:
         entry = self.entry(job_id, message, kind, data)
         self.store.append_log(entry)
+        self._logged([entry])
         self._notify(job_id)
         return entry
 
@@ -179,18 +188,22 @@ class JobBook:
         new = job.with_op(attrs.evolve(op, status=status, **changes))
         if new.started is None and status is OpStatus.RUNNING:
             new = attrs.evolve(new, started=now)
-        if new.status.finalized and new.ended is None:
+        finishing = new.status.finalized and new.ended is None
+        if finishing:
             new = attrs.evolve(new, ended=now, waiting_for=None)
-            self.finished += 1
         if op.status is status:
-            return self.save(new)
-        entry = self.entry(
-            job_id,
-            f"opcode {index} {op.op_id}: {status.value}",
-            LogKind.STATUS,
-            {"op": index, "status": status.value, "job_status": new.status.value},
-        )
-        return self.save(new, [entry])
+            saved = self.save(new)
+        else:
+            entry = self.entry(
+                job_id,
+                f"opcode {index} {op.op_id}: {status.value}",
+                LogKind.STATUS,
+                {"op": index, "status": status.value, "job_status": new.status.value},
+            )
+            saved = self.save(new, [entry])
+        if finishing:
+            self.finished += 1
+        return saved
 
     def fail_rest(self, job_id: int, after: int, status: OpStatus, reason: str) -> None:
         """Finalize every opcode after ``after`` with ``status`` (``not_run`` errors)."""

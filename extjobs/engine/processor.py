@@ -7,6 +7,12 @@ opcodes failed; a cancel (the worker's cancel scope) kills the running step — 
 kills the remote process group — and runs the LU's compensation, shielded and bounded.
 An opcode found running after a restart goes, under the same locks, to its LU's
 ``recover`` with its journal, after what the crashed daemon left running is killed.
+
+A :class:`~extjobs.errors.StoreError` (the store refuses writes) is never taken for the
+LU's failure: no compensation runs (its steps could not be journalled), the error goes
+up to the queue, which recovers the opcode through the same ``recover`` path once
+writes succeed again. Since a step's ``started`` entry is written before the step runs,
+a job that cannot record its progress starts no further step.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from extjobs.engine.book import JobBook
 from extjobs.engine.context import JobContext, Services, StepJournal
 from extjobs.engine.locks import LockManager
 from extjobs.engine.recovery import kill_leftovers
-from extjobs.errors import ExtJobsError
+from extjobs.errors import ExtJobsError, StoreError
 from extjobs.lus import LU_FOR
 from extjobs.lus.base import LogicalUnit, RecoveryAction
 from extjobs.lus.journal import Journal
@@ -115,6 +121,8 @@ class Processor:
         book.set_op(job_id, index, OpStatus.RUNNING)
         try:
             result = await lu.exec(ctx)
+        except StoreError:
+            raise
         except ExtJobsError as exc:
             book.append_log(
                 job_id, f"failed: {exc.message}", kind=LogKind.ERROR, data=exc.to_dict()
@@ -137,6 +145,8 @@ class Processor:
             with anyio.move_on_after(self._services.options.storage.timeout("remove") * 2) as guard:
                 try:
                     await lu.compensate(ctx)
+                except StoreError:
+                    raise
                 except ExtJobsError as exc:
                     book.append_log(
                         job_id,
@@ -158,6 +168,9 @@ class Processor:
         book = self._book
         store = self._services.store
         state = book[job_id].ops[index]
+        # Written before anything is asked of a node: while the store refuses writes,
+        # recovery stops here.
+        book.append_log(job_id, f"recovering opcode {index} {state.op_id}", kind=LogKind.RECOVERY)
         await kill_leftovers(
             store.load_journal(job_id, index),
             config=self._services.configmgr.current,
@@ -173,6 +186,8 @@ class Processor:
         journal = Journal(store.load_journal(job_id, index))
         try:
             outcome = await lu.recover(ctx, journal)
+        except StoreError:
+            raise
         except ExtJobsError as exc:
             book.set_op(job_id, index, OpStatus.ERROR, error=exc.to_dict())
             return False

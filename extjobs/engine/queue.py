@@ -12,6 +12,12 @@ The engine is cut along its concepts:
 * this module — the queue's public operations and the dispatcher (:meth:`JobQueue.serve`),
   the single owner of the worker tasks: on each wake-up it asks the scheduler, acts on
   its verdicts, and starts a worker for each picked job, up to ``max_running``.
+
+When the store refuses writes (disk full, I/O error), nothing here dies: a submission
+is refused with the store's error (the API answers 503), a job that cannot record its
+progress stops where it is and is marked for recovery, the condition is logged once,
+and the dispatcher tries again every :attr:`JobQueue.store_retry` seconds; once writes
+succeed, the interrupted jobs are recovered as after a restart.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from extjobs.engine.locks import LockManager
 from extjobs.engine.memo import Memo
 from extjobs.engine.processor import Processor
 from extjobs.engine.scheduler import Fail, Wait, dependency_verdict, pick
-from extjobs.errors import InputError, QueueFullError, StateError
+from extjobs.errors import InputError, QueueFullError, StateError, StoreError
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.config import Config
 from extjobs.model.jobs import Dependency, Job, LogEntry, LogKind, OpState
@@ -43,6 +49,9 @@ from extjobs.nodes.runner import NodeRunner
 from extjobs.store.base import Store
 
 log = logging.getLogger("extjobs.queue")
+
+#: Default seconds between attempts while the store refuses writes.
+STORE_RETRY = 5.0
 
 
 class JobQueue:
@@ -67,6 +76,10 @@ class JobQueue:
         self._workers: dict[int, anyio.CancelScope] = {}
         self._cancel_requested: set[int] = set()
         self._submitted = 0
+        #: Why the store last refused a write, while it does (None: writes succeed).
+        self.store_trouble: StoreError | None = None
+        #: Seconds between attempts to go on while the store refuses writes.
+        self.store_retry = STORE_RETRY
         self._book.load()
 
     def _wakeup_soon(self) -> None:
@@ -109,6 +122,7 @@ class JobQueue:
             "finished": self._book.finished,
             "locks": self.locks.statistics(),
             "memo": self.memo.statistics(),
+            "store_trouble": None if self.store_trouble is None else self.store_trouble.message,
         }
 
     def runner_statistics(self) -> dict[str, Any]:
@@ -269,49 +283,94 @@ class JobQueue:
             self._workers[job.id] = scope
             tg.start_soon(self._work, job.id, scope)
 
+    def _store_failed(self, exc: StoreError, what: str) -> None:
+        """Note that the store refused a write; logged once per episode."""
+        if self.store_trouble is None:
+            log.error(
+                "the store refuses writes (%s) while %s; jobs that cannot record their "
+                "progress stop and will be recovered, retrying every %gs",
+                exc.message,
+                what,
+                self.store_retry,
+            )
+        self.store_trouble = exc
+
+    def _store_works(self) -> None:
+        if self.store_trouble is not None:
+            log.warning("the store accepts writes again; recovering interrupted jobs")
+            self.store_trouble = None
+
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the dispatcher and own every worker until cancelled."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._serve_archiver)
             task_status.started()
             while True:
-                self._dispatch(tg)
-                with anyio.move_on_after(self.options.queue.aging_interval):
+                try:
+                    self._dispatch(tg)
+                except StoreError as exc:
+                    self._store_failed(exc, "dispatching")
+                wait = self.options.queue.aging_interval
+                if self.store_trouble is not None:
+                    wait = min(wait, self.store_retry)
+                with anyio.move_on_after(wait):
                     await self._wakeup.wait()
                 self._wakeup = anyio.Event()
 
     async def _serve_archiver(self) -> None:
         while True:
-            self.archive_old()
+            try:
+                self.archive_old()
+            except StoreError as exc:
+                self._store_failed(exc, "archiving")
             await anyio.sleep(max(min(self.options.queue.archive_after / 10, 3600.0), 1.0))
 
     # -- the worker -------------------------------------------------------------------
 
     async def _work(self, job_id: int, scope: anyio.CancelScope) -> None:
         book = self._book
+        interrupted = False
         try:
             with scope:
                 await self._processor.run_job(job_id, lambda: job_id in self._cancel_requested)
             if scope.cancelled_caught or job_id in self._cancel_requested:
                 self._finish_canceled(job_id)
+            if book[job_id].status.finalized:
+                self._store_works()
+        except StoreError as exc:
+            interrupted = True
+            self._store_failed(exc, f"job {job_id} ran")
         except Exception as exc:
             log.exception("job %s: internal error", job_id)
-            for op in book[job_id].ops:
-                if not op.status.finalized:
-                    status = OpStatus.ERROR
-                    if op.status is OpStatus.CANCELING:
-                        status = OpStatus.CANCELED
-                    book.set_op(
-                        job_id,
-                        op.index,
-                        status,
-                        error={"kind": "internal", "message": f"internal error: {exc!r}"},
-                    )
+            try:
+                self._fail_internal(job_id, exc)
+            except StoreError as store_exc:
+                interrupted = True
+                self._store_failed(store_exc, f"job {job_id} failed")
         finally:
             self._workers.pop(job_id, None)
-            book.recovering.discard(job_id)
-            self._cancel_requested.discard(job_id)
+            if interrupted:
+                # What it did is in the journal; it is recovered as after a restart
+                # (its running opcode goes to its LU's recover) once writes succeed.
+                book.recovering.add(job_id)
+            else:
+                book.recovering.discard(job_id)
+                self._cancel_requested.discard(job_id)
             self._wakeup.set()
+
+    def _fail_internal(self, job_id: int, exc: Exception) -> None:
+        book = self._book
+        for op in book[job_id].ops:
+            if not op.status.finalized:
+                status = OpStatus.ERROR
+                if op.status is OpStatus.CANCELING:
+                    status = OpStatus.CANCELED
+                book.set_op(
+                    job_id,
+                    op.index,
+                    status,
+                    error={"kind": "internal", "message": f"internal error: {exc!r}"},
+                )
 
     def _finish_canceled(self, job_id: int) -> None:
         book = self._book

@@ -29,12 +29,19 @@ StoreKind = Literal["sqlite", "memory"]
 
 
 def build_engine(
-    config: Config, runner: NodeRunner, *, store: StoreKind = "sqlite"
+    config: Config, runner: NodeRunner, *, store: StoreKind | Store = "sqlite"
 ) -> tuple[JobQueue, ConfigManager, Callable[[], None]]:
     """A queue driving ``runner`` over a store — SQLite in ``config.state_dir`` (which
-    must exist) or in memory — composed as ``serve_daemon`` composes it, its
-    configuration manager, and the function that closes the store."""
-    backend: Store = SqliteStore(config.db_path) if store == "sqlite" else MemoryStore()
+    must exist), in memory, or the one given — composed as ``serve_daemon`` composes it,
+    its configuration manager, and the function that closes the store."""
+    backend: Store
+    if store == "sqlite":
+        backend = SqliteStore(config.db_path)
+    elif store == "memory":
+        backend = MemoryStore()
+    else:
+        assert not isinstance(store, str)
+        backend = store
     configmgr = ConfigManager(backend)
     return JobQueue(backend, configmgr, runner, config), configmgr, backend.close
 
@@ -76,7 +83,7 @@ class Engine:
 
 @contextlib.asynccontextmanager
 async def open_engine(
-    config: Config, runner: NodeRunner, *, store: StoreKind = "sqlite"
+    config: Config, runner: NodeRunner, *, store: StoreKind | Store = "sqlite"
 ) -> AsyncIterator[Engine]:
     """The queue serving in a task group of this loop; on exit it is cancelled, the
     runner closed (bounded) and the store closed. ``config.state_dir`` is created."""

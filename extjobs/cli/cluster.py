@@ -46,7 +46,7 @@ def cluster_info(ctx: Ctx, fmt: str) -> None:
     cl = data["cluster"]
     if cl is None:
         fail("the cluster is not initialised")
-    output.console.print(
+    output.say(
         f"cluster {cl['name']}: {data['nodes']} nodes, {data['instances']} instances, "
         f"groups: {', '.join(data['groups'])}"
     )

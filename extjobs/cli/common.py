@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-from rich.markup import escape
+from rich.text import Text
 
 from extjobs.api.client import Client
 from extjobs.cli import output
@@ -74,7 +74,7 @@ def priority_value(value: str) -> int:
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``error: MESSAGE`` on stderr and exit with ``code``."""
-    output.err_console.print(f"[red]error:[/red] {escape(message)}")
+    output.err_console.print(Text("error:", style="red"), Text(output.printable(message)))
     sys.exit(code)
 
 
@@ -106,7 +106,7 @@ def follow_job(client: Client, job_id: int, *, quiet: bool = False) -> dict[str,
             task = progress.add_task("queued", job=job_id)
             for job, entries in client.follow(job_id):
                 for entry in entries:
-                    progress.console.print(output.log_line(entry), markup=False)
+                    progress.console.print(Text(output.log_line(entry)))
                 progress.update(task, description=job["status"])
     else:
         for state, entries in client.follow(job_id):
@@ -141,7 +141,7 @@ def run_opcode(
         if submit_only:
             click.echo(job_id)
             return None
-        output.err_console.print(f"job {job_id} submitted")
+        output.say(f"job {job_id} submitted", err=True)
         return finish(client, job_id)
 
 

@@ -299,22 +299,22 @@ def instance_info(ctx: Ctx, name: str, fmt: str) -> None:
     if fmt == "json":
         output.emit_json(data)
         return
-    c = output.console
-    c.print(f"[bold]Instance {data['name']}[/bold] ({data['uuid']}): {data['state']}")
-    c.print(
+    say = output.say
+    say(f" ({data['uuid']}): {data['state']}", title=f"Instance {data['name']}")
+    say(
         f"  primary node {data['primary']} (group {data['group']}), "
         f"hypervisor {data['hypervisor']}, {data['memory']} MiB, {data['vcpus']} vcpu(s)"
     )
     for disk in data["disks"]:
         params = ",".join(f"{k}={v}" for k, v in sorted(disk["params"].items()))
-        c.print(
+        say(
             f"  disk {disk['index']}{' ' + disk['name'] if disk['name'] else ''}: "
             f"{disk['size']} MiB, provider {disk['provider']}"
             f"{', pool ' + disk['pool'] if disk['pool'] else ''}, {disk['access']}, "
             f"volume {disk['volume']}{', ' + params if params else ''}"
         )
         if disk["needs_cleanup"]:
-            c.print(f"    needs cleanup: {disk['needs_cleanup']}")
+            say(f"    needs cleanup: {disk['needs_cleanup']}")
 
 
 # -- moving instances -------------------------------------------------------------

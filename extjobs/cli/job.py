@@ -100,35 +100,34 @@ def job_info(ctx: Ctx, job_id: int, fmt: str) -> None:
     if fmt == "json":
         output.emit_json(data)
         return
-    c = output.console
-    c.print(
-        f"[bold]Job {data['id']}[/bold]: {data['status']}"
+    say = output.say
+    say(
+        f": {data['status']}"
         + (" (archived)" if data["archived"] else "")
-        + f", priority {data['priority']}"
+        + f", priority {data['priority']}",
+        title=f"Job {data['id']}",
     )
-    c.print(
+    say(
         f"  received {output.when(data['received'])}, started {output.when(data['started'])}, "
         f"ended {output.when(data['ended'])}"
     )
     if data["waiting_for"]:
-        c.print(f"  waiting for {data['waiting_for']}")
+        say(f"  waiting for {data['waiting_for']}")
     if data["depends"]:
-        c.print(
-            "  depends on " + ", ".join(f"job {d[0]} ({'/'.join(d[1])})" for d in data["depends"])
-        )
+        say("  depends on " + ", ".join(f"job {d[0]} ({'/'.join(d[1])})" for d in data["depends"]))
     for op in data["ops"]:
-        c.print(
+        say(
             f"  opcode {op['index']} {op['input']['OP_ID']}: {op['status']}, "
             f"{output.duration(op['duration'])}"
         )
         if op["error"]:
-            c.print(f"    error: {op['error'].get('message')}", markup=False)
+            say(f"    error: {op['error'].get('message')}")
         if op["result"] is not None:
             text = json.dumps(op["result"], indent=2, sort_keys=True)
-            c.print("    result: " + text.replace("\n", "\n    "), markup=False)
-    c.print("  log:")
+            say("    result: " + text.replace("\n", "\n    "))
+    say("  log:")
     for entry in data["log"]:
-        c.print("    " + output.log_line(entry), markup=False)
+        say("    " + output.log_line(entry))
 
 
 @job.command("watch")

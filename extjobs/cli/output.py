@@ -1,8 +1,16 @@
-"""How the CLI shows things: rich tables on a terminal, JSON with --output json."""
+"""How the CLI shows things: rich tables on a terminal, JSON with --output json.
+
+Text that comes from outside — provider output and ``parameters.list``, node answers,
+names and parameter values — is shown literally: never read as Rich markup (``[/x]``
+in a provider's reason must not crash ``verify``), and with control characters escaped
+(``\x1b``), so that nothing a provider prints can drive the operator's terminal.
+Styled text is built here only from our own words (:func:`say` with ``style``).
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -11,6 +19,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False)
@@ -20,12 +29,31 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: object) -> str:
+    """``text`` with every control character but newline and tab escaped (``\\x1b``)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+def say(
+    text: object, *, style: str | None = None, err: bool = False, title: str | None = None
+) -> None:
+    """Print ``text`` literally (no markup, control characters escaped), after ``title``
+    in bold when given."""
+    line = Text(printable(text), style=style or "")
+    if title is not None:
+        line = Text.assemble((printable(title), "bold"), line)
+    (err_console if err else console).print(line)
+
+
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     t = Table(title=title, show_lines=False, header_style="bold")
     for col in columns:
         t.add_column(col)
     for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
+        t.add_row(*(Text("" if v is None else printable(v)) for v in row))
     console.print(t)
 
 
@@ -42,7 +70,8 @@ def duration(seconds: float | None) -> str:
 
 
 def log_line(entry: dict[str, Any]) -> str:
-    return f"{when(entry['timestamp'])} [{entry['type']}] {entry['message']}"
+    """One job log entry as a line of text (print it with :func:`say`)."""
+    return printable(f"{when(entry['timestamp'])} [{entry['type']}] {entry['message']}")
 
 
 def is_tty() -> bool:

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.markup import escape
 
 from extjobs.cli import output
 from extjobs.cli.common import Ctx, output_option, pass_ctx, run_opcode, run_quiet, submit_option
@@ -90,16 +89,14 @@ def storage_info(ctx: Ctx, providers: tuple[str, ...], fmt: str) -> None:
         output.emit_json(info)
         return
     for name, entry in sorted(info.items()):
-        output.console.print(f"[bold]{escape(name)}[/bold]")
-        output.console.print(
-            "  valid in: " + (", ".join(entry["valid_groups"]) or "no group"), markup=False
-        )
+        output.say(name, style="bold")
+        output.say("  valid in: " + (", ".join(entry["valid_groups"]) or "no group"))
         for group_name, reasons in entry["invalid_groups"].items():
             why = "; ".join(f"{n}: {r}" for n, r in reasons.items())
-            output.console.print(f"  not valid in {group_name}: {why}", markup=False)
-        output.console.print("  parameters:")
+            output.say(f"  not valid in {group_name}: {why}")
+        output.say("  parameters:")
         for param, doc in sorted(entry["parameters"].items()):
-            output.console.print(f"    {param:<16} {doc}", markup=False)
+            output.say(f"    {param:<16} {doc}")
 
 
 @storage.command("install")

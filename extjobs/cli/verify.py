@@ -18,7 +18,7 @@ def _verify(ctx: Ctx) -> dict[str, Any]:
 
 def _show_findings(findings: list[dict[str, Any]]) -> None:
     if not findings:
-        output.console.print("cluster is consistent: configuration, guests and disks agree")
+        output.say("cluster is consistent: configuration, guests and disks agree")
         return
     output.table(
         None,
@@ -53,9 +53,8 @@ def verify(ctx: Ctx, repair: bool, fmt: str) -> None:
                 job = follow_job(client, job_id, quiet=fmt == "json")
                 repairs.append({"job": job_id, "status": job["status"], "finding": finding})
                 if fmt != "json":
-                    output.console.print(
-                        f"repair job {job_id} ({finding['repair']['OP_ID']}): {job['status']}",
-                        markup=False,
+                    output.say(
+                        f"repair job {job_id} ({finding['repair']['OP_ID']}): {job['status']}"
                     )
         result = _verify(ctx)
     if fmt == "json":

@@ -79,3 +79,20 @@ def test_install_refuses_a_fifo_by_name_copies_nothing_and_keeps_the_daemon_answ
         assert out.returncode == 0, out.stderr
         installed = c.search_path(c.nodes[0]) / "fifoprov" / "create"
         assert installed.stat().st_mode & 0o777 == 0o755
+
+
+def test_provider_text_with_markup_and_escapes_is_printed_literally(tmp_path: Path) -> None:
+    with start_cluster("embedded", 1, tmp_path) as c:
+        c.init(providers=())
+        source = tmp_path / "loud"
+        shutil.copytree(PROVIDERS / "sharedfile", source)
+        with (source / "parameters.list").open("a") as f:
+            f.write("colour paints [/x] the \x1b[31mterminal\x1b[0m red\n")
+        assert c.cli("storage", "install", str(source), "--node", "node1").returncode == 0
+        for args in (("storage", "info", "loud"), ("storage", "diagnose")):
+            out = c.cli(*args)
+            assert out.returncode == 0, (args, out.stderr)
+            assert "Traceback" not in out.stderr
+            assert "\x1b" not in out.stdout
+        info = c.cli("storage", "info", "loud").stdout
+        assert "paints [/x] the \\x1b[31mterminal\\x1b[0m red" in info

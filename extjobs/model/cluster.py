@@ -16,12 +16,13 @@ import attrs
 from extjobs.errors import InputError
 from extjobs.model.remote import Endpoint
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+#: An object name, matched whole (``fullmatch``: ``$`` would accept a final newline).
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
 def check_name(kind: str, value: str, field: str | None = None) -> str:
     """Return ``value`` if it is a valid object name, else raise InputError naming the field."""
-    if not isinstance(value, str) or not NAME_RE.match(value):
+    if not isinstance(value, str) or NAME_RE.fullmatch(value) is None:
         raise InputError(
             f"invalid {kind} {value!r}: use letters, digits, '.', '_' and '-' "
             "(at most 63, starting with a letter or digit)",

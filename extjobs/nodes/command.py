@@ -30,7 +30,7 @@ from extjobs.model.remote import RemoteCommand
 
 PGID_MARKER = "extjobs-pgid"
 
-_ENV_NAME = re.compile(r"^[^=\0]+$")
+_ENV_NAME = re.compile(r"[^=\0]+")
 _MARKER_LINE = re.compile(rf"^{PGID_MARKER} ([0-9]+)\r?$")
 
 
@@ -49,7 +49,7 @@ def shell_line(cmd: RemoteCommand) -> str:
         if "\0" in word:
             raise ValueError(f"argument {word!r} contains a NUL byte")
     for name, value in cmd.env:
-        if not _ENV_NAME.match(name):
+        if _ENV_NAME.fullmatch(name) is None:
             raise ValueError(f"invalid environment variable name {name!r}")
         if "\0" in value:
             raise ValueError(f"value of {name} contains a NUL byte")

@@ -38,6 +38,7 @@ log = logging.getLogger("extjobs.api")
 
 MAX_BODY = 1 << 20
 MAX_WAIT = 60.0
+MAX_JOB_ID = 1 << 63
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -122,9 +123,13 @@ def _float_param(request: Request, name: str, default: float) -> float:
 def _job_id(request: Request) -> int:
     raw = request.path_params["job_id"]
     try:
-        return int(raw)
+        job_id = int(raw)
     except ValueError:
         raise InputError(f"job id must be an integer, not {raw!r}", field="job_id") from None
+    if not 0 < job_id < MAX_JOB_ID:
+        # Beyond a signed 64-bit integer no store has such a job (SQLite would overflow).
+        raise NotFoundError(f"job {raw} does not exist", job=raw)
+    return job_id
 
 
 def build_app(queue: JobQueue) -> Starlette:

@@ -8,6 +8,8 @@ class to logical unit is ``extjobs.lus.LU_FOR``; a test checks the two agree.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import re
 from typing import Any, ClassVar, TypeVar
 
@@ -16,6 +18,7 @@ import attrs
 from extjobs.errors import InputError, UnknownOpcodeError
 from extjobs.model import codec
 from extjobs.model.cluster import HypervisorName, check_name
+from extjobs.model.volume import check_params_bounds
 
 
 def _names(kind: str) -> Any:
@@ -96,12 +99,31 @@ class OpGroupAdd(OpCode):
         return f"{self.OP_ID}({self.group_name})"
 
 
+_HOSTNAME_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _address(_inst: object, _attr: object, value: str | None) -> None:
+    """A node address is an IP address or a DNS host name (RFC 1123), nothing else."""
+    if value is None:
+        return
+    if isinstance(value, str) and len(value) <= 253:
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(value)
+            return
+        labels = value.removesuffix(".").split(".")
+        if value and all(_HOSTNAME_LABEL.fullmatch(label) for label in labels):
+            return
+    raise InputError(
+        f"invalid node address {value!r}: give an IP address or a host name", field="address"
+    )
+
+
 @register_opcode
 @attrs.frozen
 class OpNodeAdd(OpCode):
     OP_ID: ClassVar[str] = "OP_NODE_ADD"
     node_name: str = attrs.field(validator=_name("node name"))
-    address: str | None = None
+    address: str | None = attrs.field(default=None, validator=_address)
     port: int = attrs.field(default=22, validator=_port)
     user: str = "root"
     group: str | None = None
@@ -232,6 +254,7 @@ def _name_or_none(kind: str) -> Any:
 
 
 def _disk_params(_inst: object, _attr: object, value: dict[str, str]) -> None:
+    check_params_bounds(value)
     for name, param in value.items():
         if not _PARAM_RE.fullmatch(name):
             raise InputError(

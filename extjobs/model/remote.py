@@ -10,7 +10,11 @@ from collections.abc import Mapping
 
 import attrs
 
+from extjobs.errors import InputError
+
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: The longest command (argv, environment and working directory) sent to a node.
+MAX_COMMAND_BYTES = 65536
 
 
 @attrs.frozen
@@ -46,6 +50,19 @@ class RemoteCommand:
     cwd: str | None = None
     timeout: float = 60.0
     stdin: bytes = b""
+
+    def __attrs_post_init__(self) -> None:
+        size = sum(len(a) for a in self.argv) + sum(len(k) + len(v) + 1 for k, v in self.env)
+        size += len(self.cwd or "")
+        if size > MAX_COMMAND_BYTES:
+            # One exec request carries the whole line, and the remote shell gets it as one
+            # argument (MAX_ARG_STRLEN, 128 KiB on Linux): past that the node refuses the
+            # channel, or the connection that every job to this node shares breaks.
+            raise InputError(
+                f"command {self.argv[0][:80]!r} with its environment is {size} characters, "
+                f"at most {MAX_COMMAND_BYTES} are allowed",
+                field="command",
+            )
 
     @property
     def env_dict(self) -> dict[str, str]:

@@ -61,6 +61,45 @@ _METADATA_BAD_FIRST = re.compile(r"^[^A-Za-z0-9_+.]")
 _METADATA_BAD = re.compile(r"[^-A-Za-z0-9_+.]")
 
 
+#: Bounds on the disk parameters that reach a provider's environment, checked before a
+#: job exists: far below what one exec request and one argument can carry (the whole
+#: command line is bounded again by :data:`extjobs.model.remote.MAX_COMMAND_BYTES`).
+MAX_PARAMS = 32
+MAX_PARAM_NAME = 64
+MAX_PARAM_VALUE = 4096
+MAX_PARAMS_BYTES = 16384
+
+
+def check_params_bounds(params: dict[str, str], field: str = "params") -> None:
+    """Raise :class:`InputError` naming the limit when ``params`` exceed a bound."""
+    if len(params) > MAX_PARAMS:
+        raise InputError(
+            f"{len(params)} disk parameters, at most {MAX_PARAMS} are allowed", field=field
+        )
+    total = 0
+    for name, value in params.items():
+        if isinstance(name, str) and len(name) > MAX_PARAM_NAME:
+            raise InputError(
+                f"disk parameter name {name[:32]!r}… is {len(name)} characters long, "
+                f"at most {MAX_PARAM_NAME} are allowed",
+                field=field,
+            )
+        if isinstance(value, str):
+            size = len(value.encode("utf-8", "surrogatepass"))
+            if size > MAX_PARAM_VALUE:
+                raise InputError(
+                    f"disk parameter {name!r} is {size} bytes long, at most "
+                    f"{MAX_PARAM_VALUE} are allowed",
+                    field=field,
+                )
+            total += size + len(name)
+    if total > MAX_PARAMS_BYTES:
+        raise InputError(
+            f"disk parameters total {total} bytes, at most {MAX_PARAMS_BYTES} are allowed",
+            field=field,
+        )
+
+
 def validate_provider_name(name: str) -> str:
     """Return ``name`` if it is a valid provider name.
 
@@ -163,6 +202,7 @@ def _check_access(_inst: Any, _attr: Any, value: str) -> None:
 
 
 def _check_params(_inst: Any, _attr: Any, value: dict[str, str]) -> None:
+    check_params_bounds(value)
     seen: dict[str, str] = {}
     for name, param in value.items():
         validate_param_name(name)

@@ -203,3 +203,80 @@ async def test_not_json(app: App) -> None:
     response = await app.client.post("/v1/jobs", content=b"\xff{nope")
     assert response.status_code == 400
     assert check_error(response)["field"] == "body"
+
+
+def _create(params: dict[str, str]) -> dict[str, Any]:
+    disk = {"size": 4, "provider": "sharedfile", "params": params}
+    return {"OP_ID": "OP_INSTANCE_CREATE", "instance_name": "big", "pnode": "n1", "disks": [disk]}
+
+
+@pytest.mark.parametrize(
+    ("op", "field", "text"),
+    [
+        pytest.param(
+            _create({"dir": "x" * 200_000}),
+            "params",
+            "is 200000 bytes long, at most 4096",
+            id="huge-value",
+        ),
+        pytest.param(
+            _create({f"p{i}": "v" for i in range(40)}),
+            "params",
+            "40 disk parameters, at most 32",
+            id="too-many",
+        ),
+        pytest.param(
+            _create({f"p{i}": "v" * 4000 for i in range(5)}),
+            "params",
+            "at most 16384",
+            id="too-much-in-all",
+        ),
+        pytest.param(
+            _create({"n" * 100: "v"}),
+            "params",
+            "100 characters long, at most 64",
+            id="long-name",
+        ),
+        pytest.param(
+            {"OP_ID": "OP_NODE_ADD", "node_name": "n9", "address": "10.0.0.1\x00; reboot"},
+            "address",
+            "invalid node address",
+            id="address-nul",
+        ),
+        pytest.param(
+            {"OP_ID": "OP_NODE_ADD", "node_name": "n9", "address": "nöde.example"},
+            "address",
+            "invalid node address",
+            id="address-non-ascii",
+        ),
+        pytest.param(
+            {"OP_ID": "OP_NODE_ADD", "node_name": "n9", "address": "-oProxyCommand=x"},
+            "address",
+            "invalid node address",
+            id="address-option",
+        ),
+    ],
+)
+async def test_oversized_and_malformed_values_are_400s_naming_field_and_limit(
+    app: App, op: dict[str, Any], field: str, text: str
+) -> None:
+    response = await app.client.post("/v1/jobs", content=json.dumps([op]))
+    assert response.status_code == 400, response.text
+    error = check_error(response)
+    assert error["field"].endswith(field), error
+    assert text in error["message"]
+    assert app.job_count() == 0
+
+
+@pytest.mark.parametrize("address", ["10.0.0.11", "::1", "node1", "node-1.example.com."])
+async def test_good_node_addresses_pass(app: App, address: str) -> None:
+    op = {"OP_ID": "OP_NODE_ADD", "node_name": "n9", "address": address}
+    response = await app.client.post("/v1/jobs", content=json.dumps([op]))
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize("job_id", [str(2**63), str(2**70), "0", "-1"])
+async def test_job_ids_beyond_any_store_are_404_not_500(app: App, job_id: str) -> None:
+    response = await app.client.get(f"/v1/jobs/{job_id}")
+    assert response.status_code in (400, 404), response.text
+    check_error(response)

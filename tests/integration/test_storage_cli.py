@@ -96,3 +96,25 @@ def test_provider_text_with_markup_and_escapes_is_printed_literally(tmp_path: Pa
             assert "\x1b" not in out.stdout
         info = c.cli("storage", "info", "loud").stdout
         assert "paints [/x] the \\x1b[31mterminal\\x1b[0m red" in info
+
+
+def test_an_oversized_value_is_refused_at_submit_and_never_touches_a_running_job(
+    tmp_path: Path,
+) -> None:
+    with start_cluster("embedded", 1, tmp_path) as c:
+        c.init()
+        delay = {"OP_ID": "OP_TEST_DELAY", "duration": 1, "on_nodes": ["node1"]}
+        running = c.client.submit_ops([delay])
+        out = c.cli(
+            "instance",
+            "add",
+            "big",
+            "-n",
+            "node1",
+            "--disk",
+            f"0:size=4M,provider=sharedfile,dir={'x' * 100_000}",
+        )
+        assert out.returncode != 0
+        assert "at most 4096" in out.stderr
+        assert c.wait(running)["status"] == "success"
+        assert [j["id"] for j in c.client.jobs()][-1] == running

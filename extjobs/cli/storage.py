@@ -1,7 +1,12 @@
-"""``extjobs storage diagnose|info|install``: ExtStorage providers on the nodes."""
+"""``extjobs storage diagnose|info|install``: ExtStorage providers on the nodes.
+
+``diagnose`` and ``info`` exit with :data:`UNUSABLE` (3) when the answer means the
+storage cannot be used: no node answered, or a provider shown is valid on no node.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +30,13 @@ def storage() -> None:
 def storage_diagnose(
     ctx: Ctx, providers: tuple[str, ...], nodes: tuple[str, ...], fmt: str
 ) -> None:
-    """Check providers on every online node; valid per group iff valid on all its nodes."""
+    """Check providers on every online node; valid per group iff valid on all its nodes.
+
+    Exits 3 when no node answered or a provider is valid on no node."""
     result = _diagnose(ctx, providers, nodes)
     if fmt == "json":
         output.emit_json(result)
+        _exit_if_unusable(result)
         return
     rows = []
     for node_name, report in sorted(result["nodes"].items()):
@@ -60,6 +68,31 @@ def storage_diagnose(
                 )
             )
     output.table("Per node group", ["Group", "Provider", "Status", "Why not", "Parameters"], grows)
+    _exit_if_unusable(result)
+
+
+#: Exit status of diagnose and info when the storage cannot be used.
+UNUSABLE = 3
+
+
+def _exit_if_unusable(result: Any) -> None:
+    """Print why and exit :data:`UNUSABLE` when no node answered or a provider is valid on
+    no node (see the module docstring)."""
+    reports = result["nodes"].values()
+    answered = [r for r in reports if "error" not in r]
+    problems = []
+    if not answered:
+        problems.append("no node answered")
+    else:
+        shown = sorted({name for r in answered for name in r["providers"]})
+        problems += [
+            f"provider {name} is valid on no node"
+            for name in shown
+            if not any(r["providers"].get(name, {}).get("valid") for r in answered)
+        ]
+    if problems:
+        output.say("; ".join(problems), err=True)
+        sys.exit(UNUSABLE)
 
 
 def _diagnose(ctx: Ctx, providers: tuple[str, ...], nodes: tuple[str, ...] = ()) -> Any:
@@ -72,7 +105,9 @@ def _diagnose(ctx: Ctx, providers: tuple[str, ...], nodes: tuple[str, ...] = ())
 @output_option
 @pass_ctx
 def storage_info(ctx: Ctx, providers: tuple[str, ...], fmt: str) -> None:
-    """Show providers: the node groups where they are valid, and their parameters."""
+    """Show providers: the node groups where they are valid, and their parameters.
+
+    Exits 3 when no node answered or a provider is valid on no node."""
     result = _diagnose(ctx, providers)
     info: dict[str, Any] = {}
     for group_name, statuses in sorted(result["groups"].items()):
@@ -87,6 +122,7 @@ def storage_info(ctx: Ctx, providers: tuple[str, ...], fmt: str) -> None:
                 entry["invalid_groups"][group_name] = st["reasons"]
     if fmt == "json":
         output.emit_json(info)
+        _exit_if_unusable(result)
         return
     for name, entry in sorted(info.items()):
         output.say(name, style="bold")
@@ -97,6 +133,7 @@ def storage_info(ctx: Ctx, providers: tuple[str, ...], fmt: str) -> None:
         output.say("  parameters:")
         for param, doc in sorted(entry["parameters"].items()):
             output.say(f"    {param:<16} {doc}")
+    _exit_if_unusable(result)
 
 
 @storage.command("install")

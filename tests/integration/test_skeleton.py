@@ -177,3 +177,20 @@ def test_sigkill_keeps_finished_jobs_and_runs_queued_ones(node_kind: str, tmp_pa
         assert any(e["type"] == "recovery" for e in recovered["log"])
         statuses = {j["status"] for j in c.client.jobs()}
         assert statuses == {"success"}
+
+
+def test_diagnose_exits_3_when_a_provider_is_valid_on_no_node(cluster3: TestCluster) -> None:
+    for node in ("node1", "node2", "node3"):
+        (cluster3.search_path(cluster3.node(node)) / "sharedfile" / "attach").chmod(0o644)
+    try:
+        for args in (("storage", "diagnose"), ("storage", "info", "--output", "json")):
+            out = cluster3.cli(*args)
+            assert out.returncode == 3, (args, out.stdout, out.stderr)
+            assert "provider sharedfile is valid on no node" in out.stderr
+        missing = cluster3.cli("storage", "diagnose", "nosuchprovider")
+        assert missing.returncode == 3
+        assert "provider nosuchprovider is valid on no node" in missing.stderr
+    finally:
+        for node in ("node1", "node2", "node3"):
+            (cluster3.search_path(cluster3.node(node)) / "sharedfile" / "attach").chmod(0o755)
+    assert cluster3.cli("storage", "diagnose").returncode == 0

@@ -20,6 +20,7 @@ parsing messages::
     ├── ProviderError                an ExtStorage script failed or misbehaved
     ├── HypervisorError
     └── StoreError
+        └── FencedError          a write by a master that is no longer the leader
 """
 
 from __future__ import annotations
@@ -121,3 +122,10 @@ class HypervisorError(ExtJobsError):
 
 class StoreError(ExtJobsError):
     kind = "store"
+
+
+class FencedError(StoreError):
+    """A write by a master that is no longer the leader (its lease epoch is not the
+    current one), refused: a former leader cannot change anything."""
+
+    kind = "fenced"

@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 import extjobs
 from extjobs.api.views import job_view, log_view
-from extjobs.engine.queue import JobQueue
+from extjobs.engine.standby import Master, QueueView
 from extjobs.errors import (
     ExtJobsError,
     InputError,
@@ -132,8 +132,32 @@ def _job_id(request: Request) -> int:
     return job_id
 
 
-def build_app(queue: JobQueue) -> Starlette:
-    """The ASGI application for one queue."""
+def build_app(target: QueueView) -> Starlette:
+    """The ASGI application of one master: its queue, or a :class:`Master` that switches
+    between the leader's queue and a standby's view of the shared store."""
+    master = target if isinstance(target, Master) else Master(target)
+    queue: QueueView = master
+
+    @_endpoint
+    async def masters(request: Request) -> Response:
+        lease, seen = master.masters()
+        return JSONResponse(
+            {
+                "this": master.name,
+                "leads": master.leads,
+                "lease": None
+                if lease is None
+                else {
+                    "holder": lease.holder,
+                    "epoch": lease.epoch,
+                    "remaining": round(lease.remaining, 3),
+                },
+                "masters": [
+                    {"name": m.name, "address": m.address, "seen_ago": round(m.seen_ago, 3)}
+                    for m in seen
+                ],
+            }
+        )
 
     @_endpoint
     async def info(request: Request) -> Response:
@@ -243,6 +267,7 @@ def build_app(queue: JobQueue) -> Starlette:
 
     routes = [
         Route("/v1/info", info, methods=["GET"]),
+        Route("/v1/masters", masters, methods=["GET"]),
         Route("/v1/jobs", submit, methods=["POST"]),
         Route("/v1/jobs", list_jobs, methods=["GET"]),
         Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),

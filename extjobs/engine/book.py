@@ -130,6 +130,19 @@ class JobBook:
             self._unfinished[job.id] = None
             self._notify(job.id)
 
+    def adopt(self, job_id: int) -> None:
+        """Take on a job another master queued in the shared store (if not yet held)."""
+        if job_id in self._jobs:
+            return
+        job = self.store.load_job(job_id)
+        if job is None or job.archived:
+            return
+        self._serial[job_id] = self.store.last_serial(job_id)
+        self._jobs[job_id] = job
+        if not job.status.finalized:
+            self._unfinished[job_id] = None
+        self._notify(job_id)
+
     def forget(self, job: Job) -> None:
         """Store ``job`` (archived) and drop it from memory."""
         self.store.save_jobs([job])

@@ -27,7 +27,7 @@ import attrs
 from extjobs.engine.configmgr import ConfigManager
 from extjobs.engine.local import run_local_process
 from extjobs.engine.memo import Memo
-from extjobs.errors import CommandTimeoutError, ExtJobsError, ProviderError
+from extjobs.errors import CommandTimeoutError, ExtJobsError, FencedError, ProviderError
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.config import Config
@@ -110,6 +110,8 @@ class Services:
     options: Config
     memo: Memo
     store: Store
+    #: Whether this master may start steps (it leads; always, with one master).
+    may_act: Callable[[], bool] = lambda: True
 
 
 #: Appends a line (message, kind, data) to one job's log.
@@ -119,14 +121,31 @@ JobLogger = Callable[[str, LogKind, dict[str, Any] | None], object]
 class StepJournal:
     """The journal of one opcode as its steps are written: numbered in order."""
 
-    def __init__(self, store: Store, job_id: int, op_index: int, *, last_seq: int = 0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        job_id: int,
+        op_index: int,
+        *,
+        last_seq: int = 0,
+        may_act: Callable[[], bool] = lambda: True,
+    ) -> None:
         self._store = store
         self.job_id = job_id
         self.op_index = op_index
         self._seq = last_seq
+        self._may_act = may_act
 
     def start(self, node: str, description: str, entry: Entry) -> int:
-        """Journal a step as started (committed when this returns); its record id."""
+        """Journal a step as started (committed when this returns); its record id.
+
+        Raises :class:`FencedError` when this master may no longer act (it stopped
+        leading): no step starts then."""
+        if not self._may_act():
+            raise FencedError(
+                f"{description} on {node} not started: this master no longer leads",
+                node=node,
+            )
         self._seq += 1
         return self._store.journal_start(
             self.job_id, self.op_index, self._seq, node, description, entry

@@ -77,7 +77,7 @@ class Processor:
         last = 0
         if recovering:
             last = max((r.seq for r in store.load_journal(job_id, index)), default=0)
-        journal = StepJournal(store, job_id, index, last_seq=last)
+        journal = StepJournal(store, job_id, index, last_seq=last, may_act=self._services.may_act)
         return JobContext(self._services, journal, self._book.logger(job_id))
 
     async def _run_op(self, job_id: int, index: int, canceled: Callable[[], bool]) -> bool:

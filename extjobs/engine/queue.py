@@ -34,24 +34,29 @@ from anyio.abc import TaskGroup, TaskStatus
 from extjobs.engine.book import JobBook, is_active
 from extjobs.engine.configmgr import ConfigManager
 from extjobs.engine.context import Services
+from extjobs.engine.leadership import Leadership
 from extjobs.engine.locks import LockManager
 from extjobs.engine.memo import Memo
 from extjobs.engine.processor import Processor
 from extjobs.engine.scheduler import Fail, Wait, dependency_verdict, pick
-from extjobs.errors import InputError, QueueFullError, StateError, StoreError
+from extjobs.engine.submission import build_jobs
+from extjobs.errors import ExtJobsError, QueueFullError, StateError, StoreError
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.config import Config
-from extjobs.model.jobs import Dependency, Job, LogEntry, LogKind, OpState
-from extjobs.model.opcodes import encode_opcode
+from extjobs.model.jobs import Job, LogEntry, LogKind
+from extjobs.model.masters import RequestKind
 from extjobs.model.requests import JobRequest
 from extjobs.model.states import JobStatus, OpStatus
 from extjobs.nodes.runner import NodeRunner
 from extjobs.store.base import Store
+from extjobs.store.shared import SharedStore
 
 log = logging.getLogger("extjobs.queue")
 
 #: Default seconds between attempts while the store refuses writes.
 STORE_RETRY = 5.0
+#: Seconds between looks for requests other masters left (several masters only).
+REQUEST_POLL = 0.1
 
 
 class JobQueue:
@@ -64,11 +69,17 @@ class JobQueue:
         runner: NodeRunner,
         options: Config,
         locks: LockManager | None = None,
+        *,
+        leadership: Leadership | None = None,
     ) -> None:
         self.options = options
         self.locks = locks or LockManager()
         self.memo = Memo()
-        self._services = Services(configmgr, runner, options, self.memo, store)
+        #: With several masters: this master's election (it runs the queue while it
+        #: leads); ``None`` with one master.
+        self.leadership = leadership
+        may_act = leadership.may_act if leadership is not None else (lambda: True)
+        self._services = Services(configmgr, runner, options, self.memo, store, may_act)
         self._store = store
         self._wakeup = anyio.Event()
         self._book = JobBook(store, self._wakeup_soon)
@@ -146,44 +157,9 @@ class JobQueue:
                 pending=pending,
                 limit=limit,
             )
-        now = time.time()
-        jobs: list[Job] = []
         ids = [self._store.next_job_id() for _ in batch]
-        first = ids[0]
-        for i, (job_id, req) in enumerate(zip(ids, batch, strict=True)):
-            deps = []
-            for d, dep in enumerate(req.depends):
-                target = dep.job_id
-                if target < 0:
-                    target = job_id + target
-                    if target < first:
-                        raise InputError(
-                            f"jobs[{i}].depends[{d}]: relative id {dep.job_id} points before "
-                            "the first job of this submission",
-                            field=f"jobs[{i}].depends[{d}]",
-                        )
-                elif target >= job_id:
-                    raise InputError(
-                        f"jobs[{i}].depends[{d}]: job {target} is not an earlier job",
-                        field=f"jobs[{i}].depends[{d}]",
-                    )
-                deps.append(Dependency(target, dep.statuses))
-            ops = tuple(OpState(index=k, input=encode_opcode(op)) for k, op in enumerate(req.ops))
-            jobs.append(
-                Job(id=job_id, ops=ops, priority=req.priority, depends=tuple(deps), received=now)
-            )
         # The whole batch and each job's first log line are one transaction.
-        entries = [
-            LogEntry(
-                job.id,
-                1,
-                now,
-                LogKind.STATUS,
-                f"job submitted: {job.summary()}",
-                {"job_status": "queued"},
-            )
-            for job in jobs
-        ]
+        jobs, entries = build_jobs(batch, ids, time.time())
         self._book.add(jobs, entries)
         self._submitted += len(jobs)
         return [j.id for j in jobs]
@@ -283,6 +259,24 @@ class JobQueue:
             self._workers[job.id] = scope
             tg.start_soon(self._work, job.id, scope)
 
+    def _take_requests(self) -> None:
+        """Act on what masters that do not lead asked for (several masters only)."""
+        if self.leadership is None:
+            return
+        assert isinstance(self._store, SharedStore)
+        for request in self._store.take_requests():
+            try:
+                if request.kind is RequestKind.SUBMITTED:
+                    self._book.adopt(request.job_id)
+                elif request.kind is RequestKind.CANCEL:
+                    self.cancel(request.job_id)
+                elif request.kind is RequestKind.ARCHIVE:
+                    self.archive(request.job_id)
+            except StoreError:
+                raise
+            except ExtJobsError as exc:
+                log.warning("request %s of job %s: %s", request.kind, request.job_id, exc.message)
+
     def _store_failed(self, exc: StoreError, what: str) -> None:
         """Note that the store refused a write; logged once per episode."""
         if self.store_trouble is None:
@@ -307,12 +301,15 @@ class JobQueue:
             task_status.started()
             while True:
                 try:
+                    self._take_requests()
                     self._dispatch(tg)
                 except StoreError as exc:
                     self._store_failed(exc, "dispatching")
                 wait = self.options.queue.aging_interval
                 if self.store_trouble is not None:
                     wait = min(wait, self.store_retry)
+                if self.leadership is not None:
+                    wait = min(wait, REQUEST_POLL)
                 with anyio.move_on_after(wait):
                     await self._wakeup.wait()
                 self._wakeup = anyio.Event()

@@ -107,6 +107,9 @@ class Client:
     def cluster(self) -> dict[str, Any]:
         return dict(self.request("GET", "/v1/cluster"))
 
+    def masters(self) -> dict[str, Any]:
+        return dict(self.request("GET", "/v1/masters"))
+
     def nodes(self) -> list[Any]:
         return list(self.request("GET", "/v1/nodes")["nodes"])
 

@@ -1,4 +1,4 @@
-"""``extjobs cluster init|info|modify``: the cluster and its cluster-wide settings."""
+"""``extjobs cluster init|info|modify|masters``: the cluster and its cluster-wide settings."""
 
 from __future__ import annotations
 
@@ -31,6 +31,42 @@ def cluster_init(
     )
     if run_opcode(ctx, op, submit_only=submit_only):
         click.echo(f"cluster {name} initialised")
+
+
+@cluster.command("masters")
+@output_option
+@pass_ctx
+def cluster_masters(ctx: Ctx, fmt: str) -> None:
+    """Show the masters: the leader, its epoch and lease, and when each was last seen."""
+    with ctx.client() as client:
+        data = client.masters()
+    if fmt == "json":
+        output.emit_json(data)
+        return
+    lease = data["lease"]
+    rows = []
+    for m in data["masters"]:
+        if lease is None:  # one master, no election: it leads
+            leader, epoch, left = data["leads"] and m["name"] == data["this"], "", ""
+        else:
+            leader = lease["holder"] == m["name"] and lease["remaining"] > 0
+            epoch = lease["epoch"] if leader else ""
+            left = f"{lease['remaining']:.1f} s" if leader else ""
+        rows.append(
+            (
+                m["name"],
+                "leader" if leader else "standby",
+                epoch,
+                left,
+                f"{m['seen_ago']:.1f} s ago",
+                m["address"],
+            )
+        )
+    output.table(
+        f"Masters (this one: {data['this']})",
+        ["Master", "Role", "Epoch", "Lease left", "Last seen", "API"],
+        rows,
+    )
 
 
 @cluster.command("info")

@@ -31,6 +31,7 @@ from extjobs.engine.context import Services
 from extjobs.engine.locks import LockManager
 from extjobs.engine.memo import Memo
 from extjobs.engine.processor import Processor
+from extjobs.engine.purge import purge_old
 from extjobs.engine.scheduler import Fail, Wait, dependency_verdict, pick
 from extjobs.errors import InputError, QueueFullError, StateError
 from extjobs.model.cluster import ClusterConfig
@@ -229,6 +230,12 @@ class JobQueue:
             self.archive(job_id)
         return old
 
+    def purge_old(self, now: float | None = None) -> int:
+        """Delete archived jobs older than ``queue.purge_after`` (see
+        :mod:`extjobs.engine.purge`); how many were deleted."""
+        now = time.time() if now is None else now
+        return purge_old(self._store, now=now, purge_after=self.options.queue.purge_after)
+
     # -- dispatching ----------------------------------------------------------------
 
     def _runnable(self) -> list[Job]:
@@ -281,9 +288,17 @@ class JobQueue:
                 self._wakeup = anyio.Event()
 
     async def _serve_archiver(self) -> None:
+        options = self.options.queue
+        # A purge at most every purge_after / 30 (daily by default): each one that deletes
+        # journal records keeps a ledger checkpoint until its host job is purged.
+        purge_every = max(options.purge_after / 30, 60.0)
+        next_purge = 0.0
         while True:
             self.archive_old()
-            await anyio.sleep(max(min(self.options.queue.archive_after / 10, 3600.0), 1.0))
+            if options.purge_after > 0 and time.monotonic() >= next_purge:
+                self.purge_old()
+                next_purge = time.monotonic() + purge_every
+            await anyio.sleep(max(min(options.archive_after / 10, 3600.0), 1.0))
 
     # -- the worker -------------------------------------------------------------------
 

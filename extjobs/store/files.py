@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from extjobs.errors import ConfigError, StateError, StoreError
+from extjobs.errors import ConfigError, InputError, StateError, StoreError
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -174,15 +174,15 @@ def _quote(path: Path) -> str:
 
 
 def check_backup_target(dest: Path) -> None:
-    """Raise :class:`StateError` (exists) or :class:`ConfigError` (bad place) unless
+    """Raise :class:`StateError` (exists) or :class:`InputError` (bad place) unless
     ``dest`` is an absolute path that does not exist in an existing directory."""
     if not dest.is_absolute():
-        raise ConfigError(f"backup path {dest} must be absolute", path=str(dest))
+        raise InputError(f"backup path {dest} must be absolute", field="path")
     if dest.exists() or dest.is_symlink():
         raise StateError(f"backup path {dest} exists; give a new file name", path=str(dest))
     if not dest.parent.is_dir():
-        raise ConfigError(
-            f"directory {dest.parent} of backup path {dest} does not exist", path=str(dest)
+        raise InputError(
+            f"directory {dest.parent} of backup path {dest} does not exist", field="path"
         )
 
 
@@ -191,7 +191,7 @@ def backup_sqlite(source: Path, dest: Path) -> dict[str, Any]:
     while other connections keep writing. Blocking: call it from a worker thread.
 
     Returns ``{"path", "bytes", "jobs", "seconds"}``. Raises :class:`StateError` if
-    ``dest`` exists, :class:`ConfigError` if it is not absolute or its directory does not
+    ``dest`` exists, :class:`InputError` if it is not absolute or its directory does not
     exist, :class:`StoreError` if the copy fails (the partial copy is removed).
     """
     check_backup_target(dest)

@@ -12,7 +12,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from extjobs.errors import ConfigError, StateError, StoreError
+from extjobs.errors import InputError, StateError, StoreError
 from extjobs.model.jobs import Job, OpState
 from extjobs.store.files import backup_sqlite, lock_state_dir, restore_store
 from extjobs.store.sqlite import SqliteStore
@@ -130,9 +130,9 @@ def test_backup_refuses_an_existing_path_and_a_missing_directory(tmp_path: Path)
     with pytest.raises(StateError, match="exists"):
         backup_sqlite(path, tmp_path / "taken")
     assert (tmp_path / "taken").read_text() == "keep me"
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(InputError, match="does not exist"):
         backup_sqlite(path, tmp_path / "nowhere" / "copy.db")
-    with pytest.raises(ConfigError, match="absolute"):
+    with pytest.raises(InputError, match="absolute"):
         backup_sqlite(path, Path("relative.db"))
 
 

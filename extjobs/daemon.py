@@ -8,6 +8,7 @@ interrupted and recovered from the journal at the next start.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -28,6 +29,7 @@ from extjobs.engine.queue import JobQueue
 from extjobs.errors import ConfigError
 from extjobs.model.config import Config
 from extjobs.nodes.ssh import SSHRunner
+from extjobs.store.files import backup_sqlite, lock_state_dir, restore_store
 from extjobs.store.sqlite import SqliteStore
 
 log = logging.getLogger("extjobs.daemon")
@@ -91,14 +93,48 @@ def _uvicorn_config(app: Any, **extra: Any) -> uvicorn.Config:
 
 
 async def serve_daemon(
-    config: Config, *, task_status: TaskStatus[JobQueue] = anyio.TASK_STATUS_IGNORED
+    config: Config,
+    *,
+    restore: Path | None = None,
+    task_status: TaskStatus[JobQueue] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the daemon until cancelled or signalled; reports the queue when ready."""
+    """Run the daemon until cancelled or signalled; reports the queue when ready.
+
+    The state directory is locked before the store is opened or the socket bound (a
+    second daemon on it raises :class:`~extjobs.errors.StateError` having touched
+    nothing), and stays locked until this returns. With ``restore``, the backup file
+    replaces the store first (:func:`~extjobs.store.files.restore_store`).
+    """
     prepare_state_dir(config.state_dir)
+    lock = lock_state_dir(config.state_dir)
+    try:
+        if restore is not None:
+            aside = restore_store(config.db_path, restore)
+            log.warning(
+                "restored the store %s from %s%s; run 'extjobs verify' now",
+                config.db_path,
+                restore,
+                f" (the replaced store is kept as {aside})" if aside else "",
+            )
+        await _serve_locked(config, task_status)
+    finally:
+        lock.release()
+
+
+async def _serve_locked(config: Config, task_status: TaskStatus[JobQueue]) -> None:
     store = SqliteStore(config.db_path)
+    try:
+        await _serve_store(config, store, task_status)
+    finally:
+        store.close()
+
+
+async def _serve_store(
+    config: Config, store: SqliteStore, task_status: TaskStatus[JobQueue]
+) -> None:
     runner = SSHRunner(config.ssh, output_cap=config.storage.output_cap)
     queue = JobQueue(store, ConfigManager(store), runner, config)
-    app = build_app(queue)
+    app = build_app(queue, backup=functools.partial(backup_sqlite, config.db_path))
     servers = [(_Server(_uvicorn_config(app)), bind_unix_socket(config.socket_path))]
     if config.tcp is not None:
         tokens = load_tokens(config.tcp.token_file)
@@ -142,6 +178,5 @@ async def serve_daemon(
     finally:
         with anyio.move_on_after(5, shield=True):
             await runner.aclose()
-        store.close()
         with contextlib.suppress(FileNotFoundError):
             config.socket_path.unlink()

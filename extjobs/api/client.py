@@ -104,6 +104,10 @@ class Client:
     def archive(self, job_id: int) -> dict[str, Any]:
         return dict(self.request("POST", f"/v1/jobs/{job_id}/archive"))
 
+    def backup(self, path: str, *, timeout: float = 600.0) -> dict[str, Any]:
+        """Ask the daemon to copy its store to ``path`` (absolute, new) while it runs."""
+        return dict(self.request("POST", "/v1/backup", json={"path": path}, timeout=timeout))
+
     def cluster(self) -> dict[str, Any]:
         return dict(self.request("GET", "/v1/cluster"))
 

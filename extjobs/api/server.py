@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -41,6 +43,8 @@ MAX_WAIT = 60.0
 MAX_JOB_ID = 1 << 63
 
 Handler = Callable[[Request], Awaitable[Response]]
+#: Copies the store to a new file and describes the copy (``{"path", "bytes", …}``).
+Backup = Callable[[Path], dict[str, Any]]
 
 
 def _status_for(exc: ExtJobsError) -> int:
@@ -132,9 +136,11 @@ def _job_id(request: Request) -> int:
     return job_id
 
 
-def build_app(target: QueueView) -> Starlette:
+def build_app(target: QueueView, *, backup: Backup | None = None) -> Starlette:
     """The ASGI application of one master: its queue, or a :class:`Master` that switches
-    between the leader's queue and a standby's view of the shared store."""
+    between the leader's queue and a standby's view of the shared store; ``backup``
+    (blocking, run in a worker thread) serves ``POST /v1/backup`` where the store can be
+    copied online."""
     master = target if isinstance(target, Master) else Master(target)
     queue: QueueView = master
 
@@ -158,6 +164,19 @@ def build_app(target: QueueView) -> Starlette:
                 ],
             }
         )
+
+    @_endpoint
+    async def backup_store(request: Request) -> Response:
+        body = await _json_body(request)
+        if not isinstance(body, dict) or set(body) != {"path"}:
+            raise InputError('the body must be {"path": "/absolute/new/file"}', field="body")
+        raw = body["path"]
+        if not isinstance(raw, str) or not raw or "\0" in raw:
+            raise InputError("path must be a non-empty string without NUL", field="path")
+        if backup is None:
+            raise StateError("this daemon's store has no online backup", field="path")
+        answer = await anyio.to_thread.run_sync(backup, Path(raw))
+        return JSONResponse(answer, status_code=201)
 
     @_endpoint
     async def info(request: Request) -> Response:
@@ -274,6 +293,7 @@ def build_app(target: QueueView) -> Starlette:
         Route("/v1/jobs/{job_id}/wait", wait_job, methods=["GET"]),
         Route("/v1/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
         Route("/v1/jobs/{job_id}/archive", archive_job, methods=["POST"]),
+        Route("/v1/backup", backup_store, methods=["POST"]),
         Route("/v1/cluster", cluster, methods=["GET"]),
         Route("/v1/nodes", nodes, methods=["GET"]),
         Route("/v1/instances", instances, methods=["GET"]),

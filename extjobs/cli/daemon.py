@@ -26,9 +26,21 @@ from extjobs.model.config import load_config
     type=click.Path(path_type=Path, file_okay=False),
     help="Override the configured state directory.",
 )
+@click.option(
+    "--restore",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Before starting, replace the store with this backup (made by 'extjobs backup'); "
+    "the replaced store is kept beside it. Then run 'extjobs verify'.",
+)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]))
-def daemon(config_path: Path | None, state_dir: Path | None, log_level: str) -> None:
-    """Run the master daemon in the foreground."""
+def daemon(
+    config_path: Path | None, state_dir: Path | None, restore: Path | None, log_level: str
+) -> None:
+    """Run the master daemon in the foreground.
+
+    Only one daemon runs on a state directory: a second one exits with status 2 naming
+    the pid that holds it. --restore needs that lock too, so it runs with no daemon up.
+    """
     import anyio
 
     from extjobs.daemon import serve_daemon
@@ -43,7 +55,7 @@ def daemon(config_path: Path | None, state_dir: Path | None, log_level: str) -> 
     )
     try:
         config = load_config(config_path, state_dir=state_dir)
-        anyio.run(lambda: serve_daemon(config))
+        anyio.run(lambda: serve_daemon(config, restore=restore))
     except ExtJobsError as exc:
         fail(exc.message, 2)
     except KeyboardInterrupt:

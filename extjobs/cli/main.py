@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from extjobs.cli.backup import backup
 from extjobs.cli.cluster import cluster
 from extjobs.cli.common import Ctx, run_command_line
 from extjobs.cli.daemon import daemon, demo
@@ -47,6 +48,7 @@ cli.add_command(node)
 cli.add_command(storage)
 cli.add_command(instance)
 cli.add_command(verify)
+cli.add_command(backup)
 
 
 def main() -> None:

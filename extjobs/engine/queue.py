@@ -38,6 +38,7 @@ from extjobs.engine.leadership import Leadership
 from extjobs.engine.locks import LockManager
 from extjobs.engine.memo import Memo
 from extjobs.engine.processor import Processor
+from extjobs.engine.purge import purge_old
 from extjobs.engine.scheduler import Fail, Wait, dependency_verdict, pick
 from extjobs.engine.submission import build_jobs
 from extjobs.errors import ExtJobsError, QueueFullError, StateError, StoreError
@@ -219,6 +220,12 @@ class JobQueue:
             self.archive(job_id)
         return old
 
+    def purge_old(self, now: float | None = None) -> int:
+        """Delete archived jobs older than ``queue.purge_after`` (see
+        :mod:`extjobs.engine.purge`); how many were deleted."""
+        now = time.time() if now is None else now
+        return purge_old(self._store, now=now, purge_after=self.options.queue.purge_after)
+
     # -- dispatching ----------------------------------------------------------------
 
     def _runnable(self) -> list[Job]:
@@ -315,12 +322,20 @@ class JobQueue:
                 self._wakeup = anyio.Event()
 
     async def _serve_archiver(self) -> None:
+        options = self.options.queue
+        # A purge at most every purge_after / 30 (daily by default): each one that deletes
+        # journal records keeps a ledger checkpoint until its host job is purged.
+        purge_every = max(options.purge_after / 30, 60.0)
+        next_purge = 0.0
         while True:
             try:
                 self.archive_old()
+                if options.purge_after > 0 and time.monotonic() >= next_purge:
+                    self.purge_old()
+                    next_purge = time.monotonic() + purge_every
             except StoreError as exc:
                 self._store_failed(exc, "archiving")
-            await anyio.sleep(max(min(self.options.queue.archive_after / 10, 3600.0), 1.0))
+            await anyio.sleep(max(min(options.archive_after / 10, 3600.0), 1.0))
 
     # -- the worker -------------------------------------------------------------------
 

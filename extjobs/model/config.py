@@ -89,6 +89,8 @@ class QueueOptions:
     max_running: int = 32
     max_queued: int = 10000
     archive_after: float = 7 * 24 * 3600.0
+    #: Archived jobs are deleted this many seconds after they ended (0: kept forever).
+    purge_after: float = 30 * 24 * 3600.0
     aging_interval: float = 30.0
 
 
@@ -159,6 +161,13 @@ def config_from_dict(data: dict[str, Any], *, state_dir: Path | None = None) -> 
     ssh = _section(data, "ssh")
     storage = dict(_section(data, "storage"))
     queue = _section(data, "queue")
+    purge_after = queue.get("purge_after", 0)
+    if not isinstance(purge_after, int | float) or not purge_after >= 0:
+        raise ConfigError(
+            "[queue] purge_after must be a number of seconds >= 0 (0: never purge), "
+            f"not {purge_after!r}",
+            section="queue",
+        )
     unknown = sorted(set(data) - {"daemon", "ssh", "storage", "queue"})
     if unknown:
         raise ConfigError(f"unknown section(s): {', '.join(unknown)}", section=unknown[0])

@@ -32,6 +32,7 @@ class StepKind(enum.StrEnum):
     LOCAL = "local"  # another program run on the master
     COPY = "sftp"  # a directory copied to a node
     STREAM = "stream"  # a stream to a Unix socket on a node (QMP)
+    LEDGER = "ledger"  # not a step: the volume ledger kept across a purge (never run)
 
 
 class HypervisorAction(enum.StrEnum):
@@ -113,6 +114,34 @@ class StreamOpen:
     timeout: float
 
 
+@attrs.frozen
+class VolumeMark:
+    """What the journal's ledger knows about one volume (see :class:`LedgerCheckpoint`):
+    per node, where its provider lives (``providers``: node, directory, optional
+    scripts), where it may be attached, and where it is open and how."""
+
+    name: str
+    provider: str
+    volume: Volume
+    instance: str | None
+    disk: int | None
+    created: bool
+    removed: bool
+    attached: tuple[str, ...] = ()
+    opened: tuple[tuple[str, str], ...] = ()
+    providers: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+
+
+@attrs.frozen
+class LedgerCheckpoint:
+    """The ledger replayed from every journal record up to id ``upto``, journalled before
+    a purge deletes records it was built from; a replay starts from the newest checkpoint
+    and applies only the records after ``upto`` (:mod:`extjobs.lus.ledger`)."""
+
+    upto: int
+    volumes: tuple[VolumeMark, ...] = ()
+
+
 Payload = (
     ProviderCall
     | HypervisorCall
@@ -122,6 +151,7 @@ Payload = (
     | LocalRun
     | TreeCopy
     | StreamOpen
+    | LedgerCheckpoint
 )
 
 #: The one payload class of each kind.
@@ -134,6 +164,7 @@ PAYLOAD_CLASS: dict[StepKind, type[Payload]] = {
     StepKind.LOCAL: LocalRun,
     StepKind.COPY: TreeCopy,
     StepKind.STREAM: StreamOpen,
+    StepKind.LEDGER: LedgerCheckpoint,
 }
 _KIND_OF: dict[type[Payload], StepKind] = {cls: kind for kind, cls in PAYLOAD_CLASS.items()}
 

@@ -72,6 +72,20 @@ class MemoryStore:
     def _job(doc: str) -> Job:
         return codec.CONVERTER.structure(codec.loads(doc)["job"], Job)
 
+    def purge_archived(self, before: float) -> int:
+        self._open()
+        doomed = [
+            job_id
+            for job_id, (archived, doc) in self._jobs.items()
+            if archived and (ended := self._job(doc).ended) is not None and ended < before
+        ]
+        for job_id in doomed:
+            del self._jobs[job_id]
+            self._log.pop(job_id, None)
+        gone = set(doomed)
+        self._journal = {k: row for k, row in self._journal.items() if row[1] not in gone}
+        return len(doomed)
+
     # -- job log -------------------------------------------------------------------------
 
     def append_log(self, entry: LogEntry) -> None:

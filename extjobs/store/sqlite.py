@@ -7,6 +7,7 @@ so the engine decides and records in one synchronous step.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -27,6 +28,7 @@ from extjobs.store.base import (
     started_row,
     stored_kinds,
 )
+from extjobs.store.files import check_store_header, check_store_schema
 
 SCHEMA_VERSION = 1
 
@@ -77,6 +79,40 @@ CREATE TABLE IF NOT EXISTS config (
 """
 
 
+def _create_store(path: Path) -> None:
+    """Make a new, empty store at ``path`` (which does not exist): built under a
+    temporary name with its whole schema in one transaction, then renamed into place, so
+    a crash never leaves a half-made store at ``path``. Mode 0600."""
+    wal = Path(f"{path}-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise StoreError(
+            f"store file {path} is missing but its write-ahead log {wal.name} is there: the "
+            "store was moved or deleted without it; restore a backup (extjobs daemon "
+            f"--restore BACKUP), or, to start a new and empty cluster on purpose, move "
+            f"{wal.name} away",
+            path=str(path),
+        )
+    tmp = path.with_name(f".{path.name}.new")
+    tmp.unlink(missing_ok=True)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    try:
+        db = sqlite3.connect(str(tmp), isolation_level=None)
+        try:
+            db.executescript(
+                f"BEGIN; {SCHEMA} INSERT INTO meta(key, value) "
+                f"VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
+            )
+        finally:
+            db.close()
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        tmp.rename(path)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot create the store at {path}: {exc}", path=str(path)) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _insert_log(db: sqlite3.Connection, entries: Sequence[LogEntry]) -> None:
     db.executemany(
         "INSERT INTO log(job_id, serial, ts, kind, message, data) VALUES (?,?,?,?,?,?)",
@@ -98,9 +134,24 @@ class SqliteStore:
     """SQLite (WAL) implementation of :class:`Store`."""
 
     def __init__(self, path: Path) -> None:
+        """Open the store at ``path``, creating a new one only where no file exists.
+
+        Raises :class:`StoreError` naming the file when it exists but is empty, is not
+        SQLite, or has no extjobs schema (see :mod:`extjobs.store.files`): what is left of
+        a store is never taken for a new one.
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            check_store_header(path)
+        else:
+            _create_store(path)
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store at {path}: {exc}", path=str(path)) from exc
+        try:
+            # Before anything writes (even a pragma): what is refused stays untouched.
+            check_store_schema(self._db, path)
             self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a commit survives a crash of the process; only an OS
             # crash or power loss can lose the last transactions.
@@ -111,7 +162,11 @@ class SqliteStore:
             if "pgid" not in columns:
                 self._db.execute("ALTER TABLE journal ADD COLUMN pgid INTEGER")
         except sqlite3.Error as exc:
+            self._db.close()
             raise StoreError(f"cannot open the store at {path}: {exc}", path=str(path)) from exc
+        except StoreError:
+            self._db.close()
+            raise
         version = self._meta("schema_version")
         if version is None:
             self._set_meta("schema_version", str(SCHEMA_VERSION))
@@ -120,7 +175,8 @@ class SqliteStore:
                 f"store {path} has schema {version}, newer than this extjobs ({SCHEMA_VERSION})"
             )
         row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()
-        self._next_id = int(row[0]) + 1
+        # A purge may have deleted the newest jobs: their ids are never handed out again.
+        self._next_id = max(int(row[0]), int(self._meta("purged_max_id") or 0)) + 1
         self.path = path
 
     # -- helpers -------------------------------------------------------------
@@ -189,6 +245,25 @@ class SqliteStore:
     def load_job(self, job_id: int) -> Job | None:
         row = self._db.execute("SELECT doc FROM jobs WHERE id=?", (job_id,)).fetchone()
         return None if row is None else self._job(row[0])
+
+    def purge_archived(self, before: float) -> int:
+        with self._tx() as db:
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS purged(id INTEGER PRIMARY KEY)")
+            db.execute("DELETE FROM temp.purged")
+            db.execute(
+                "INSERT INTO temp.purged SELECT id FROM jobs "
+                "WHERE archived = 1 AND ended IS NOT NULL AND ended < ?",
+                (before,),
+            )
+            for table in ("log", "journal"):
+                db.execute(f"DELETE FROM {table} WHERE job_id IN (SELECT id FROM temp.purged)")
+            db.execute(
+                "INSERT OR REPLACE INTO meta(key, value) SELECT 'purged_max_id', "
+                "MAX(COALESCE((SELECT CAST(value AS INTEGER) FROM meta "
+                "WHERE key = 'purged_max_id'), 0), COALESCE(MAX(id), 0)) FROM temp.purged"
+            )
+            count = db.execute("DELETE FROM jobs WHERE id IN (SELECT id FROM temp.purged)")
+            return int(count.rowcount)
 
     # -- job log -------------------------------------------------------------
 

@@ -286,6 +286,8 @@ class DaemonProcess:
         self.cwd = cwd
         self.python_args = tuple(python_args)
         self.env: dict[str, str] = {}
+        #: Further options of ``extjobs daemon`` for the next start (``--restore FILE``).
+        self.args: list[str] = []
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -317,6 +319,7 @@ class DaemonProcess:
                     str(self.config),
                     "--log-level",
                     self.log_level,
+                    *self.args,
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT if out is not None else None,

@@ -91,6 +91,46 @@ def test_archived_jobs_are_kept_but_not_loaded_by_default(store: Store) -> None:
     assert store.next_job_id() < store.next_job_id()
 
 
+def finished(job_id: int, ended: float, *, archived: bool = True) -> Job:
+    return attrs.evolve(job(job_id, OpStatus.SUCCESS), archived=archived, ended=ended)
+
+
+def test_purge_deletes_old_archived_jobs_with_their_log_and_journal(store: Store) -> None:
+    old, young, kept, running = (
+        finished(1, 100.0),
+        finished(2, 300.0),
+        finished(3, 50.0, archived=False),
+        job(4, OpStatus.RUNNING),
+    )
+    store.save_jobs([old, young, kept, running], log=[entry(n, 1) for n in (1, 2, 3, 4)])
+    for job_id in (1, 2, 3, 4):
+        store.journal_start(job_id, 0, 1, "n1", "step", Entry(FenceRun("n2")))
+    assert store.purge_archived(before=200.0) == 1
+    assert [j.id for j in store.load_jobs(include_archived=True)] == [2, 3, 4]
+    assert store.load_job(1) is None
+    assert store.load_log(1) == []
+    assert store.last_serial(1) == 0
+    assert store.load_journal(1) == []
+    assert sorted(r.job_id for r in store.load_journal_kinds((StepKind.FENCE,))) == [2, 3, 4]
+    # The boundary is strict, and nothing unarchived or unfinished goes, however old.
+    assert store.purge_archived(before=300.0) == 0
+    assert store.purge_archived(before=1e12) == 1
+    assert [j.id for j in store.load_jobs(include_archived=True)] == [3, 4]
+
+
+def test_sqlite_never_reuses_the_ids_of_purged_jobs(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    store = SqliteStore(path)
+    store.save_jobs([finished(1, 1.0), finished(2, 2.0)])
+    assert store.purge_archived(before=10.0) == 2
+    store.close()
+    store = SqliteStore(path)
+    try:
+        assert store.next_job_id() == 3
+    finally:
+        store.close()
+
+
 def every_entry() -> list[Entry]:
     command = RemoteCommand(argv=("/srv/strict/attach",), env={"VOL_NAME": "x"}, timeout=5)
     call = ProviderCall("web", 0, Action.ATTACH, "/srv/strict", VOLUME, ("open", "close"))

@@ -28,7 +28,7 @@ from extjobs.engine.queue import JobQueue
 from extjobs.errors import ConfigError
 from extjobs.model.config import Config
 from extjobs.nodes.ssh import SSHRunner
-from extjobs.store.sqlite import SqliteStore
+from extjobs.store import open_store
 
 log = logging.getLogger("extjobs.daemon")
 
@@ -95,7 +95,9 @@ async def serve_daemon(
 ) -> None:
     """Run the daemon until cancelled or signalled; reports the queue when ready."""
     prepare_state_dir(config.state_dir)
-    store = SqliteStore(config.db_path)
+    # Before anything else: a store that cannot be opened (bad store.url, a database
+    # that refuses the login or does not answer) stops the start with its reason.
+    store = open_store(config)
     runner = SSHRunner(config.ssh, output_cap=config.storage.output_cap)
     queue = JobQueue(store, ConfigManager(store), runner, config)
     app = build_app(queue)

@@ -36,7 +36,7 @@ from extjobs.model.jobs import Job
 from extjobs.model.opcodes import OpClusterInit, OpCode, OpNodeAdd
 from extjobs.nodes.runner import NodeRunner
 from extjobs.nodes.ssh import SSHRunner
-from extjobs.testing.engine import Engine, open_engine
+from extjobs.testing.engine import Engine, StoreKind, open_engine
 from extjobs.testing.processes import (
     ClientKey,
     DaemonProcess,
@@ -159,6 +159,7 @@ async def open_test_cluster(
     daemon_config: Callable[[Path, ClientKey], Path] | None = None,
     daemon_log: Path | None = None,
     daemon_log_level: str = "info",
+    store: StoreKind = "memory",
 ) -> AsyncIterator[TestCluster]:
     """A cluster of ``nodes`` (a count: ``node1``…; or names) in ``mode``; everything
     it started is stopped on exit, and a temporary base directory removed.
@@ -167,7 +168,9 @@ async def open_test_cluster(
     ``state_dir`` is replaced by ``<base>/state``). ``runner``: a scripted runner to use
     instead of a new one over ``providers``. ``daemon_config(base, key)`` writes the
     daemon's configuration file and returns its path (default: a socket in
-    ``<base>/run``, state in ``<base>/state``, connect timeout 5 s).
+    ``<base>/run``, state in ``<base>/state``, connect timeout 5 s). ``store``: where
+    the scripted mode's engine keeps its state (``"config"``: the store ``config`` names,
+    as :func:`~extjobs.testing.engine.build_engine` says).
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
@@ -179,7 +182,7 @@ async def open_test_cluster(
         options = attrs.evolve(config or engine_options(base / "state"), state_dir=base / "state")
         if mode == "scripted":
             scripted = runner or ScriptedRunner(p for p in providers if not isinstance(p, Path))
-            async with open_engine(options, scripted, store="memory") as engine:
+            async with open_engine(options, scripted, store=store) as engine:
                 cluster = TestCluster(mode, base, names, engine=engine, scripted=scripted)
                 if init:
                     await _add_nodes(cluster, "root")

@@ -20,21 +20,24 @@ from extjobs.model.jobs import Job, LogEntry
 from extjobs.model.opcodes import OpCode
 from extjobs.model.requests import JobRequest
 from extjobs.nodes.runner import NodeRunner
+from extjobs.store import open_store
 from extjobs.store.base import Store
 from extjobs.store.memory import MemoryStore
-from extjobs.store.sqlite import SqliteStore
 
-#: Where the kit's engine keeps its state: SQLite (as in production) or memory (fastest).
-StoreKind = Literal["sqlite", "memory"]
+#: Where the kit's engine keeps its state: the store ``config`` names, as the daemon
+#: opens it (SQLite in the state directory unless ``[store] url`` is set), or memory
+#: (fastest).
+StoreKind = Literal["config", "memory"]
 
 
 def build_engine(
-    config: Config, runner: NodeRunner, *, store: StoreKind = "sqlite"
+    config: Config, runner: NodeRunner, *, store: StoreKind = "config"
 ) -> tuple[JobQueue, ConfigManager, Callable[[], None]]:
-    """A queue driving ``runner`` over a store — SQLite in ``config.state_dir`` (which
-    must exist) or in memory — composed as ``serve_daemon`` composes it, its
-    configuration manager, and the function that closes the store."""
-    backend: Store = SqliteStore(config.db_path) if store == "sqlite" else MemoryStore()
+    """A queue driving ``runner`` over a store — the one ``config`` names (SQLite in
+    ``config.state_dir``, which must exist, or PostgreSQL) or memory — composed as
+    ``serve_daemon`` composes it, its configuration manager, and the function that
+    closes the store."""
+    backend: Store = MemoryStore() if store == "memory" else open_store(config)
     configmgr = ConfigManager(backend)
     return JobQueue(backend, configmgr, runner, config), configmgr, backend.close
 
@@ -76,7 +79,7 @@ class Engine:
 
 @contextlib.asynccontextmanager
 async def open_engine(
-    config: Config, runner: NodeRunner, *, store: StoreKind = "sqlite"
+    config: Config, runner: NodeRunner, *, store: StoreKind = "config"
 ) -> AsyncIterator[Engine]:
     """The queue serving in a task group of this loop; on exit it is cancelled, the
     runner closed (bounded) and the store closed. ``config.state_dir`` is created."""

@@ -176,12 +176,10 @@ class PostgresStore:
 
     def schema_version(self) -> int:
         """The number of the last migration applied to this database (0: none yet)."""
-        conn = self._connection()
-        row = conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
-        if row is None or not row[0]:
+        if not self._one("SELECT to_regclass('meta') IS NOT NULL")[0][0]:
             return 0
-        found = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        return 0 if found is None else int(found[0])
+        found = self._one("SELECT value FROM meta WHERE key='schema_version'")
+        return int(found[0][0]) if found else 0
 
     # -- jobs ----------------------------------------------------------------------------
 

@@ -25,7 +25,8 @@ demo: $(STAMP)
 	$(BIN)/extjobs demo
 
 # What the system tests need from the OS: OpenSSH's sshd (real nodes) and,
-# when root, loop devices tooling and qemu for the kvm backend.
+# when root, loop devices tooling, qemu for the kvm backend, and PostgreSQL's binaries
+# for the harness's own database server.
 system-deps:
 	@bash .ci/system-deps
 

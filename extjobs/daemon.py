@@ -14,7 +14,7 @@ import os
 import signal
 import socket
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +25,16 @@ from anyio.abc import TaskStatus
 from extjobs.api.auth import TokenAuth, load_tokens
 from extjobs.api.server import build_app
 from extjobs.engine.configmgr import ConfigManager
+from extjobs.engine.leadership import Leadership
 from extjobs.engine.queue import JobQueue
+from extjobs.engine.standby import Master, QueueView, StandbyQueue, serve_master
 from extjobs.errors import ConfigError
 from extjobs.model.config import Config
 from extjobs.nodes.ssh import SSHRunner
+from extjobs.store import open_store
+from extjobs.store.base import Store
 from extjobs.store.files import backup_sqlite, lock_state_dir, restore_store
+from extjobs.store.shared import SharedStore
 from extjobs.store.sqlite import SqliteStore
 
 log = logging.getLogger("extjobs.daemon")
@@ -96,9 +101,9 @@ async def serve_daemon(
     config: Config,
     *,
     restore: Path | None = None,
-    task_status: TaskStatus[JobQueue] = anyio.TASK_STATUS_IGNORED,
+    task_status: TaskStatus[QueueView] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the daemon until cancelled or signalled; reports the queue when ready.
+    """Run the daemon until cancelled or signalled; reports the API's view when ready.
 
     The state directory is locked before the store is opened or the socket bound (a
     second daemon on it raises :class:`~extjobs.errors.StateError` having touched
@@ -109,6 +114,12 @@ async def serve_daemon(
     lock = lock_state_dir(config.state_dir)
     try:
         if restore is not None:
+            if config.store.is_postgres:
+                raise ConfigError(
+                    "--restore puts back the embedded SQLite store; with store.url set, "
+                    "restore the PostgreSQL database with its own tools (docs/ha.md)",
+                    field="store.url",
+                )
             aside = restore_store(config.db_path, restore)
             log.warning(
                 "restored the store %s from %s%s; run 'extjobs verify' now",
@@ -116,25 +127,54 @@ async def serve_daemon(
                 restore,
                 f" (the replaced store is kept as {aside})" if aside else "",
             )
-        await _serve_locked(config, task_status)
+        # A store that cannot be opened (bad store.url, a database that refuses the login
+        # or does not answer) stops the start with its reason.
+        store = open_store(config)
+        try:
+            await _serve_store(config, store, task_status)
+        finally:
+            store.close()
     finally:
         lock.release()
 
 
-async def _serve_locked(config: Config, task_status: TaskStatus[JobQueue]) -> None:
-    store = SqliteStore(config.db_path)
-    try:
-        await _serve_store(config, store, task_status)
-    finally:
-        store.close()
+def _compose(
+    config: Config, store: Store, runner: SSHRunner
+) -> tuple[QueueView, Callable[..., Coroutine[Any, Any, None]], Callable[[], None]]:
+    """The API's view, the coroutine that runs the jobs, and what closes the rest.
+
+    One master (SQLite): the queue itself. Several (a shared store): this master's
+    election, its standby view, and a second store handle for its queue while it leads —
+    fenced at its epoch (see :mod:`extjobs.store.shared`)."""
+    if not isinstance(store, SharedStore):
+        queue = JobQueue(store, ConfigManager(store), runner, config)
+        return queue, queue.serve, lambda: None
+    name = config.store.master_name or socket.gethostname()
+    address = str(config.socket_path)
+    if config.tcp is not None:
+        host, port = config.tcp.host_port
+        address = f"{host}:{port}"
+    leadership = Leadership(store, name, address, ttl=config.store.lease)
+    master = Master(StandbyQueue(store), name, store)
+    leader_store = open_store(config)
+    assert isinstance(leader_store, SharedStore)
+
+    def open_queue(epoch: int) -> JobQueue:
+        leader_store.set_fence(epoch)
+        configmgr = ConfigManager(leader_store)
+        return JobQueue(leader_store, configmgr, runner, config, leadership=leadership)
+
+    serve = functools.partial(serve_master, master, leadership, open_queue)
+    return master, serve, leader_store.close
 
 
-async def _serve_store(
-    config: Config, store: SqliteStore, task_status: TaskStatus[JobQueue]
-) -> None:
+async def _serve_store(config: Config, store: Store, task_status: TaskStatus[QueueView]) -> None:
     runner = SSHRunner(config.ssh, output_cap=config.storage.output_cap)
-    queue = JobQueue(store, ConfigManager(store), runner, config)
-    app = build_app(queue, backup=functools.partial(backup_sqlite, config.db_path))
+    queue, serve_jobs, close = _compose(config, store, runner)
+    backup = None
+    if isinstance(store, SqliteStore):
+        backup = functools.partial(backup_sqlite, config.db_path)
+    app = build_app(queue, backup=backup)
     servers = [(_Server(_uvicorn_config(app)), bind_unix_socket(config.socket_path))]
     if config.tcp is not None:
         tokens = load_tokens(config.tcp.token_file)
@@ -154,7 +194,7 @@ async def _serve_store(
         )
     try:
         async with anyio.create_task_group() as tg:
-            await tg.start(queue.serve)
+            await tg.start(serve_jobs)
 
             async def serve_api(server: _Server, sock: socket.socket) -> None:
                 await server.serve(sockets=[sock])
@@ -178,5 +218,6 @@ async def _serve_store(
     finally:
         with anyio.move_on_after(5, shield=True):
             await runner.aclose()
+        close()
         with contextlib.suppress(FileNotFoundError):
             config.socket_path.unlink()

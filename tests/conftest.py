@@ -6,11 +6,14 @@ Marks (registered in ``pyproject.toml``):
   provider script, ``sh``, ``losetup``, qemu. ``make test-fast`` runs everything else.
 - ``openssh``, ``root``, ``kvm``: it needs OpenSSH's ``sshd``, root, or qemu and
   ``/dev/kvm``. Each of them implies ``spawns`` (added here, so a test never needs both).
+- ``postgres``: it uses the harness's own PostgreSQL server (``tests/harness/postgres.py``;
+  fixtures :func:`postgres_server`, one per session, and :func:`pg_url`, a new database
+  per test). Implies ``spawns``; a test using either fixture gets the mark here.
 - ``slow``: a long scenario; ``make test-fast`` leaves it out too.
 
-Where the marks come from, most central first: the hook below adds ``spawns`` to every
-test that uses a fixture of :data:`SPAWNING_FIXTURES` or carries one of the marks that
-imply it; a module whose every test spawns says so once with ``pytestmark``; a test of a
+Where the marks come from, most central first: the hook below adds ``postgres`` to every
+test that uses a fixture of :data:`POSTGRES_FIXTURES`, and ``spawns`` to every test that
+uses a fixture of :data:`SPAWNING_FIXTURES` or carries one of the marks that imply it; a module whose every test spawns says so once with ``pytestmark``; a test of a
 mixed module carries ``@pytest.mark.spawns`` itself.
 
 The guard: with ``EXTJOBS_TEST_LANE=fast`` in the environment (``make test-fast`` and
@@ -32,6 +35,8 @@ from typing import Any
 
 import pytest
 
+from tests.harness.postgres import PostgresServer, require_postgres
+
 # tests/test_lanes.py runs pytest in-process on small example files to prove the guard.
 pytest_plugins = ["pytester"]
 
@@ -42,8 +47,11 @@ FAST_LANE = "fast"
 #: Fixtures that start processes (SSH node servers, daemons): any test using one spawns.
 SPAWNING_FIXTURES = frozenset({"nodes", "cluster3"})
 
+#: Fixtures of the harness's PostgreSQL server: any test using one is marked postgres.
+POSTGRES_FIXTURES = frozenset({"postgres_server", "pg_url"})
+
 #: Marks whose tests necessarily start processes.
-IMPLY_SPAWNS = ("openssh", "root", "kvm")
+IMPLY_SPAWNS = ("openssh", "root", "kvm", "postgres")
 
 
 class UnmarkedSpawnError(RuntimeError):
@@ -55,11 +63,34 @@ class UnmarkedSpawnError(RuntimeError):
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if item.get_closest_marker("postgres") is None and POSTGRES_FIXTURES.intersection(fixtures):
+            item.add_marker(pytest.mark.postgres)
         if item.get_closest_marker("spawns") is not None:
             continue
-        uses = SPAWNING_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        uses = SPAWNING_FIXTURES.intersection(fixtures)
         if uses or any(item.get_closest_marker(name) for name in IMPLY_SPAWNS):
             item.add_marker(pytest.mark.spawns)
+
+
+# -- the harness's PostgreSQL ------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the session (skips where none is installed)."""
+    server = PostgresServer(require_postgres())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def pg_url(postgres_server: PostgresServer) -> str:
+    """The URL of a new, empty database of its own on :func:`postgres_server`."""
+    return postgres_server.create_database()
 
 
 # -- the guard --------------------------------------------------------------------------

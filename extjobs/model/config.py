@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,71 @@ class QueueOptions:
     aging_interval: float = 30.0
 
 
+#: URL schemes of ``[store] url`` that name a PostgreSQL database.
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+@attrs.frozen
+class StoreOptions:
+    """Where the daemon keeps its state.
+
+    ``url`` empty (the default): SQLite in the state directory, for one master.
+    ``postgresql://user:password@host:port/dbname?…`` (libpq's URI syntax, its query
+    parameters included): a PostgreSQL database that several masters may share.
+    """
+
+    url: str = ""
+    #: With a shared store: this master's name among the masters (default: host name).
+    master_name: str = ""
+    #: With a shared store: seconds of the leader's lease; the leader renews it every
+    #: third of that and stops acting a third before it could expire.
+    lease: float = 3.0
+
+    @property
+    def is_postgres(self) -> bool:
+        return bool(self.url)
+
+    @property
+    def shown_url(self) -> str:
+        """``url`` with its password (if any) replaced by ``***``: safe to log and show."""
+        return redact_url(self.url)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.password is None:
+        return url
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{hostinfo}"))
+
+
+def check_store_url(url: str) -> None:
+    """Raise :class:`ConfigError` naming ``store.url`` unless ``url`` is empty or a
+    well-formed PostgreSQL URL (whether the database answers is checked at open)."""
+    if not url:
+        return
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(
+            f"store.url {redact_url(url)!r} is not a valid URL: {exc}", setting="store.url"
+        ) from None
+    if parts.scheme not in POSTGRES_SCHEMES:
+        raise ConfigError(
+            f"store.url must be empty (SQLite in the state directory) or start with "
+            f"postgresql://, not {redact_url(url)!r}",
+            setting="store.url",
+        )
+    if port == 0:
+        raise ConfigError(f"store.url {redact_url(url)!r} has port 0", setting="store.url")
+
+
 @attrs.frozen
 class TcpOptions:
     """The optional TCP listener: only with TLS and bearer tokens.
@@ -121,6 +187,7 @@ class Config:
     ssh: SSHOptions = SSHOptions()
     storage: StorageOptions = StorageOptions()
     queue: QueueOptions = QueueOptions()
+    store: StoreOptions = StoreOptions()
 
     @property
     def socket_path(self) -> Path:
@@ -168,7 +235,9 @@ def config_from_dict(data: dict[str, Any], *, state_dir: Path | None = None) -> 
             f"not {purge_after!r}",
             section="queue",
         )
-    unknown = sorted(set(data) - {"daemon", "ssh", "storage", "queue"})
+    store = _build(StoreOptions, _section(data, "store"), "store")
+    check_store_url(store.url)
+    unknown = sorted(set(data) - {"daemon", "ssh", "storage", "queue", "store"})
     if unknown:
         raise ConfigError(f"unknown section(s): {', '.join(unknown)}", section=unknown[0])
     if "search_path" in storage:
@@ -209,6 +278,7 @@ def config_from_dict(data: dict[str, Any], *, state_dir: Path | None = None) -> 
         ssh=_build(SSHOptions, ssh, "ssh"),
         storage=_build(StorageOptions, storage, "storage"),
         queue=_build(QueueOptions, queue, "queue"),
+        store=store,
     )
 
 

@@ -1,7 +1,9 @@
 """The store port: what the engine needs from durable storage, and what every backend
 must keep.
 
-Backends: :mod:`.sqlite` (the embedded default), :mod:`.memory` (the test kit). Every
+Backends: :mod:`.sqlite` (the embedded default), :mod:`.postgres` (shared by several
+masters), :mod:`.memory` (the test kit); :func:`extjobs.store.open_store` picks SQLite
+or PostgreSQL from the configuration. Schemas change by :mod:`.migrations` only. Every
 backend passes ``tests/engine/test_store_contract.py``. Documents are JSON produced by
 :mod:`extjobs.model.codec` and :mod:`extjobs.model.journal`; nothing is pickled.
 """
@@ -20,7 +22,7 @@ from extjobs.model.steps import StepKind
 
 
 class Store(Protocol):
-    """What the engine needs from durable storage (SQLite now, PostgreSQL later).
+    """What the engine needs from durable storage.
 
     Every write commits before it returns. The durability points the engine relies on:
     a step's journal entry is written (``journal_start``) before the step runs, and a

@@ -21,6 +21,7 @@ from extjobs.model.cluster import ClusterConfig
 from extjobs.model.jobs import Job, LogEntry, LogKind
 from extjobs.model.journal import Entry, JournalRecord, StepStatus
 from extjobs.model.steps import StepKind
+from extjobs.store import migrations
 from extjobs.store.base import (
     _JOURNAL_COLUMNS,
     CONFIG_KINDS,
@@ -29,54 +30,52 @@ from extjobs.store.base import (
     stored_kinds,
 )
 from extjobs.store.files import check_store_header, check_store_schema
+from extjobs.store.migrations import pending
 
-SCHEMA_VERSION = 1
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY,
-    status TEXT NOT NULL,
-    archived INTEGER NOT NULL DEFAULT 0,
-    received REAL NOT NULL,
-    ended REAL,
-    doc TEXT NOT NULL
-);
--- No query selects jobs by status (the queue filters in memory), and keeping such an
--- index cost a third of every job write; stores made before are relieved of it here.
-DROP INDEX IF EXISTS jobs_status;
-CREATE TABLE IF NOT EXISTS log (
-    job_id INTEGER NOT NULL,
-    serial INTEGER NOT NULL,
-    ts REAL NOT NULL,
-    kind TEXT NOT NULL,
-    message TEXT NOT NULL,
-    data TEXT,
-    PRIMARY KEY (job_id, serial)
-);
-CREATE TABLE IF NOT EXISTS journal (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    job_id INTEGER NOT NULL,
-    op_index INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    node TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    description TEXT NOT NULL,
-    status TEXT NOT NULL,
-    data TEXT NOT NULL,
-    started REAL NOT NULL,
-    ended REAL,
-    result TEXT,
-    pgid INTEGER
-);
-CREATE INDEX IF NOT EXISTS journal_job ON journal(job_id, op_index);
-CREATE TABLE IF NOT EXISTS config (
-    kind TEXT NOT NULL,
-    name TEXT NOT NULL,
-    doc TEXT NOT NULL,
-    PRIMARY KEY (kind, name)
-);
-"""
+def _statements(script: str) -> list[str]:
+    """The statements of an SQL script, one by one (``executescript`` would commit the
+    transaction a migration runs in). A ``;`` ends a statement where SQLite says the text
+    so far is complete, so that one inside a string or a comment does not."""
+    found, start = [], 0
+    for end, char in enumerate(script):
+        if char == ";" and sqlite3.complete_statement(script[start : end + 1]):
+            found.append(script[start : end + 1].strip())
+            start = end + 1
+    if script[start:].strip():
+        raise ValueError(f"incomplete SQL statement in a migration: {script[start:].strip()!r}")
+    return found
+
+
+def schema_version(db: sqlite3.Connection) -> int:
+    """The number of the last migration applied to the store ``db`` (0: none yet)."""
+    if not db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone():
+        return 0
+    row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def migrate(db: sqlite3.Connection, where: str) -> None:
+    """Apply the missing migrations of :data:`~extjobs.store.migrations.SQLITE` in one
+    transaction (another process opening the same file waits for it)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        todo = pending(migrations.SQLITE, schema_version(db), where=where)
+        for migration in todo:
+            if isinstance(migration.step, str):
+                for statement in _statements(migration.step):
+                    db.execute(statement)
+            else:
+                migration.step(db)
+        if todo:
+            db.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (str(todo[-1].number),),
+            )
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def _create_store(path: Path) -> None:
@@ -98,10 +97,7 @@ def _create_store(path: Path) -> None:
     try:
         db = sqlite3.connect(str(tmp), isolation_level=None)
         try:
-            db.executescript(
-                f"BEGIN; {SCHEMA} INSERT INTO meta(key, value) "
-                f"VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
-            )
+            migrate(db, str(path))
         finally:
             db.close()
         with tmp.open("rb") as f:
@@ -157,23 +153,20 @@ class SqliteStore:
             # crash or power loss can lose the last transactions.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(SCHEMA)
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(journal)")}
-            if "pgid" not in columns:
-                self._db.execute("ALTER TABLE journal ADD COLUMN pgid INTEGER")
         except sqlite3.Error as exc:
             self._db.close()
             raise StoreError(f"cannot open the store at {path}: {exc}", path=str(path)) from exc
         except StoreError:
             self._db.close()
             raise
-        version = self._meta("schema_version")
-        if version is None:
-            self._set_meta("schema_version", str(SCHEMA_VERSION))
-        elif int(version) > SCHEMA_VERSION:
-            raise StoreError(
-                f"store {path} has schema {version}, newer than this extjobs ({SCHEMA_VERSION})"
-            )
+        try:
+            migrate(self._db, str(path))
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StoreError(f"cannot migrate the store at {path}: {exc}", path=str(path)) from exc
+        except BaseException:
+            self._db.close()
+            raise
         row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()
         # A purge may have deleted the newest jobs: their ids are never handed out again.
         self._next_id = max(int(row[0]), int(self._meta("purged_max_id") or 0)) + 1
@@ -201,6 +194,13 @@ class SqliteStore:
     def _set_meta(self, key: str, value: str) -> None:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def schema_version(self) -> int:
+        """The number of the last migration applied to this store (0: none yet)."""
+        try:
+            return schema_version(self._db)
+        except sqlite3.Error as exc:
+            raise StoreError(f"store read failed: {exc}") from exc
 
     # -- jobs ----------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from extjobs.model.opcodes import OpClusterInit, OpCode, OpNodeAdd
 from extjobs.nodes.runner import NodeRunner
 from extjobs.nodes.ssh import SSHRunner
 from extjobs.store.base import Store
-from extjobs.testing.engine import Engine, open_engine
+from extjobs.testing.engine import Engine, StoreKind, open_engine
 from extjobs.testing.processes import (
     ClientKey,
     DaemonProcess,
@@ -160,7 +160,7 @@ async def open_test_cluster(
     daemon_config: Callable[[Path, ClientKey], Path] | None = None,
     daemon_log: Path | None = None,
     daemon_log_level: str = "info",
-    store: Store | None = None,
+    store: StoreKind | Store = "memory",
 ) -> AsyncIterator[TestCluster]:
     """A cluster of ``nodes`` (a count: ``node1``…; or names) in ``mode``; everything
     it started is stopped on exit, and a temporary base directory removed.
@@ -169,8 +169,9 @@ async def open_test_cluster(
     ``state_dir`` is replaced by ``<base>/state``). ``runner``: a scripted runner to use
     instead of a new one over ``providers``. ``daemon_config(base, key)`` writes the
     daemon's configuration file and returns its path (default: a socket in
-    ``<base>/run``, state in ``<base>/state``, connect timeout 5 s). ``store``: the
-    in-process scripted engine's store (default: a new in-memory one).
+    ``<base>/run``, state in ``<base>/state``, connect timeout 5 s). ``store``: where
+    the scripted mode's engine keeps its state (``"config"``: the store ``config`` names,
+    as :func:`~extjobs.testing.engine.build_engine` says; or a store to use).
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
@@ -182,7 +183,7 @@ async def open_test_cluster(
         options = attrs.evolve(config or engine_options(base / "state"), state_dir=base / "state")
         if mode == "scripted":
             scripted = runner or ScriptedRunner(p for p in providers if not isinstance(p, Path))
-            async with open_engine(options, scripted, store=store or "memory") as engine:
+            async with open_engine(options, scripted, store=store) as engine:
                 cluster = TestCluster(mode, base, names, engine=engine, scripted=scripted)
                 if init:
                     await _add_nodes(cluster, "root")

@@ -20,25 +20,28 @@ from extjobs.model.jobs import Job, LogEntry
 from extjobs.model.opcodes import OpCode
 from extjobs.model.requests import JobRequest
 from extjobs.nodes.runner import NodeRunner
+from extjobs.store import open_store
 from extjobs.store.base import Store
 from extjobs.store.memory import MemoryStore
-from extjobs.store.sqlite import SqliteStore
 
-#: Where the kit's engine keeps its state: SQLite (as in production) or memory (fastest).
-StoreKind = Literal["sqlite", "memory"]
+#: Where the kit's engine keeps its state: the store ``config`` names, as the daemon
+#: opens it (SQLite in the state directory unless ``[store] url`` is set), or memory
+#: (fastest).
+StoreKind = Literal["config", "memory"]
 
 
 def build_engine(
-    config: Config, runner: NodeRunner, *, store: StoreKind | Store = "sqlite"
+    config: Config, runner: NodeRunner, *, store: StoreKind | Store = "config"
 ) -> tuple[JobQueue, ConfigManager, Callable[[], None]]:
-    """A queue driving ``runner`` over a store — SQLite in ``config.state_dir`` (which
-    must exist), in memory, or the one given — composed as ``serve_daemon`` composes it,
-    its configuration manager, and the function that closes the store."""
+    """A queue driving ``runner`` over a store — the one ``config`` names (SQLite in
+    ``config.state_dir``, which must exist, or PostgreSQL), memory, or the one given —
+    composed as ``serve_daemon`` composes it, its configuration manager, and the
+    function that closes the store."""
     backend: Store
-    if store == "sqlite":
-        backend = SqliteStore(config.db_path)
-    elif store == "memory":
+    if store == "memory":
         backend = MemoryStore()
+    elif store == "config":
+        backend = open_store(config)
     else:
         assert not isinstance(store, str)
         backend = store
@@ -83,7 +86,7 @@ class Engine:
 
 @contextlib.asynccontextmanager
 async def open_engine(
-    config: Config, runner: NodeRunner, *, store: StoreKind | Store = "sqlite"
+    config: Config, runner: NodeRunner, *, store: StoreKind | Store = "config"
 ) -> AsyncIterator[Engine]:
     """The queue serving in a task group of this loop; on exit it is cancelled, the
     runner closed (bounded) and the store closed. ``config.state_dir`` is created."""

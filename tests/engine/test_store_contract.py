@@ -1,10 +1,12 @@
-"""The Store contract, run against every backend (SQLite and in memory)."""
+"""The Store contract, run against every backend: SQLite, PostgreSQL (the harness's own
+server, a database per test) and in memory; reopening and surviving a kill against the
+durable ones."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
@@ -33,22 +35,41 @@ from extjobs.model.steps import (
 from extjobs.model.volume import Action, Volume
 from extjobs.store.base import Store
 from extjobs.store.memory import MemoryStore
+from extjobs.store.postgres import PostgresStore
 from extjobs.store.sqlite import SqliteStore
 
 VOLUME = Volume(
     name="u1.ext.disk0", uuid="u1", size=4, provider="strict", params={"dir": "/srv/a b"}
 )
 
-Backend = Callable[[Path], Store]
-BACKENDS = [
-    pytest.param(lambda path: SqliteStore(path / "store.db"), id="sqlite"),
-    pytest.param(lambda _path: MemoryStore(), id="memory"),
+#: Backends that keep their state across a close (and a kill) of the process.
+DURABLE = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
 ]
+BACKENDS = [*DURABLE, pytest.param("memory", id="memory")]
 
 
 @pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    opened: Store = request.param(tmp_path)
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """(backend, where its state lives): a file, or a database URL (a new database)."""
+    kind: str = request.param
+    if kind == "postgres":
+        return kind, str(request.getfixturevalue("pg_url"))
+    return kind, str(tmp_path / "store.db")
+
+
+def open_backend(kind: str, where: str) -> Store:
+    if kind == "postgres":
+        return PostgresStore(where)
+    if kind == "sqlite":
+        return SqliteStore(Path(where))
+    return MemoryStore()
+
+
+@pytest.fixture
+def store(location: tuple[str, str]) -> Iterator[Store]:
+    opened = open_backend(*location)
     yield opened
     opened.close()
 
@@ -200,14 +221,51 @@ def test_config_changes_are_written_as_differences(store: Store) -> None:
     assert set(store.load_config().nodes) == {"n2"}
 
 
+@pytest.mark.parametrize("location", DURABLE, indirect=True)
+def test_a_reopened_store_holds_everything_written(location: tuple[str, str]) -> None:
+    first = open_backend(*location)
+    used = [first.next_job_id(), first.next_job_id()]
+    jobs = [job(used[0], OpStatus.SUCCESS), job(used[1])]
+    first.save_jobs(jobs, log=[entry(used[0], 1), entry(used[1], 1)])
+    first.append_log(entry(used[0], 2))
+    ids = [first.journal_start(used[0], 0, n, "n1", "s", e) for n, e in enumerate(every_entry())]
+    first.journal_set_pgid(ids[0], 77)
+    first.journal_finish(ids[0], StepStatus.DONE, {"exit_status": 0})
+    config = attrs.evolve(ClusterConfig().with_node(Node("n1", "10.0.0.1")), serial=1)
+    first.save_config(ClusterConfig(), config)
+    before = (
+        first.load_jobs(),
+        first.load_log(used[0]),
+        first.load_journal(used[0]),
+        first.load_config(),
+    )
+    first.close()
+    again = open_backend(*location)
+    try:
+        after = (
+            again.load_jobs(),
+            again.load_log(used[0]),
+            again.load_journal(used[0]),
+            again.load_config(),
+        )
+        assert after == before
+        assert after[0] == jobs
+        assert after[3] == config
+        assert again.next_job_id() > max(used)
+    finally:
+        again.close()
+
+
 WRITER = """
 import os, signal, sys
 from pathlib import Path
+from extjobs.store.postgres import PostgresStore
 from extjobs.store.sqlite import SqliteStore
 from extjobs.model.jobs import Job, LogEntry, LogKind, OpState
 from extjobs.model.journal import Entry
 from extjobs.model.steps import PlainCommand
-store = SqliteStore(Path(sys.argv[1]))
+kind, where = sys.argv[1:]
+store = PostgresStore(where) if kind == "postgres" else SqliteStore(Path(where))
 job = Job(id=store.next_job_id(), ops=(OpState(0, {"OP_ID": "OP_TEST_DELAY"}),))
 store.save_jobs([job], log=[LogEntry(job.id, 1, 1.0, LogKind.STATUS, "queued")])
 store.journal_start(job.id, 0, 1, "n1", "sleep", Entry(PlainCommand()))
@@ -216,12 +274,12 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 
 @pytest.mark.spawns
-def test_sqlite_keeps_every_returned_write_across_a_kill(tmp_path: Path) -> None:
-    path = tmp_path / "store.db"
+@pytest.mark.parametrize("location", DURABLE, indirect=True)
+def test_every_returned_write_survives_a_kill(location: tuple[str, str]) -> None:
     for _ in range(2):
-        done = subprocess.run([sys.executable, "-c", WRITER, str(path)], check=False)
+        done = subprocess.run([sys.executable, "-c", WRITER, *location], check=False)
         assert done.returncode == -9
-    store = SqliteStore(path)
+    store = open_backend(*location)
     try:
         assert [j.id for j in store.load_jobs()] == [1, 2]
         assert store.last_serial(2) == 1

@@ -1,0 +1,179 @@
+"""Numbered schema migrations, per backend, and the rule that applies them.
+
+A store records in its ``meta`` table the number of the last migration applied to it
+(``schema_version``). Opening a store applies, in one transaction, every migration with
+a higher number, in order, and records the new number; a store whose number is higher
+than the last migration this code knows was written by a newer extjobs and is refused
+(:class:`~extjobs.errors.StoreError`) before anything is written to it.
+
+A migration is never edited once released: a change of schema is a new migration at the
+end of its list. A step is SQL text, or — where SQLite's SQL cannot say "if" (it has no
+``ADD COLUMN IF NOT EXISTS``) — a function of the open connection.
+
+SQLite history:
+
+1. the schema of release 0.1 exactly as it was written then (``CREATE … IF NOT EXISTS``,
+   so it is also safe on a store made before ``meta`` existed);
+2. ``journal.pgid``. Release 0.1 wrote schema version 1 both before and after the
+   column was added, and added it ad hoc at every open: a version-1 store may or may not
+   have it, so this migration adds it only where it is missing.
+
+PostgreSQL history starts with one migration: the same tables, with a ``SEQUENCE`` for
+job ids (durable, and safe with several writers) and an identity column for journal ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+from extjobs.errors import StoreError
+
+
+@attrs.frozen
+class Migration:
+    """Migration ``number`` (1, 2, …): what it does, in words, and the step itself."""
+
+    number: int
+    description: str
+    step: str | Callable[[Any], None]
+
+
+def pending(migrations: Sequence[Migration], version: int, *, where: str) -> list[Migration]:
+    """The migrations to apply to a store at ``version`` (0: a new store), in order.
+
+    Raises :class:`StoreError` when the store is newer than the last migration known here,
+    naming both numbers and ``where`` the store is.
+    """
+    latest = migrations[-1].number
+    if version > latest:
+        raise StoreError(
+            f"store {where} has schema version {version}, newer than this extjobs knows "
+            f"({latest}): upgrade extjobs, or restore a backup made by this version",
+            store=where,
+            version=version,
+            supported=latest,
+        )
+    return [m for m in migrations if m.number > version]
+
+
+def check_numbering(migrations: Sequence[Migration]) -> None:
+    """Raise ``ValueError`` unless the migrations are numbered 1, 2, … without gaps."""
+    numbers = [m.number for m in migrations]
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise ValueError(f"migrations must be numbered 1..n in order, not {numbers}")
+
+
+# -- SQLite ------------------------------------------------------------------------------
+
+#: Migration 1: the schema of release 0.1, unchanged (its stores open as they are).
+SQLITE_SCHEMA_1 = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    status TEXT NOT NULL,
+    archived INTEGER NOT NULL DEFAULT 0,
+    received REAL NOT NULL,
+    ended REAL,
+    doc TEXT NOT NULL
+);
+-- No query selects jobs by status (the queue filters in memory), and keeping such an
+-- index cost a third of every job write; stores made before are relieved of it here.
+DROP INDEX IF EXISTS jobs_status;
+CREATE TABLE IF NOT EXISTS log (
+    job_id INTEGER NOT NULL,
+    serial INTEGER NOT NULL,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    data TEXT,
+    PRIMARY KEY (job_id, serial)
+);
+CREATE TABLE IF NOT EXISTS journal (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id INTEGER NOT NULL,
+    op_index INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    description TEXT NOT NULL,
+    status TEXT NOT NULL,
+    data TEXT NOT NULL,
+    started REAL NOT NULL,
+    ended REAL,
+    result TEXT,
+    pgid INTEGER
+);
+CREATE INDEX IF NOT EXISTS journal_job ON journal(job_id, op_index);
+CREATE TABLE IF NOT EXISTS config (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+"""
+
+
+def _sqlite_add_pgid(db: Any) -> None:
+    columns = {row[1] for row in db.execute("PRAGMA table_info(journal)")}
+    if "pgid" not in columns:
+        db.execute("ALTER TABLE journal ADD COLUMN pgid INTEGER")
+
+
+SQLITE = (
+    Migration(1, "the schema of release 0.1", SQLITE_SCHEMA_1),
+    Migration(2, "journal.pgid, where a store of 0.1 made before it lacks it", _sqlite_add_pgid),
+)
+
+# -- PostgreSQL --------------------------------------------------------------------------
+
+POSTGRES_SCHEMA_1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE SEQUENCE job_ids AS BIGINT START 1 CACHE 1;
+CREATE TABLE jobs (
+    id BIGINT PRIMARY KEY,
+    status TEXT NOT NULL,
+    archived BOOLEAN NOT NULL DEFAULT FALSE,
+    received DOUBLE PRECISION NOT NULL,
+    ended DOUBLE PRECISION,
+    doc TEXT NOT NULL
+);
+CREATE TABLE log (
+    job_id BIGINT NOT NULL,
+    serial INTEGER NOT NULL,
+    ts DOUBLE PRECISION NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    data TEXT,
+    PRIMARY KEY (job_id, serial)
+);
+CREATE TABLE journal (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id BIGINT NOT NULL,
+    op_index INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    description TEXT NOT NULL,
+    status TEXT NOT NULL,
+    data TEXT NOT NULL,
+    started DOUBLE PRECISION NOT NULL,
+    ended DOUBLE PRECISION,
+    result TEXT,
+    pgid INTEGER
+);
+CREATE INDEX journal_job ON journal(job_id, op_index);
+CREATE TABLE config (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+"""
+
+POSTGRES = (Migration(1, "jobs, log, journal, config; job ids from a sequence", POSTGRES_SCHEMA_1),)
+
+check_numbering(SQLITE)
+check_numbering(POSTGRES)

@@ -1,0 +1,335 @@
+"""The PostgreSQL backend of the store (psycopg 3): one database that several masters share.
+
+The same documents as SQLite (JSON text made by the shared helpers of
+:mod:`extjobs.store.base`), in the tables of :data:`extjobs.store.migrations.POSTGRES`.
+What differs, and why:
+
+- Job ids come from the sequence ``job_ids`` (``CACHE 1``): an id is never handed out
+  twice, by this process after a crash or by another master writing at the same time.
+  Ids of jobs whose first write never committed are skipped, never reused.
+- Journal ids come from an identity column (``INSERT … RETURNING id``).
+- The connection runs in autocommit: a write of one statement is its own transaction,
+  one round trip. A write of several statements runs as ``BEGIN … COMMIT`` in a
+  pipeline, also one round trip; either way it has committed when the method returns,
+  and a failed write changes nothing.
+- The connection is the only state. After it breaks (the server restarted, the network
+  cut it), the call that noticed raises :class:`StoreError` — whether a write in flight
+  committed is unknown, and not guessed — and the next call connects again.
+
+Calls block the calling thread for their round trips (see the engine's notes on a
+networked store). Errors of psycopg are translated here and nowhere else; messages never
+carry the password of the URL.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import psycopg.conninfo
+
+from extjobs.errors import StoreError
+from extjobs.model import codec
+from extjobs.model.cluster import ClusterConfig
+from extjobs.model.config import redact_url
+from extjobs.model.jobs import Job, LogEntry, LogKind
+from extjobs.model.journal import Entry, JournalRecord, StepStatus
+from extjobs.model.steps import StepKind
+from extjobs.store import migrations
+from extjobs.store.base import (
+    _JOURNAL_COLUMNS,
+    CONFIG_KINDS,
+    journal_record,
+    started_row,
+    stored_kinds,
+)
+from extjobs.store.migrations import pending
+
+#: Seconds to wait for a connection unless the URL says (``?connect_timeout=``).
+CONNECT_TIMEOUT = 10
+
+#: The advisory lock that serialises migrations of masters starting together.
+_MIGRATION_LOCK = 0x6578746A6F6273  # "extjobs"
+
+_INSERT_LOG = (
+    "INSERT INTO log(job_id, serial, ts, kind, message, data) VALUES (%s, %s, %s, %s, %s, %s)"
+)
+_UPSERT_JOB = (
+    "INSERT INTO jobs(id, status, archived, received, ended, doc) VALUES (%s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (id) DO UPDATE SET status=EXCLUDED.status, archived=EXCLUDED.archived, "
+    "received=EXCLUDED.received, ended=EXCLUDED.ended, doc=EXCLUDED.doc"
+)
+_UPSERT_CONFIG = (
+    "INSERT INTO config(kind, name, doc) VALUES (%s, %s, %s) "
+    "ON CONFLICT (kind, name) DO UPDATE SET doc=EXCLUDED.doc"
+)
+
+
+def _log_row(e: LogEntry) -> tuple[Any, ...]:
+    data = None if e.data is None else codec.dumps(e.data)
+    return (e.job_id, e.serial, e.timestamp, e.kind.value, e.message, data)
+
+
+class PostgresStore:
+    """PostgreSQL implementation of :class:`~extjobs.store.base.Store`.
+
+    Opening connects and applies the missing migrations; it raises :class:`StoreError`
+    (field ``setting="store.url"``) when the URL is malformed, the server cannot be
+    reached or refuses the login, or the schema is newer than this code.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        #: The URL without its password, for messages.
+        self.where = redact_url(url)
+        self._closed = False
+        try:
+            params = psycopg.conninfo.conninfo_to_dict(url)
+        except psycopg.Error:
+            # psycopg's own message quotes the whole URL, password included.
+            raise StoreError(
+                f"store.url {self.where!r} is not a valid PostgreSQL URL", setting="store.url"
+            ) from None
+        params.setdefault("connect_timeout", CONNECT_TIMEOUT)
+        params.setdefault("application_name", "extjobs")
+        self._password = str(params.get("password") or "")
+        self._conninfo = psycopg.conninfo.make_conninfo("", **params)
+        self._conn = self._connect()
+        try:
+            self._migrate()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- connection --------------------------------------------------------------------
+
+    def _reason(self, exc: BaseException) -> str:
+        """One line from a psycopg error, any password in it masked."""
+        text = " ".join(str(exc).split())
+        if self._password:
+            text = text.replace(self._password, "***")
+        return text.replace(self.url, self.where)
+
+    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        try:
+            return psycopg.connect(self._conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"store.url: cannot connect to {self.where}: {self._reason(exc)}",
+                setting="store.url",
+            ) from None
+
+    def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
+        if self._closed:
+            raise StoreError("the store is closed")
+        if self._conn.closed:
+            self._conn = self._connect()
+        return self._conn
+
+    def _failed(self, what: str, exc: psycopg.Error) -> StoreError:
+        return StoreError(f"store {what} failed ({self.where}): {self._reason(exc)}")
+
+    @contextmanager
+    def _write(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        """A transaction of several statements, sent as one pipeline; committed at exit."""
+        conn = self._connection()
+        try:
+            with conn.pipeline(), conn.transaction():
+                yield conn
+        except psycopg.Error as exc:
+            raise self._failed("write", exc) from exc
+
+    def _one(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """One statement in its own transaction (autocommit); its rows, if any."""
+        conn = self._connection()
+        try:
+            cur = conn.execute(sql, args)
+            return cur.fetchall() if cur.description is not None else []
+        except psycopg.Error as exc:
+            raise self._failed("call", exc) from exc
+
+    def _migrate(self) -> None:
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                version = self.schema_version()
+                todo = pending(migrations.POSTGRES, version, where=self.where)
+                for migration in todo:
+                    if not isinstance(migration.step, str):
+                        raise TypeError(f"PostgreSQL migration {migration.number} is not SQL")
+                    conn.execute(migration.step)  # no parameters: several statements
+                if todo:
+                    conn.execute(
+                        "INSERT INTO meta(key, value) VALUES ('schema_version', %s) "
+                        "ON CONFLICT (key) DO UPDATE SET value=EXCLUDED.value",
+                        (str(todo[-1].number),),
+                    )
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"store.url: cannot prepare the database {self.where}: {self._reason(exc)}",
+                setting="store.url",
+            ) from exc
+
+    def schema_version(self) -> int:
+        """The number of the last migration applied to this database (0: none yet)."""
+        if not self._one("SELECT to_regclass('meta') IS NOT NULL")[0][0]:
+            return 0
+        found = self._one("SELECT value FROM meta WHERE key='schema_version'")
+        return int(found[0][0]) if found else 0
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    def next_job_id(self) -> int:
+        return int(self._one("SELECT nextval('job_ids')")[0][0])
+
+    def save_jobs(self, jobs: list[Job], log: Sequence[LogEntry] = ()) -> None:
+        """Write ``jobs`` and append the ``log`` entries, all in one transaction."""
+        rows = [
+            (
+                job.id,
+                job.status.value,
+                job.archived,
+                job.received,
+                job.ended,
+                codec.dumps({"v": codec.FORMAT_VERSION, "job": codec.unstructure(job)}),
+            )
+            for job in jobs
+        ]
+        with self._write() as conn, conn.cursor() as cur:
+            if rows:
+                cur.executemany(_UPSERT_JOB, rows)
+            if log:
+                cur.executemany(_INSERT_LOG, [_log_row(e) for e in log])
+
+    @staticmethod
+    def _job(doc: str) -> Job:
+        return codec.CONVERTER.structure(codec.loads(doc)["job"], Job)
+
+    def load_jobs(self, *, include_archived: bool = False) -> list[Job]:
+        sql = "SELECT doc FROM jobs"
+        if not include_archived:
+            sql += " WHERE NOT archived"
+        return [self._job(r[0]) for r in self._one(sql + " ORDER BY id")]
+
+    def load_job(self, job_id: int) -> Job | None:
+        rows = self._one("SELECT doc FROM jobs WHERE id=%s", (job_id,))
+        return self._job(rows[0][0]) if rows else None
+
+    def purge_archived(self, before: float) -> int:
+        """Delete the archived jobs that ended before ``before`` (epoch seconds), with
+        their log lines and journal records, in one transaction; how many jobs."""
+        rows = self._one(
+            "WITH gone AS (DELETE FROM jobs WHERE archived AND ended < %s RETURNING id), "
+            "log_gone AS (DELETE FROM log WHERE job_id IN (SELECT id FROM gone)), "
+            "journal_gone AS (DELETE FROM journal WHERE job_id IN (SELECT id FROM gone)) "
+            "SELECT count(*) FROM gone",
+            (before,),
+        )
+        return int(rows[0][0])
+
+    # -- job log -------------------------------------------------------------------------
+
+    def append_log(self, entry: LogEntry) -> None:
+        self._one(_INSERT_LOG, _log_row(entry))
+
+    def load_log(self, job_id: int, since: int = 0) -> list[LogEntry]:
+        rows = self._one(
+            "SELECT serial, ts, kind, message, data FROM log WHERE job_id=%s AND serial>%s "
+            "ORDER BY serial",
+            (job_id, since),
+        )
+        return [
+            LogEntry(
+                job_id, r[0], r[1], LogKind(r[2]), r[3], None if r[4] is None else codec.loads(r[4])
+            )
+            for r in rows
+        ]
+
+    def last_serial(self, job_id: int) -> int:
+        rows = self._one("SELECT COALESCE(MAX(serial), 0) FROM log WHERE job_id=%s", (job_id,))
+        return int(rows[0][0])
+
+    # -- journal -------------------------------------------------------------------------
+
+    def journal_start(
+        self, job_id: int, op_index: int, seq: int, node: str, description: str, entry: Entry
+    ) -> int:
+        rows = self._one(
+            "INSERT INTO journal(job_id, op_index, seq, node, kind, description, status, "
+            "data, started) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            started_row(job_id, op_index, seq, node, description, entry),
+        )
+        return int(rows[0][0])
+
+    def journal_finish(self, record_id: int, status: StepStatus, result: dict[str, Any]) -> None:
+        self._one(
+            "UPDATE journal SET status=%s, ended=%s, result=%s WHERE id=%s",
+            (status.value, time.time(), codec.dumps(result), record_id),
+        )
+
+    def journal_set_pgid(self, record_id: int, pgid: int) -> None:
+        """Remember the remote process group of a running step (killed after a crash)."""
+        self._one("UPDATE journal SET pgid=%s WHERE id=%s", (pgid, record_id))
+
+    def load_journal(self, job_id: int, op_index: int | None = None) -> list[JournalRecord]:
+        sql = f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE job_id=%s"
+        args: tuple[Any, ...] = (job_id,)
+        if op_index is not None:
+            sql += " AND op_index=%s"
+            args += (op_index,)
+        return [journal_record(r) for r in self._one(sql + " ORDER BY id", args)]
+
+    def load_journal_kinds(self, kinds: tuple[StepKind, ...]) -> list[JournalRecord]:
+        """Every journal record of these kinds, across all jobs, in the order written."""
+        rows = self._one(
+            f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE kind = ANY(%s) ORDER BY id",
+            (list(stored_kinds(kinds)),),
+        )
+        records = [journal_record(r) for r in rows]
+        return [r for r in records if r.kind in kinds]
+
+    # -- cluster configuration -----------------------------------------------------------
+
+    def load_config(self) -> ClusterConfig:
+        docs: dict[str, dict[str, Any]] = {k: {} for k in CONFIG_KINDS}
+        cluster: Any = None
+        serial = 0
+        for kind, name, doc in self._one("SELECT kind, name, doc FROM config"):
+            value = codec.loads(doc)
+            if kind == "cluster":
+                cluster = value
+            elif kind == "serial":
+                serial = int(value)
+            else:
+                docs[kind][name] = value
+        data = {"cluster": cluster, "serial": serial, **docs}
+        return codec.CONVERTER.structure(data, ClusterConfig)
+
+    def save_config(self, old: ClusterConfig, new: ClusterConfig) -> None:
+        """Write the objects that differ between ``old`` and ``new`` in one transaction."""
+        upserts: list[tuple[str, str, str]] = []
+        deletes: list[tuple[str, str]] = []
+        if old.cluster != new.cluster:
+            upserts.append(("cluster", "", codec.dumps(codec.unstructure(new.cluster))))
+        for kind in CONFIG_KINDS:
+            before: dict[str, Any] = getattr(old, kind)
+            after: dict[str, Any] = getattr(new, kind)
+            deletes.extend((kind, name) for name in before.keys() - after.keys())
+            upserts.extend(
+                (kind, name, codec.dumps(codec.unstructure(obj)))
+                for name, obj in after.items()
+                if before.get(name) != obj
+            )
+        upserts.append(("serial", "", str(new.serial)))
+        with self._write() as conn, conn.cursor() as cur:
+            if deletes:
+                cur.executemany("DELETE FROM config WHERE kind=%s AND name=%s", deletes)
+            cur.executemany(_UPSERT_CONFIG, upserts)
+
+    def close(self) -> None:
+        self._closed = True
+        self._conn.close()

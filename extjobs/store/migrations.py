@@ -173,7 +173,45 @@ CREATE TABLE config (
 );
 """
 
-POSTGRES = (Migration(1, "jobs, log, journal, config; job ids from a sequence", POSTGRES_SCHEMA_1),)
+POSTGRES_SCHEMA_2 = """
+CREATE TABLE leader (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    holder TEXT NOT NULL,
+    epoch BIGINT NOT NULL,
+    expires TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE masters (
+    name TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    seen TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE requests (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind TEXT NOT NULL,
+    job_id BIGINT NOT NULL
+);
+-- The fence: called first in every transaction of a leader's store handle. It holds the
+-- lease row (FOR SHARE) until the transaction ends, so a takeover waits for it, and
+-- refuses the whole transaction unless the lease still carries the caller's epoch.
+CREATE FUNCTION extjobs_fence(wanted BIGINT) RETURNS VOID LANGUAGE plpgsql AS $$
+DECLARE
+    current BIGINT;
+BEGIN
+    SELECT epoch INTO current FROM leader WHERE id = 1 FOR SHARE;
+    IF current IS DISTINCT FROM wanted THEN
+        RAISE EXCEPTION 'extjobs fenced: this master led at epoch %, the lease is at epoch %',
+            wanted, current;
+    END IF;
+END
+$$;
+"""
+
+POSTGRES = (
+    Migration(1, "jobs, log, journal, config; job ids from a sequence", POSTGRES_SCHEMA_1),
+    Migration(
+        2, "the leader's lease and its fence, masters, requests to the leader", POSTGRES_SCHEMA_2
+    ),
+)
 
 check_numbering(SQLITE)
 check_numbering(POSTGRES)

@@ -31,12 +31,13 @@ from typing import Any
 import psycopg
 import psycopg.conninfo
 
-from extjobs.errors import StoreError
+from extjobs.errors import FencedError, StoreError
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.config import redact_url
 from extjobs.model.jobs import Job, LogEntry, LogKind
 from extjobs.model.journal import Entry, JournalRecord, StepStatus
+from extjobs.model.masters import Lease, MasterInfo, Request, RequestKind
 from extjobs.model.steps import StepKind
 from extjobs.store import migrations
 from extjobs.store.base import (
@@ -86,6 +87,7 @@ class PostgresStore:
         #: The URL without its password, for messages.
         self.where = redact_url(url)
         self._closed = False
+        self._fence: int | None = None
         try:
             params = psycopg.conninfo.conninfo_to_dict(url)
         except psycopg.Error:
@@ -134,13 +136,32 @@ class PostgresStore:
 
     @contextmanager
     def _write(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
-        """A transaction of several statements, sent as one pipeline; committed at exit."""
+        """A transaction of several statements, sent as one pipeline; committed at exit.
+
+        With a fence set, the transaction first calls ``extjobs_fence``: it commits only
+        while the lease carries this handle's epoch (:class:`FencedError` otherwise)."""
         conn = self._connection()
         try:
             with conn.pipeline(), conn.transaction():
+                if self._fence is not None:
+                    conn.execute("SELECT extjobs_fence(%s)", (self._fence,))
                 yield conn
         except psycopg.Error as exc:
+            if "extjobs fenced" in str(exc):
+                raise FencedError(
+                    f"store write refused: {self._reason(exc).split('extjobs fenced: ')[-1]}",
+                    epoch=self._fence,
+                ) from exc
             raise self._failed("write", exc) from exc
+
+    def _write_one(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """One writing statement: alone in autocommit, or after the fence when set."""
+        if self._fence is None:
+            return self._one(sql, args)
+        with self._write() as conn:
+            cur = conn.execute(sql, args)
+            # In a pipeline the result is not there yet: fetching waits for it.
+            return cur.fetchall() if " RETURNING " in sql.upper() else []
 
     def _one(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """One statement in its own transaction (autocommit); its rows, if any."""
@@ -222,7 +243,7 @@ class PostgresStore:
     def purge_archived(self, before: float) -> int:
         """Delete the archived jobs that ended before ``before`` (epoch seconds), with
         their log lines and journal records, in one transaction; how many jobs."""
-        rows = self._one(
+        rows = self._write_one(
             "WITH gone AS (DELETE FROM jobs WHERE archived AND ended < %s RETURNING id), "
             "log_gone AS (DELETE FROM log WHERE job_id IN (SELECT id FROM gone)), "
             "journal_gone AS (DELETE FROM journal WHERE job_id IN (SELECT id FROM gone)) "
@@ -234,7 +255,7 @@ class PostgresStore:
     # -- job log -------------------------------------------------------------------------
 
     def append_log(self, entry: LogEntry) -> None:
-        self._one(_INSERT_LOG, _log_row(entry))
+        self._write_one(_INSERT_LOG, _log_row(entry))
 
     def load_log(self, job_id: int, since: int = 0) -> list[LogEntry]:
         rows = self._one(
@@ -258,7 +279,7 @@ class PostgresStore:
     def journal_start(
         self, job_id: int, op_index: int, seq: int, node: str, description: str, entry: Entry
     ) -> int:
-        rows = self._one(
+        rows = self._write_one(
             "INSERT INTO journal(job_id, op_index, seq, node, kind, description, status, "
             "data, started) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
             started_row(job_id, op_index, seq, node, description, entry),
@@ -266,14 +287,14 @@ class PostgresStore:
         return int(rows[0][0])
 
     def journal_finish(self, record_id: int, status: StepStatus, result: dict[str, Any]) -> None:
-        self._one(
+        self._write_one(
             "UPDATE journal SET status=%s, ended=%s, result=%s WHERE id=%s",
             (status.value, time.time(), codec.dumps(result), record_id),
         )
 
     def journal_set_pgid(self, record_id: int, pgid: int) -> None:
         """Remember the remote process group of a running step (killed after a crash)."""
-        self._one("UPDATE journal SET pgid=%s WHERE id=%s", (pgid, record_id))
+        self._write_one("UPDATE journal SET pgid=%s WHERE id=%s", (pgid, record_id))
 
     def load_journal(self, job_id: int, op_index: int | None = None) -> list[JournalRecord]:
         sql = f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE job_id=%s"
@@ -329,6 +350,90 @@ class PostgresStore:
             if deletes:
                 cur.executemany("DELETE FROM config WHERE kind=%s AND name=%s", deletes)
             cur.executemany(_UPSERT_CONFIG, upserts)
+
+    # -- several masters (see extjobs.store.shared) -----------------------------------------
+
+    def _lease_row(self, rows: list[tuple[Any, ...]]) -> Lease | None:
+        return Lease(str(rows[0][0]), int(rows[0][1]), float(rows[0][2])) if rows else None
+
+    def acquire_lease(self, master: str, ttl: float) -> Lease | None:
+        return self._lease_row(
+            self._one(
+                "INSERT INTO leader(id, holder, epoch, expires) "
+                "VALUES (1, %s, 1, now() + make_interval(secs => %s)) "
+                "ON CONFLICT (id) DO UPDATE SET holder=EXCLUDED.holder, "
+                "epoch=leader.epoch + 1, expires=EXCLUDED.expires WHERE leader.expires < now() "
+                "RETURNING holder, epoch, extract(epoch FROM expires - now())",
+                (master, ttl),
+            )
+        )
+
+    def renew_lease(self, master: str, epoch: int, ttl: float) -> Lease | None:
+        return self._lease_row(
+            self._one(
+                "UPDATE leader SET expires = now() + make_interval(secs => %s) "
+                "WHERE id = 1 AND holder = %s AND epoch = %s AND expires > now() "
+                "RETURNING holder, epoch, extract(epoch FROM expires - now())",
+                (ttl, master, epoch),
+            )
+        )
+
+    def lease(self) -> Lease | None:
+        return self._lease_row(
+            self._one(
+                "SELECT holder, epoch, extract(epoch FROM expires - now()) FROM leader WHERE id=1"
+            )
+        )
+
+    def set_fence(self, epoch: int | None) -> None:
+        self._fence = epoch
+
+    def heartbeat(self, master: str, address: str) -> None:
+        self._one(
+            "INSERT INTO masters(name, address, seen) VALUES (%s, %s, now()) "
+            "ON CONFLICT (name) DO UPDATE SET address=EXCLUDED.address, seen=now()",
+            (master, address),
+        )
+
+    def masters(self) -> list[MasterInfo]:
+        rows = self._one(
+            "SELECT name, address, extract(epoch FROM now() - seen) FROM masters ORDER BY seen DESC"
+        )
+        return [MasterInfo(str(r[0]), str(r[1]), float(r[2])) for r in rows]
+
+    def submit_jobs(self, jobs: Sequence[Job], log: Sequence[LogEntry]) -> None:
+        rows = [
+            (
+                job.id,
+                job.status.value,
+                job.archived,
+                job.received,
+                job.ended,
+                codec.dumps({"v": codec.FORMAT_VERSION, "job": codec.unstructure(job)}),
+            )
+            for job in jobs
+        ]
+        with self._write() as conn, conn.cursor() as cur:
+            cur.executemany(_UPSERT_JOB, rows)
+            if log:
+                cur.executemany(_INSERT_LOG, [_log_row(e) for e in log])
+            cur.executemany(
+                "INSERT INTO requests(kind, job_id) VALUES (%s, %s)",
+                [(RequestKind.SUBMITTED.value, job.id) for job in jobs],
+            )
+
+    def add_requests(self, kind: RequestKind, job_ids: Sequence[int]) -> None:
+        with self._write() as conn, conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO requests(kind, job_id) VALUES (%s, %s)",
+                [(kind.value, job_id) for job_id in job_ids],
+            )
+
+    def take_requests(self) -> list[Request]:
+        rows = self._write_one("DELETE FROM requests RETURNING id, kind, job_id")
+        return sorted(
+            (Request(int(r[0]), RequestKind(r[1]), int(r[2])) for r in rows), key=lambda r: r.id
+        )
 
     def close(self) -> None:
         self._closed = True

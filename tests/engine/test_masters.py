@@ -5,7 +5,7 @@ leader's writes are refused."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import anyio
 import pytest
@@ -17,9 +17,13 @@ from extjobs.engine.standby import Master, StandbyQueue, serve_master
 from extjobs.errors import FencedError
 from extjobs.model.config import Config
 from extjobs.model.jobs import Job, LogEntry, LogKind
+from extjobs.model.journal import Entry
 from extjobs.model.opcodes import OpClusterInit, OpNodeAdd, OpTestDelay
 from extjobs.model.requests import JobRequest
 from extjobs.model.states import JobStatus
+from extjobs.model.steps import PlainCommand
+from extjobs.store.postgres import PostgresStore
+from extjobs.store.shared import SharedStore
 from extjobs.store.shared_memory import SharedMemory
 from extjobs.testing import Call, ScriptedRunner
 from tests.lus.scenario import PROVIDERS, create_op
@@ -27,19 +31,21 @@ from tests.lus.scenario import PROVIDERS, create_op
 TTL = 0.6
 
 
+OpenHandle = Callable[[], SharedStore]
+
+
 class InProcessMaster:
     """One master: an unfenced handle for its API, a fenced one for its queue."""
 
     def __init__(
-        self, name: str, shared: SharedMemory, runner: ScriptedRunner, options: Config
+        self, name: str, open_handle: OpenHandle, runner: ScriptedRunner, options: Config
     ) -> None:
         self.name = name
-        self.shared = shared
         self.runner = runner
         self.options = options
         self.scope = anyio.CancelScope()
-        self.api_store = self.shared.open()
-        self.leader_store = self.shared.open()
+        self.api_store = open_handle()
+        self.leader_store = open_handle()
         self.leadership = Leadership(self.api_store, self.name, f"mem:{self.name}", ttl=TTL)
         self.master = Master(StandbyQueue(self.api_store), self.name, self.api_store)
 
@@ -65,12 +71,34 @@ class InProcessMaster:
         return self.master.log_since(job_id)
 
 
+@pytest.fixture(
+    params=[
+        pytest.param("memory", id="memory"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+def open_handle(request: pytest.FixtureRequest) -> Iterator[OpenHandle]:
+    """How a master opens its handle on the shared store (one store per test)."""
+    if request.param == "memory":
+        yield SharedMemory().open
+        return
+    url = request.getfixturevalue("pg_url")
+    opened: list[PostgresStore] = []
+
+    def open_postgres() -> SharedStore:
+        opened.append(PostgresStore(url))
+        return opened[-1]
+
+    yield open_postgres
+    for store in opened:
+        store.close()
+
+
 @contextlib.asynccontextmanager
-async def masters(tmp_path: object, count: int = 2) -> AsyncIterator[list[InProcessMaster]]:
-    shared = SharedMemory()
+async def masters(open_handle: OpenHandle, count: int = 2) -> AsyncIterator[list[InProcessMaster]]:
     runner = ScriptedRunner(PROVIDERS)
     options = Config()
-    group = [InProcessMaster(f"m{i + 1}", shared, runner, options) for i in range(count)]
+    group = [InProcessMaster(f"m{i + 1}", open_handle, runner, options) for i in range(count)]
     async with anyio.create_task_group() as tg:
         tg.start_soon(group[0].run)
         await leads(group[0])
@@ -101,9 +129,9 @@ async def setup_cluster(m: InProcessMaster) -> None:
 
 
 async def test_one_leads_and_a_standby_queues_and_follows_a_job_to_its_end(
-    tmp_path: object,
+    open_handle: OpenHandle,
 ) -> None:
-    async with masters(tmp_path, 3) as (m1, m2, m3):
+    async with masters(open_handle, 3) as (m1, m2, m3):
         assert m1.master.leads
         assert not m2.master.leads
         assert not m3.master.leads
@@ -119,8 +147,10 @@ async def test_one_leads_and_a_standby_queues_and_follows_a_job_to_its_end(
         assert m2.master.config.cluster is not None
 
 
-async def test_a_killed_leader_is_replaced_and_its_add_is_recovered(tmp_path: object) -> None:
-    async with masters(tmp_path, 2) as (m1, m2):
+async def test_a_killed_leader_is_replaced_and_its_add_is_recovered(
+    open_handle: OpenHandle,
+) -> None:
+    async with masters(open_handle, 2) as (m1, m2):
         await setup_cluster(m1)
         killed = anyio.Event()
 
@@ -145,9 +175,8 @@ async def test_a_killed_leader_is_replaced_and_its_add_is_recovered(tmp_path: ob
         assert m1.runner.storage.attached_anywhere() == {}
 
 
-async def test_a_former_leader_can_write_nothing() -> None:
-    shared = SharedMemory()
-    a, b = shared.open(), shared.open()
+async def test_a_former_leader_can_write_nothing(open_handle: OpenHandle) -> None:
+    a, b = open_handle(), open_handle()
     lease = a.acquire_lease("a", 0.05)
     assert lease is not None
     assert lease.epoch == 1
@@ -160,6 +189,9 @@ async def test_a_former_leader_can_write_nothing() -> None:
     assert taken.epoch == 2
     with pytest.raises(FencedError, match="epoch 2"):
         a.save_jobs([])
+    with pytest.raises(FencedError):
+        a.journal_start(1, 0, 1, "node1", "create disk0", Entry(PlainCommand()))
+    assert b.load_journal(1) == []
     assert a.renew_lease("a", 1, 5) is None
     leadership = Leadership(a, "a", "mem:a", ttl=0.05)
     leadership.epoch, leadership._act_until = 1, 0.0

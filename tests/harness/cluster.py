@@ -135,9 +135,16 @@ class TestCluster:
 
 @contextlib.contextmanager
 def start_cluster(
-    kind: str, n: int, base: Path, *, config_extra: str = "", daemon_extra: str = ""
+    kind: str,
+    n: int,
+    base: Path,
+    *,
+    config_extra: str = "",
+    daemon_extra: str = "",
+    sections: str = "",
 ) -> Iterator[TestCluster]:
-    """``n`` nodes of ``kind`` plus a daemon; everything is stopped on exit."""
+    """``n`` nodes of ``kind`` plus a daemon; everything is stopped on exit. ``sections``:
+    further sections of the daemon's configuration file (``[store]``)."""
     key, public = make_client_key(base / "master")
     authorized = base / "master" / "authorized_keys"
     authorized.write_text(public + "\n")
@@ -153,6 +160,7 @@ def start_cluster(
         daemon=daemon_extra,
         ssh="connect_timeout = 3.0\nkeepalive_interval = 2.0\nkeepalive_count_max = 2\n"
         + config_extra,
+        extra=sections,
     )
     with start_nodes(kind, n, base / "nodes", authorized) as nodes:
         daemon = Daemon(config, socket, base / "daemon.log")

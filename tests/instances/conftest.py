@@ -132,12 +132,17 @@ def leftovers(directory: Path) -> list[str]:
 
 @contextlib.contextmanager
 def open_cluster(
-    kind: str, base: Path, *, nodes: int = 1, providers: tuple[str, ...] = ("sharedfile",)
+    kind: str,
+    base: Path,
+    *,
+    nodes: int = 1,
+    providers: tuple[str, ...] = ("sharedfile",),
+    sections: str = "",
 ) -> Iterator[Cluster]:
     """A running cluster whose hypervisor run directory is short and private."""
     run_dir = Path(tempfile.mkdtemp(prefix="xj", dir="/tmp"))
     try:
-        with start_cluster(kind, nodes, base) as tc:
+        with start_cluster(kind, nodes, base, sections=sections) as tc:
             tc.init(providers=providers)
             cluster = Cluster(tc, run_dir)
             cluster.ok("cluster", "modify", "--hypervisor-run-dir", str(run_dir))

@@ -27,7 +27,13 @@ import attrs
 from extjobs.engine.configmgr import ConfigManager
 from extjobs.engine.local import run_local_process
 from extjobs.engine.memo import Memo
-from extjobs.errors import CommandTimeoutError, ExtJobsError, FencedError, ProviderError
+from extjobs.errors import (
+    CommandTimeoutError,
+    ExtJobsError,
+    FencedError,
+    ProviderError,
+    StoreError,
+)
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.config import Config
@@ -330,23 +336,32 @@ class JobContext:
         return result
 
     async def run_many(self, steps: Sequence[Step]) -> list[CommandResult | ExtJobsError]:
+        """See :meth:`StepContext.run_many`. A :class:`StoreError` is not a step's
+        answer: it is raised (after every sibling's bookkeeping), as from :meth:`run`."""
         if len(steps) == 1:
             # One step needs no task group: the same result, without a task to spawn.
             try:
                 return [await self.run(steps[0])]
+            except StoreError:
+                raise
             except ExtJobsError as exc:
                 return [exc]
         results: list[CommandResult | ExtJobsError | None] = [None] * len(steps)
+        refused: list[StoreError] = []
 
         async def one(i: int, step: Step) -> None:
             try:
                 results[i] = await self.run(step)
+            except StoreError as exc:
+                refused.append(exc)
             except ExtJobsError as exc:
                 results[i] = exc
 
         async with anyio.create_task_group() as tg:
             for i, step in enumerate(steps):
                 tg.start_soon(one, i, step)
+        if refused:
+            raise refused[0]
         return [r for r in results if r is not None]
 
 

@@ -26,6 +26,7 @@ from bench.flows import run_flows_bench
 from bench.infra import make_key, start_embedded_nodes
 from bench.jobqueue import run_queue_bench
 from bench.scale import run_scale_bench
+from extjobs.testing.postgres import PostgresServer, find_bindir
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -57,6 +58,32 @@ class Plan:
         self.scale_grouped = [] if quick else [(64, 256, 8)]
         # Timed migrations and failovers each (directions alternate).
         self.flow_rounds = 4 if quick else 10
+
+
+def run_queue_pg(plan: Plan, work: Path, key: Any) -> dict[str, Any]:
+    """The queue benchmark on a PostgreSQL server of its own (durable settings: fsync on),
+    in the same run as SQLite's; batches of 10 (latency) and 200 (throughput)."""
+    bindir = find_bindir()
+    if bindir is None:
+        return {"note": "PostgreSQL is not installed (make test installs it)"}
+    server = PostgresServer(bindir, durable=True)
+    try:
+        server.start()
+        runs = []
+        for batch in (10, 200):
+            _log(f"queue on PostgreSQL: {plan.queue_jobs} jobs in batches of {batch}")
+            runs.append(
+                run_queue_bench(
+                    work / f"{batch}",
+                    key,
+                    n=plan.queue_jobs,
+                    batch=batch,
+                    store_url=server.create_database(),
+                )
+            )
+    finally:
+        server.destroy()
+    return {"runs": runs, "headline": report.queue_headline(runs)}
 
 
 def _log(message: str) -> None:
@@ -136,6 +163,7 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     serial = calls.get("serial_ratios", {})
     tp = calls.get("inflight32_ratios", {})
     queue = results.get("queue", {}).get("headline", {})
+    queue_pg = results.get("queue_pg", {}).get("headline", {})
     scale = results.get("scale", {}).get("headline", {})
     flows = results.get("flows", {})
 
@@ -156,6 +184,8 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         "queue_p50_ms": queue.get("queue_p50_ms"),
         "queue_p99_ms": queue.get("queue_p99_ms"),
         "jobs_per_s_history_20k": queue.get("jobs_per_s_history"),
+        "jobs_per_s_pg": queue_pg.get("jobs_per_s"),
+        "queue_p50_ms_pg": queue_pg.get("queue_p50_ms"),
         "scale_ratio_64": scale.get("scale_ratio"),
         "rss_mb_per_node": scale.get("rss_mb_per_node"),
         "failover_overhead_ms": r(flows.get("failover", {}).get("overhead_ms"), 1),
@@ -206,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
             results["queue"] = {"runs": runs, "headline": report.queue_headline(runs)}
+            results["queue_pg"] = run_queue_pg(plan, work / "queue-pg", key)
         if "scale" in parts:
             key = make_key(work / "scale-key")
             runs = []

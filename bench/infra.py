@@ -70,6 +70,7 @@ class DaemonProcess(kit.DaemonProcess):
         queue: str = "",
         ssh: str = "",
         profile: Path | None = None,
+        store_url: str = "",
     ) -> None:
         self.base = base
         #: With a path, the daemon runs under pyinstrument, which saves its session there
@@ -83,7 +84,8 @@ class DaemonProcess(kit.DaemonProcess):
             socket=base / "run" / "api.sock",
             identity_file=key.private_key,
             ssh=f"connect_timeout = 10.0\n{ssh}\n",
-            extra=f"[queue]\n{queue}\n",
+            extra=f"[queue]\n{queue}\n"
+            + (f'[store]\nurl = "{store_url}"\nmaster_name = "bench"\n' if store_url else ""),
         )
         profiler = (
             ["-m", "pyinstrument", "-r", "pyisession", "-o", str(profile)]

@@ -45,10 +45,12 @@ def _prefill(db: Path, count: int) -> None:
 
 
 def run_queue_bench(
-    workdir: Path, key: ClientKey, *, n: int, batch: int, history: int = 0
+    workdir: Path, key: ClientKey, *, n: int, batch: int, history: int = 0, store_url: str = ""
 ) -> dict[str, Any]:
-    """One run; ``history`` finished jobs are put in the store before the daemon starts."""
-    daemon = DaemonProcess(workdir, key)
+    """One run; ``history`` finished jobs are put in the (SQLite) store before the daemon
+    starts. ``store_url``: a PostgreSQL database instead (the daemon as one of several
+    masters, alone: it elects itself)."""
+    daemon = DaemonProcess(workdir, key, store_url=store_url)
     if history:
         _prefill(workdir / "state" / "extjobs.db", history)
     client = daemon.start()
@@ -80,6 +82,7 @@ def run_queue_bench(
         "jobs": n,
         "batch": batch,
         "history": history,
+        "store": "postgresql" if store_url else "sqlite",
         "elapsed_s": round(end - t0, 3),
         "submit_s": round(submitted - t0, 3),
         "jobs_per_s": round(n / (end - t0), 1),

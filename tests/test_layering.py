@@ -46,7 +46,7 @@ ALLOWED: dict[str, set[str]] = {
 THIRD_PARTY_ONLY_IN = {
     "asyncssh": {"nodes"},
     "sqlite3": {"store"},
-    "psycopg": {"store"},
+    "psycopg": {"store", "testing"},
     "uvicorn": {"daemon"},
     "starlette": {"api"},
     "httpx": {"api"},

@@ -26,6 +26,7 @@ from bench.flows import run_flows_bench
 from bench.infra import make_key, start_embedded_nodes
 from bench.jobqueue import run_queue_bench
 from bench.scale import run_scale_bench
+from bench.takeover import run_takeover_bench
 from extjobs.testing.postgres import PostgresServer, find_bindir
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -58,6 +59,8 @@ class Plan:
         self.scale_grouped = [] if quick else [(64, 256, 8)]
         # Timed migrations and failovers each (directions alternate).
         self.flow_rounds = 4 if quick else 10
+        # Leader kills timed (two masters on PostgreSQL).
+        self.takeover_kills = 3 if quick else 10
 
 
 def run_queue_pg(plan: Plan, work: Path, key: Any) -> dict[str, Any]:
@@ -70,6 +73,10 @@ def run_queue_pg(plan: Plan, work: Path, key: Any) -> dict[str, Any]:
     try:
         server.start()
         runs = []
+        _log(f"takeover: {plan.takeover_kills} leader kills, two masters on PostgreSQL")
+        takeover = run_takeover_bench(
+            work / "takeover", key, url=server.create_database(), kills=plan.takeover_kills
+        )
         for batch in (10, 200):
             _log(f"queue on PostgreSQL: {plan.queue_jobs} jobs in batches of {batch}")
             runs.append(
@@ -83,7 +90,7 @@ def run_queue_pg(plan: Plan, work: Path, key: Any) -> dict[str, Any]:
             )
     finally:
         server.destroy()
-    return {"runs": runs, "headline": report.queue_headline(runs)}
+    return {"runs": runs, "headline": report.queue_headline(runs), "takeover": takeover}
 
 
 def _log(message: str) -> None:
@@ -164,6 +171,7 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     tp = calls.get("inflight32_ratios", {})
     queue = results.get("queue", {}).get("headline", {})
     queue_pg = results.get("queue_pg", {}).get("headline", {})
+    takeover = results.get("queue_pg", {}).get("takeover", {})
     scale = results.get("scale", {}).get("headline", {})
     flows = results.get("flows", {})
 
@@ -186,6 +194,8 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         "jobs_per_s_history_20k": queue.get("jobs_per_s_history"),
         "jobs_per_s_pg": queue_pg.get("jobs_per_s"),
         "queue_p50_ms_pg": queue_pg.get("queue_p50_ms"),
+        "takeover_s_p50": takeover.get("takeover_s_p50"),
+        "takeover_s_max": takeover.get("takeover_s_max"),
         "scale_ratio_64": scale.get("scale_ratio"),
         "rss_mb_per_node": scale.get("rss_mb_per_node"),
         "failover_overhead_ms": r(flows.get("failover", {}).get("overhead_ms"), 1),

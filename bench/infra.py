@@ -71,6 +71,7 @@ class DaemonProcess(kit.DaemonProcess):
         ssh: str = "",
         profile: Path | None = None,
         store_url: str = "",
+        master_name: str = "bench",
     ) -> None:
         self.base = base
         #: With a path, the daemon runs under pyinstrument, which saves its session there
@@ -85,7 +86,11 @@ class DaemonProcess(kit.DaemonProcess):
             identity_file=key.private_key,
             ssh=f"connect_timeout = 10.0\n{ssh}\n",
             extra=f"[queue]\n{queue}\n"
-            + (f'[store]\nurl = "{store_url}"\nmaster_name = "bench"\n' if store_url else ""),
+            + (
+                f'[store]\nurl = "{store_url}"\nmaster_name = "{master_name}"\n'
+                if store_url
+                else ""
+            ),
         )
         profiler = (
             ["-m", "pyinstrument", "-r", "pyisession", "-o", str(profile)]

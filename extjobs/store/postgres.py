@@ -69,6 +69,11 @@ _UPSERT_CONFIG = (
 )
 
 
+def _job_row(job: Job) -> tuple[Any, ...]:
+    doc = codec.dumps({"v": codec.FORMAT_VERSION, "job": codec.unstructure(job)})
+    return (job.id, job.status.value, job.archived, job.received, job.ended, doc)
+
+
 def _log_row(e: LogEntry) -> tuple[Any, ...]:
     data = None if e.data is None else codec.dumps(e.data)
     return (e.job_id, e.serial, e.timestamp, e.kind.value, e.message, data)
@@ -209,17 +214,7 @@ class PostgresStore:
 
     def save_jobs(self, jobs: list[Job], log: Sequence[LogEntry] = ()) -> None:
         """Write ``jobs`` and append the ``log`` entries, all in one transaction."""
-        rows = [
-            (
-                job.id,
-                job.status.value,
-                job.archived,
-                job.received,
-                job.ended,
-                codec.dumps({"v": codec.FORMAT_VERSION, "job": codec.unstructure(job)}),
-            )
-            for job in jobs
-        ]
+        rows = [_job_row(job) for job in jobs]
         with self._write() as conn, conn.cursor() as cur:
             if rows:
                 cur.executemany(_UPSERT_JOB, rows)
@@ -402,17 +397,7 @@ class PostgresStore:
         return [MasterInfo(str(r[0]), str(r[1]), float(r[2])) for r in rows]
 
     def submit_jobs(self, jobs: Sequence[Job], log: Sequence[LogEntry]) -> None:
-        rows = [
-            (
-                job.id,
-                job.status.value,
-                job.archived,
-                job.received,
-                job.ended,
-                codec.dumps({"v": codec.FORMAT_VERSION, "job": codec.unstructure(job)}),
-            )
-            for job in jobs
-        ]
+        rows = [_job_row(job) for job in jobs]
         with self._write() as conn, conn.cursor() as cur:
             cur.executemany(_UPSERT_JOB, rows)
             if log:

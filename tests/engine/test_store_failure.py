@@ -14,17 +14,9 @@ from extjobs.model.opcodes import OpTestDelay
 from extjobs.model.requests import JobRequest
 from extjobs.model.states import JobStatus
 from extjobs.store.memory import MemoryStore
+from extjobs.store.shared_memory import WRITES
 from extjobs.testing import Call, open_test_cluster
 from tests.lus.scenario import PROVIDERS, create_op
-
-WRITES = (
-    "save_jobs",
-    "append_log",
-    "journal_start",
-    "journal_finish",
-    "journal_set_pgid",
-    "save_config",
-)
 
 
 class FullDisk(MemoryStore):

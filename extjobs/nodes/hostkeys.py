@@ -1,10 +1,12 @@
-"""Pinned host keys: the key a node must offer, and the error when it offers another."""
+"""Host keys: the key a node offers (read before it is pinned), the key it must offer,
+and the error when it offers another."""
 
 from __future__ import annotations
 
+import anyio
 import asyncssh
 
-from extjobs.errors import HostKeyError
+from extjobs.errors import HostKeyError, NodeError, NodeUnreachableError
 from extjobs.model.remote import Endpoint
 
 
@@ -44,3 +46,34 @@ def host_key_changed(
         offered=offered_fp,
         pinned=pinned.get_fingerprint(),
     )
+
+
+async def offered_host_key(host: str, port: int, timeout: float) -> str:
+    """The host key the server at ``host:port`` offers, in OpenSSH format (nothing is
+    verified). Raises :class:`NodeUnreachableError`, or :class:`NodeError` for none."""
+    try:
+        with anyio.fail_after(timeout + 1):
+            key = await asyncssh.get_server_host_key(
+                host,
+                port,
+                options=asyncssh.SSHClientConnectionOptions(config=None, connect_timeout=timeout),
+            )
+    except (TimeoutError, OSError, asyncssh.Error) as exc:
+        raise NodeUnreachableError(
+            f"cannot fetch the host key of {host}:{port}: {connect_reason(exc, timeout)}",
+            host=host,
+            port=port,
+            reason=connect_reason(exc, timeout),
+        ) from exc
+    if key is None:
+        raise NodeError(f"{host}:{port} offered no host key", host=host, port=port)
+    return bytes(key.export_public_key("openssh")).decode("ascii").strip()
+
+
+def connect_reason(exc: BaseException, timeout: float) -> str:
+    """Why a connection failed, in a few words."""
+    if isinstance(exc, TimeoutError):
+        return f"connect timed out after {timeout:g}s"
+    if isinstance(exc, asyncssh.DisconnectError):
+        return exc.reason or type(exc).__name__
+    return str(exc) or type(exc).__name__

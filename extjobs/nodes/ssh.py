@@ -44,7 +44,7 @@ from extjobs.errors import CommandTimeoutError, NodeError, NodeUnreachableError
 from extjobs.model.config import SSHOptions
 from extjobs.model.remote import CommandResult, Endpoint, RemoteCommand
 from extjobs.nodes.command import kill_line, parse_pgid, shell_line
-from extjobs.nodes.hostkeys import host_key_changed, pinned_key
+from extjobs.nodes.hostkeys import connect_reason, host_key_changed, offered_host_key, pinned_key
 from extjobs.nodes.leftovers import kill_if_ours_command
 from extjobs.nodes.output import CappedBuffer
 from extjobs.nodes.sftp import TreePlan, copy_tree, plan_tree, read_file
@@ -381,26 +381,7 @@ class SSHRunner:
 
     async def fetch_host_key(self, host: str, port: int) -> str:
         """See :meth:`NodeRunner.fetch_host_key`; raises :class:`NodeUnreachableError`."""
-        timeout = self._options.connect_timeout
-        try:
-            with anyio.fail_after(timeout + 1):
-                key = await asyncssh.get_server_host_key(
-                    host,
-                    port,
-                    options=asyncssh.SSHClientConnectionOptions(
-                        config=None, connect_timeout=timeout
-                    ),
-                )
-        except (TimeoutError, OSError, asyncssh.Error) as exc:
-            raise NodeUnreachableError(
-                f"cannot fetch the host key of {host}:{port}: {_reason(exc, timeout)}",
-                host=host,
-                port=port,
-                reason=_reason(exc, timeout),
-            ) from exc
-        if key is None:
-            raise NodeError(f"{host}:{port} offered no host key", host=host, port=port)
-        return bytes(key.export_public_key("openssh")).decode("ascii").strip()
+        return await offered_host_key(host, port, self._options.connect_timeout)
 
     async def put_tree(
         self, endpoint: Endpoint, local_dir: Path, remote_dir: str, *, timeout: float = 300.0
@@ -561,7 +542,7 @@ class SSHRunner:
                 reason=exc.reason,
             ) from exc
         except (TimeoutError, OSError, asyncssh.Error) as exc:
-            raise self._unreachable(endpoint, _reason(exc, timeout)) from exc
+            raise self._unreachable(endpoint, connect_reason(exc, timeout)) from exc
         return conn, client
 
     def _key_options(self, endpoint: Endpoint) -> dict[str, Any]:
@@ -620,14 +601,6 @@ class SSHRunner:
         with anyio.move_on_after(self._options.kill_timeout, shield=True):
             for conn in conns:
                 await conn.wait_closed()
-
-
-def _reason(exc: BaseException, timeout: float) -> str:
-    if isinstance(exc, TimeoutError):
-        return f"connect timed out after {timeout:g}s"
-    if isinstance(exc, asyncssh.DisconnectError):
-        return exc.reason or type(exc).__name__
-    return str(exc) or type(exc).__name__
 
 
 __all__ = ["SSHRunner"]

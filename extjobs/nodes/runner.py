@@ -45,7 +45,9 @@ class NodeRunner(Protocol):
         """Run ``command`` on ``endpoint`` and return its outcome.
 
         ``on_started(pgid)`` is called once the remote process group exists, with its
-        id (the engine journals it so that a restarted daemon can kill leftovers).
+        id (the engine journals it so that a restarted daemon can kill leftovers). If it
+        raises, the remote group is killed and its exception is raised: a command whose
+        group could not be recorded must not run on.
 
         A non-zero exit status is a result, not an error. Raises
         :class:`~extjobs.errors.NodeUnreachableError`,

@@ -147,6 +147,9 @@ class _Session(asyncssh.SSHClientSession[bytes]):
         self.exit_status: int | None = None
         self.exit_signal: str | None = None
         self.lost: Exception | None = None
+        #: What ``on_started`` raised: the caller could not record the running command
+        #: (its journal refused the process group), so it must not run on.
+        self.refused: Exception | None = None
         self.closed = anyio.Event()
         self.marker_done = anyio.Event()
         self._scanning = True
@@ -169,7 +172,11 @@ class _Session(asyncssh.SSHClientSession[bytes]):
             if pgid is not None:
                 self.pgid = pgid
                 if self._on_started is not None:
-                    self._on_started(pgid)
+                    try:
+                        self._on_started(pgid)
+                    except Exception as exc:  # noqa: BLE001 - handed to run(), which kills
+                        self.refused = exc
+                        self.closed.set()
                 self._finish_scan(bytes(self._pending[start:]))
                 return
         if len(self._pending) > _MARKER_SCAN_LIMIT:
@@ -243,6 +250,11 @@ class SSHRunner:
                         channel.write(command.stdin)
                     channel.write_eof()
                     await session.closed.wait()
+                    if session.refused is not None:
+                        # Nobody could kill this command later (its process group is not
+                        # on record): it dies now, and the caller hears why.
+                        await self._kill_group(endpoint, holder, session)
+                        raise session.refused
                 except anyio.get_cancelled_exc_class():
                     # Our deadline or the caller's cancellation: either way the remote
                     # group must die before the cancellation propagates.

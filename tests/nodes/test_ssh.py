@@ -13,7 +13,13 @@ import asyncssh
 import attrs
 import pytest
 
-from extjobs.errors import CommandTimeoutError, HostKeyError, NodeError, NodeUnreachableError
+from extjobs.errors import (
+    CommandTimeoutError,
+    HostKeyError,
+    NodeError,
+    NodeUnreachableError,
+    StoreError,
+)
 from extjobs.model.config import SSHOptions
 from extjobs.model.remote import CommandResult, RemoteCommand
 from extjobs.nodes.runner import NodeRunner
@@ -170,6 +176,30 @@ async def test_cancelling_the_caller_kills_the_remote_group(
             assert process_group(pgid)
             tg.cancel_scope.cancel()
         assert await _wait_gone(pgid) == []
+        assert runner.statistics()["channels_in_use"][node.name] == 0
+
+
+async def test_a_command_whose_group_cannot_be_recorded_is_killed(
+    nodes: list[HarnessNode], ssh_options: SSHOptions
+) -> None:
+    node = nodes[0]
+    pidfile = node.root / "unrecorded.pid"
+    script = _script(node, "unrecorded", f"echo $$ > {pidfile}\nsleep 1000 &\nsleep 1000\n")
+
+    def journal_refuses(pgid: int) -> None:
+        raise StoreError("store write failed: database or disk is full")
+
+    async with SSHRunner(ssh_options) as runner:
+        with pytest.raises(StoreError, match="disk is full"):
+            await runner.run(
+                node.endpoint(),
+                RemoteCommand((script,), env={"PATH": PATH}),
+                on_started=journal_refuses,
+            )
+        pgid = int(await _wait_file(pidfile))
+        # Nothing of it runs on: nobody could have killed it later.
+        assert await _wait_gone(pgid) == []
+        assert (await runner.run(node.endpoint(), RemoteCommand(("/bin/true",)))).ok
         assert runner.statistics()["channels_in_use"][node.name] == 0
 
 

@@ -6,6 +6,7 @@ that an empty file is a valid configuration.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 import urllib.parse
@@ -14,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from extjobs.errors import ConfigError
+from extjobs.errors import ConfigError, InputError
 from extjobs.model.remote import DEFAULT_PATH
 
 DEFAULT_SEARCH_PATH = (
@@ -39,6 +40,49 @@ ACTIONS = (
 )
 
 
+def _number(minimum: float, *, integer: bool = False, strict: bool = False) -> Any:
+    """A validator: a finite number (an integer when ``integer``) >= ``minimum`` (>
+    ``minimum`` when ``strict``); raises InputError naming the key."""
+
+    def check(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
+        kind = int if integer else (int, float)
+        ok = isinstance(value, kind) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value) and (value > minimum if strict else value >= minimum)
+        if not ok:
+            what = "a whole number" if integer else "a finite number"
+            bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+            raise InputError(f"{attr.name} must be {what} {bound}, not {value!r}", field=attr.name)
+
+    return check
+
+
+def _seconds(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
+    _number(0, strict=True)(_inst, attr, value)
+
+
+def _timeouts(_inst: object, attr: attrs.Attribute[Any], value: dict[str, float]) -> None:
+    for action, seconds in value.items():
+        ok = isinstance(seconds, int | float) and not isinstance(seconds, bool)
+        if not ok or not math.isfinite(seconds) or seconds <= 0:
+            raise InputError(
+                f"timeouts.{action} must be a finite number of seconds > 0, not {seconds!r}",
+                field=f"timeouts.{action}",
+            )
+
+
+def _directories(_inst: object, attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    if not value or not all(isinstance(d, str) and d.startswith("/") for d in value):
+        raise InputError(
+            f"{attr.name} must be a non-empty list of absolute directories, not {value!r}",
+            field=attr.name,
+        )
+
+
+def _text(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise InputError(f"{attr.name} must be a non-empty string, not {value!r}", field=attr.name)
+
+
 @attrs.frozen
 class SSHOptions:
     """How the daemon talks to nodes.
@@ -48,19 +92,20 @@ class SSHOptions:
     """
 
     identity_file: str | None = None
-    connect_timeout: float = 10.0
-    keepalive_interval: float = 5.0
-    keepalive_count_max: int = 3
-    max_sessions: int = 8
-    max_connections: int = 4
-    kill_timeout: float = 5.0
+    connect_timeout: float = attrs.field(default=10.0, validator=_seconds)
+    keepalive_interval: float = attrs.field(default=5.0, validator=_seconds)
+    keepalive_count_max: int = attrs.field(default=3, validator=_number(1, integer=True))
+    max_sessions: int = attrs.field(default=8, validator=_number(1, integer=True))
+    max_connections: int = attrs.field(default=4, validator=_number(1, integer=True))
+    kill_timeout: float = attrs.field(default=5.0, validator=_seconds)
 
 
 @attrs.frozen
 class StorageOptions:
-    search_path: tuple[str, ...] = DEFAULT_SEARCH_PATH
-    path_env: str = DEFAULT_PATH
+    search_path: tuple[str, ...] = attrs.field(default=DEFAULT_SEARCH_PATH, validator=_directories)
+    path_env: str = attrs.field(default=DEFAULT_PATH, validator=_text)
     timeouts: dict[str, float] = attrs.field(
+        validator=_timeouts,
         factory=lambda: {
             "create": 300.0,
             "remove": 300.0,
@@ -74,12 +119,12 @@ class StorageOptions:
             "open": 60.0,
             "close": 60.0,
             "diagnose": 30.0,
-        }
+        },
     )
-    output_cap: int = 65536
+    output_cap: int = attrs.field(default=65536, validator=_number(1024, integer=True))
     #: Seconds a group found valid for a set of providers is trusted without asking
     #: its nodes again (0: ask on every job).
-    diagnose_cache: float = 30.0
+    diagnose_cache: float = attrs.field(default=30.0, validator=_number(0))
 
     def timeout(self, action: str) -> float:
         return self.timeouts.get(action, 60.0)
@@ -87,13 +132,16 @@ class StorageOptions:
 
 @attrs.frozen
 class QueueOptions:
-    max_running: int = 32
-    max_queued: int = 10000
-    archive_after: float = 7 * 24 * 3600.0
+    max_running: int = attrs.field(default=32, validator=_number(1, integer=True))
+    max_queued: int = attrs.field(default=10000, validator=_number(1, integer=True))
+    archive_after: float = attrs.field(default=7 * 24 * 3600.0, validator=_number(0))
     #: Archived jobs are deleted this many seconds after they ended (0: kept forever).
-    purge_after: float = 30 * 24 * 3600.0
-    aging_interval: float = 30.0
+    purge_after: float = attrs.field(default=30 * 24 * 3600.0, validator=_number(0))
+    aging_interval: float = attrs.field(default=30.0, validator=_seconds)
 
+
+#: The longest path a Unix socket can be bound to (``sun_path`` less its final NUL).
+MAX_SOCKET_PATH = 107
 
 #: URL schemes of ``[store] url`` that name a PostgreSQL database.
 POSTGRES_SCHEMES = ("postgresql", "postgres")
@@ -113,7 +161,7 @@ class StoreOptions:
     master_name: str = ""
     #: With a shared store: seconds of the leader's lease; the leader renews it every
     #: third of that and stops acting a third before it could expire.
-    lease: float = 3.0
+    lease: float = attrs.field(default=3.0, validator=_number(0.3))
 
     @property
     def is_postgres(self) -> bool:
@@ -213,8 +261,16 @@ def _build(cls: type[Any], values: dict[str, Any], section: str) -> Any:
             f"unknown key(s) in [{section}]: {', '.join(unknown)}; allowed: {', '.join(sorted(known))}",
             section=section,
         )
-    from extjobs.errors import InputError
     from extjobs.model import codec
+
+    numbers = {a.name for a in attrs.fields(cls) if a.type in (int, float, "int", "float")}
+    for key in sorted(numbers & set(values)):
+        if isinstance(values[key], bool):
+            # TOML's true would pass as the number 1.
+            raise ConfigError(
+                f"invalid [{section}]: {key} must be a number, not {values[key]!r}",
+                section=section,
+            )
 
     try:
         return codec.structure(values, cls, what=section)
@@ -228,27 +284,39 @@ def config_from_dict(data: dict[str, Any], *, state_dir: Path | None = None) -> 
     ssh = _section(data, "ssh")
     storage = dict(_section(data, "storage"))
     queue = _section(data, "queue")
-    purge_after = queue.get("purge_after", 0)
-    if not isinstance(purge_after, int | float) or not purge_after >= 0:
-        raise ConfigError(
-            "[queue] purge_after must be a number of seconds >= 0 (0: never purge), "
-            f"not {purge_after!r}",
-            section="queue",
-        )
     store = _build(StoreOptions, _section(data, "store"), "store")
     check_store_url(store.url)
     unknown = sorted(set(data) - {"daemon", "ssh", "storage", "queue", "store"})
     if unknown:
         raise ConfigError(f"unknown section(s): {', '.join(unknown)}", section=unknown[0])
     if "search_path" in storage:
+        if not isinstance(storage["search_path"], list):
+            raise ConfigError(
+                "[storage] search_path must be a list of directories, "
+                f"not {storage['search_path']!r}",
+                section="storage",
+            )
         storage["search_path"] = tuple(storage["search_path"])
     if "timeouts" in storage:
-        bad = sorted(set(storage["timeouts"]) - set(ACTIONS) - {"diagnose"})
+        bad = sorted(set(storage["timeouts"]) - set(ACTIONS) - {"diagnose", "install"})
         if bad:
             raise ConfigError(f"unknown action(s) in [storage.timeouts]: {', '.join(bad)}")
         storage["timeouts"] = {**StorageOptions().timeouts, **storage["timeouts"]}
+    for key in ("state_dir", "socket"):
+        if key in daemon and (not isinstance(daemon[key], str) or not daemon[key]):
+            raise ConfigError(
+                f"[daemon] {key} must be a path (a string), not {daemon[key]!r}", section="daemon"
+            )
     sd = state_dir or Path(daemon.get("state_dir", "/var/lib/extjobs"))
     sock = daemon.get("socket")
+    socket_path = Path(sock) if sock else Path(sd) / "api.sock"
+    if len(os.fsencode(str(socket_path))) > MAX_SOCKET_PATH:
+        raise ConfigError(
+            f"[daemon] socket path {socket_path} is {len(os.fsencode(str(socket_path)))} bytes; "
+            f"a Unix socket path holds at most {MAX_SOCKET_PATH}: choose a shorter socket "
+            "(or state_dir)",
+            section="daemon",
+        )
     tcp_keys = {"tcp_listen", "tls_cert", "tls_key", "token_file"}
     unknown_daemon = sorted(set(daemon) - {"state_dir", "socket"} - tcp_keys)
     if unknown_daemon:
@@ -287,9 +355,17 @@ def load_config(path: Path | None, *, state_dir: Path | None = None) -> Config:
     if path is None:
         return config_from_dict({}, state_dir=state_dir)
     try:
-        data = tomllib.loads(Path(path).read_text())
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"config file not found: {path}", path=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start})", path=str(path)
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read config file {path}: {exc.strerror or exc}", path=str(path)
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}", path=str(path)) from exc
     return config_from_dict(data, state_dir=state_dir)

@@ -191,6 +191,9 @@ class LUInstanceGrowDisk(LogicalUnit[OpInstanceGrowDisk]):
     def __init__(self, op: OpInstanceGrowDisk, options: Config) -> None:
         super().__init__(op, options)
         self._attached_here: tuple[Node, ProviderStatus] | None = None
+        #: Once the provider's grow may have run: (node, path on it, block device?,
+        #: target MiB), so that an undo can find out whether the volume did grow.
+        self._growing: tuple[str, str, bool, int] | None = None
 
     def locks(self, config: ClusterConfig) -> list[LockRequest]:
         return instance_locks(config, self.op.instance_name)
@@ -240,24 +243,15 @@ class LUInstanceGrowDisk(LogicalUnit[OpInstanceGrowDisk]):
         )
         if not runtime.running:
             self._attached_here = (node, status)
+        path = hv.disk_path(info, disk.access, node=node.name, provider=disk.provider)
+        self._growing = (node.name, path, path == info.device, target)
         await run_provider(
             ctx, node.name, status, Action.GROW, volume, instance=inst.name, disk=disk.index
         )
-        path = hv.disk_path(info, disk.access, node=node.name, provider=disk.provider)
         actual = await self._check_size(
             ctx, node.name, path, block=path == info.device, target=target
         )
-        ctx.update_config(
-            lambda c: c.with_instance(
-                attrs.evolve(
-                    c.instance(inst.name),
-                    disks=tuple(
-                        attrs.evolve(d, size=target) if d.index == disk.index else d
-                        for d in c.instance(inst.name).disks
-                    ),
-                )
-            )
-        )
+        self._record_size(ctx, target)
         ctx.log(f"disk{disk.index} of {inst.name} grown from {disk.size} to {target} MiB")
         guest_size = None
         socket = hv.control_socket(instance_key(inst), runtime)
@@ -311,6 +305,55 @@ class LUInstanceGrowDisk(LogicalUnit[OpInstanceGrowDisk]):
         ctx.log(f"{node}: {path} is now {size} bytes")
         return size
 
+    def _record_size(self, ctx: StepContext, size: int) -> None:
+        """The configuration says disk ``op.disk`` is ``size`` MiB (no longer growing)."""
+        name, index = self.op.instance_name, self.op.disk
+        self._growing = None
+        ctx.update_config(
+            lambda c: c.with_instance(
+                attrs.evolve(
+                    c.instance(name),
+                    disks=tuple(
+                        attrs.evolve(d, size=size) if d.index == index else d
+                        for d in c.instance(name).disks
+                    ),
+                )
+            )
+        )
+
+    async def _settle_size(self, ctx: StepContext) -> None:
+        """After a failed or cancelled grow: if the volume did grow on the node, the
+        configuration says so (a later grow is never refused as a shrink); if that cannot
+        be told, the job log says so."""
+        if self._growing is None:
+            return
+        node, path, block, target = self._growing
+        self._growing = None
+        try:
+            actual = await self._check_size(ctx, node, path, block=block, target=target)
+        except ProviderError as exc:
+            if exc.fields.get("size") is not None:  # checked: it did not grow
+                ctx.log(f"disk{self.op.disk} did not grow; the configuration is unchanged")
+                return
+            actual, why = None, exc.message
+        except ExtJobsError as exc:
+            actual, why = None, exc.message
+        else:
+            why = "its size cannot be checked on the node"
+        if actual is None:
+            ctx.log(
+                f"disk{self.op.disk} may or may not have grown to {target} MiB ({why}); "
+                "the configuration keeps the old size: run the grow again",
+                kind=LogKind.WARNING,
+            )
+            return
+        self._record_size(ctx, target)
+        ctx.log(
+            f"disk{self.op.disk} had grown to {target} MiB before the grow was stopped; "
+            "the configuration says so",
+            kind=LogKind.UNDO,
+        )
+
     async def _detach_again(self, ctx: StepContext) -> None:
         if self._attached_here is None:
             return
@@ -329,6 +372,7 @@ class LUInstanceGrowDisk(LogicalUnit[OpInstanceGrowDisk]):
         )
 
     async def compensate(self, ctx: StepContext) -> None:
+        await self._settle_size(ctx)
         try:
             await self._detach_again(ctx)
         except ExtJobsError as exc:

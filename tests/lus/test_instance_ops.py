@@ -9,6 +9,7 @@ from extjobs.model.opcodes import (
     OpInstanceStartup,
 )
 from extjobs.model.remote import CommandResult
+from extjobs.testing import Call
 from tests.lus.scenario import add_instance, error, ok, scripted_cluster
 
 RELEASE = ["close disk1", "detach disk1", "close disk0", "detach disk0"]
@@ -51,6 +52,26 @@ async def test_grow_that_did_not_grow_fails_and_leaves_the_size_alone() -> None:
         assert not ok(job)
         assert "not the" in error(job)
         assert cluster.config.instances["web"].disks[0].size == 8
+
+
+async def test_a_grow_cancelled_after_the_provider_grew_records_the_new_size() -> None:
+    async with scripted_cluster() as cluster:
+        await add_instance(cluster, start=False)
+        queue = cluster.engine.queue
+        job_id = cluster.engine.submit(OpInstanceGrowDisk(instance_name="web", disk=0, amount=24))
+
+        def cancel_now(call: Call) -> None:
+            queue.cancel(job_id)  # the grow has run on the node; the cancel lands after it
+
+        cluster.runner.on(kind="provider", action="grow", handler=cancel_now, times=1)
+        job = await cluster.engine.wait(job_id, timeout=10)
+        assert job.status.value == "canceled"
+        # The storage says 32 MiB, and so does the configuration: a later grow to 24 MiB
+        # is refused as a shrink instead of shrinking the view of the disk.
+        assert cluster.config.instances["web"].disks[0].size == 32
+        assert cluster.runner.storage.attached_anywhere() == {}
+        messages = [e.message for e in cluster.engine.log(job_id)]
+        assert any("had grown to 32 MiB before the grow was stopped" in m for m in messages)
 
 
 async def test_shrinking_is_refused_before_any_step() -> None:

@@ -38,6 +38,7 @@ from extjobs.model.cluster import ClusterConfig
 from extjobs.model.jobs import LogKind
 from extjobs.model.locks import LockRequest, Mode
 from extjobs.model.opcodes import OpClusterVerify, OpVolumeCleanup
+from extjobs.model.remote import DEFAULT_PATH, RemoteCommand
 from extjobs.model.steps import HypervisorCall, Step
 
 
@@ -128,6 +129,10 @@ def _online(config: ClusterConfig, node: str) -> bool:
     return found is not None and not found.offline
 
 
+#: A login that does nothing: whether a node answers at all.
+ALIVE = RemoteCommand(argv=("true",), env={"PATH": DEFAULT_PATH}, timeout=30.0)
+
+
 class LUClusterVerify(LogicalUnit[OpClusterVerify]):
     OPCODE = OpClusterVerify
 
@@ -154,16 +159,25 @@ class LUClusterVerify(LogicalUnit[OpClusterVerify]):
             for node in cfg.online_nodes(group):
                 step = status_step(instance, node.name, run_dir_for(cfg.cluster, node.name))
                 steps.append(attrs.evolve(step, check=True))
+        # Every other online node is asked too (a plain login), so that a node no guest
+        # could run on is still found unreachable.
+        asked = {s.node for s in steps}
+        steps += [
+            Step(node=node.name, description="check that the node answers", command=ALIVE)
+            for node in sorted(cfg.nodes.values(), key=lambda n: n.name)
+            if not node.offline and node.name not in asked
+        ]
         answers = await ctx.run_many(steps)
         findings: list[Finding] = []
         unreachable: dict[str, str] = {}
         running: dict[str, list[str]] = {}
         for step, answer in zip(steps, answers, strict=True):
-            assert isinstance(step.payload, HypervisorCall)
-            name = step.payload.instance
             if isinstance(answer, ExtJobsError):
                 unreachable.setdefault(step.node, answer.message)
                 continue
+            if not isinstance(step.payload, HypervisorCall):
+                continue
+            name = step.payload.instance
             try:
                 status = parse_status(answer.stdout, node=step.node)
             except ExtJobsError as exc:

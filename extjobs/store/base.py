@@ -11,12 +11,12 @@ backend passes ``tests/engine/test_store_contract.py``. Documents are JSON produ
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
-from extjobs.model.jobs import Job, LogEntry
+from extjobs.model.jobs import Job, LogEntry, LogKind
 from extjobs.model.journal import Entry, JournalRecord, StepStatus, decode_entry, encode_entry
 from extjobs.model.steps import StepKind
 
@@ -67,6 +67,59 @@ _JOURNAL_COLUMNS = (
 )
 
 CONFIG_KINDS = ("groups", "nodes", "instances")
+
+
+def job_doc(job: Job) -> str:
+    """The stored document of ``job`` (versioned)."""
+    return codec.dumps({"v": codec.FORMAT_VERSION, "job": codec.unstructure(job)})
+
+
+def job_from_doc(doc: str) -> Job:
+    return codec.CONVERTER.structure(codec.loads(doc)["job"], Job)
+
+
+def log_entry(job_id: int, row: Sequence[Any]) -> LogEntry:
+    """A log entry from a row of ``(serial, ts, kind, message, data)``."""
+    data = None if row[4] is None else codec.loads(row[4])
+    return LogEntry(job_id, row[0], row[1], LogKind(row[2]), row[3], data)
+
+
+def config_from_rows(rows: Iterable[tuple[str, str, str]]) -> ClusterConfig:
+    """The configuration stored as ``(kind, name, doc)`` rows (see :func:`config_changes`)."""
+    docs: dict[str, dict[str, Any]] = {k: {} for k in CONFIG_KINDS}
+    cluster: Any = None
+    serial = 0
+    for kind, name, doc in rows:
+        value = codec.loads(doc)
+        if kind == "cluster":
+            cluster = value
+        elif kind == "serial":
+            serial = int(value)
+        else:
+            docs[kind][name] = value
+    return codec.CONVERTER.structure({"cluster": cluster, "serial": serial, **docs}, ClusterConfig)
+
+
+def config_changes(
+    old: ClusterConfig, new: ClusterConfig
+) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
+    """The ``(kind, name, doc)`` rows to write and the ``(kind, name)`` rows to delete
+    to go from ``old`` to ``new``: only the objects that differ, and the serial."""
+    upserts: list[tuple[str, str, str]] = []
+    deletes: list[tuple[str, str]] = []
+    if old.cluster != new.cluster:
+        upserts.append(("cluster", "", codec.dumps(codec.unstructure(new.cluster))))
+    for kind in CONFIG_KINDS:
+        before: dict[str, Any] = getattr(old, kind)
+        after: dict[str, Any] = getattr(new, kind)
+        deletes.extend((kind, name) for name in before.keys() - after.keys())
+        upserts.extend(
+            (kind, name, codec.dumps(codec.unstructure(obj)))
+            for name, obj in after.items()
+            if before.get(name) != obj
+        )
+    upserts.append(("serial", "", str(new.serial)))
+    return upserts, deletes
 
 
 def stored_kinds(kinds: tuple[StepKind, ...]) -> tuple[str, ...]:

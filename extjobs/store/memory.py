@@ -18,7 +18,15 @@ from extjobs.model.cluster import ClusterConfig
 from extjobs.model.jobs import Job, LogEntry
 from extjobs.model.journal import Entry, JournalRecord, StepStatus
 from extjobs.model.steps import StepKind
-from extjobs.store.base import CONFIG_KINDS, journal_record, started_row, stored_kinds
+from extjobs.store.base import (
+    config_changes,
+    config_from_rows,
+    job_doc,
+    job_from_doc,
+    journal_record,
+    started_row,
+    stored_kinds,
+)
 
 
 class MemoryStore:
@@ -52,32 +60,28 @@ class MemoryStore:
                     f"store write failed: log entry {entry.job_id}/{entry.serial} exists"
                 )
         for job in jobs:
-            doc = codec.dumps({"v": codec.FORMAT_VERSION, "job": codec.unstructure(job)})
+            doc = job_doc(job)
             self._jobs[job.id] = (job.archived, doc)
         for entry in log:
             self._log.setdefault(entry.job_id, {})[entry.serial] = entry
 
     def load_jobs(self, *, include_archived: bool = False) -> list[Job]:
         return [
-            self._job(doc)
+            job_from_doc(doc)
             for _, (archived, doc) in sorted(self._jobs.items())
             if include_archived or not archived
         ]
 
     def load_job(self, job_id: int) -> Job | None:
         found = self._jobs.get(job_id)
-        return None if found is None else self._job(found[1])
-
-    @staticmethod
-    def _job(doc: str) -> Job:
-        return codec.CONVERTER.structure(codec.loads(doc)["job"], Job)
+        return None if found is None else job_from_doc(found[1])
 
     def purge_archived(self, before: float) -> int:
         self._open()
         doomed = [
             job_id
             for job_id, (archived, doc) in self._jobs.items()
-            if archived and (ended := self._job(doc).ended) is not None and ended < before
+            if archived and (ended := job_from_doc(doc).ended) is not None and ended < before
         ]
         for job_id in doomed:
             del self._jobs[job_id]
@@ -136,32 +140,15 @@ class MemoryStore:
     # -- cluster configuration -----------------------------------------------------------
 
     def load_config(self) -> ClusterConfig:
-        docs: dict[str, dict[str, Any]] = {k: {} for k in CONFIG_KINDS}
-        cluster: Any = None
-        serial = 0
-        for (kind, name), doc in self._config.items():
-            if kind == "cluster":
-                cluster = codec.loads(doc)
-            elif kind == "serial":
-                serial = int(doc)
-            else:
-                docs[kind][name] = codec.loads(doc)
-        data = {"cluster": cluster, "serial": serial, **docs}
-        return codec.CONVERTER.structure(data, ClusterConfig)
+        return config_from_rows((kind, name, doc) for (kind, name), doc in self._config.items())
 
     def save_config(self, old: ClusterConfig, new: ClusterConfig) -> None:
         self._open()
-        if old.cluster != new.cluster:
-            self._config[("cluster", "")] = codec.dumps(codec.unstructure(new.cluster))
-        for kind in CONFIG_KINDS:
-            before: dict[str, Any] = getattr(old, kind)
-            after: dict[str, Any] = getattr(new, kind)
-            for name in before.keys() - after.keys():
-                self._config.pop((kind, name), None)
-            for name, obj in after.items():
-                if before.get(name) != obj:
-                    self._config[(kind, name)] = codec.dumps(codec.unstructure(obj))
-        self._config[("serial", "")] = str(new.serial)
+        upserts, deletes = config_changes(old, new)
+        for kind, name in deletes:
+            self._config.pop((kind, name), None)
+        for kind, name, doc in upserts:
+            self._config[(kind, name)] = doc
 
     def close(self) -> None:
         self._closed = True

@@ -35,15 +35,19 @@ from extjobs.errors import FencedError, StoreError
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.config import redact_url
-from extjobs.model.jobs import Job, LogEntry, LogKind
+from extjobs.model.jobs import Job, LogEntry
 from extjobs.model.journal import Entry, JournalRecord, StepStatus
 from extjobs.model.masters import Lease, MasterInfo, Request, RequestKind
 from extjobs.model.steps import StepKind
 from extjobs.store import migrations
 from extjobs.store.base import (
     _JOURNAL_COLUMNS,
-    CONFIG_KINDS,
+    config_changes,
+    config_from_rows,
+    job_doc,
+    job_from_doc,
     journal_record,
+    log_entry,
     started_row,
     stored_kinds,
 )
@@ -70,8 +74,7 @@ _UPSERT_CONFIG = (
 
 
 def _job_row(job: Job) -> tuple[Any, ...]:
-    doc = codec.dumps({"v": codec.FORMAT_VERSION, "job": codec.unstructure(job)})
-    return (job.id, job.status.value, job.archived, job.received, job.ended, doc)
+    return (job.id, job.status.value, job.archived, job.received, job.ended, job_doc(job))
 
 
 def _log_row(e: LogEntry) -> tuple[Any, ...]:
@@ -221,19 +224,15 @@ class PostgresStore:
             if log:
                 cur.executemany(_INSERT_LOG, [_log_row(e) for e in log])
 
-    @staticmethod
-    def _job(doc: str) -> Job:
-        return codec.CONVERTER.structure(codec.loads(doc)["job"], Job)
-
     def load_jobs(self, *, include_archived: bool = False) -> list[Job]:
         sql = "SELECT doc FROM jobs"
         if not include_archived:
             sql += " WHERE NOT archived"
-        return [self._job(r[0]) for r in self._one(sql + " ORDER BY id")]
+        return [job_from_doc(r[0]) for r in self._one(sql + " ORDER BY id")]
 
     def load_job(self, job_id: int) -> Job | None:
         rows = self._one("SELECT doc FROM jobs WHERE id=%s", (job_id,))
-        return self._job(rows[0][0]) if rows else None
+        return job_from_doc(rows[0][0]) if rows else None
 
     def purge_archived(self, before: float) -> int:
         """Delete the archived jobs that ended before ``before`` (epoch seconds), with
@@ -258,12 +257,7 @@ class PostgresStore:
             "ORDER BY serial",
             (job_id, since),
         )
-        return [
-            LogEntry(
-                job_id, r[0], r[1], LogKind(r[2]), r[3], None if r[4] is None else codec.loads(r[4])
-            )
-            for r in rows
-        ]
+        return [log_entry(job_id, r) for r in rows]
 
     def last_serial(self, job_id: int) -> int:
         rows = self._one("SELECT COALESCE(MAX(serial), 0) FROM log WHERE job_id=%s", (job_id,))
@@ -311,36 +305,11 @@ class PostgresStore:
     # -- cluster configuration -----------------------------------------------------------
 
     def load_config(self) -> ClusterConfig:
-        docs: dict[str, dict[str, Any]] = {k: {} for k in CONFIG_KINDS}
-        cluster: Any = None
-        serial = 0
-        for kind, name, doc in self._one("SELECT kind, name, doc FROM config"):
-            value = codec.loads(doc)
-            if kind == "cluster":
-                cluster = value
-            elif kind == "serial":
-                serial = int(value)
-            else:
-                docs[kind][name] = value
-        data = {"cluster": cluster, "serial": serial, **docs}
-        return codec.CONVERTER.structure(data, ClusterConfig)
+        return config_from_rows(self._one("SELECT kind, name, doc FROM config"))
 
     def save_config(self, old: ClusterConfig, new: ClusterConfig) -> None:
         """Write the objects that differ between ``old`` and ``new`` in one transaction."""
-        upserts: list[tuple[str, str, str]] = []
-        deletes: list[tuple[str, str]] = []
-        if old.cluster != new.cluster:
-            upserts.append(("cluster", "", codec.dumps(codec.unstructure(new.cluster))))
-        for kind in CONFIG_KINDS:
-            before: dict[str, Any] = getattr(old, kind)
-            after: dict[str, Any] = getattr(new, kind)
-            deletes.extend((kind, name) for name in before.keys() - after.keys())
-            upserts.extend(
-                (kind, name, codec.dumps(codec.unstructure(obj)))
-                for name, obj in after.items()
-                if before.get(name) != obj
-            )
-        upserts.append(("serial", "", str(new.serial)))
+        upserts, deletes = config_changes(old, new)
         with self._write() as conn, conn.cursor() as cur:
             if deletes:
                 cur.executemany("DELETE FROM config WHERE kind=%s AND name=%s", deletes)

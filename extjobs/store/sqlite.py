@@ -18,14 +18,18 @@ from typing import Any
 from extjobs.errors import StoreError
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
-from extjobs.model.jobs import Job, LogEntry, LogKind
+from extjobs.model.jobs import Job, LogEntry
 from extjobs.model.journal import Entry, JournalRecord, StepStatus
 from extjobs.model.steps import StepKind
 from extjobs.store import migrations
 from extjobs.store.base import (
     _JOURNAL_COLUMNS,
-    CONFIG_KINDS,
+    config_changes,
+    config_from_rows,
+    job_doc,
+    job_from_doc,
     journal_record,
+    log_entry,
     started_row,
     stored_kinds,
 )
@@ -218,7 +222,7 @@ class SqliteStore:
                 int(job.archived),
                 job.received,
                 job.ended,
-                codec.dumps({"v": codec.FORMAT_VERSION, "job": codec.unstructure(job)}),
+                job_doc(job),
             )
             for job in jobs
         ]
@@ -231,20 +235,15 @@ class SqliteStore:
             if log:
                 _insert_log(db, log)
 
-    @staticmethod
-    def _job(doc: str) -> Job:
-        data = codec.loads(doc)
-        return codec.CONVERTER.structure(data["job"], Job)
-
     def load_jobs(self, *, include_archived: bool = False) -> list[Job]:
         sql = "SELECT doc FROM jobs"
         if not include_archived:
             sql += " WHERE archived = 0"
-        return [self._job(r[0]) for r in self._db.execute(sql + " ORDER BY id")]
+        return [job_from_doc(r[0]) for r in self._db.execute(sql + " ORDER BY id")]
 
     def load_job(self, job_id: int) -> Job | None:
         row = self._db.execute("SELECT doc FROM jobs WHERE id=?", (job_id,)).fetchone()
-        return None if row is None else self._job(row[0])
+        return None if row is None else job_from_doc(row[0])
 
     def purge_archived(self, before: float) -> int:
         with self._tx() as db:
@@ -277,12 +276,7 @@ class SqliteStore:
             "ORDER BY serial",
             (job_id, since),
         )
-        return [
-            LogEntry(
-                job_id, r[0], r[1], LogKind(r[2]), r[3], None if r[4] is None else codec.loads(r[4])
-            )
-            for r in rows
-        ]
+        return [log_entry(job_id, r) for r in rows]
 
     def last_serial(self, job_id: int) -> int:
         row = self._db.execute(
@@ -338,42 +332,15 @@ class SqliteStore:
     # -- cluster configuration ------------------------------------------------
 
     def load_config(self) -> ClusterConfig:
-        docs: dict[str, dict[str, Any]] = {k: {} for k in CONFIG_KINDS}
-        cluster: Any = None
-        serial = 0
-        for kind, name, doc in self._db.execute("SELECT kind, name, doc FROM config"):
-            value = codec.loads(doc)
-            if kind == "cluster":
-                cluster = value
-            elif kind == "serial":
-                serial = int(value)
-            else:
-                docs[kind][name] = value
-        data = {"cluster": cluster, "serial": serial, **docs}
-        return codec.CONVERTER.structure(data, ClusterConfig)
+        return config_from_rows(self._db.execute("SELECT kind, name, doc FROM config"))
 
     def save_config(self, old: ClusterConfig, new: ClusterConfig) -> None:
         """Write the objects that differ between ``old`` and ``new`` in one transaction."""
+        upserts, deletes = config_changes(old, new)
         with self._tx() as db:
-            if old.cluster != new.cluster:
-                db.execute(
-                    "INSERT OR REPLACE INTO config(kind, name, doc) VALUES ('cluster', '', ?)",
-                    (codec.dumps(codec.unstructure(new.cluster)),),
-                )
-            for kind in CONFIG_KINDS:
-                before: dict[str, Any] = getattr(old, kind)
-                after: dict[str, Any] = getattr(new, kind)
-                for name in before.keys() - after.keys():
-                    db.execute("DELETE FROM config WHERE kind=? AND name=?", (kind, name))
-                for name, obj in after.items():
-                    if before.get(name) != obj:
-                        db.execute(
-                            "INSERT OR REPLACE INTO config(kind, name, doc) VALUES (?, ?, ?)",
-                            (kind, name, codec.dumps(codec.unstructure(obj))),
-                        )
-            db.execute(
-                "INSERT OR REPLACE INTO config(kind, name, doc) VALUES ('serial', '', ?)",
-                (str(new.serial),),
+            db.executemany("DELETE FROM config WHERE kind=? AND name=?", deletes)
+            db.executemany(
+                "INSERT OR REPLACE INTO config(kind, name, doc) VALUES (?, ?, ?)", upserts
             )
 
     def close(self) -> None:

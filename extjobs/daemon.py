@@ -28,6 +28,7 @@ from extjobs.engine.configmgr import ConfigManager
 from extjobs.engine.leadership import Leadership
 from extjobs.engine.queue import JobQueue
 from extjobs.engine.standby import Master, QueueView, StandbyQueue, serve_master
+from extjobs.engine.writer import GroupWriter
 from extjobs.errors import ConfigError
 from extjobs.model.config import Config
 from extjobs.nodes.ssh import SSHRunner
@@ -143,9 +144,10 @@ def _compose(
 ) -> tuple[QueueView, Callable[..., Coroutine[Any, Any, None]], Callable[[], None]]:
     """The API's view, the coroutine that runs the jobs, and what closes the rest.
 
-    One master (SQLite): the queue itself. Several (a shared store): this master's
-    election, its standby view, and a second store handle for its queue while it leads —
-    fenced at its epoch (see :mod:`extjobs.store.shared`)."""
+    One master (SQLite): the queue itself, writing synchronously. Several (a shared
+    store): this master's election, its standby view, and while it leads a queue with a
+    store handle fenced at its epoch (see :mod:`extjobs.store.shared`) and a group
+    writer (:mod:`extjobs.engine.writer`) on a handle of its own."""
     if not isinstance(store, SharedStore):
         queue = JobQueue(store, ConfigManager(store), runner, config)
         return queue, queue.serve, lambda: None
@@ -161,8 +163,16 @@ def _compose(
 
     def open_queue(epoch: int) -> JobQueue:
         leader_store.set_fence(epoch)
-        configmgr = ConfigManager(leader_store)
-        return JobQueue(leader_store, configmgr, runner, config, leadership=leadership)
+        # The group writer's own connection, fenced too, for this term only: a write of
+        # a former term still in a thread can never commit under a later epoch.
+        writer_store = open_store(config)
+        assert isinstance(writer_store, SharedStore)
+        writer_store.set_fence(epoch)
+        writer = GroupWriter(writer_store)
+        configmgr = ConfigManager(leader_store, writer)
+        return JobQueue(
+            leader_store, configmgr, runner, config, leadership=leadership, writer=writer
+        )
 
     serve = functools.partial(serve_master, master, leadership, open_queue)
     return master, serve, leader_store.close

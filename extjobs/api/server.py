@@ -196,6 +196,8 @@ def build_app(target: QueueView, *, backup: Backup | None = None) -> Starlette:
         except _TooLarge:
             return error_response(413, "too_large", f"request body exceeds {MAX_BODY} bytes")
         ids = queue.submit(batch)
+        # Answered once the jobs are in the store: an id given out is never lost.
+        await queue.flush()
         return JSONResponse({"job_ids": ids}, status_code=201)
 
     @_endpoint
@@ -232,11 +234,15 @@ def build_app(target: QueueView, *, backup: Backup | None = None) -> Starlette:
 
     @_endpoint
     async def cancel_job(request: Request) -> Response:
-        return JSONResponse(job_view(queue.cancel(_job_id(request)), detail=False))
+        job = queue.cancel(_job_id(request))
+        await queue.flush()
+        return JSONResponse(job_view(job, detail=False))
 
     @_endpoint
     async def archive_job(request: Request) -> Response:
-        return JSONResponse(job_view(queue.archive(_job_id(request)), detail=False))
+        job = queue.archive(_job_id(request))
+        await queue.flush()
+        return JSONResponse(job_view(job, detail=False))
 
     @_endpoint
     async def cluster(request: Request) -> Response:

@@ -1,16 +1,22 @@
 """The job book: every job the daemon holds, its log serials, and change events.
 
 Theory of operation: every change of a job (a status, a result, a log line) is decided
-in a synchronous method, written to the store, and only then kept in memory and
-announced — the job's change event is set and replaced, and the ``on_change`` callback
-(the dispatcher's wake-up) is called. Nothing awaits in the middle of a change, so what
-the store holds and what watchers are told are always the same; a write the store
-refuses (:class:`~extjobs.errors.StoreError`: disk full, I/O error) changes nothing in
-memory either, and no serial is used up.
+in a synchronous method and handed to the writer (:mod:`extjobs.engine.writer`). The
+book keeps two views of each job: the *decided* one, which the engine acts on at once
+(the dispatcher is woken through ``on_change``), and the *shown* one, which the API
+reads and which changes only once the write has committed — then the job's change event
+is set and replaced. So watchers are never told what the store does not hold.
+
+With the synchronous writer (SQLite) both views change together, after the write; a
+write the store refuses (:class:`~extjobs.errors.StoreError`: disk full, I/O error)
+raises before anything changes in memory, and no serial is used up. With the group
+writer (PostgreSQL) the decided view runs ahead by the writes in flight, which commit
+in order.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -19,19 +25,25 @@ import anyio
 import attrs
 
 from extjobs.engine.recovery import requeue_at_load
+from extjobs.engine.writer import SyncWriter, Writer
 from extjobs.errors import NotFoundError
 from extjobs.model.jobs import Job, LogEntry, LogKind
 from extjobs.model.states import JobStatus, OpStatus, advance_op
-from extjobs.store.base import Store
+from extjobs.store.base import Store, WriteBatch
 
 
 class JobBook:
     """Jobs in memory, written through to the store (see the module docstring)."""
 
-    def __init__(self, store: Store, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self, store: Store, on_change: Callable[[], None], writer: Writer | None = None
+    ) -> None:
         self.store = store
+        self.writer: Writer = writer or SyncWriter(store)
         self._on_change = on_change
+        #: The decided view (what the engine acts on) and the shown one (committed).
         self._jobs: dict[int, Job] = {}
+        self._shown: dict[int, Job] = {}
         # Ids of the jobs not yet finalized, in id order (a dict used as an ordered
         # set): the dispatcher and the queue-full check look only at these, so their
         # cost does not grow with the number of finished jobs kept in memory.
@@ -55,10 +67,13 @@ class JobBook:
             if new != job:
                 changed.append(new)
             self._jobs[job.id] = new
+            self._shown[job.id] = job
             if not new.status.finalized:
                 self._unfinished[job.id] = None
         if changed:
-            self.store.save_jobs(changed)
+            self.writer.write(
+                WriteBatch(jobs={j.id: j for j in changed}), lambda: self._show(changed)
+            )
         for job_id in sorted(self.recovering):
             self.append_log(
                 job_id, "daemon restarted while this job ran; recovering", kind=LogKind.RECOVERY
@@ -67,14 +82,21 @@ class JobBook:
     # -- reading ----------------------------------------------------------------------
 
     def get(self, job_id: int) -> Job:
-        job = self._jobs.get(job_id) or self.store.load_job(job_id)
+        """The job as the store holds it (the shown view); raises NotFoundError."""
+        job = self._shown.get(job_id) or self.store.load_job(job_id)
         if job is None:
             raise NotFoundError(f"job {job_id} does not exist", job=job_id)
         return job
 
+    def decided(self, job_id: int) -> Job:
+        """The job as decided (the engine's view); raises NotFoundError."""
+        job = self._jobs.get(job_id)
+        return job if job is not None else self.get(job_id)
+
     def find(self, job_id: int) -> Job | None:
+        """The decided job, or None."""
         try:
-            return self.get(job_id)
+            return self.decided(job_id)
         except NotFoundError:
             return None
 
@@ -82,7 +104,11 @@ class JobBook:
         return self._jobs[job_id]
 
     def held(self) -> Iterator[Job]:
-        """Every job in memory (not archived)."""
+        """Every job in memory (not archived), as shown."""
+        return iter(list(self._shown.values()))
+
+    def held_decided(self) -> Iterator[Job]:
+        """Every job in memory (not archived), as decided."""
         return iter(list(self._jobs.values()))
 
     def unfinished(self) -> list[Job]:
@@ -102,33 +128,44 @@ class JobBook:
         event = self._changed.pop(job_id, None)
         if event is not None:
             event.set()
-        self._on_change()
+
+    def _show(self, jobs: Sequence[Job]) -> None:
+        """Committed: show ``jobs`` and tell their watchers."""
+        for job in jobs:
+            if job.archived:
+                self._shown.pop(job.id, None)
+            else:
+                self._shown[job.id] = job
+            self._notify(job.id)
 
     def _logged(self, log: Sequence[LogEntry]) -> None:
         for entry in log:
             self._serial[entry.job_id] = max(self._serial.get(entry.job_id, 0), entry.serial)
 
     def save(self, job: Job, log: Sequence[LogEntry] = ()) -> Job:
-        """Store ``job`` together with its new ``log`` entries (one transaction), then
-        keep and announce it. Raises StoreError, changing nothing, if the write fails."""
-        self.store.save_jobs([job], log=log)
+        """Write ``job`` together with its new ``log`` entries (one transaction) and
+        keep it; it is shown once committed. With the synchronous writer, raises
+        StoreError, changing nothing, if the write fails."""
+        self.writer.write(WriteBatch(jobs={job.id: job}, log=list(log)), lambda: self._show([job]))
         self._logged(log)
         self._jobs[job.id] = job
         if job.status.finalized:
             self._unfinished.pop(job.id, None)
         else:
             self._unfinished[job.id] = None
-        self._notify(job.id)
+        self._on_change()
         return job
 
     def add(self, jobs: Sequence[Job], log: Sequence[LogEntry]) -> None:
-        """Store new jobs and their first log entries in one transaction."""
-        self.store.save_jobs(list(jobs), log=log)
+        """Write new jobs and their first log entries in one transaction."""
+        self.writer.write(
+            WriteBatch(jobs={j.id: j for j in jobs}, log=list(log)), lambda: self._show(jobs)
+        )
         self._logged(log)
         for job in jobs:
             self._jobs[job.id] = job
             self._unfinished[job.id] = None
-            self._notify(job.id)
+        self._on_change()
 
     def adopt(self, job_id: int) -> None:
         """Take on a job another master queued in the shared store (if not yet held)."""
@@ -139,16 +176,18 @@ class JobBook:
             return
         self._serial[job_id] = self.store.last_serial(job_id)
         self._jobs[job_id] = job
+        self._shown[job_id] = job
         if not job.status.finalized:
             self._unfinished[job_id] = None
         self._notify(job_id)
+        self._on_change()
 
     def forget(self, job: Job) -> None:
-        """Store ``job`` (archived) and drop it from memory."""
-        self.store.save_jobs([job])
+        """Write ``job`` (archived) and drop it from memory."""
+        self.writer.write(WriteBatch(jobs={job.id: job}), lambda: self._show([job]))
         self._jobs.pop(job.id, None)
         self._unfinished.pop(job.id, None)
-        self._notify(job.id)
+        self._on_change()
 
     def entry(
         self, job_id: int, message: str, kind: LogKind, data: dict[str, Any] | None
@@ -167,9 +206,8 @@ class JobBook:
         data: dict[str, Any] | None = None,
     ) -> LogEntry:
         entry = self.entry(job_id, message, kind, data)
-        self.store.append_log(entry)
+        self.writer.write(WriteBatch(log=[entry]), functools.partial(self._notify, job_id))
         self._logged([entry])
-        self._notify(job_id)
         return entry
 
     def logger(self, job_id: int) -> Callable[[str, LogKind, dict[str, Any] | None], LogEntry]:
@@ -261,7 +299,7 @@ class JobBook:
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for job in self._jobs.values():
+        for job in self._shown.values():
             counts[job.status.value] = counts.get(job.status.value, 0) + 1
         return counts
 

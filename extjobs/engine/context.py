@@ -27,6 +27,7 @@ import attrs
 from extjobs.engine.configmgr import ConfigManager
 from extjobs.engine.local import run_local_process
 from extjobs.engine.memo import Memo
+from extjobs.engine.writer import Writer
 from extjobs.errors import (
     CommandTimeoutError,
     ExtJobsError,
@@ -53,7 +54,7 @@ from extjobs.model.steps import (
     TreeCopy,
 )
 from extjobs.nodes.runner import NodeRunner, UnixStream
-from extjobs.store.base import Store
+from extjobs.store.base import JournalEnd, JournalStart, Store, WriteBatch
 
 TAIL = 2000
 
@@ -116,6 +117,8 @@ class Services:
     options: Config
     memo: Memo
     store: Store
+    #: What the engine writes through (the store's own, or a group writer).
+    writer: Writer
     #: Whether this master may start steps (it leads; always, with one master).
     may_act: Callable[[], bool] = lambda: True
 
@@ -129,20 +132,20 @@ class StepJournal:
 
     def __init__(
         self,
-        store: Store,
+        writer: Writer,
         job_id: int,
         op_index: int,
         *,
         last_seq: int = 0,
         may_act: Callable[[], bool] = lambda: True,
     ) -> None:
-        self._store = store
+        self._writer = writer
         self.job_id = job_id
         self.op_index = op_index
         self._seq = last_seq
         self._may_act = may_act
 
-    def start(self, node: str, description: str, entry: Entry) -> int:
+    async def start(self, node: str, description: str, entry: Entry) -> int:
         """Journal a step as started (committed when this returns); its record id.
 
         Raises :class:`FencedError` when this master may no longer act (it stopped
@@ -153,15 +156,15 @@ class StepJournal:
                 node=node,
             )
         self._seq += 1
-        return self._store.journal_start(
-            self.job_id, self.op_index, self._seq, node, description, entry
+        return await self._writer.journal_start(
+            JournalStart(self.job_id, self.op_index, self._seq, node, description, entry)
         )
 
     def finish(self, record_id: int, status: StepStatus, result: dict[str, Any]) -> None:
-        self._store.journal_finish(record_id, status, result)
+        self._writer.write(WriteBatch(ends=[JournalEnd(record_id, status, result, time.time())]))
 
     def set_pgid(self, record_id: int, pgid: int) -> None:
-        self._store.journal_set_pgid(record_id, pgid)
+        self._writer.write(WriteBatch(pgids=[(record_id, pgid)]))
 
 
 def log_fields(payload: Payload, move: MoveTag | None) -> dict[str, Any]:
@@ -218,7 +221,7 @@ class JobContext:
         cancellation), and one job-log line either way."""
         if self._move is not None and entry.move is None:
             entry = attrs.evolve(entry, move=self._move)
-        outcome = _Outcome(self._journal.start(node, description, entry))
+        outcome = _Outcome(await self._journal.start(node, description, entry))
         extra = {"node": node, **log_fields(entry.payload, entry.move)}
         started = time.monotonic()
         try:
@@ -263,7 +266,8 @@ class JobContext:
                 timeout=self.options.storage.timeout("install"),
             )
 
-    def journal_records(self, kinds: tuple[StepKind, ...]) -> list[JournalRecord]:
+    async def journal_records(self, kinds: tuple[StepKind, ...]) -> list[JournalRecord]:
+        await self._services.writer.flush()
         return self._services.store.load_journal_kinds(kinds)
 
     async def memo(

@@ -77,7 +77,9 @@ class Processor:
         last = 0
         if recovering:
             last = max((r.seq for r in store.load_journal(job_id, index)), default=0)
-        journal = StepJournal(store, job_id, index, last_seq=last, may_act=self._services.may_act)
+        journal = StepJournal(
+            self._services.writer, job_id, index, last_seq=last, may_act=self._services.may_act
+        )
         return JobContext(self._services, journal, self._book.logger(job_id))
 
     async def _run_op(self, job_id: int, index: int, canceled: Callable[[], bool]) -> bool:
@@ -171,11 +173,12 @@ class Processor:
         # Written before anything is asked of a node: while the store refuses writes,
         # recovery stops here.
         book.append_log(job_id, f"recovering opcode {index} {state.op_id}", kind=LogKind.RECOVERY)
+        await self._services.writer.flush()
         await kill_leftovers(
             store.load_journal(job_id, index),
             config=self._services.configmgr.current,
             runner=self._services.runner,
-            store=store,
+            writer=self._services.writer,
             log=lambda message, kind: book.append_log(job_id, message, kind=kind),
         )
         if state.status is OpStatus.CANCELING:
@@ -183,6 +186,7 @@ class Processor:
             book.set_op(job_id, index, OpStatus.CANCELED)
             book.fail_rest(job_id, index, OpStatus.CANCELED, "canceled")
             return True
+        await self._services.writer.flush()
         journal = Journal(store.load_journal(job_id, index))
         try:
             outcome = await lu.recover(ctx, journal)

@@ -41,6 +41,7 @@ from extjobs.engine.processor import Processor
 from extjobs.engine.purge import purge_old
 from extjobs.engine.scheduler import Fail, Wait, dependency_verdict, pick
 from extjobs.engine.submission import build_jobs
+from extjobs.engine.writer import SyncWriter, Writer
 from extjobs.errors import ExtJobsError, QueueFullError, StateError, StoreError
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.config import Config
@@ -72,6 +73,7 @@ class JobQueue:
         locks: LockManager | None = None,
         *,
         leadership: Leadership | None = None,
+        writer: Writer | None = None,
     ) -> None:
         self.options = options
         self.locks = locks or LockManager()
@@ -80,10 +82,15 @@ class JobQueue:
         #: leads); ``None`` with one master.
         self.leadership = leadership
         may_act = leadership.may_act if leadership is not None else (lambda: True)
-        self._services = Services(configmgr, runner, options, self.memo, store, may_act)
+        #: What the engine writes through (see :mod:`extjobs.engine.writer`); the
+        #: configuration manager must write through the same one, in the same order.
+        self.writer: Writer = writer or SyncWriter(store)
+        self._services = Services(
+            configmgr, runner, options, self.memo, store, self.writer, may_act
+        )
         self._store = store
         self._wakeup = anyio.Event()
-        self._book = JobBook(store, self._wakeup_soon)
+        self._book = JobBook(store, self._wakeup_soon, self.writer)
         self._processor = Processor(self._book, self.locks, self._services)
         self._workers: dict[int, anyio.CancelScope] = {}
         self._cancel_requested: set[int] = set()
@@ -101,8 +108,8 @@ class JobQueue:
 
     @property
     def config(self) -> ClusterConfig:
-        """The current cluster configuration (a frozen snapshot)."""
-        return self._services.configmgr.current
+        """The cluster configuration as the store holds it (a frozen snapshot)."""
+        return self._services.configmgr.shown
 
     def get(self, job_id: int) -> Job:
         """The job; raises NotFoundError."""
@@ -126,6 +133,7 @@ class JobQueue:
         return await self._book.wait_for_change(job_id, since, timeout)
 
     def statistics(self) -> dict[str, Any]:
+        trouble = self._trouble()
         return {
             "jobs": self._book.counts(),
             "running_workers": len(self._workers),
@@ -134,14 +142,24 @@ class JobQueue:
             "finished": self._book.finished,
             "locks": self.locks.statistics(),
             "memo": self.memo.statistics(),
-            "store_trouble": None if self.store_trouble is None else self.store_trouble.message,
+            "store_trouble": None if trouble is None else trouble.message,
+            "writer": self.writer.statistics(),
         }
 
     def runner_statistics(self) -> dict[str, Any]:
         stats: dict[str, Any] = self._services.runner.statistics()
         return stats
 
+    def _trouble(self) -> StoreError | None:
+        """Why the store refuses writes at the moment (None: it does not)."""
+        return self.store_trouble or self.writer.trouble
+
     # -- changing ----------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Return once every change made so far is in the store (what the API waits for
+        before it answers a submission, a cancel or an archive)."""
+        await self.writer.flush()
 
     def submit(self, batch: Sequence[JobRequest]) -> list[int]:
         """Queue a batch of jobs atomically; returns their ids in order.
@@ -149,6 +167,9 @@ class JobQueue:
         Raises QueueFullError when the queue would exceed ``max_queued`` and InputError
         for a relative dependency outside the batch; nothing is queued then.
         """
+        trouble = self._trouble()
+        if trouble is not None:
+            raise StoreError(f"submission refused: {trouble.message}", **trouble.fields)
         pending = self._book.pending
         limit = self.options.queue.max_queued
         if pending + len(batch) > limit:
@@ -158,7 +179,7 @@ class JobQueue:
                 pending=pending,
                 limit=limit,
             )
-        ids = [self._store.next_job_id() for _ in batch]
+        ids = self._store.next_job_ids(len(batch))
         # The whole batch and each job's first log line are one transaction.
         jobs, entries = build_jobs(batch, ids, time.time())
         self._book.add(jobs, entries)
@@ -171,7 +192,7 @@ class JobQueue:
         Raises StateError for a job that already ended.
         """
         book = self._book
-        job = book.get(job_id)
+        job = book.decided(job_id)
         if job.status.finalized:
             raise StateError(
                 f"job {job_id} already ended ({job.status.value}); nothing to cancel", job=job_id
@@ -196,7 +217,7 @@ class JobQueue:
 
     def archive(self, job_id: int) -> Job:
         """Archive a finished job (kept in the store, no longer in listings)."""
-        job = self.get(job_id)
+        job = self._book.decided(job_id)
         if not job.status.finalized:
             raise StateError(
                 f"job {job_id} is {job.status.value}; only finished jobs can be archived",
@@ -302,8 +323,9 @@ class JobQueue:
             self.store_trouble = None
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run the dispatcher and own every worker until cancelled."""
+        """Run the writer and the dispatcher, and own every worker, until cancelled."""
         async with anyio.create_task_group() as tg:
+            await tg.start(self.writer.serve)
             tg.start_soon(self._serve_archiver)
             task_status.started()
             while True:
@@ -331,6 +353,8 @@ class JobQueue:
             try:
                 self.archive_old()
                 if options.purge_after > 0 and time.monotonic() >= next_purge:
+                    # The purge reads the journal for its ledger: all of it.
+                    await self.writer.flush()
                     self.purge_old()
                     next_purge = time.monotonic() + purge_every
             except StoreError as exc:

@@ -13,17 +13,19 @@ daemon left running on the nodes.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 import attrs
 
+from extjobs.engine.writer import Writer
 from extjobs.errors import ExtJobsError
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.jobs import Job, LogKind
 from extjobs.model.journal import JournalRecord, StepStatus
 from extjobs.model.states import OpStatus, advance_op
 from extjobs.nodes.runner import NodeRunner
-from extjobs.store.base import Store
+from extjobs.store.base import JournalEnd, WriteBatch
 
 INTERRUPTED = {"error": {"kind": "interrupted", "message": "the daemon stopped during this step"}}
 
@@ -48,7 +50,7 @@ async def kill_leftovers(
     *,
     config: ClusterConfig,
     runner: NodeRunner,
-    store: Store,
+    writer: Writer,
     log: Callable[[str, LogKind], object],
 ) -> None:
     """See the module docstring. A node that cannot be asked is logged as a warning."""
@@ -73,4 +75,5 @@ async def kill_leftovers(
                         "crashed daemon",
                         LogKind.RECOVERY,
                     )
-        store.journal_finish(record.id, StepStatus.INTERRUPTED, INTERRUPTED)
+        end = JournalEnd(record.id, StepStatus.INTERRUPTED, INTERRUPTED, time.time())
+        writer.write(WriteBatch(ends=[end]))

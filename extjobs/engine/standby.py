@@ -46,6 +46,10 @@ class QueueView(Protocol):
         self, job_id: int, since: int, timeout: float
     ) -> tuple[Job, list[LogEntry]]: ...
     def submit(self, batch: Sequence[JobRequest]) -> list[int]: ...
+    async def flush(self) -> None:
+        """Return once what this master decided so far is in the store."""
+        ...
+
     def cancel(self, job_id: int) -> Job: ...
     def archive(self, job_id: int) -> Job: ...
     def statistics(self) -> dict[str, Any]: ...
@@ -93,10 +97,13 @@ class StandbyQueue:
 
     def submit(self, batch: Sequence[JobRequest]) -> list[int]:
         """Queue the batch in the store for the leader; returns the ids at once."""
-        ids = [self._store.next_job_id() for _ in batch]
+        ids = self._store.next_job_ids(len(batch))
         jobs, entries = build_jobs(batch, ids, time.time())
         self._store.submit_jobs(jobs, entries)
         return ids
+
+    async def flush(self) -> None:
+        """Nothing to wait for: a standby writes each request before it returns."""
 
     def cancel(self, job_id: int) -> Job:
         job = self.get(job_id)
@@ -170,6 +177,9 @@ class Master:
 
     def submit(self, batch: Sequence[JobRequest]) -> list[int]:
         return self.current.submit(batch)
+
+    async def flush(self) -> None:
+        await self.current.flush()
 
     def cancel(self, job_id: int) -> Job:
         return self.current.cancel(job_id)

@@ -101,7 +101,7 @@ class StepContext(Protocol):
 
     async def sleep(self, seconds: float) -> None: ...
 
-    def journal_records(self, kinds: tuple[StepKind, ...]) -> list[JournalRecord]:
+    async def journal_records(self, kinds: tuple[StepKind, ...]) -> list[JournalRecord]:
         """Every journal record of these step kinds, across all jobs (read-only)."""
 
     async def memo(

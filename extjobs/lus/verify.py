@@ -144,7 +144,7 @@ class LUClusterVerify(LogicalUnit[OpClusterVerify]):
 
     async def exec(self, ctx: StepContext) -> Any:
         cfg = ctx.config
-        findings = storage_findings(cfg, build_ledger(ctx.journal_records(LEDGER_KINDS)))
+        findings = storage_findings(cfg, build_ledger(await ctx.journal_records(LEDGER_KINDS)))
         findings += await self._guests(ctx, cfg)
         for finding in findings:
             ctx.log(f"{finding.kind}: {finding.message}", kind=LogKind.FINDING)
@@ -254,7 +254,7 @@ class LUVolumeCleanup(LogicalUnit[OpVolumeCleanup]):
             )
 
     async def exec(self, ctx: StepContext) -> Any:
-        ledger = build_ledger(ctx.journal_records(LEDGER_KINDS))
+        ledger = build_ledger(await ctx.journal_records(LEDGER_KINDS))
         state = ledger.get(self.op.volume)
         if state is None:
             raise NotFoundError(

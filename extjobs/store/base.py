@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+import attrs
+
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.jobs import Job, LogEntry, LogKind
@@ -21,18 +23,86 @@ from extjobs.model.journal import Entry, JournalRecord, StepStatus, decode_entry
 from extjobs.model.steps import StepKind
 
 
+@attrs.frozen
+class JournalStart:
+    """A step journalled as started (see :meth:`Store.journal_start`)."""
+
+    job_id: int
+    op_index: int
+    seq: int
+    node: str
+    description: str
+    entry: Entry
+
+
+@attrs.frozen
+class JournalEnd:
+    """A journalled step's end (see :meth:`Store.journal_finish`)."""
+
+    record_id: int
+    status: StepStatus
+    result: dict[str, Any]
+    ended: float
+
+
+@attrs.define
+class WriteBatch:
+    """Writes that commit together (:meth:`Store.write`): one transaction.
+
+    Batches merge in order — a later version of a job replaces an earlier one, log lines,
+    journal starts, ends and process groups accumulate, and configuration changes chain
+    (the first ``old`` to the last ``new``) — so a merged batch leaves the store exactly
+    as its parts written one after the other would."""
+
+    jobs: dict[int, Job] = attrs.Factory(dict)
+    log: list[LogEntry] = attrs.Factory(list)
+    starts: list[JournalStart] = attrs.Factory(list)
+    ends: list[JournalEnd] = attrs.Factory(list)
+    pgids: list[tuple[int, int]] = attrs.Factory(list)
+    config: tuple[ClusterConfig, ClusterConfig] | None = None
+
+    def merge(self, later: WriteBatch) -> None:
+        """Add ``later``'s writes after this batch's."""
+        self.jobs.update(later.jobs)
+        self.log.extend(later.log)
+        self.starts.extend(later.starts)
+        self.ends.extend(later.ends)
+        self.pgids.extend(later.pgids)
+        if later.config is not None:
+            first = later.config[0] if self.config is None else self.config[0]
+            self.config = (first, later.config[1])
+
+    def __bool__(self) -> bool:
+        return bool(self.jobs or self.log or self.starts or self.ends or self.pgids or self.config)
+
+
 class Store(Protocol):
     """What the engine needs from durable storage.
 
-    Every write commits before it returns. The durability points the engine relies on:
-    a step's journal entry is written (``journal_start``) before the step runs, and a
-    job's new status is written (``save_jobs``, with the log line announcing it) before
-    anyone is told of it.
+    Every write commits before it returns, and a write that raises
+    :class:`~extjobs.errors.StoreError` changed nothing. The durability points the engine
+    relies on: a step's journal entry is written (``journal_start``, or a
+    :class:`WriteBatch` holding it) before the step runs, and a job's new status is
+    written (with the log line announcing it) before anyone is told of it. Between those
+    points the engine may keep decisions in memory and write them later, in order
+    (:mod:`extjobs.engine.writer`), so the store always holds a prefix of what was decided.
     """
+
+    def write(self, batch: WriteBatch, *, again: bool = False) -> list[int]:
+        """Commit ``batch`` in one transaction; the journal record ids of its
+        ``starts``, in order. A log line whose serial exists makes the whole write fail.
+
+        ``again``: this batch was written before and that write raised, so whether it
+        committed is unknown (a connection that broke during the commit). Then what is
+        there already is kept, not refused: a log line with an existing serial is
+        skipped, and a step already journalled (same job, opcode and step number) keeps
+        its record, whose id is returned."""
+        ...
 
     def load_jobs(self, *, include_archived: bool = False) -> list[Job]: ...
     def load_job(self, job_id: int) -> Job | None: ...
     def next_job_id(self) -> int: ...
+    def next_job_ids(self, count: int) -> list[int]: ...
     def save_jobs(self, jobs: list[Job], log: Sequence[LogEntry] = ()) -> None: ...
     def append_log(self, entry: LogEntry) -> None: ...
     def load_log(self, job_id: int, since: int = 0) -> list[LogEntry]: ...
@@ -131,21 +201,60 @@ def stored_kinds(kinds: tuple[StepKind, ...]) -> tuple[str, ...]:
     return tuple(sorted(columns))
 
 
-def started_row(
-    job_id: int, op_index: int, seq: int, node: str, description: str, entry: Entry
-) -> tuple[Any, ...]:
+def started_row(start: JournalStart) -> tuple[Any, ...]:
     """The journal columns ``job_id`` … ``started`` of a step journalled as started."""
+    entry = start.entry
     return (
-        job_id,
-        op_index,
-        seq,
-        node,
+        start.job_id,
+        start.op_index,
+        start.seq,
+        start.node,
         entry.kind.value,
-        description,
+        start.description,
         StepStatus.STARTED.value,
         codec.dumps(encode_entry(entry)),
         time.time(),
     )
+
+
+class StoreBase:
+    """What backends share: the single-purpose writes, each one :meth:`write` of a
+    one-part batch, and ids in bulk (a backend implements ``write``, ``next_job_id`` and
+    the reads)."""
+
+    def write(self, batch: WriteBatch, *, again: bool = False) -> list[int]:
+        raise NotImplementedError
+
+    def next_job_id(self) -> int:
+        raise NotImplementedError
+
+    def next_job_ids(self, count: int) -> list[int]:
+        """``count`` new job ids, in increasing order."""
+        return [self.next_job_id() for _ in range(count)]
+
+    def save_jobs(self, jobs: list[Job], log: Sequence[LogEntry] = ()) -> None:
+        """Write ``jobs`` and append the ``log`` entries, all in one transaction."""
+        self.write(WriteBatch(jobs={job.id: job for job in jobs}, log=list(log)))
+
+    def append_log(self, entry: LogEntry) -> None:
+        self.write(WriteBatch(log=[entry]))
+
+    def journal_start(
+        self, job_id: int, op_index: int, seq: int, node: str, description: str, entry: Entry
+    ) -> int:
+        start = JournalStart(job_id, op_index, seq, node, description, entry)
+        return self.write(WriteBatch(starts=[start]))[0]
+
+    def journal_finish(self, record_id: int, status: StepStatus, result: dict[str, Any]) -> None:
+        self.write(WriteBatch(ends=[JournalEnd(record_id, status, result, time.time())]))
+
+    def journal_set_pgid(self, record_id: int, pgid: int) -> None:
+        """Remember the remote process group of a running step (killed after a crash)."""
+        self.write(WriteBatch(pgids=[(record_id, pgid)]))
+
+    def save_config(self, old: ClusterConfig, new: ClusterConfig) -> None:
+        """Write the objects that differ between ``old`` and ``new`` in one transaction."""
+        self.write(WriteBatch(config=(old, new)))
 
 
 def journal_record(row: Sequence[Any]) -> JournalRecord:

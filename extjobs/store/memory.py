@@ -8,17 +8,17 @@ missing — everything is gone with the process.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
 from typing import Any
 
 from extjobs.errors import StoreError
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.jobs import Job, LogEntry
-from extjobs.model.journal import Entry, JournalRecord, StepStatus
+from extjobs.model.journal import JournalRecord
 from extjobs.model.steps import StepKind
 from extjobs.store.base import (
+    StoreBase,
+    WriteBatch,
     config_changes,
     config_from_rows,
     job_doc,
@@ -29,7 +29,7 @@ from extjobs.store.base import (
 )
 
 
-class MemoryStore:
+class MemoryStore(StoreBase):
     """See the module docstring."""
 
     def __init__(self) -> None:
@@ -52,18 +52,45 @@ class MemoryStore:
         self._next_id += 1
         return job_id
 
-    def save_jobs(self, jobs: list[Job], log: Sequence[LogEntry] = ()) -> None:
+    def write(self, batch: WriteBatch, *, again: bool = False) -> list[int]:
+        """Apply ``batch`` whole, or raise StoreError having changed nothing."""
         self._open()
-        for entry in log:
-            if entry.serial in self._log.get(entry.job_id, {}):
+        for entry in batch.log:
+            if not again and entry.serial in self._log.get(entry.job_id, {}):
                 raise StoreError(
                     f"store write failed: log entry {entry.job_id}/{entry.serial} exists"
                 )
-        for job in jobs:
-            doc = job_doc(job)
-            self._jobs[job.id] = (job.archived, doc)
-        for entry in log:
-            self._log.setdefault(entry.job_id, {})[entry.serial] = entry
+        for record_id in [e.record_id for e in batch.ends] + [r for r, _ in batch.pgids]:
+            if record_id not in self._journal:
+                raise StoreError(f"store write failed: no journal record {record_id}")
+        for job in batch.jobs.values():
+            self._jobs[job.id] = (job.archived, job_doc(job))
+        for entry in batch.log:
+            self._log.setdefault(entry.job_id, {}).setdefault(entry.serial, entry)
+        ids = []
+        for start in batch.starts:
+            key = (start.job_id, start.op_index, start.seq)
+            found = [r[0] for r in self._journal.values() if tuple(r[1:4]) == key]
+            if again and found:
+                ids.append(found[0])
+                continue
+            record_id = self._next_record
+            self._next_record += 1
+            # The same columns as the SQLite table: id, the started row, ended, result, pgid.
+            self._journal[record_id] = [record_id, *started_row(start), None, None, None]
+            ids.append(record_id)
+        for end in batch.ends:
+            row = self._journal[end.record_id]
+            row[7], row[10], row[11] = end.status.value, end.ended, codec.dumps(end.result)
+        for record_id, pgid in batch.pgids:
+            self._journal[record_id][12] = pgid
+        if batch.config is not None:
+            upserts, deletes = config_changes(*batch.config)
+            for kind, name in deletes:
+                self._config.pop((kind, name), None)
+            for kind, name, doc in upserts:
+                self._config[(kind, name)] = doc
+        return ids
 
     def load_jobs(self, *, include_archived: bool = False) -> list[Job]:
         return [
@@ -92,9 +119,6 @@ class MemoryStore:
 
     # -- job log -------------------------------------------------------------------------
 
-    def append_log(self, entry: LogEntry) -> None:
-        self.save_jobs([], log=[entry])
-
     def load_log(self, job_id: int, since: int = 0) -> list[LogEntry]:
         entries = self._log.get(job_id, {})
         return [entries[s] for s in sorted(entries) if s > since]
@@ -103,25 +127,6 @@ class MemoryStore:
         return max(self._log.get(job_id, {}), default=0)
 
     # -- journal -------------------------------------------------------------------------
-
-    def journal_start(
-        self, job_id: int, op_index: int, seq: int, node: str, description: str, entry: Entry
-    ) -> int:
-        self._open()
-        record_id = self._next_record
-        self._next_record += 1
-        # The same columns as the SQLite table: id, the started row, ended, result, pgid.
-        row = started_row(job_id, op_index, seq, node, description, entry)
-        self._journal[record_id] = [record_id, *row, None, None, None]
-        return record_id
-
-    def journal_finish(self, record_id: int, status: StepStatus, result: dict[str, Any]) -> None:
-        self._open()
-        row = self._journal[record_id]
-        row[7], row[10], row[11] = status.value, time.time(), codec.dumps(result)
-
-    def journal_set_pgid(self, record_id: int, pgid: int) -> None:
-        self._journal[record_id][12] = pgid
 
     def load_journal(self, job_id: int, op_index: int | None = None) -> list[JournalRecord]:
         return [
@@ -141,14 +146,6 @@ class MemoryStore:
 
     def load_config(self) -> ClusterConfig:
         return config_from_rows((kind, name, doc) for (kind, name), doc in self._config.items())
-
-    def save_config(self, old: ClusterConfig, new: ClusterConfig) -> None:
-        self._open()
-        upserts, deletes = config_changes(old, new)
-        for kind, name in deletes:
-            self._config.pop((kind, name), None)
-        for kind, name, doc in upserts:
-            self._config[(kind, name)] = doc
 
     def close(self) -> None:
         self._closed = True

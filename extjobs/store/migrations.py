@@ -19,7 +19,9 @@ SQLite history:
    have it, so this migration adds it only where it is missing.
 
 PostgreSQL history starts with one migration: the same tables, with a ``SEQUENCE`` for
-job ids (durable, and safe with several writers) and an identity column for journal ids.
+job ids (durable, and safe with several writers) and an identity column for journal ids;
+2 adds what several masters share (lease, fence, masters, requests); 3 makes a step's
+journal record unique, so that a batch is safely written again (``Store.write``).
 """
 
 from __future__ import annotations
@@ -206,11 +208,18 @@ END
 $$;
 """
 
+# A step is journalled once: a batch written again after a commit whose outcome was
+# unknown finds its record by (job, opcode, step number) instead of adding a second one.
+POSTGRES_SCHEMA_3 = """
+CREATE UNIQUE INDEX journal_step ON journal(job_id, op_index, seq);
+"""
+
 POSTGRES = (
     Migration(1, "jobs, log, journal, config; job ids from a sequence", POSTGRES_SCHEMA_1),
     Migration(
         2, "the leader's lease and its fence, masters, requests to the leader", POSTGRES_SCHEMA_2
     ),
+    Migration(3, "one journal record per step, so a batch can be written again", POSTGRES_SCHEMA_3),
 )
 
 check_numbering(SQLITE)

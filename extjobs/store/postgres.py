@@ -23,7 +23,6 @@ carry the password of the URL.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -36,12 +35,14 @@ from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.config import redact_url
 from extjobs.model.jobs import Job, LogEntry
-from extjobs.model.journal import Entry, JournalRecord, StepStatus
+from extjobs.model.journal import JournalRecord
 from extjobs.model.masters import Lease, MasterInfo, Request, RequestKind
 from extjobs.model.steps import StepKind
 from extjobs.store import migrations
 from extjobs.store.base import (
     _JOURNAL_COLUMNS,
+    StoreBase,
+    WriteBatch,
     config_changes,
     config_from_rows,
     job_doc,
@@ -61,6 +62,15 @@ _MIGRATION_LOCK = 0x6578746A6F6273  # "extjobs"
 
 _INSERT_LOG = (
     "INSERT INTO log(job_id, serial, ts, kind, message, data) VALUES (%s, %s, %s, %s, %s, %s)"
+)
+_INSERT_JOURNAL = (
+    "INSERT INTO journal(job_id, op_index, seq, node, kind, description, status, data, started) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+# Writing a batch again (Store.write): what is there already is kept.
+_LOG_AGAIN = _INSERT_LOG + " ON CONFLICT (job_id, serial) DO NOTHING"
+_JOURNAL_AGAIN = (
+    _INSERT_JOURNAL + " ON CONFLICT (job_id, op_index, seq) DO UPDATE SET seq = EXCLUDED.seq"
 )
 _UPSERT_JOB = (
     "INSERT INTO jobs(id, status, archived, received, ended, doc) VALUES (%s, %s, %s, %s, %s, %s) "
@@ -82,7 +92,14 @@ def _log_row(e: LogEntry) -> tuple[Any, ...]:
     return (e.job_id, e.serial, e.timestamp, e.kind.value, e.message, data)
 
 
-class PostgresStore:
+def _fetched(cur: psycopg.Cursor[tuple[Any, ...]]) -> tuple[Any, ...]:
+    row = cur.fetchone()
+    if row is None:  # pragma: no cover - RETURNING always gives the row
+        raise StoreError("store write returned no journal id")
+    return row
+
+
+class PostgresStore(StoreBase):
     """PostgreSQL implementation of :class:`~extjobs.store.base.Store`.
 
     Opening connects and applies the missing migrations; it raises :class:`StoreError`
@@ -215,14 +232,44 @@ class PostgresStore:
     def next_job_id(self) -> int:
         return int(self._one("SELECT nextval('job_ids')")[0][0])
 
-    def save_jobs(self, jobs: list[Job], log: Sequence[LogEntry] = ()) -> None:
-        """Write ``jobs`` and append the ``log`` entries, all in one transaction."""
-        rows = [_job_row(job) for job in jobs]
+    def next_job_ids(self, count: int) -> list[int]:
+        """``count`` ids from the sequence in one round trip."""
+        rows = self._one("SELECT nextval('job_ids') FROM generate_series(1, %s)", (count,))
+        return sorted(int(r[0]) for r in rows)
+
+    def write(self, batch: WriteBatch, *, again: bool = False) -> list[int]:
+        """Commit ``batch`` as one pipelined transaction: one round trip, fenced when a
+        fence is set (see :meth:`Store.write` for ``again``)."""
+        insert_log, insert_journal = (
+            (_LOG_AGAIN, _JOURNAL_AGAIN) if again else (_INSERT_LOG, _INSERT_JOURNAL)
+        )
         with self._write() as conn, conn.cursor() as cur:
-            if rows:
-                cur.executemany(_UPSERT_JOB, rows)
-            if log:
-                cur.executemany(_INSERT_LOG, [_log_row(e) for e in log])
+            if batch.jobs:
+                cur.executemany(_UPSERT_JOB, [_job_row(job) for job in batch.jobs.values()])
+            if batch.log:
+                cur.executemany(insert_log, [_log_row(e) for e in batch.log])
+            started = [
+                conn.execute(insert_journal + " RETURNING id", started_row(s)) for s in batch.starts
+            ]
+            if batch.ends:
+                cur.executemany(
+                    "UPDATE journal SET status=%s, ended=%s, result=%s WHERE id=%s",
+                    [
+                        (e.status.value, e.ended, codec.dumps(e.result), e.record_id)
+                        for e in batch.ends
+                    ],
+                )
+            if batch.pgids:
+                cur.executemany(
+                    "UPDATE journal SET pgid=%s WHERE id=%s", [(g, r) for r, g in batch.pgids]
+                )
+            if batch.config is not None:
+                upserts, deletes = config_changes(*batch.config)
+                if deletes:
+                    cur.executemany("DELETE FROM config WHERE kind=%s AND name=%s", deletes)
+                cur.executemany(_UPSERT_CONFIG, upserts)
+            # In a pipeline the results are not there yet: fetching waits for them.
+            return [int(_fetched(c)[0]) for c in started]
 
     def load_jobs(self, *, include_archived: bool = False) -> list[Job]:
         sql = "SELECT doc FROM jobs"
@@ -248,9 +295,6 @@ class PostgresStore:
 
     # -- job log -------------------------------------------------------------------------
 
-    def append_log(self, entry: LogEntry) -> None:
-        self._write_one(_INSERT_LOG, _log_row(entry))
-
     def load_log(self, job_id: int, since: int = 0) -> list[LogEntry]:
         rows = self._one(
             "SELECT serial, ts, kind, message, data FROM log WHERE job_id=%s AND serial>%s "
@@ -264,26 +308,6 @@ class PostgresStore:
         return int(rows[0][0])
 
     # -- journal -------------------------------------------------------------------------
-
-    def journal_start(
-        self, job_id: int, op_index: int, seq: int, node: str, description: str, entry: Entry
-    ) -> int:
-        rows = self._write_one(
-            "INSERT INTO journal(job_id, op_index, seq, node, kind, description, status, "
-            "data, started) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            started_row(job_id, op_index, seq, node, description, entry),
-        )
-        return int(rows[0][0])
-
-    def journal_finish(self, record_id: int, status: StepStatus, result: dict[str, Any]) -> None:
-        self._write_one(
-            "UPDATE journal SET status=%s, ended=%s, result=%s WHERE id=%s",
-            (status.value, time.time(), codec.dumps(result), record_id),
-        )
-
-    def journal_set_pgid(self, record_id: int, pgid: int) -> None:
-        """Remember the remote process group of a running step (killed after a crash)."""
-        self._write_one("UPDATE journal SET pgid=%s WHERE id=%s", (pgid, record_id))
 
     def load_journal(self, job_id: int, op_index: int | None = None) -> list[JournalRecord]:
         sql = f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE job_id=%s"
@@ -306,14 +330,6 @@ class PostgresStore:
 
     def load_config(self) -> ClusterConfig:
         return config_from_rows(self._one("SELECT kind, name, doc FROM config"))
-
-    def save_config(self, old: ClusterConfig, new: ClusterConfig) -> None:
-        """Write the objects that differ between ``old`` and ``new`` in one transaction."""
-        upserts, deletes = config_changes(old, new)
-        with self._write() as conn, conn.cursor() as cur:
-            if deletes:
-                cur.executemany("DELETE FROM config WHERE kind=%s AND name=%s", deletes)
-            cur.executemany(_UPSERT_CONFIG, upserts)
 
     # -- several masters (see extjobs.store.shared) -----------------------------------------
 

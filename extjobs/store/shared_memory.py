@@ -20,6 +20,7 @@ from extjobs.store.memory import MemoryStore
 #: The methods of a store that write (the fence applies to these).
 WRITES = frozenset(
     {
+        "write",
         "save_jobs",
         "append_log",
         "journal_start",

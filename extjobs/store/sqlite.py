@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,14 @@ from extjobs.errors import StoreError
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.jobs import Job, LogEntry
-from extjobs.model.journal import Entry, JournalRecord, StepStatus
+from extjobs.model.journal import JournalRecord
 from extjobs.model.steps import StepKind
 from extjobs.store import migrations
 from extjobs.store.base import (
     _JOURNAL_COLUMNS,
+    JournalStart,
+    StoreBase,
+    WriteBatch,
     config_changes,
     config_from_rows,
     job_doc,
@@ -113,9 +115,10 @@ def _create_store(path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _insert_log(db: sqlite3.Connection, entries: Sequence[LogEntry]) -> None:
+def _insert_log(db: sqlite3.Connection, entries: Sequence[LogEntry], *, again: bool) -> None:
+    verb = "INSERT OR IGNORE" if again else "INSERT"
     db.executemany(
-        "INSERT INTO log(job_id, serial, ts, kind, message, data) VALUES (?,?,?,?,?,?)",
+        f"{verb} INTO log(job_id, serial, ts, kind, message, data) VALUES (?,?,?,?,?,?)",
         [
             (
                 e.job_id,
@@ -130,7 +133,41 @@ def _insert_log(db: sqlite3.Connection, entries: Sequence[LogEntry]) -> None:
     )
 
 
-class SqliteStore:
+_INSERT_JOURNAL = (
+    "INSERT INTO journal(job_id, op_index, seq, node, kind, description, status, data, started) "
+    "VALUES (?,?,?,?,?,?,?,?,?)"
+)
+
+
+def _journal_start(db: sqlite3.Connection, start: JournalStart, *, again: bool) -> int:
+    if again:
+        found = db.execute(
+            "SELECT id FROM journal WHERE job_id=? AND op_index=? AND seq=?",
+            (start.job_id, start.op_index, start.seq),
+        ).fetchone()
+        if found is not None:
+            return int(found[0])
+    return int(db.execute(_INSERT_JOURNAL, started_row(start)).lastrowid or 0)
+
+
+def _upsert_jobs(db: sqlite3.Connection, jobs: Iterable[Job]) -> None:
+    db.executemany(
+        "INSERT OR REPLACE INTO jobs(id, status, archived, received, ended, doc) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (job.id, job.status.value, int(job.archived), job.received, job.ended, job_doc(job))
+            for job in jobs
+        ],
+    )
+
+
+def _write_config(db: sqlite3.Connection, old: ClusterConfig, new: ClusterConfig) -> None:
+    upserts, deletes = config_changes(old, new)
+    db.executemany("DELETE FROM config WHERE kind=? AND name=?", deletes)
+    db.executemany("INSERT OR REPLACE INTO config(kind, name, doc) VALUES (?, ?, ?)", upserts)
+
+
+class SqliteStore(StoreBase):
     """SQLite (WAL) implementation of :class:`Store`."""
 
     def __init__(self, path: Path) -> None:
@@ -213,27 +250,21 @@ class SqliteStore:
         self._next_id += 1
         return job_id
 
-    def save_jobs(self, jobs: list[Job], log: Sequence[LogEntry] = ()) -> None:
-        """Write ``jobs`` and append the ``log`` entries, all in one transaction."""
-        rows = [
-            (
-                job.id,
-                job.status.value,
-                int(job.archived),
-                job.received,
-                job.ended,
-                job_doc(job),
-            )
-            for job in jobs
-        ]
+    def write(self, batch: WriteBatch, *, again: bool = False) -> list[int]:
+        """Commit ``batch`` in one transaction (see :meth:`Store.write`)."""
         with self._tx() as db:
+            _upsert_jobs(db, batch.jobs.values())
+            if batch.log:
+                _insert_log(db, batch.log, again=again)
+            ids = [_journal_start(db, start, again=again) for start in batch.starts]
             db.executemany(
-                "INSERT OR REPLACE INTO jobs(id, status, archived, received, ended, doc) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
+                "UPDATE journal SET status=?, ended=?, result=? WHERE id=?",
+                [(e.status.value, e.ended, codec.dumps(e.result), e.record_id) for e in batch.ends],
             )
-            if log:
-                _insert_log(db, log)
+            db.executemany("UPDATE journal SET pgid=? WHERE id=?", [(g, r) for r, g in batch.pgids])
+            if batch.config is not None:
+                _write_config(db, *batch.config)
+        return ids
 
     def load_jobs(self, *, include_archived: bool = False) -> list[Job]:
         sql = "SELECT doc FROM jobs"
@@ -266,10 +297,6 @@ class SqliteStore:
 
     # -- job log -------------------------------------------------------------
 
-    def append_log(self, entry: LogEntry) -> None:
-        with self._tx() as db:
-            _insert_log(db, [entry])
-
     def load_log(self, job_id: int, since: int = 0) -> list[LogEntry]:
         rows = self._db.execute(
             "SELECT serial, ts, kind, message, data FROM log WHERE job_id=? AND serial>? "
@@ -285,29 +312,6 @@ class SqliteStore:
         return int(row[0])
 
     # -- journal -------------------------------------------------------------
-
-    def journal_start(
-        self, job_id: int, op_index: int, seq: int, node: str, description: str, entry: Entry
-    ) -> int:
-        with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO journal(job_id, op_index, seq, node, kind, description, status, "
-                "data, started) VALUES (?,?,?,?,?,?,?,?,?)",
-                started_row(job_id, op_index, seq, node, description, entry),
-            )
-            return int(cur.lastrowid or 0)
-
-    def journal_finish(self, record_id: int, status: StepStatus, result: dict[str, Any]) -> None:
-        with self._tx() as db:
-            db.execute(
-                "UPDATE journal SET status=?, ended=?, result=? WHERE id=?",
-                (status.value, time.time(), codec.dumps(result), record_id),
-            )
-
-    def journal_set_pgid(self, record_id: int, pgid: int) -> None:
-        """Remember the remote process group of a running step (killed after a crash)."""
-        with self._tx() as db:
-            db.execute("UPDATE journal SET pgid=? WHERE id=?", (pgid, record_id))
 
     def load_journal_kinds(self, kinds: tuple[StepKind, ...]) -> list[JournalRecord]:
         """Every journal record of these kinds, across all jobs, in the order written."""
@@ -333,15 +337,6 @@ class SqliteStore:
 
     def load_config(self) -> ClusterConfig:
         return config_from_rows(self._db.execute("SELECT kind, name, doc FROM config"))
-
-    def save_config(self, old: ClusterConfig, new: ClusterConfig) -> None:
-        """Write the objects that differ between ``old`` and ``new`` in one transaction."""
-        upserts, deletes = config_changes(old, new)
-        with self._tx() as db:
-            db.executemany("DELETE FROM config WHERE kind=? AND name=?", deletes)
-            db.executemany(
-                "INSERT OR REPLACE INTO config(kind, name, doc) VALUES (?, ?, ?)", upserts
-            )
 
     def close(self) -> None:
         self._db.close()

@@ -161,6 +161,7 @@ async def open_test_cluster(
     daemon_log: Path | None = None,
     daemon_log_level: str = "info",
     store: StoreKind | Store = "memory",
+    group_commit: bool = False,
 ) -> AsyncIterator[TestCluster]:
     """A cluster of ``nodes`` (a count: ``node1``…; or names) in ``mode``; everything
     it started is stopped on exit, and a temporary base directory removed.
@@ -171,7 +172,8 @@ async def open_test_cluster(
     daemon's configuration file and returns its path (default: a socket in
     ``<base>/run``, state in ``<base>/state``, connect timeout 5 s). ``store``: where
     the scripted mode's engine keeps its state (``"config"``: the store ``config`` names,
-    as :func:`~extjobs.testing.engine.build_engine` says; or a store to use).
+    as :func:`~extjobs.testing.engine.build_engine` says; or a store to use);
+    ``group_commit``: the engine writes through a group writer (``store="config"``).
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
@@ -183,7 +185,9 @@ async def open_test_cluster(
         options = attrs.evolve(config or engine_options(base / "state"), state_dir=base / "state")
         if mode == "scripted":
             scripted = runner or ScriptedRunner(p for p in providers if not isinstance(p, Path))
-            async with open_engine(options, scripted, store=store) as engine:
+            async with open_engine(
+                options, scripted, store=store, group_commit=group_commit
+            ) as engine:
                 cluster = TestCluster(mode, base, names, engine=engine, scripted=scripted)
                 if init:
                     await _add_nodes(cluster, "root")

@@ -14,6 +14,7 @@ import anyio
 
 from extjobs.engine.configmgr import ConfigManager
 from extjobs.engine.queue import JobQueue
+from extjobs.engine.writer import GroupWriter
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.config import Config
 from extjobs.model.jobs import Job, LogEntry
@@ -31,12 +32,18 @@ StoreKind = Literal["config", "memory"]
 
 
 def build_engine(
-    config: Config, runner: NodeRunner, *, store: StoreKind | Store = "config"
+    config: Config,
+    runner: NodeRunner,
+    *,
+    store: StoreKind | Store = "config",
+    group_commit: bool = False,
 ) -> tuple[JobQueue, ConfigManager, Callable[[], None]]:
     """A queue driving ``runner`` over a store — the one ``config`` names (SQLite in
     ``config.state_dir``, which must exist, or PostgreSQL), memory, or the one given —
     composed as ``serve_daemon`` composes it, its configuration manager, and the
-    function that closes the store."""
+    function that closes the store. ``group_commit``: write through a
+    :class:`~extjobs.engine.writer.GroupWriter` on a second handle of the store
+    ``config`` names (as a leading master on PostgreSQL does)."""
     backend: Store
     if store == "memory":
         backend = MemoryStore()
@@ -45,8 +52,14 @@ def build_engine(
     else:
         assert not isinstance(store, str)
         backend = store
-    configmgr = ConfigManager(backend)
-    return JobQueue(backend, configmgr, runner, config), configmgr, backend.close
+    writer = None
+    if group_commit:
+        if store != "config":
+            raise ValueError("group_commit needs the store the configuration names")
+        writer = GroupWriter(open_store(config))
+    configmgr = ConfigManager(backend, writer)
+    queue = JobQueue(backend, configmgr, runner, config, writer=writer)
+    return queue, configmgr, backend.close
 
 
 class Engine:
@@ -74,6 +87,8 @@ class Engine:
     async def wait(self, job_id: int, timeout: float | None = None) -> Job:
         """The job once it has ended; raises TimeoutError after ``timeout`` seconds."""
         with anyio.fail_after(timeout):
+            # Submitted jobs are shown once they are in the store.
+            await self.queue.flush()
             while True:
                 job, _ = await self.queue.wait_for_change(job_id, 1 << 40, 60.0)
                 if job.status.finalized:
@@ -86,12 +101,18 @@ class Engine:
 
 @contextlib.asynccontextmanager
 async def open_engine(
-    config: Config, runner: NodeRunner, *, store: StoreKind | Store = "config"
+    config: Config,
+    runner: NodeRunner,
+    *,
+    store: StoreKind | Store = "config",
+    group_commit: bool = False,
 ) -> AsyncIterator[Engine]:
     """The queue serving in a task group of this loop; on exit it is cancelled, the
     runner closed (bounded) and the store closed. ``config.state_dir`` is created."""
     await anyio.Path(config.state_dir).mkdir(parents=True, exist_ok=True)
-    queue, configmgr, close_store = build_engine(config, runner, store=store)
+    queue, configmgr, close_store = build_engine(
+        config, runner, store=store, group_commit=group_commit
+    )
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(queue.serve)

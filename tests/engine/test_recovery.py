@@ -4,6 +4,7 @@ killing what a crashed daemon left running (through the scripted node runner).""
 from __future__ import annotations
 
 from extjobs.engine.recovery import kill_leftovers, requeue_at_load
+from extjobs.engine.writer import SyncWriter
 from extjobs.model.cluster import ClusterConfig, Node
 from extjobs.model.jobs import Job, LogKind, OpState
 from extjobs.model.journal import Entry, StepStatus
@@ -55,7 +56,7 @@ async def test_leftovers_are_killed_where_known_and_every_started_step_is_interr
         store.load_journal(9, 0),
         config=config,
         runner=runner,
-        store=store,
+        writer=SyncWriter(store),
         log=lambda message, kind: logged.append((message, kind)),
     )
     asked = [(c.node, c.detail) for c in runner.select(kind="kill-leftover")]

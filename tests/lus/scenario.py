@@ -5,19 +5,41 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+import attrs
+
 from extjobs.model.cluster import Instance
+from extjobs.model.config import Config
 from extjobs.model.jobs import Job
 from extjobs.model.opcodes import DiskSpec, OpInstanceCreate
 from extjobs.testing import FakeProvider, TestCluster, open_test_cluster
+from extjobs.testing.engine import StoreKind
 
 #: A provider with exclusive locks (like tests/data/providers/strict).
 STRICT = FakeProvider("strict", exclusive=True)
 PROVIDERS = ("sharedfile", STRICT)
 
 
+@attrs.frozen
+class EngineSetting:
+    """How :func:`scripted_cluster` builds its engine (set by ``tests/lus/conftest.py``)."""
+
+    config: Config | None = None
+    store: StoreKind = "memory"
+    group_commit: bool = False
+
+
+ENGINE = EngineSetting()
+
+
 @contextlib.asynccontextmanager
 async def scripted_cluster(nodes: int = 3) -> AsyncIterator[TestCluster]:
-    async with open_test_cluster(nodes, providers=PROVIDERS) as cluster:
+    async with open_test_cluster(
+        nodes,
+        providers=PROVIDERS,
+        config=ENGINE.config,
+        store=ENGINE.store,
+        group_commit=ENGINE.group_commit,
+    ) as cluster:
         yield cluster
 
 

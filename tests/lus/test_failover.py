@@ -11,6 +11,8 @@ from extjobs.model.remote import CommandResult
 from extjobs.testing import Call
 from tests.lus.scenario import add_instance, error, ok, scripted_cluster
 
+pytestmark = pytest.mark.usefixtures("engine_backend")
+
 SUCCESS = [
     "node1 hv stop",
     "node1 close disk1",

@@ -7,6 +7,8 @@ import pytest
 from extjobs.model.opcodes import OpInstanceCreate
 from tests.lus.scenario import create_op, error, ok, scripted_cluster
 
+pytestmark = pytest.mark.usefixtures("engine_backend")
+
 PER_DISK = ["verify", "create", "attach", "open {} exclusive", "setinfo"]
 
 

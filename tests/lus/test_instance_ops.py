@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from extjobs.model.opcodes import (
     OpInstanceGrowDisk,
     OpInstanceRemove,
@@ -11,6 +13,8 @@ from extjobs.model.opcodes import (
 from extjobs.model.remote import CommandResult
 from extjobs.testing import Call
 from tests.lus.scenario import add_instance, error, ok, scripted_cluster
+
+pytestmark = pytest.mark.usefixtures("engine_backend")
 
 RELEASE = ["close disk1", "detach disk1", "close disk0", "detach disk0"]
 ACTIVATE = ["attach disk0", "open disk0 exclusive", "attach disk1", "open disk1 exclusive"]

@@ -6,10 +6,14 @@ while another node holds the volume open exclusively (see ``tests/lus/scenario.p
 
 from __future__ import annotations
 
+import pytest
+
 from extjobs.errors import NodeUnreachableError
 from extjobs.model.opcodes import OpInstanceMigrate
 from extjobs.testing import Call
 from tests.lus.scenario import add_instance, error, ok, scripted_cluster
+
+pytestmark = pytest.mark.usefixtures("engine_backend")
 
 SUCCESS = [
     "node1 open disk0 shared",

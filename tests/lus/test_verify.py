@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from extjobs.model.opcodes import OpClusterVerify
 from tests.lus.scenario import add_instance, error, ok, scripted_cluster
+
+pytestmark = pytest.mark.usefixtures("engine_backend")
 
 
 async def test_an_unreachable_node_without_instances_is_found() -> None:

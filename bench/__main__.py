@@ -77,6 +77,13 @@ def run_queue_pg(plan: Plan, work: Path, key: Any) -> dict[str, Any]:
         takeover = run_takeover_bench(
             work / "takeover", key, url=server.create_database(), kills=plan.takeover_kills
         )
+        _log("engine alone, SQLite then PostgreSQL (group writer)")
+        engine = {
+            "sqlite": anyio.run(calls_bench.engine_only, work / "engine-sqlite", 2000),
+            "postgresql": anyio.run(
+                calls_bench.engine_only, work / "engine-pg", 2000, server.create_database()
+            ),
+        }
         for batch in (10, 200):
             _log(f"queue on PostgreSQL: {plan.queue_jobs} jobs in batches of {batch}")
             runs.append(
@@ -90,7 +97,12 @@ def run_queue_pg(plan: Plan, work: Path, key: Any) -> dict[str, Any]:
             )
     finally:
         server.destroy()
-    return {"runs": runs, "headline": report.queue_headline(runs), "takeover": takeover}
+    return {
+        "runs": runs,
+        "headline": report.queue_headline(runs),
+        "takeover": takeover,
+        "engine": engine,
+    }
 
 
 def _log(message: str) -> None:
@@ -172,6 +184,7 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     queue = results.get("queue", {}).get("headline", {})
     queue_pg = results.get("queue_pg", {}).get("headline", {})
     takeover = results.get("queue_pg", {}).get("takeover", {})
+    engine_pg = results.get("queue_pg", {}).get("engine", {})
     scale = results.get("scale", {}).get("headline", {})
     flows = results.get("flows", {})
 
@@ -194,6 +207,8 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         "jobs_per_s_history_20k": queue.get("jobs_per_s_history"),
         "jobs_per_s_pg": queue_pg.get("jobs_per_s"),
         "queue_p50_ms_pg": queue_pg.get("queue_p50_ms"),
+        "engine_cpu_us_per_job_sqlite": engine_pg.get("sqlite", {}).get("serial_cpu_us_per_job"),
+        "engine_cpu_us_per_job_pg": engine_pg.get("postgresql", {}).get("serial_cpu_us_per_job"),
         "takeover_s_p50": takeover.get("takeover_s_p50"),
         "takeover_s_max": takeover.get("takeover_s_max"),
         "scale_ratio_64": scale.get("scale_ratio"),

@@ -122,17 +122,25 @@ class NullRunner:
         return {}
 
 
-async def engine_only(workdir: Path, n: int) -> dict[str, Any]:
+async def engine_only(workdir: Path, n: int, store_url: str = "") -> dict[str, Any]:
     """CPU and wall time per OP_TEST_DELAY job with a node runner that costs nothing:
-    submit, queue, locks, LU, journal, store and wake-up, without any transport."""
+    submit, queue, locks, LU, journal, store and wake-up, without any transport.
+    ``store_url``: on PostgreSQL, through the group writer, as a leading master (the CPU
+    is this process's, all threads; the database server's is not in it)."""
     from extjobs.model.cluster import Node as ClusterNode
-    from extjobs.model.config import Config
+    from extjobs.model.config import Config, config_from_dict
     from extjobs.model.opcodes import OpClusterInit, OpTestDelay
     from extjobs.testing.engine import open_engine as open_kit_engine
 
     config = Config(state_dir=workdir)
-    out: dict[str, Any] = {"jobs": n}
-    async with open_kit_engine(config, NullRunner()) as engine:  # type: ignore[arg-type]
+    if store_url:
+        config = config_from_dict({"store": {"url": store_url}}, state_dir=workdir)
+    out: dict[str, Any] = {"jobs": n, "store": "postgresql" if store_url else "sqlite"}
+    async with open_kit_engine(
+        config,
+        NullRunner(),  # type: ignore[arg-type]
+        group_commit=bool(store_url),
+    ) as engine:
         await engine.run(OpClusterInit(cluster_name="bench"))
         node = ClusterNode(name="node1", host="127.0.0.1", port=22, host_key="x y")
         engine.configmgr.update(lambda cfg: cfg.with_node(node))

@@ -33,7 +33,7 @@ from extjobs.model.steps import (
     TreeCopy,
 )
 from extjobs.model.volume import Action, Volume
-from extjobs.store.base import Store
+from extjobs.store.base import JournalEnd, JournalStart, Store, WriteBatch
 from extjobs.store.memory import MemoryStore
 from extjobs.store.postgres import PostgresStore
 from extjobs.store.sqlite import SqliteStore
@@ -76,6 +76,10 @@ def store(location: tuple[str, str]) -> Iterator[Store]:
 
 def job(job_id: int, status: OpStatus = OpStatus.QUEUED) -> Job:
     return Job(id=job_id, ops=(OpState(0, {"OP_ID": "OP_TEST_DELAY"}, status=status),))
+
+
+def start(job_id: int, seq: int) -> JournalStart:
+    return JournalStart(job_id, 0, seq, "n1", f"step {seq}", Entry(PlainCommand()))
 
 
 def entry(job_id: int, serial: int, message: str = "m") -> LogEntry:
@@ -219,6 +223,58 @@ def test_config_changes_are_written_as_differences(store: Store) -> None:
     store.save_config(one, two)
     assert store.load_config() == two
     assert set(store.load_config().nodes) == {"n2"}
+
+
+def test_merged_batches_commit_as_one_and_leave_what_their_parts_would(store: Store) -> None:
+    empty = store.load_config()
+    one = attrs.evolve(empty.with_node(Node("n1", "h1")).with_node(Node("n2", "h2")), serial=1)
+    two = attrs.evolve(one.without_node("n1"), serial=2)
+    first = store.write(WriteBatch(starts=[start(5, 1)]))
+    batch = WriteBatch(jobs={5: job(5)}, log=[entry(5, 1)], config=(empty, one))
+    for later in (
+        WriteBatch(jobs={5: job(5, OpStatus.RUNNING)}, log=[entry(5, 2)], starts=[start(5, 2)]),
+        WriteBatch(ends=[JournalEnd(first[0], StepStatus.DONE, {"ok": True}, 12.5)]),
+        WriteBatch(pgids=[(first[0], 77)], starts=[start(5, 3)], config=(one, two)),
+    ):
+        batch.merge(later)
+    ids = store.write(batch)
+    assert len(ids) == 2
+    assert store.load_job(5) == job(5, OpStatus.RUNNING)
+    assert [e.serial for e in store.load_log(5)] == [1, 2]
+    records = store.load_journal(5)
+    assert [r.id for r in records] == [first[0], *ids]
+    assert [r.seq for r in records] == [1, 2, 3]
+    assert (records[0].status, records[0].ended, records[0].pgid) == (StepStatus.DONE, 12.5, 77)
+    assert records[0].result == {"ok": True}
+    assert store.load_config() == two
+
+
+def test_a_batch_written_again_keeps_what_committed_and_a_plain_rewrite_is_refused(
+    store: Store,
+) -> None:
+    batch = WriteBatch(jobs={6: job(6)}, log=[entry(6, 1)], starts=[start(6, 1)])
+    ids = store.write(batch)
+    with pytest.raises(StoreError):
+        store.write(batch)
+    # Its commit's outcome was unknown to the writer: written again, nothing doubles.
+    assert store.write(batch, again=True) == ids
+    assert [e.serial for e in store.load_log(6)] == [1]
+    assert [r.id for r in store.load_journal(6)] == ids
+    # Written again with more in it, the new parts are added.
+    batch.merge(WriteBatch(log=[entry(6, 2)], starts=[start(6, 2)]))
+    again = store.write(batch, again=True)
+    assert again[0] == ids[0]
+    assert [e.serial for e in store.load_log(6)] == [1, 2]
+    assert [r.id for r in store.load_journal(6)] == again
+
+
+def test_job_ids_in_bulk_are_new_and_increasing(store: Store) -> None:
+    first = store.next_job_id()
+    bulk = store.next_job_ids(5)
+    assert len(bulk) == 5
+    assert bulk == sorted(set(bulk))
+    assert bulk[0] > first
+    assert store.next_job_id() > bulk[-1]
 
 
 @pytest.mark.parametrize("location", DURABLE, indirect=True)

@@ -229,3 +229,31 @@ def test_postgresql_restarted_under_load_loses_no_job(pair: Pair, postgres_serve
     after = {j["id"] for j in c.tc.client.jobs()}
     assert after - before == set(ids)
     assert answered < 30
+
+
+def test_a_watch_opened_on_the_standby_follows_the_job_to_its_end(pair: Pair) -> None:
+    c = pair.c
+    leader = pair.wait_leader()
+    standby = pair.other(leader)
+    delay = {"OP_ID": "OP_TEST_DELAY", "duration": 0.3, "repeat": 3, "on_nodes": ["node1"]}
+    with pair.client(standby) as client:
+        [job_id] = client.submit({"ops": [delay]})
+        seen: list[dict[str, Any]] = []
+        statuses = []
+        for job, entries in client.follow(job_id):  # long polls answered by the standby
+            seen += entries
+            statuses.append(job["status"])
+            if job["status"] in FINAL:
+                break
+    assert statuses[-1] == "success"
+    assert "running" in statuses, statuses  # it saw the job while it ran, not only after
+    with pair.client(leader) as client:
+        full = client.job(job_id)
+    # Every line the leader wrote, in order, none twice, none missing.
+    assert [e["serial"] for e in seen] == [e["serial"] for e in full["log"]]
+    assert [e["message"] for e in seen] == [e["message"] for e in full["log"]]
+    # The CLI's watch on the standby ends with the job, with its exit status.
+    pair.point_cluster_at(standby)
+    watched = c.tc.cli("job", "watch", str(job_id))
+    assert watched.returncode == 0, watched.stderr
+    assert "success" in watched.stdout

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import anyio
+import anyio.lowlevel
 import attrs
 from anyio.abc import TaskStatus
 
@@ -50,6 +51,8 @@ log = logging.getLogger("extjobs.writer")
 RETRY = 0.5
 #: Seconds a stopping writer gives itself to commit what it holds.
 DRAIN = 5.0
+#: Turns of the event loop the writer lets pass before it takes what was queued.
+GATHER_TURNS = 2
 
 #: Run once a batch has committed.
 OnCommit = Callable[[], None]
@@ -194,6 +197,10 @@ class GroupWriter:
         try:
             while self._stopped is None:
                 await self._ready.wait()
+                # Let the tasks that are ready run first: what they decide in this turn
+                # of the event loop joins the same transaction.
+                for _ in range(GATHER_TURNS):
+                    await anyio.lowlevel.checkpoint()
                 self._ready = anyio.Event()
                 round_, self._open = self._open, _Round()
                 if round_:

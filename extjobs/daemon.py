@@ -156,7 +156,10 @@ def _compose(
     if config.tcp is not None:
         host, port = config.tcp.host_port
         address = f"{host}:{port}"
-    leadership = Leadership(store, name, address, ttl=config.store.lease)
+    # The election's own handle: its calls run in a worker thread (see Leadership).
+    election = open_store(config)
+    assert isinstance(election, SharedStore)
+    leadership = Leadership(election, name, address, ttl=config.store.lease)
     master = Master(StandbyQueue(store), name, store)
     leader_store = open_store(config)
     assert isinstance(leader_store, SharedStore)
@@ -174,8 +177,12 @@ def _compose(
             leader_store, configmgr, runner, config, leadership=leadership, writer=writer
         )
 
+    def close() -> None:
+        leader_store.close()
+        election.close()
+
     serve = functools.partial(serve_master, master, leadership, open_queue)
-    return master, serve, leader_store.close
+    return master, serve, close
 
 
 async def _serve_store(config: Config, store: Store, task_status: TaskStatus[QueueView]) -> None:

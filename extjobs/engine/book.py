@@ -167,19 +167,17 @@ class JobBook:
             self._unfinished[job.id] = None
         self._on_change()
 
-    def adopt(self, job_id: int) -> None:
-        """Take on a job another master queued in the shared store (if not yet held)."""
-        if job_id in self._jobs:
+    def adopt(self, job: Job, serial: int) -> None:
+        """Take on a job another master queued in the shared store (read there, with its
+        last log serial), unless it is held already or archived."""
+        if job.id in self._jobs or job.archived:
             return
-        job = self.store.load_job(job_id)
-        if job is None or job.archived:
-            return
-        self._serial[job_id] = self.store.last_serial(job_id)
-        self._jobs[job_id] = job
-        self._shown[job_id] = job
+        self._serial[job.id] = serial
+        self._jobs[job.id] = job
+        self._shown[job.id] = job
         if not job.status.finalized:
-            self._unfinished[job_id] = None
-        self._notify(job_id)
+            self._unfinished[job.id] = None
+        self._notify(job.id)
         self._on_change()
 
     def forget(self, job: Job) -> None:

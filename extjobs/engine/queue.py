@@ -46,7 +46,7 @@ from extjobs.errors import ExtJobsError, QueueFullError, StateError, StoreError
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.config import Config
 from extjobs.model.jobs import Job, LogEntry, LogKind
-from extjobs.model.masters import RequestKind
+from extjobs.model.masters import Request, RequestKind
 from extjobs.model.requests import JobRequest
 from extjobs.model.states import JobStatus, OpStatus
 from extjobs.nodes.runner import NodeRunner
@@ -287,23 +287,33 @@ class JobQueue:
             self._workers[job.id] = scope
             tg.start_soon(self._work, job.id, scope)
 
-    def _take_requests(self) -> None:
-        """Act on what masters that do not lead asked for (several masters only)."""
+    async def _serve_requests(self) -> None:
+        """Act on what masters that do not lead asked for (several masters only), every
+        :data:`REQUEST_POLL` seconds; the store is asked off the event loop."""
         if self.leadership is None:
             return
-        assert isinstance(self._store, SharedStore)
-        for request in self._store.take_requests():
+        while True:
             try:
-                if request.kind is RequestKind.SUBMITTED:
-                    self._book.adopt(request.job_id)
-                elif request.kind is RequestKind.CANCEL:
-                    self.cancel(request.job_id)
-                elif request.kind is RequestKind.ARCHIVE:
-                    self.archive(request.job_id)
-            except StoreError:
-                raise
-            except ExtJobsError as exc:
-                log.warning("request %s of job %s: %s", request.kind, request.job_id, exc.message)
+                found = await self.writer.call(_take_requests)
+                for request, job, serial in found:
+                    self._act_on(request, job, serial)
+            except StoreError as exc:
+                self._store_failed(exc, "taking requests")
+            await anyio.sleep(REQUEST_POLL)
+
+    def _act_on(self, request: Request, job: Job | None, serial: int) -> None:
+        try:
+            if request.kind is RequestKind.SUBMITTED:
+                if job is not None:
+                    self._book.adopt(job, serial)
+            elif request.kind is RequestKind.CANCEL:
+                self.cancel(request.job_id)
+            elif request.kind is RequestKind.ARCHIVE:
+                self.archive(request.job_id)
+        except StoreError:
+            raise
+        except ExtJobsError as exc:
+            log.warning("request %s of job %s: %s", request.kind, request.job_id, exc.message)
 
     def _store_failed(self, exc: StoreError, what: str) -> None:
         """Note that the store refused a write; logged once per episode."""
@@ -327,18 +337,16 @@ class JobQueue:
         async with anyio.create_task_group() as tg:
             await tg.start(self.writer.serve)
             tg.start_soon(self._serve_archiver)
+            tg.start_soon(self._serve_requests)
             task_status.started()
             while True:
                 try:
-                    self._take_requests()
                     self._dispatch(tg)
                 except StoreError as exc:
                     self._store_failed(exc, "dispatching")
                 wait = self.options.queue.aging_interval
                 if self.store_trouble is not None:
                     wait = min(wait, self.store_retry)
-                if self.leadership is not None:
-                    wait = min(wait, REQUEST_POLL)
                 with anyio.move_on_after(wait):
                     await self._wakeup.wait()
                 self._wakeup = anyio.Event()
@@ -417,3 +425,17 @@ class JobQueue:
                 book.set_op(job_id, op.index, OpStatus.CANCELING)
             book.set_op(job_id, op.index, OpStatus.CANCELED)
         book.append_log(job_id, "job canceled", kind=LogKind.STATUS)
+
+
+def _take_requests(store: Store) -> list[tuple[Request, Job | None, int]]:
+    """The requests left for the leader (taken: deleted), each submitted job with its last
+    log serial (in the writer's thread, see :meth:`JobQueue._serve_requests`)."""
+    assert isinstance(store, SharedStore)
+    found: list[tuple[Request, Job | None, int]] = []
+    for request in store.take_requests():
+        job, serial = None, 0
+        if request.kind is RequestKind.SUBMITTED:
+            job = store.load_job(request.job_id)
+            serial = store.last_serial(request.job_id)
+        found.append((request, job, serial))
+    return found

@@ -35,7 +35,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -57,6 +57,8 @@ GATHER_TURNS = 2
 #: Run once a batch has committed.
 OnCommit = Callable[[], None]
 
+T = TypeVar("T")
+
 
 class Writer(Protocol):
     """What the engine writes through (see the module docstring)."""
@@ -69,6 +71,11 @@ class Writer(Protocol):
     def write(self, batch: WriteBatch, on_commit: OnCommit | None = None) -> None: ...
     async def journal_start(self, start: JournalStart) -> int: ...
     async def flush(self) -> None: ...
+    async def call(self, read: Callable[[Store], T]) -> T:
+        """``read(store)`` on the writer's store, off the event loop where the store is
+        a round trip away (a write through it is fenced like the writer's)."""
+        ...
+
     def statistics(self) -> dict[str, object]: ...
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None: ...
 
@@ -91,6 +98,9 @@ class SyncWriter:
 
     async def flush(self) -> None:
         return None
+
+    async def call(self, read: Callable[[Store], T]) -> T:
+        return read(self._store)
 
     def statistics(self) -> dict[str, object]:
         return {"group_commit": False}
@@ -145,6 +155,7 @@ class GroupWriter:
         self.commits = 0
         self.batches = 0
         self._lock = threading.Lock()
+        self._store_lock = threading.Lock()
         self._in_thread = 0
         self._close_asked = False
 
@@ -180,6 +191,13 @@ class GroupWriter:
             await self._writing.wait()
         elif self._stopped is not None:
             raise self._stopped
+
+    async def call(self, read: Callable[[Store], T]) -> T:
+        """``read(store)`` in a worker thread on this writer's handle (its calls and the
+        commits take turns on the connection)."""
+        return await anyio.to_thread.run_sync(
+            functools.partial(self._in_thread_do, read), abandon_on_cancel=True
+        )
 
     def statistics(self) -> dict[str, object]:
         return {
@@ -265,12 +283,18 @@ class GroupWriter:
     # -- the thread -------------------------------------------------------------------
 
     def _write_in_thread(self, batch: WriteBatch, again: bool) -> list[int]:
+        return self._in_thread_do(lambda store: store.write(batch, again=again))
+
+    def _in_thread_do(self, work: Callable[[Store], T]) -> T:
         with self._lock:
             if self._close_asked:
                 raise StoreError("the store writer is closed")
             self._in_thread += 1
         try:
-            return self._store.write(batch, again=again)
+            # One thread at a time on the connection: a psycopg connection may be used
+            # from several threads, but their transactions must not interleave.
+            with self._store_lock:
+                return work(self._store)
         finally:
             self._leave_thread()
 

@@ -56,6 +56,19 @@ from extjobs.store.migrations import pending
 
 #: Seconds to wait for a connection unless the URL says (``?connect_timeout=``).
 CONNECT_TIMEOUT = 10
+#: Seconds to wait for a connection made again after one broke (libpq's least is 2).
+RECONNECT_TIMEOUT = 3
+#: How a connection whose network path died is noticed, unless the URL says: data
+#: unacknowledged for this many milliseconds (Linux's ``TCP_USER_TIMEOUT``), and
+#: keepalive probes on an idle connection. A call on such a path fails within seconds
+#: instead of waiting for TCP's retransmissions (about a quarter of an hour).
+NETWORK_DEFAULTS = {
+    "tcp_user_timeout": 3000,
+    "keepalives": 1,
+    "keepalives_idle": 3,
+    "keepalives_interval": 1,
+    "keepalives_count": 3,
+}
 
 #: The advisory lock that serialises migrations of masters starting together.
 _MIGRATION_LOCK = 0x6578746A6F6273  # "extjobs"
@@ -122,6 +135,16 @@ class PostgresStore(StoreBase):
             ) from None
         params.setdefault("connect_timeout", CONNECT_TIMEOUT)
         params.setdefault("application_name", "extjobs")
+        if not str(params.get("host", "")).startswith("/"):  # TCP, not a Unix socket
+            for key, value in NETWORK_DEFAULTS.items():
+                params.setdefault(key, value)
+        try:
+            self._reconnect_timeout = min(int(str(params["connect_timeout"])), RECONNECT_TIMEOUT)
+        except ValueError:
+            raise StoreError(
+                f"store.url {self.where!r}: connect_timeout is not a whole number of seconds",
+                setting="store.url",
+            ) from None
         self._password = str(params.get("password") or "")
         self._conninfo = psycopg.conninfo.make_conninfo("", **params)
         self._conn = self._connect()
@@ -140,9 +163,12 @@ class PostgresStore(StoreBase):
             text = text.replace(self._password, "***")
         return text.replace(self.url, self.where)
 
-    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+    def _connect(self, timeout: int | None = None) -> psycopg.Connection[tuple[Any, ...]]:
+        conninfo = self._conninfo
+        if timeout is not None:
+            conninfo = psycopg.conninfo.make_conninfo(conninfo, connect_timeout=timeout)
         try:
-            return psycopg.connect(self._conninfo, autocommit=True)
+            return psycopg.connect(conninfo, autocommit=True)
         except psycopg.Error as exc:
             raise StoreError(
                 f"store.url: cannot connect to {self.where}: {self._reason(exc)}",
@@ -153,7 +179,7 @@ class PostgresStore(StoreBase):
         if self._closed:
             raise StoreError("the store is closed")
         if self._conn.closed:
-            self._conn = self._connect()
+            self._conn = self._connect(self._reconnect_timeout)
         return self._conn
 
     def _failed(self, what: str, exc: psycopg.Error) -> StoreError:

@@ -32,7 +32,7 @@ from extjobs.lus.base import StepContext
 from extjobs.lus.undo import UndoLog
 from extjobs.model.cluster import ClusterConfig, Disk, Instance, Node
 from extjobs.model.config import Config
-from extjobs.model.remote import DEFAULT_PATH, RemoteCommand
+from extjobs.model.remote import DEFAULT_PATH, CommandResult, RemoteCommand
 from extjobs.model.steps import ProviderCall, Step
 
 MIB = 1024 * 1024
@@ -126,6 +126,25 @@ async def run_provider(
     A missing optional script is logged and skipped (``None``). Raises what
     :meth:`StepContext.run` raises.
     """
+    result = await run_provider_result(
+        ctx, node, status, action, volume, instance=instance, disk=disk, undo=undo
+    )
+    return None if result is None else result.complete_stdout()
+
+
+async def run_provider_result(
+    ctx: StepContext,
+    node: str,
+    status: ProviderStatus,
+    action: Action,
+    volume: Volume,
+    *,
+    instance: str,
+    disk: int,
+    undo: UndoLog | None = None,
+) -> CommandResult | None:
+    """:func:`run_provider`, returning the whole result (``None``: no such optional
+    script), for callers that need what a successful script said on stderr."""
     if skipped(status, action):
         ctx.log(f"{node}: provider {status.name} has no {action.value} script; nothing to do")
         return None
@@ -134,8 +153,28 @@ async def run_provider(
     )
     if undo is not None:
         undo.note(step)
-    result = await ctx.run(step)
-    return result.complete_stdout()
+    return await ctx.run(step)
+
+
+#: Characters of an earlier script's stderr quoted in a later check's error.
+SAID_CHARS = 500
+
+
+def with_earlier_stderr(
+    exc: ExtJobsError, action: Action, said: CommandResult | None
+) -> ExtJobsError:
+    """``exc`` (a check that failed after ``action`` exited 0) restated to quote what
+    ``action`` said on stderr — providers that exit 0 after failing say why there —
+    or ``exc`` itself when it said nothing. The original stays the cause."""
+    text = said.stderr.strip() if said is not None else ""
+    if not text:
+        return exc
+    quoted = text[-SAID_CHARS:]
+    twin = exc.restated(
+        f"{exc.message}; {action.value} had exited 0 but said on stderr: {quoted!r}"
+    )
+    twin.fields[f"{action.value}_stderr_tail"] = quoted
+    return twin
 
 
 # -- finding providers -------------------------------------------------------------------

@@ -5,6 +5,10 @@ names and parameter values — is shown literally: never read as Rich markup (``
 in a provider's reason must not crash ``verify``), and with control characters escaped
 (``\x1b``), so that nothing a provider prints can drive the operator's terminal.
 Styled text is built here only from our own words (:func:`say` with ``style``).
+
+Output that is not a terminal (a pipe, a file, a log) is written full width: no line
+is wrapped or cut at 80 columns (or at ``COLUMNS``), so that a path or a message is
+found whole by ``grep`` and scripts. On a terminal Rich fits the terminal's width.
 """
 
 from __future__ import annotations
@@ -21,8 +25,18 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False)
+#: The width given to Rich for output that is not a terminal: wider than any line.
+FULL_WIDTH = 1 << 15
+
+
+def _width(stream: object) -> int | None:
+    """``None`` (Rich asks the terminal) for a terminal, else :data:`FULL_WIDTH`."""
+    isatty = getattr(stream, "isatty", None)
+    return None if isatty is not None and isatty() else FULL_WIDTH
+
+
+console = Console(highlight=False, soft_wrap=True, width=_width(sys.stdout))
+err_console = Console(stderr=True, highlight=False, width=_width(sys.stderr))
 
 
 def emit_json(data: Any) -> None:

@@ -42,3 +42,8 @@ def test_say_and_log_lines_are_literal(screen: io.StringIO) -> None:
     assert text.count("[/x] [bold]loud[/bold]") == 2
     assert "Job [/y] 1reason" in text
     assert "\x1b" not in text
+
+
+def test_output_that_is_not_a_terminal_is_not_cut_to_a_width() -> None:
+    assert output._width(io.StringIO()) == output.FULL_WIDTH
+    assert output.FULL_WIDTH > 10_000

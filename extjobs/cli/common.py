@@ -106,14 +106,16 @@ def follow_job(client: Client, job_id: int, *, quiet: bool = False) -> dict[str,
             task = progress.add_task("queued", job=job_id)
             for job, entries in client.follow(job_id):
                 for entry in entries:
-                    progress.console.print(Text(output.log_line(entry)))
+                    for line in output.log_lines(entry):
+                        progress.console.print(Text(line))
                 progress.update(task, description=job["status"])
     else:
         for state, entries in client.follow(job_id):
             job = state
             if not quiet:
                 for entry in entries:
-                    click.echo(output.log_line(entry))
+                    for line in output.log_lines(entry):
+                        click.echo(line)
     return job
 
 

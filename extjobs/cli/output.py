@@ -88,5 +88,36 @@ def log_line(entry: dict[str, Any]) -> str:
     return printable(f"{when(entry['timestamp'])} [{entry['type']}] {entry['message']}")
 
 
+#: Lines of a failed step's stderr shown under its log line (``--output json`` and the
+#: API keep the whole stored tail).
+STDERR_LINES = 10
+
+
+def failed_step_stderr(entry: dict[str, Any]) -> list[str]:
+    """The last :data:`STDERR_LINES` lines of stderr of a ``step`` entry that failed,
+    timed out or was killed, escaped; ``[]`` for other entries and silent steps."""
+    if entry.get("type") != "step" or not isinstance(entry.get("data"), dict):
+        return []
+    data = entry["data"]
+    failed = (
+        data.get("error") is not None
+        or data.get("exit_status") not in (0, None)
+        or data.get("signal") is not None
+    )
+    tail = data.get("stderr_tail")
+    if not failed or not isinstance(tail, str) or not tail.strip():
+        return []
+    return [printable(line) for line in tail.rstrip("\n").split("\n")[-STDERR_LINES:]]
+
+
+def log_lines(entry: dict[str, Any]) -> list[str]:
+    """One job log entry as lines of text: :func:`log_line`, then, for a step that
+    failed or timed out, the tail of what it printed on stderr."""
+    lines = [log_line(entry)]
+    for number, line in enumerate(failed_step_stderr(entry)):
+        lines.append(("    stderr: " if number == 0 else "            ") + line)
+    return lines
+
+
 def is_tty() -> bool:
     return sys.stdout.isatty()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from extjobs.errors import ExtJobsError, PrerequisiteError, ProviderError
+from extjobs.errors import CommandTimeoutError, ExtJobsError, PrerequisiteError, ProviderError
 from extjobs.extstorage.attach import (
     AttachInfo,
     block_device_check_command,
@@ -180,6 +180,18 @@ def with_earlier_stderr(
 # -- finding providers -------------------------------------------------------------------
 
 
+def timeout_of_step(step: Step, error: ExtJobsError) -> ExtJobsError:
+    """``error``, restated when it is ``step`` running over its timeout to name the step
+    (``diagnose ExtStorage provider(s) … on node … timed out``) instead of the program it
+    ran, which for a diagnose is ``/bin/sh``; any other error as it is."""
+    if not isinstance(error, CommandTimeoutError):
+        return error
+    seconds = error.fields.get("timeout", step.command.timeout)
+    return error.restated(
+        f"{step.description} on node {step.node} timed out after {seconds:g}s and was killed"
+    )
+
+
 async def diagnose_on(
     ctx: StepContext, nodes: Sequence[Node], providers: Iterable[str]
 ) -> dict[str, Mapping[str, ProviderStatus] | BaseException]:
@@ -203,9 +215,9 @@ async def diagnose_on(
     ]
     answers = await ctx.run_many(steps)
     per_node: dict[str, Mapping[str, ProviderStatus] | BaseException] = {}
-    for node, answer in zip(nodes, answers, strict=True):
+    for node, step, answer in zip(nodes, steps, answers, strict=True):
         if isinstance(answer, ExtJobsError):
-            per_node[node.name] = answer
+            per_node[node.name] = timeout_of_step(step, answer)
             continue
         try:
             per_node[node.name] = parse_diagnose_output(answer.stdout, node=node.name)
@@ -243,18 +255,28 @@ async def validate_in_group(
     (per_node, summary), age = await ctx.memo(key, ctx.options.storage.diagnose_cache, ask)
     if age is not None:
         ctx.log(f"provider(s) {', '.join(names)} found valid in group {group} {age:.1f}s ago")
+    silent = {
+        node: answer.message if isinstance(answer, ExtJobsError) else str(answer)
+        for node, answer in sorted(per_node.items())
+        if not isinstance(answer, Mapping)
+    }
     problems = []
     for name in names:
         status = summary.get(name)
-        if status is None:
-            problems.append(f"provider {name!r}: no node of group {group} answered")
+        if status is None and not nodes:
+            problems.append(f"provider {name!r}: node group {group} has no online node")
+        elif status is None:
+            why = "; ".join(f"{node}: {reason}" for node, reason in silent.items())
+            problems.append(f"provider {name!r}: no node of group {group} answered ({why})")
         elif not status.valid:
             why = "; ".join(f"{node}: {reason}" for node, reason in status.reasons.items())
             problems.append(f"provider {name!r} is not valid in node group {group} ({why})")
         else:
             ctx.log(f"provider {name} is valid on every online node of group {group}")
     if problems:
-        raise PrerequisiteError("; ".join(problems), group=group, providers=names)
+        raise PrerequisiteError(
+            "; ".join(problems), group=group, providers=names, node_errors=silent
+        )
     return {n: dict(r) for n, r in per_node.items() if isinstance(r, Mapping)}
 
 

@@ -88,7 +88,11 @@ class LUNodeAdd(LogicalUnit[OpNodeAdd]):
             Step(
                 node=node.name,
                 description="check login",
-                command=RemoteCommand(argv=("uname", "-n"), env={"PATH": "/usr/bin:/bin"}),
+                command=RemoteCommand(
+                    argv=("uname", "-n"),
+                    env={"PATH": "/usr/bin:/bin"},
+                    timeout=ctx.options.ssh.login_timeout,
+                ),
                 endpoint=node.endpoint,
             )
         )

@@ -1,4 +1,4 @@
-"""Node add: the login check's timeout is a setting."""
+"""Node add: the login check's timeout is a setting; one host and port is one node."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from extjobs.errors import ConfigError
 from extjobs.model.config import load_config
-from extjobs.model.opcodes import OpNodeAdd
+from extjobs.model.opcodes import OpGroupAdd, OpNodeAdd
 from extjobs.testing import open_test_cluster
 from extjobs.testing.cluster import engine_options
 from tests.lus.scenario import error, ok
@@ -41,3 +41,58 @@ def test_a_login_timeout_that_is_not_positive_and_finite_is_refused(
     path.write_text(f"[ssh]\nlogin_timeout = {value}\n")
     with pytest.raises(ConfigError, match="login_timeout"):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("address", "port"),
+    [
+        pytest.param("node1", 22, id="same-name-as-host"),
+        pytest.param("NODE1.", 22, id="case-and-trailing-dot"),
+    ],
+)
+async def test_a_second_name_for_the_same_host_and_port_is_refused(address: str, port: int) -> None:
+    async with open_test_cluster(2) as cluster:
+        mark = cluster.runner.mark()
+        job = await cluster.run(
+            OpNodeAdd(node_name="alias", address=address, port=port, accept_new_host_key=True)
+        )
+        assert not ok(job)
+        assert "node node1 already is node1:22" in error(job)
+        assert "as node alias" in error(job)
+        assert job.ops[0].error is not None
+        assert job.ops[0].error["existing"] == "node1"
+        assert cluster.runner.calls[mark:] == []  # refused before contacting anything
+        assert "alias" not in cluster.config.nodes
+
+
+async def test_ip_addresses_are_compared_in_canonical_form() -> None:
+    async with open_test_cluster(1) as cluster:
+        first = await cluster.run(OpNodeAdd(node_name="a", address="::1", accept_new_host_key=True))
+        assert ok(first), error(first)
+        again = await cluster.run(
+            OpNodeAdd(node_name="b", address="0:0::0:1", accept_new_host_key=True)
+        )
+        assert "node a already is ::1:22" in error(again)
+
+
+async def test_another_port_of_the_same_host_is_another_node() -> None:
+    async with open_test_cluster(1) as cluster:
+        job = await cluster.run(
+            OpNodeAdd(node_name="node1b", address="node1", port=2222, accept_new_host_key=True)
+        )
+        assert ok(job), error(job)
+
+
+async def test_two_adds_of_one_endpoint_at_once_leave_one_node() -> None:
+    async with open_test_cluster(1) as cluster:
+        assert ok(await cluster.run(OpGroupAdd(group_name="other")))
+        ids = [
+            cluster.submit(
+                OpNodeAdd(node_name=name, address="10.0.0.9", group=group, accept_new_host_key=True)
+            )
+            for name, group in (("x1", None), ("x2", "other"))
+        ]
+        jobs = [await cluster.wait(i) for i in ids]
+        assert sorted(ok(j) for j in jobs) == [False, True], [error(j) for j in jobs]
+        assert "already is 10.0.0.9:22" in " ".join(error(j) for j in jobs)
+        assert len({"x1", "x2"} & set(cluster.config.nodes)) == 1

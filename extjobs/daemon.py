@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import socket
-import stat
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,13 @@ from extjobs.model.config import Config
 from extjobs.nodes.ssh import SSHRunner
 from extjobs.store import open_store
 from extjobs.store.base import Store
-from extjobs.store.files import backup_sqlite, lock_state_dir, restore_store
+from extjobs.store.files import (
+    backup_sqlite,
+    check_private_dir,
+    lock_state_dir,
+    restore_store,
+    secure_store_files,
+)
 from extjobs.store.shared import SharedStore
 from extjobs.store.sqlite import SqliteStore
 
@@ -50,21 +55,26 @@ class _Server(uvicorn.Server):
 
 
 def prepare_state_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
+    """Create the state directory (mode 0700), or check that the existing one is this
+    user's and writable by nobody else (:class:`ConfigError` naming it and its owner),
+    then make it 0700."""
+    if not path.is_dir():
+        try:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the state directory {path}: {exc.strerror}", path=str(path)
+            ) from exc
+    check_private_dir(path, "state directory")
     os.chmod(path, 0o700)
 
 
 def bind_unix_socket(path: Path) -> socket.socket:
-    """Bind the API socket with mode 0600 in a directory only this user can write."""
+    """Bind the API socket with mode 0600 in a directory only this user can write
+    (:class:`ConfigError` naming the directory and its owner otherwise)."""
     parent = path.parent
     parent.mkdir(parents=True, exist_ok=True)
-    st = parent.stat()
-    if st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise ConfigError(
-            f"socket directory {parent} must be owned by uid {os.getuid()} and not writable "
-            "by group or others",
-            path=str(parent),
-        )
+    check_private_dir(parent, "socket directory")
     if path.exists() or path.is_symlink():
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -114,6 +124,12 @@ async def serve_daemon(
     prepare_state_dir(config.state_dir)
     lock = lock_state_dir(config.state_dir)
     try:
+        loose = secure_store_files(config.db_path)
+        if loose:
+            log.warning(
+                "store files were readable or writable by others; now mode 0600: %s",
+                ", ".join(str(p) for p in loose),
+            )
         if restore is not None:
             if config.store.is_postgres:
                 raise ConfigError(

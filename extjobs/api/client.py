@@ -1,4 +1,9 @@
-"""A small synchronous client of the HTTP API over the daemon's Unix socket."""
+"""A small synchronous client of the HTTP API over the daemon's Unix socket.
+
+Every request is bounded: the daemon must answer within ``timeout`` seconds (a long
+poll within its own wait plus ``timeout``), so a daemon that accepts connections but
+never answers — stopped with SIGSTOP, or stuck — is reported as such, not waited for.
+"""
 
 from __future__ import annotations
 
@@ -22,13 +27,22 @@ class DaemonUnavailableError(ExtJobsError):
     kind = "unavailable"
 
 
+#: Seconds the daemon has to answer a request (beyond a long poll's own wait).
+DEFAULT_TIMEOUT = 20.0
+#: Seconds one long poll of :meth:`Client.follow` lets the daemon wait for news.
+POLL = 30.0
+
+
 class Client:
-    def __init__(self, socket: Path, *, timeout: float = 30.0) -> None:
+    """``timeout``: seconds the daemon has to answer (see the module docstring)."""
+
+    def __init__(self, socket: Path, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.socket = socket
+        self.timeout = timeout
         self._http = httpx.Client(
             transport=httpx.HTTPTransport(uds=str(socket)),
             base_url="http://extjobs",
-            timeout=httpx.Timeout(timeout, read=timeout + 90.0),
+            timeout=httpx.Timeout(timeout),
         )
 
     def close(self) -> None:
@@ -40,9 +54,25 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def request(self, method: str, path: str, *, patience: float = 0.0, **kwargs: Any) -> Any:
+        """Send one request; the decoded answer. ``patience``: seconds the daemon may
+        take on purpose (a long poll, a backup) on top of :attr:`timeout`.
+
+        Raises :class:`DaemonUnavailableError` when the daemon cannot be reached or does
+        not answer in time, :class:`ApiError` when it answers with an error."""
+        limit = self.timeout + patience
         try:
-            response = self._http.request(method, path, **kwargs)
+            response = self._http.request(
+                method, path, timeout=httpx.Timeout(self.timeout, read=limit), **kwargs
+            )
+        except httpx.TimeoutException as exc:
+            raise DaemonUnavailableError(
+                f"the extjobs daemon at {self.socket} did not answer {method} {path} within "
+                f"{limit:g}s ({type(exc).__name__}); is it stopped or stuck? "
+                "(--timeout or EXTJOBS_TIMEOUT sets how long to wait)",
+                socket=str(self.socket),
+                timeout=limit,
+            ) from None
         except httpx.TransportError as exc:
             raise DaemonUnavailableError(
                 f"cannot reach the extjobs daemon at {self.socket}: {exc}",
@@ -79,18 +109,27 @@ class Client:
     def job(self, job_id: int) -> dict[str, Any]:
         return dict(self.request("GET", f"/v1/jobs/{job_id}"))
 
-    def wait(self, job_id: int, since: int, timeout: float = 30.0) -> dict[str, Any]:
+    def wait(self, job_id: int, since: int, timeout: float = POLL) -> dict[str, Any]:
+        """The job and its log entries after ``since``, once there are any or the job
+        has ended; after ``timeout`` seconds with an empty log otherwise."""
         return dict(
             self.request(
-                "GET", f"/v1/jobs/{job_id}/wait", params={"since": since, "timeout": timeout}
+                "GET",
+                f"/v1/jobs/{job_id}/wait",
+                params={"since": since, "timeout": timeout},
+                patience=timeout,
             )
         )
 
     def follow(self, job_id: int) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
         """Yield (job, new log entries) until the job has ended."""
         since = 0
+        # The first poll asks for what is there at once (every job has log entries), so
+        # a daemon that does not answer is found within timeout, not POLL + timeout.
+        poll = 0.0
         while True:
-            answer = self.wait(job_id, since)
+            answer = self.wait(job_id, since, poll)
+            poll = POLL
             entries = answer["log"]
             if entries:
                 since = entries[-1]["serial"]
@@ -106,7 +145,7 @@ class Client:
 
     def backup(self, path: str, *, timeout: float = 600.0) -> dict[str, Any]:
         """Ask the daemon to copy its store to ``path`` (absolute, new) while it runs."""
-        return dict(self.request("POST", "/v1/backup", json={"path": path}, timeout=timeout))
+        return dict(self.request("POST", "/v1/backup", json={"path": path}, patience=timeout))
 
     def cluster(self) -> dict[str, Any]:
         return dict(self.request("GET", "/v1/cluster"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -95,18 +96,30 @@ class _TooLarge(InputError):
     kind = "too_large"
 
 
+def _shown(raw: str) -> str:
+    """``raw`` for an error message: quoted, and cut short when it is long."""
+    return repr(raw) if len(raw) <= 40 else repr(raw[:40]) + f"... ({len(raw)} characters)"
+
+
+#: A serial or id as clients write it: ASCII digits only (``int()`` would also take
+#: blanks, ``_`` and other scripts' digits).
+_DIGITS = re.compile(r"[0-9]+")
+
+
 def _int_param(request: Request, name: str, default: int | None = None) -> int:
+    """A whole-number query parameter in ``0 .. 2**63-1`` (what a store can hold)."""
     raw = request.query_params.get(name)
     if raw is None:
         if default is None:
             raise InputError(f"query parameter {name} is required", field=name)
         return default
-    try:
-        return int(raw)
-    except ValueError:
+    if not _DIGITS.fullmatch(raw):
         raise InputError(
-            f"query parameter {name} must be an integer, not {raw!r}", field=name
-        ) from None
+            f"query parameter {name} must be a whole number >= 0, not {_shown(raw)}", field=name
+        )
+    if len(raw.lstrip("0")) > len(str(MAX_JOB_ID)) or int(raw) >= MAX_JOB_ID:
+        raise InputError(f"query parameter {name} must be below 2**63", field=name)
+    return int(raw)
 
 
 def _float_param(request: Request, name: str, default: float) -> float:
@@ -125,15 +138,16 @@ def _float_param(request: Request, name: str, default: float) -> float:
 
 
 def _job_id(request: Request) -> int:
+    """The job id of the path: 400 unless ASCII digits, 404 beyond what a store holds."""
     raw = request.path_params["job_id"]
-    try:
-        job_id = int(raw)
-    except ValueError:
-        raise InputError(f"job id must be an integer, not {raw!r}", field="job_id") from None
-    if not 0 < job_id < MAX_JOB_ID:
-        # Beyond a signed 64-bit integer no store has such a job (SQLite would overflow).
-        raise NotFoundError(f"job {raw} does not exist", job=raw)
-    return job_id
+    if not _DIGITS.fullmatch(raw):
+        raise InputError(f"job id must be a whole number, not {_shown(raw)}", field="job_id")
+    # Beyond a signed 64-bit integer no store has such a job (SQLite would overflow);
+    # the length test first keeps int() away from thousands of digits.
+    if len(raw.lstrip("0")) > len(str(MAX_JOB_ID)) or not 0 < int(raw) < MAX_JOB_ID:
+        shown = raw if len(raw) <= 40 else f"{raw[:40]}... ({len(raw)} digits)"
+        raise NotFoundError(f"job {shown} does not exist", job=raw[:40])
+    return int(raw)
 
 
 def build_app(target: QueueView, *, backup: Backup | None = None) -> Starlette:

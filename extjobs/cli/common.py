@@ -2,20 +2,24 @@
 an opcode and following its job, and turning errors into exit codes.
 
 Exit codes: 0 success, 1 the job failed (or the daemon or the model refused the
-request), 2 usage error. Noun modules (``cli/job.py``, ``cli/instance.py`` …) import
+request, or did not answer within ``--timeout``), 2 usage error (an argument that is
+not UTF-8 included). Noun modules (``cli/job.py``, ``cli/instance.py`` …) import
 this module and ``cli/output.py``; only ``cli/main.py`` imports the noun modules.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 from rich.text import Text
 
-from extjobs.api.client import Client
+from extjobs.api.client import DEFAULT_TIMEOUT, Client
 from extjobs.cli import output
 from extjobs.errors import ExtJobsError
 from extjobs.model.config import default_socket
@@ -26,15 +30,23 @@ from extjobs.model.opcodes import OpCode, encode_opcode
 class Ctx:
     """The root group's settings, handed to every command by ``pass_ctx``."""
 
-    def __init__(self, socket: Path | None) -> None:
+    def __init__(self, socket: Path | None, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.socket = socket
+        self.timeout = timeout
 
     def client(self) -> Client:
         """A client for the daemon; raises click.UsageError when no socket is known."""
         sock = self.socket or default_socket()
         if sock is None:
             raise click.UsageError("no daemon socket: use --socket or EXTJOBS_SOCKET")
-        return Client(sock)
+        return Client(sock, timeout=self.timeout)
+
+
+def seconds_option(_ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """A click callback: ``value`` must be a finite number of seconds > 0."""
+    if not math.isfinite(value) or value <= 0:
+        raise click.BadParameter(f"must be a finite number of seconds > 0, not {value}")
+    return value
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
@@ -78,9 +90,26 @@ def fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
+def check_arguments(argv: Sequence[str]) -> None:
+    """Exit 2 naming the first argument that is not valid UTF-8 (Python hands such bytes
+    over as lone surrogates, which no request to the daemon can carry)."""
+    for number, arg in enumerate(argv, start=1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(arg).decode("utf-8", "backslashreplace")
+            fail(
+                f"argument {number} ({shown!r}) is not valid UTF-8: names, values and paths "
+                "must be UTF-8 text (a job file can be given on stdin as -)",
+                2,
+            )
+
+
 def run_command_line(root: click.Group) -> None:
     """Run the command tree; an error from the daemon (ApiError) or from building a
-    request (InputError and the other ExtJobsErrors) exits 1 with its message."""
+    request (InputError and the other ExtJobsErrors) exits 1 with its message, an
+    argument that is not UTF-8 exits 2."""
+    check_arguments(sys.argv[1:])
     try:
         root(standalone_mode=True)
     except ExtJobsError as exc:
@@ -106,14 +135,16 @@ def follow_job(client: Client, job_id: int, *, quiet: bool = False) -> dict[str,
             task = progress.add_task("queued", job=job_id)
             for job, entries in client.follow(job_id):
                 for entry in entries:
-                    progress.console.print(Text(output.log_line(entry)))
+                    for line in output.log_lines(entry):
+                        progress.console.print(Text(line))
                 progress.update(task, description=job["status"])
     else:
         for state, entries in client.follow(job_id):
             job = state
             if not quiet:
                 for entry in entries:
-                    click.echo(output.log_line(entry))
+                    for line in output.log_lines(entry):
+                        click.echo(line)
     return job
 
 

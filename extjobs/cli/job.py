@@ -127,7 +127,8 @@ def job_info(ctx: Ctx, job_id: int, fmt: str) -> None:
             say("    result: " + text.replace("\n", "\n    "))
     say("  log:")
     for entry in data["log"]:
-        say("    " + output.log_line(entry))
+        for line in output.log_lines(entry):
+            say("    " + line)
 
 
 @job.command("watch")

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import click
 
+from extjobs.api.client import DEFAULT_TIMEOUT
 from extjobs.cli.backup import backup
 from extjobs.cli.cluster import cluster
-from extjobs.cli.common import Ctx, run_command_line
+from extjobs.cli.common import Ctx, run_command_line, seconds_option
 from extjobs.cli.daemon import daemon, demo
 from extjobs.cli.group import group
 from extjobs.cli.instance import instance
@@ -31,11 +32,20 @@ from extjobs.cli.verify import verify
     envvar="EXTJOBS_SOCKET",
     help="The daemon's API socket (default: EXTJOBS_SOCKET, else the configured one).",
 )
+@click.option(
+    "--timeout",
+    type=float,
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    envvar="EXTJOBS_TIMEOUT",
+    callback=seconds_option,
+    help="Seconds the daemon has to answer a request (a long poll: on top of its wait).",
+)
 @click.version_option(package_name="extjobs")
 @click.pass_context
-def cli(click_ctx: click.Context, socket: Path | None) -> None:
+def cli(click_ctx: click.Context, socket: Path | None, timeout: float) -> None:
     """extjobs: jobs for a virtualisation cluster on external shared storage."""
-    click_ctx.obj = Ctx(socket)
+    click_ctx.obj = Ctx(socket, timeout)
 
 
 cli.add_command(daemon)

@@ -5,6 +5,10 @@ names and parameter values — is shown literally: never read as Rich markup (``
 in a provider's reason must not crash ``verify``), and with control characters escaped
 (``\x1b``), so that nothing a provider prints can drive the operator's terminal.
 Styled text is built here only from our own words (:func:`say` with ``style``).
+
+Output that is not a terminal (a pipe, a file, a log) is written full width: no line
+is wrapped or cut at 80 columns (or at ``COLUMNS``), so that a path or a message is
+found whole by ``grep`` and scripts. On a terminal Rich fits the terminal's width.
 """
 
 from __future__ import annotations
@@ -21,8 +25,18 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False)
+#: The width given to Rich for output that is not a terminal: wider than any line.
+FULL_WIDTH = 1 << 15
+
+
+def _width(stream: object) -> int | None:
+    """``None`` (Rich asks the terminal) for a terminal, else :data:`FULL_WIDTH`."""
+    isatty = getattr(stream, "isatty", None)
+    return None if isatty is not None and isatty() else FULL_WIDTH
+
+
+console = Console(highlight=False, soft_wrap=True, width=_width(sys.stdout))
+err_console = Console(stderr=True, highlight=False, width=_width(sys.stderr))
 
 
 def emit_json(data: Any) -> None:
@@ -72,6 +86,37 @@ def duration(seconds: float | None) -> str:
 def log_line(entry: dict[str, Any]) -> str:
     """One job log entry as a line of text (print it with :func:`say`)."""
     return printable(f"{when(entry['timestamp'])} [{entry['type']}] {entry['message']}")
+
+
+#: Lines of a failed step's stderr shown under its log line (``--output json`` and the
+#: API keep the whole stored tail).
+STDERR_LINES = 10
+
+
+def failed_step_stderr(entry: dict[str, Any]) -> list[str]:
+    """The last :data:`STDERR_LINES` lines of stderr of a ``step`` entry that failed,
+    timed out or was killed, escaped; ``[]`` for other entries and silent steps."""
+    if entry.get("type") != "step" or not isinstance(entry.get("data"), dict):
+        return []
+    data = entry["data"]
+    failed = (
+        data.get("error") is not None
+        or data.get("exit_status") not in (0, None)
+        or data.get("signal") is not None
+    )
+    tail = data.get("stderr_tail")
+    if not failed or not isinstance(tail, str) or not tail.strip():
+        return []
+    return [printable(line) for line in tail.rstrip("\n").split("\n")[-STDERR_LINES:]]
+
+
+def log_lines(entry: dict[str, Any]) -> list[str]:
+    """One job log entry as lines of text: :func:`log_line`, then, for a step that
+    failed or timed out, the tail of what it printed on stderr."""
+    lines = [log_line(entry)]
+    for number, line in enumerate(failed_step_stderr(entry)):
+        lines.append(("    stderr: " if number == 0 else "            ") + line)
+    return lines
 
 
 def is_tty() -> bool:

@@ -41,8 +41,10 @@ from extjobs.lus.instance_storage import (
     disk_volume,
     providers_on,
     run_provider,
+    run_provider_result,
     storage_node,
     validate_in_group,
+    with_earlier_stderr,
 )
 from extjobs.lus.journal import Journal
 from extjobs.lus.undo import UndoLog
@@ -52,6 +54,7 @@ from extjobs.model.config import Config
 from extjobs.model.jobs import LogKind
 from extjobs.model.locks import LockRequest, Mode
 from extjobs.model.opcodes import DiskSpec, OpInstanceCreate, OpInstanceRemove
+from extjobs.model.remote import CommandResult
 
 
 def instance_state(instance: Instance) -> str:
@@ -231,8 +234,8 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
         """verify → create → attach → open exclusive → setinfo; the hypervisor's path."""
         volume = disk_volume(instance.name, disk, open_exclusive=True)
 
-        async def run(action: Action, undo: UndoLog | None = None) -> None:
-            await run_provider(
+        async def run(action: Action, undo: UndoLog | None = None) -> CommandResult | None:
+            return await run_provider_result(
                 ctx,
                 node,
                 status,
@@ -244,10 +247,22 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
             )
 
         await run(Action.VERIFY)
-        await run(Action.CREATE, self._undo)
-        ctx.log(f"disk{disk.index}: created {volume.name} ({disk.size} MiB, {disk.provider})")
-        info = await attach_disk(
-            ctx, node, status, volume, instance=instance.name, disk=disk.index, undo=self._undo
+        created = await run(Action.CREATE, self._undo)
+        # Exit status 0 does not prove the volume exists (some providers exit 0 after a
+        # failed create): it is "created" once attach found it, and if attach does not,
+        # the error quotes what create said on stderr.
+        try:
+            info = await attach_disk(
+                ctx, node, status, volume, instance=instance.name, disk=disk.index, undo=self._undo
+            )
+        except ExtJobsError as exc:
+            error = with_earlier_stderr(exc, Action.CREATE, created)
+            if error is exc:
+                raise
+            raise error from exc
+        ctx.log(
+            f"disk{disk.index}: created {volume.name} ({disk.size} MiB, {disk.provider}), "
+            f"attached on {node}"
         )
         await run(Action.OPEN, self._undo)
         await run(Action.SETINFO)

@@ -37,7 +37,9 @@ from extjobs.lus.instance_storage import (
     disk_volume,
     providers_on,
     run_provider,
+    run_provider_result,
     size_check_command,
+    with_earlier_stderr,
 )
 from extjobs.lus.journal import Journal
 from extjobs.lus.undo import UndoLog
@@ -245,12 +247,19 @@ class LUInstanceGrowDisk(LogicalUnit[OpInstanceGrowDisk]):
             self._attached_here = (node, status)
         path = hv.disk_path(info, disk.access, node=node.name, provider=disk.provider)
         self._growing = (node.name, path, path == info.device, target)
-        await run_provider(
+        grown = await run_provider_result(
             ctx, node.name, status, Action.GROW, volume, instance=inst.name, disk=disk.index
         )
-        actual = await self._check_size(
-            ctx, node.name, path, block=path == info.device, target=target
-        )
+        try:
+            actual = await self._check_size(
+                ctx, node.name, path, block=path == info.device, target=target
+            )
+        except ExtJobsError as exc:
+            # Exit status 0 does not prove the volume grew: quote what grow said.
+            error = with_earlier_stderr(exc, Action.GROW, grown)
+            if error is exc:
+                raise
+            raise error from exc
         self._record_size(ctx, target)
         ctx.log(f"disk{disk.index} of {inst.name} grown from {disk.size} to {target} MiB")
         guest_size = None

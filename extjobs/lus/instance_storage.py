@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from extjobs.errors import ExtJobsError, PrerequisiteError, ProviderError
+from extjobs.errors import CommandTimeoutError, ExtJobsError, PrerequisiteError, ProviderError
 from extjobs.extstorage.attach import (
     AttachInfo,
     block_device_check_command,
@@ -32,7 +32,7 @@ from extjobs.lus.base import StepContext
 from extjobs.lus.undo import UndoLog
 from extjobs.model.cluster import ClusterConfig, Disk, Instance, Node
 from extjobs.model.config import Config
-from extjobs.model.remote import DEFAULT_PATH, RemoteCommand
+from extjobs.model.remote import DEFAULT_PATH, CommandResult, RemoteCommand
 from extjobs.model.steps import ProviderCall, Step
 
 MIB = 1024 * 1024
@@ -126,6 +126,25 @@ async def run_provider(
     A missing optional script is logged and skipped (``None``). Raises what
     :meth:`StepContext.run` raises.
     """
+    result = await run_provider_result(
+        ctx, node, status, action, volume, instance=instance, disk=disk, undo=undo
+    )
+    return None if result is None else result.complete_stdout()
+
+
+async def run_provider_result(
+    ctx: StepContext,
+    node: str,
+    status: ProviderStatus,
+    action: Action,
+    volume: Volume,
+    *,
+    instance: str,
+    disk: int,
+    undo: UndoLog | None = None,
+) -> CommandResult | None:
+    """:func:`run_provider`, returning the whole result (``None``: no such optional
+    script), for callers that need what a successful script said on stderr."""
     if skipped(status, action):
         ctx.log(f"{node}: provider {status.name} has no {action.value} script; nothing to do")
         return None
@@ -134,11 +153,43 @@ async def run_provider(
     )
     if undo is not None:
         undo.note(step)
-    result = await ctx.run(step)
-    return result.complete_stdout()
+    return await ctx.run(step)
+
+
+#: Characters of an earlier script's stderr quoted in a later check's error.
+SAID_CHARS = 500
+
+
+def with_earlier_stderr(
+    exc: ExtJobsError, action: Action, said: CommandResult | None
+) -> ExtJobsError:
+    """``exc`` (a check that failed after ``action`` exited 0) restated to quote what
+    ``action`` said on stderr — providers that exit 0 after failing say why there —
+    or ``exc`` itself when it said nothing. The original stays the cause."""
+    text = said.stderr.strip() if said is not None else ""
+    if not text:
+        return exc
+    quoted = text[-SAID_CHARS:]
+    twin = exc.restated(
+        f"{exc.message}; {action.value} had exited 0 but said on stderr: {quoted!r}"
+    )
+    twin.fields[f"{action.value}_stderr_tail"] = quoted
+    return twin
 
 
 # -- finding providers -------------------------------------------------------------------
+
+
+def timeout_of_step(step: Step, error: ExtJobsError) -> ExtJobsError:
+    """``error``, restated when it is ``step`` running over its timeout to name the step
+    (``diagnose ExtStorage provider(s) … on node … timed out``) instead of the program it
+    ran, which for a diagnose is ``/bin/sh``; any other error as it is."""
+    if not isinstance(error, CommandTimeoutError):
+        return error
+    seconds = error.fields.get("timeout", step.command.timeout)
+    return error.restated(
+        f"{step.description} on node {step.node} timed out after {seconds:g}s and was killed"
+    )
 
 
 async def diagnose_on(
@@ -164,9 +215,9 @@ async def diagnose_on(
     ]
     answers = await ctx.run_many(steps)
     per_node: dict[str, Mapping[str, ProviderStatus] | BaseException] = {}
-    for node, answer in zip(nodes, answers, strict=True):
+    for node, step, answer in zip(nodes, steps, answers, strict=True):
         if isinstance(answer, ExtJobsError):
-            per_node[node.name] = answer
+            per_node[node.name] = timeout_of_step(step, answer)
             continue
         try:
             per_node[node.name] = parse_diagnose_output(answer.stdout, node=node.name)
@@ -204,18 +255,28 @@ async def validate_in_group(
     (per_node, summary), age = await ctx.memo(key, ctx.options.storage.diagnose_cache, ask)
     if age is not None:
         ctx.log(f"provider(s) {', '.join(names)} found valid in group {group} {age:.1f}s ago")
+    silent = {
+        node: answer.message if isinstance(answer, ExtJobsError) else str(answer)
+        for node, answer in sorted(per_node.items())
+        if not isinstance(answer, Mapping)
+    }
     problems = []
     for name in names:
         status = summary.get(name)
-        if status is None:
-            problems.append(f"provider {name!r}: no node of group {group} answered")
+        if status is None and not nodes:
+            problems.append(f"provider {name!r}: node group {group} has no online node")
+        elif status is None:
+            why = "; ".join(f"{node}: {reason}" for node, reason in silent.items())
+            problems.append(f"provider {name!r}: no node of group {group} answered ({why})")
         elif not status.valid:
             why = "; ".join(f"{node}: {reason}" for node, reason in status.reasons.items())
             problems.append(f"provider {name!r} is not valid in node group {group} ({why})")
         else:
             ctx.log(f"provider {name} is valid on every online node of group {group}")
     if problems:
-        raise PrerequisiteError("; ".join(problems), group=group, providers=names)
+        raise PrerequisiteError(
+            "; ".join(problems), group=group, providers=names, node_errors=silent
+        )
     return {n: dict(r) for n, r in per_node.items() if isinstance(r, Mapping)}
 
 

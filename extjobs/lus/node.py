@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from extjobs.errors import HostKeyError, NotFoundError, PrerequisiteError
@@ -17,6 +18,33 @@ from extjobs.model.steps import Step
 
 def _same_key(a: str, b: str) -> bool:
     return a.split()[:2] == b.split()[:2]
+
+
+def _host_key(host: str) -> str:
+    """``host`` as compared between nodes: an IP address in its canonical form, a
+    host name in lower case without a trailing dot."""
+    try:
+        return ipaddress.ip_address(host).compressed
+    except ValueError:
+        return host.lower().rstrip(".")
+
+
+def _refuse_same_endpoint(config: ClusterConfig, name: str, host: str, port: int) -> None:
+    """Raise :class:`PrerequisiteError` naming the node that already is ``host:port``.
+
+    Two names for one SSH endpoint would let jobs think one machine is two: a disk
+    "detached on node A" would still be attached on "node B", and failover from one to
+    the other would move nothing."""
+    for other in config.nodes.values():
+        if other.port == port and _host_key(other.host) == _host_key(host):
+            raise PrerequisiteError(
+                f"node {other.name} already is {other.host}:{other.port}; refusing to add "
+                f"the same host and port again as node {name}",
+                node=name,
+                existing=other.name,
+                host=host,
+                port=port,
+            )
 
 
 def node_summary(node: Node, config: ClusterConfig) -> dict[str, Any]:
@@ -48,6 +76,8 @@ class LUNodeAdd(LogicalUnit[OpNodeAdd]):
             )
         if group not in config.groups:
             raise NotFoundError(f"node group {group!r} does not exist", field="group", group=group)
+        op = self.op
+        _refuse_same_endpoint(config, op.node_name, op.address or op.node_name, op.port)
 
     async def exec(self, ctx: StepContext) -> Any:
         op = self.op
@@ -88,11 +118,22 @@ class LUNodeAdd(LogicalUnit[OpNodeAdd]):
             Step(
                 node=node.name,
                 description="check login",
-                command=RemoteCommand(argv=("uname", "-n"), env={"PATH": "/usr/bin:/bin"}),
+                command=RemoteCommand(
+                    argv=("uname", "-n"),
+                    env={"PATH": "/usr/bin:/bin"},
+                    timeout=ctx.options.ssh.login_timeout,
+                ),
                 endpoint=node.endpoint,
             )
         )
-        ctx.update_config(lambda cfg: cfg.with_node(node))
+
+        def add(cfg: ClusterConfig) -> ClusterConfig:
+            # Checked again at the change: another node add (another group, another
+            # name, so other locks) may have taken this endpoint meanwhile.
+            _refuse_same_endpoint(cfg, node.name, node.host, node.port)
+            return cfg.with_node(node)
+
+        ctx.update_config(add)
         ctx.log(f"node {node.name} added to group {node.group}, host key {fp} pinned")
         return {
             "node": node.name,

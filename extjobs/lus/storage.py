@@ -24,6 +24,7 @@ from extjobs.extstorage.diagnose import (
 from extjobs.extstorage.names import validate_provider_name
 from extjobs.lus.base import LogicalUnit, StepContext
 from extjobs.lus.cluster import require_cluster
+from extjobs.lus.instance_storage import timeout_of_step
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.jobs import LogKind
@@ -68,8 +69,9 @@ class LUExtStorageDiagnose(LogicalUnit[OpExtStorageDiagnose]):
         answers = await ctx.run_many(steps)
         per_node: dict[str, dict[str, ProviderStatus] | BaseException] = {}
         node_out: dict[str, Any] = {}
-        for node, answer in zip(nodes, answers, strict=True):
+        for node, step, answer in zip(nodes, steps, answers, strict=True):
             if isinstance(answer, ExtJobsError):
+                answer = timeout_of_step(step, answer)
                 per_node[node.name] = answer
                 node_out[node.name] = {"error": answer.message}
                 ctx.log(

@@ -98,6 +98,8 @@ class SSHOptions:
     max_sessions: int = attrs.field(default=8, validator=_number(1, integer=True))
     max_connections: int = attrs.field(default=4, validator=_number(1, integer=True))
     kill_timeout: float = attrs.field(default=5.0, validator=_seconds)
+    #: Seconds ``node add`` gives its login check (``uname -n`` on the new node).
+    login_timeout: float = attrs.field(default=60.0, validator=_seconds)
 
 
 @attrs.frozen

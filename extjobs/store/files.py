@@ -3,6 +3,11 @@ extjobs store, an online backup, and a restore.
 
 Theory of operation:
 
+- **Only this user.** The state directory and the socket's directory must belong to the
+  user the daemon runs as and be writable by nobody else (:func:`check_private_dir`),
+  or the daemon refuses to start naming the path and its owner; store files are mode
+  0600, and ones found looser at start are tightened (:func:`secure_store_files`).
+
 - **One owner.** A daemon takes ``fcntl.flock(LOCK_EX)`` on ``<state_dir>/lock`` before it
   opens the store or binds its socket, and holds it for its whole life. The kernel drops
   the lock when the process dies however it dies, so a SIGKILLed daemon never blocks its
@@ -29,8 +34,10 @@ import contextlib
 import errno
 import fcntl
 import os
+import pwd
 import shutil
 import sqlite3
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +48,75 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 
 #: The files SQLite keeps beside a database in WAL mode.
 SIDE_SUFFIXES = ("-wal", "-shm")
+
+
+# -- who may touch the state ------------------------------------------------------------
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def check_private_dir(path: Path, what: str) -> None:
+    """Raise :class:`ConfigError` naming ``path`` and its owner unless it is a directory
+    owned by the user this process runs as and not writable by group or others.
+
+    Whoever can write there can replace the store, the lock or the socket under the
+    daemon; a directory of another user is someone else's to change."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"cannot use {what} {path}: {exc.strerror}", path=str(path)) from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{what} {path} is not a directory", path=str(path))
+    me = os.geteuid()
+    if st.st_uid != me:
+        raise ConfigError(
+            f"{what} {path} is owned by {_user(st.st_uid)}, not by {_user(me)} that runs "
+            f"the daemon; give it to that user (chown) or choose another directory",
+            path=str(path),
+            owner=st.st_uid,
+        )
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(
+            f"{what} {path} (owner {_user(st.st_uid)}, mode {stat.S_IMODE(st.st_mode):04o}) "
+            "is writable by group or others; remove that (chmod go-w) or choose another "
+            "directory",
+            path=str(path),
+            owner=st.st_uid,
+            mode=f"{stat.S_IMODE(st.st_mode):04o}",
+        )
+
+
+def secure_store_files(db_path: Path) -> list[Path]:
+    """Make the store files (the database, its ``-wal`` and ``-shm``, the lock) that
+    exist mode 0600; the ones that were readable or writable by others. New ones are
+    created 0600 (SQLite gives ``-wal`` and ``-shm`` the database's mode). Raises
+    :class:`ConfigError` for one owned by another user."""
+    tightened = []
+    me = os.geteuid()
+    names = [db_path, *(Path(f"{db_path}{s}") for s in SIDE_SUFFIXES), db_path.parent / "lock"]
+    for path in names:
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"store file {path} is not a regular file", path=str(path))
+        if st.st_uid != me:
+            raise ConfigError(
+                f"store file {path} is owned by {_user(st.st_uid)}, not by {_user(me)} "
+                "that runs the daemon",
+                path=str(path),
+                owner=st.st_uid,
+            )
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            os.chmod(path, 0o600)
+            tightened.append(path)
+    return tightened
 
 
 # -- the state directory lock ------------------------------------------------------------

@@ -280,3 +280,28 @@ async def test_job_ids_beyond_any_store_are_404_not_500(app: App, job_id: str) -
     response = await app.client.get(f"/v1/jobs/{job_id}")
     assert response.status_code in (400, 404), response.text
     check_error(response)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        pytest.param("GET", "/v1/jobs/" + "9" * 5000, 404, id="id-of-5000-digits"),
+        pytest.param("GET", f"/v1/jobs/{2**64}/wait", 404, id="wait-huge-id"),
+        pytest.param("POST", f"/v1/jobs/{2**64}/cancel", 404, id="cancel-huge-id"),
+        pytest.param("POST", f"/v1/jobs/{2**64}/archive", 404, id="archive-huge-id"),
+        pytest.param("GET", f"/v1/jobs/1/wait?since=-{2**64}&timeout=0", 400, id="since-below"),
+        pytest.param("GET", f"/v1/jobs/1/wait?since={2**64}&timeout=0", 400, id="since-above"),
+        pytest.param("GET", "/v1/jobs/1/wait?since=" + "9" * 5000, 400, id="since-5000-digits"),
+        pytest.param("GET", "/v1/jobs/1_0", 400, id="id-with-underscore"),
+        pytest.param("GET", "/v1/jobs/%D9%A1", 400, id="id-in-arabic-digits"),
+        pytest.param("GET", "/v1/jobs/%201", 400, id="id-with-blank"),
+    ],
+)
+async def test_huge_or_odd_numbers_in_urls_are_4xx_with_a_short_message(
+    app: App, method: str, path: str, status: int
+) -> None:
+    submitted = await app.client.post("/v1/jobs", json=[{"OP_ID": "OP_TEST_DELAY"}])
+    assert submitted.json() == {"job_ids": [1]}
+    response = await app.client.request(method, path)
+    assert response.status_code == status, response.text
+    assert len(check_error(response)["message"]) < 200

@@ -42,3 +42,44 @@ def test_say_and_log_lines_are_literal(screen: io.StringIO) -> None:
     assert text.count("[/x] [bold]loud[/bold]") == 2
     assert "Job [/y] 1reason" in text
     assert "\x1b" not in text
+
+
+def step(**data: object) -> dict[str, object]:
+    return {"timestamp": 0.0, "type": "step", "message": "node1: create disk0 (p): …", "data": data}
+
+
+@pytest.mark.parametrize(
+    ("entry", "shown"),
+    [
+        pytest.param(
+            step(error={"kind": "timeout"}, stderr_tail="one\ntwo \x1b[2J\n"),
+            ["    stderr: one", "            two \\x1b[2J"],
+            id="timed-out",
+        ),
+        pytest.param(
+            step(exit_status=3, stderr_tail="no space\n"), ["    stderr: no space"], id="exit-3"
+        ),
+        pytest.param(
+            step(exit_status=None, signal="KILL", stderr_tail="x"), ["    stderr: x"], id="killed"
+        ),
+        pytest.param(step(exit_status=0, stderr_tail="progress 50%\n"), [], id="success"),
+        pytest.param(step(exit_status=1, stderr_tail=" \n"), [], id="blank-stderr"),
+        pytest.param({**step(error={}, stderr_tail="x"), "type": "message"}, [], id="not-a-step"),
+    ],
+)
+def test_a_failed_step_is_followed_by_the_tail_of_its_stderr(
+    entry: dict[str, object], shown: list[str]
+) -> None:
+    assert output.log_lines(entry)[1:] == shown
+
+
+def test_only_the_last_lines_of_a_long_stderr_are_shown() -> None:
+    tail = "".join(f"line {i}\n" for i in range(50))
+    lines = output.log_lines(step(exit_status=1, stderr_tail=tail))
+    assert len(lines) == 1 + output.STDERR_LINES
+    assert lines[-1].endswith("line 49")
+
+
+def test_output_that_is_not_a_terminal_is_not_cut_to_a_width() -> None:
+    assert output._width(io.StringIO()) == output.FULL_WIDTH
+    assert output.FULL_WIDTH > 10_000

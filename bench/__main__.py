@@ -21,6 +21,7 @@ import anyio
 
 from bench import calls as calls_bench
 from bench import report
+from bench.amplification import run_amplification
 from bench.contenders import have_openssh_client
 from bench.flows import run_flows_bench
 from bench.infra import make_key, start_embedded_nodes
@@ -185,11 +186,16 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     queue_pg = results.get("queue_pg", {}).get("headline", {})
     takeover = results.get("queue_pg", {}).get("takeover", {})
     engine_pg = results.get("queue_pg", {}).get("engine", {})
+    amplification = results.get("amplification", {})
     scale = results.get("scale", {}).get("headline", {})
     flows = results.get("flows", {})
 
     def r(value: Any, digits: int = 3) -> Any:
         return None if value is None else round(value, digits)
+
+    def kib(key: str, digits: int) -> Any:
+        value = amplification.get(key)
+        return None if value is None else round(value / 1024, digits)
 
     return {
         "call_overhead_ratio": r(serial.get("asyncssh")),
@@ -209,6 +215,8 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         "queue_p50_ms_pg": queue_pg.get("queue_p50_ms"),
         "engine_cpu_us_per_job_sqlite": engine_pg.get("sqlite", {}).get("serial_cpu_us_per_job"),
         "engine_cpu_us_per_job_pg": engine_pg.get("postgresql", {}).get("serial_cpu_us_per_job"),
+        "store_written_kb_per_job": kib("written_bytes_per_job", 1),
+        "store_kept_kb_per_job": kib("stored_bytes_per_job", 2),
         "takeover_s_p50": takeover.get("takeover_s_p50"),
         "takeover_s_max": takeover.get("takeover_s_max"),
         "scale_ratio_64": scale.get("scale_ratio"),
@@ -261,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
             results["queue"] = {"runs": runs, "headline": report.queue_headline(runs)}
+            _log("write amplification of the embedded store: 500 one-step jobs")
+            results["amplification"] = anyio.run(run_amplification, work / "amplification", 500)
             results["queue_pg"] = run_queue_pg(plan, work / "queue-pg", key)
         if "scale" in parts:
             key = make_key(work / "scale-key")

@@ -202,17 +202,28 @@ class JobBook:
         *,
         kind: LogKind = LogKind.MESSAGE,
         data: dict[str, Any] | None = None,
+        also: WriteBatch | None = None,
     ) -> LogEntry:
+        """Append a line to the job's log; ``also``: other writes committed with it."""
         entry = self.entry(job_id, message, kind, data)
-        self.writer.write(WriteBatch(log=[entry]), functools.partial(self._notify, job_id))
+        batch = WriteBatch(log=[entry])
+        if also is not None:
+            also.merge(batch)
+            batch = also
+        self.writer.write(batch, functools.partial(self._notify, job_id))
         self._logged([entry])
         return entry
 
-    def logger(self, job_id: int) -> Callable[[str, LogKind, dict[str, Any] | None], LogEntry]:
+    def logger(self, job_id: int) -> Callable[..., LogEntry]:
         """A function appending to ``job_id``'s log (what a step context is given)."""
 
-        def log(message: str, kind: LogKind, data: dict[str, Any] | None) -> LogEntry:
-            return self.append_log(job_id, message, kind=kind, data=data)
+        def log(
+            message: str,
+            kind: LogKind,
+            data: dict[str, Any] | None,
+            also: WriteBatch | None = None,
+        ) -> LogEntry:
+            return self.append_log(job_id, message, kind=kind, data=data, also=also)
 
         return log
 

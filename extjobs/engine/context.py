@@ -19,7 +19,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import attrs
@@ -123,8 +123,16 @@ class Services:
     may_act: Callable[[], bool] = lambda: True
 
 
-#: Appends a line (message, kind, data) to one job's log.
-JobLogger = Callable[[str, LogKind, dict[str, Any] | None], object]
+class JobLogger(Protocol):
+    """Appends a line to one job's log; ``also``: writes committed with it."""
+
+    def __call__(
+        self,
+        message: str,
+        kind: LogKind,
+        data: dict[str, Any] | None,
+        also: WriteBatch | None = None,
+    ) -> object: ...
 
 
 class StepJournal:
@@ -160,8 +168,12 @@ class StepJournal:
             JournalStart(self.job_id, self.op_index, self._seq, node, description, entry)
         )
 
+    def end(self, record_id: int, status: StepStatus, result: dict[str, Any]) -> WriteBatch:
+        """The write that ends a step (committed with the step's log line)."""
+        return WriteBatch(ends=[JournalEnd(record_id, status, result, time.time())])
+
     def finish(self, record_id: int, status: StepStatus, result: dict[str, Any]) -> None:
-        self._writer.write(WriteBatch(ends=[JournalEnd(record_id, status, result, time.time())]))
+        self._writer.write(self.end(record_id, status, result))
 
     def set_pgid(self, record_id: int, pgid: int) -> None:
         self._writer.write(WriteBatch(pgids=[(record_id, pgid)]))
@@ -232,8 +244,9 @@ class JobContext:
             for key in ("stdout_tail", "stderr_tail"):
                 if key in exc.fields:
                     record[key] = exc.fields[key]
-            self._journal.finish(outcome.record_id, StepStatus.FAILED, record)
-            self.log(f"{node}: {description}: {exc.message}", kind=LogKind.STEP, **extra, **record)
+            self._ended(
+                outcome, StepStatus.FAILED, record, f"{node}: {description}: {exc.message}", extra
+            )
             raise
         except BaseException:
             # Cancelled (job cancel or shutdown): the runner killed the remote group.
@@ -241,14 +254,26 @@ class JobContext:
                 "error": {"kind": "canceled", "message": "step canceled"},
                 "duration": round(time.monotonic() - started, 6),
             }
-            self._journal.finish(outcome.record_id, StepStatus.FAILED, record)
-            self.log(f"{node}: {description}: canceled", kind=LogKind.STEP, **extra, **record)
+            self._ended(
+                outcome, StepStatus.FAILED, record, f"{node}: {description}: canceled", extra
+            )
             raise
         duration = round(time.monotonic() - started, 6)
         record = outcome.record if outcome.record is not None else {"duration": duration}
-        self._journal.finish(outcome.record_id, outcome.status, record)
         summary = outcome.summary or f"done in {duration * 1000:.1f} ms"
-        self.log(f"{node}: {description}: {summary}", kind=LogKind.STEP, **extra, **record)
+        self._ended(outcome, outcome.status, record, f"{node}: {description}: {summary}", extra)
+
+    def _ended(
+        self,
+        outcome: _Outcome,
+        status: StepStatus,
+        record: dict[str, Any],
+        message: str,
+        extra: dict[str, Any],
+    ) -> None:
+        """Journal the step's end and log its line, in one transaction."""
+        end = self._journal.end(outcome.record_id, status, record)
+        self._log(message, LogKind.STEP, {**extra, **record}, end)
 
     async def fetch_host_key(self, host: str, port: int, *, node: str) -> str:
         entry = Entry(HostKeyFetch(host, port))

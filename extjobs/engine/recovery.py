@@ -8,22 +8,27 @@ daemon left running on the nodes.
 * Before an opcode is recovered, :func:`kill_leftovers` kills every remote command its
   journal shows as started and never finished — only where the process group's leader
   still runs the step's program (the node runner checks) — and marks those records
-  ``interrupted``.
+  ``interrupted``. A program run on the master (a fence command) is found and killed
+  here the same way (:func:`~extjobs.engine.local.kill_local_leftover`).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 
+import anyio
 import attrs
 
+from extjobs.engine.local import kill_local_leftover
 from extjobs.engine.writer import Writer
 from extjobs.errors import ExtJobsError
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.jobs import Job, LogKind
 from extjobs.model.journal import JournalRecord, StepStatus
 from extjobs.model.states import OpStatus, advance_op
+from extjobs.model.steps import FenceRun, LocalRun
 from extjobs.nodes.runner import NodeRunner
 from extjobs.store.base import JournalEnd, WriteBatch
 
@@ -59,7 +64,9 @@ async def kill_leftovers(
             continue
         node = config.nodes.get(record.node)
         argv = record.command.argv if record.command is not None else ()
-        if record.pgid and node is not None and not node.offline and argv:
+        if isinstance(record.payload, FenceRun | LocalRun) and record.command is not None:
+            await _kill_local(record, log)
+        elif record.pgid and node is not None and not node.offline and argv:
             try:
                 killed = await runner.kill_leftover(node.endpoint, record.pgid, argv[0])
             except ExtJobsError as exc:
@@ -77,3 +84,25 @@ async def kill_leftovers(
                     )
         end = JournalEnd(record.id, StepStatus.INTERRUPTED, INTERRUPTED, time.time())
         writer.write(WriteBatch(ends=[end]))
+
+
+async def _kill_local(record: JournalRecord, log: Callable[[str, LogKind], object]) -> None:
+    """Kill what a program run on the master by the crashed daemon left running."""
+    assert record.command is not None
+    try:
+        killed = await anyio.to_thread.run_sync(
+            functools.partial(
+                kill_local_leftover,
+                record.command.argv,
+                record.command.env_dict,
+                started=record.started,
+            )
+        )
+    except OSError as exc:
+        log(f"master: could not look for a leftover '{record.description}': {exc}", LogKind.WARNING)
+        return
+    if killed:
+        log(
+            f"master: killed '{record.description}' left running by the crashed daemon",
+            LogKind.RECOVERY,
+        )

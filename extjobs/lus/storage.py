@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import secrets
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -22,15 +24,18 @@ from extjobs.extstorage.diagnose import (
     summarise_groups,
 )
 from extjobs.extstorage.names import validate_provider_name
-from extjobs.lus.base import LogicalUnit, StepContext
+from extjobs.lus.base import LogicalUnit, Recovery, RecoveryAction, StepContext
 from extjobs.lus.cluster import require_cluster
 from extjobs.lus.instance_storage import timeout_of_step
+from extjobs.lus.journal import Journal
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
+from extjobs.model.config import Config
 from extjobs.model.jobs import LogKind
 from extjobs.model.locks import LockRequest, Mode
 from extjobs.model.opcodes import OpExtStorageDiagnose, OpExtStorageInstall
-from extjobs.model.steps import Step
+from extjobs.model.remote import DEFAULT_PATH, RemoteCommand
+from extjobs.model.steps import Step, TreeCopy
 
 
 class LUExtStorageDiagnose(LogicalUnit[OpExtStorageDiagnose]):
@@ -117,15 +122,73 @@ class LUExtStorageDiagnose(LogicalUnit[OpExtStorageDiagnose]):
 
 REQUIRED_FILES = ("create", "remove", "grow", "attach", "detach", "setinfo", "verify")
 
+#: Arguments: STAGED DEST. DEST (if any) is renamed aside and STAGED renamed to DEST;
+#: ``mv -T`` never moves into an existing directory, and a failed second rename puts
+#: DEST back. Between the renames DEST is missing for two system calls. The replaced
+#: tree is removed last (a failure to remove it is a warning, not a failed install).
+SWAP_SCRIPT = r"""
+new=$1 dest=$2
+old=${dest%/*}/.${dest##*/}.replaced-$$
+[ -d "$new" ] || { printf 'the staged copy %s is missing\n' "$new" >&2; exit 1; }
+rm -rf -- "$old" || exit 1
+if [ -e "$dest" ] || [ -L "$dest" ]; then
+  mv -T -- "$dest" "$old" || exit 1
+fi
+if ! mv -T -- "$new" "$dest"; then
+  if [ -e "$old" ] || [ -L "$old" ]; then mv -T -- "$old" "$dest"; fi
+  exit 1
+fi
+rm -rf -- "$old" || printf 'warning: the replaced tree %s is left\n' "$old" >&2
+exit 0
+"""
+
+#: Argument: a staged copy. Removed; once more after a second, should a copy request
+#: still in flight on the node have added an entry meanwhile.
+DISCARD_SCRIPT = 'rm -rf -- "$1" 2>/dev/null || { sleep 1; rm -rf -- "$1"; }'
+
+_STAGED = re.compile(r"\.[A-Za-z0-9_-]+\.install-[0-9a-f]+")
+#: Seconds for one rename or removal on a node.
+_SWAP_TIMEOUT = 60.0
+
+
+def staging_dir(dest: str) -> str:
+    """A fresh hidden sibling of ``dest`` to copy a provider into."""
+    path = PurePosixPath(dest)
+    return str(path.parent / f".{path.name}.install-{secrets.token_hex(4)}")
+
+
+def _shell_step(node: str, description: str, script: str, *args: str) -> Step:
+    return Step(
+        node=node,
+        description=description,
+        command=RemoteCommand(
+            argv=("/bin/sh", "-c", script, "sh", *args),
+            env={"PATH": DEFAULT_PATH, "LC_ALL": "C"},
+            timeout=_SWAP_TIMEOUT,
+        ),
+    )
+
 
 class LUExtStorageInstall(LogicalUnit[OpExtStorageInstall]):
     """Copy a provider from the master to nodes, then diagnose it there.
 
     Ganeti leaves this to the operator. The destination is the first directory of each
-    node's search path; the copy keeps file modes.
+    node's search path; the copy keeps file modes. On each node the provider is replaced
+    as a whole or not at all: the tree is copied to a hidden sibling (``.NAME.install-*``,
+    a name no provider can have, so it is never diagnosed), which then replaces the
+    installed directory by two renames (:data:`SWAP_SCRIPT`); the replaced tree is
+    removed. Files no longer in the source are gone afterwards (so is anything added on
+    the node by hand, such as a ``node-id``). A copy that fails, times out or is
+    cancelled is removed and the installed provider stays as it was; after a crash,
+    recovery removes the staged copies the journal names, then installs again.
     """
 
     OPCODE = OpExtStorageInstall
+
+    def __init__(self, op: OpExtStorageInstall, options: Config) -> None:
+        super().__init__(op, options)
+        #: Per node, the staged copy not swapped in yet (removed if the job is cancelled).
+        self._staged: dict[str, str] = {}
 
     def _name(self) -> str:
         return validate_provider_name(self.op.provider or PurePosixPath(self.op.source).name)
@@ -178,11 +241,20 @@ class LUExtStorageInstall(LogicalUnit[OpExtStorageInstall]):
         installed: dict[str, str] = {}
 
         async def copy(node_name: str, dest: str) -> None:
+            staged = self._staged[node_name] = staging_dir(dest)
             try:
-                await ctx.put_tree(node_name, self.op.source, dest)
-                installed[node_name] = dest
+                await ctx.put_tree(node_name, self.op.source, staged)
+                await ctx.run(
+                    _shell_step(
+                        node_name, f"replace {dest} with the new copy", SWAP_SCRIPT, staged, dest
+                    )
+                )
             except ExtJobsError as exc:
                 errors[node_name] = exc.message
+                await _discard(ctx, node_name, staged)
+            else:
+                installed[node_name] = dest
+            del self._staged[node_name]
 
         async with anyio.create_task_group() as tg:
             for node in targets:
@@ -221,3 +293,31 @@ class LUExtStorageInstall(LogicalUnit[OpExtStorageInstall]):
             )
         ctx.log(f"provider {name} installed on {', '.join(sorted(installed))}")
         return {"provider": name, "installed": installed}
+
+    async def compensate(self, ctx: StepContext) -> None:
+        """After a cancel: remove the staged copies; installed providers stay as they were."""
+        staged, self._staged = self._staged, {}
+        for node_name, path in sorted(staged.items()):
+            await _discard(ctx, node_name, path)
+
+    async def recover(self, ctx: StepContext, journal: Journal) -> Recovery:
+        """Remove the staged copies the journal names (a copy or a swap the crash cut
+        off), then install again."""
+        for record in journal:
+            payload = record.payload
+            if isinstance(payload, TreeCopy) and _STAGED.fullmatch(
+                PurePosixPath(payload.destination).name
+            ):
+                await _discard(ctx, record.node, payload.destination)
+        return Recovery(RecoveryAction.RETRY, "install interrupted; installing again")
+
+
+async def _discard(ctx: StepContext, node: str, staged: str) -> None:
+    """Remove a staged copy on ``node``; a failure is logged, never raised."""
+    try:
+        await ctx.run(_shell_step(node, f"remove the staged copy {staged}", DISCARD_SCRIPT, staged))
+    except ExtJobsError as exc:
+        ctx.log(
+            f"{node}: the staged copy {staged} could not be removed: {exc.message}",
+            kind=LogKind.WARNING,
+        )

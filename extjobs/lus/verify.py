@@ -13,7 +13,22 @@ that applies it, which ``verify --repair`` submits as a job):
                         the node must come back or be fenced);
 - ``leaked-volume``     a volume the journal created that is neither in the
                         configuration nor removed — repair: detach everywhere, remove;
-- ``interrupted-removal`` an instance whose removal left disks — repair: remove again.
+- ``interrupted-removal`` an instance whose removal left disks — repair: remove again;
+- ``missing-volume``    a configured disk that its provider cannot attach on the
+                        instance's primary (the volume is gone from the storage), or
+                        whose device or file, as attach printed it, cannot be read there;
+- ``size-mismatch``     a configured disk whose size on the primary (the block device,
+                        or the file a userspace URI names) is not the configured size;
+- ``provider-unusable`` a provider not valid on a primary whose instances use it (their
+                        disks could not be checked);
+- ``disk-unchecked``    a disk whose check failed for another reason (a timeout …).
+
+Disks are checked on each instance's primary (online, answering) through the provider:
+``attach`` (idempotent) says where the volume is, and the size of what it printed is
+read there. A disk of an instance marked down whose guest does not run there is
+detached again afterwards, so verify leaves every disk attached where it found it. A
+size is compared in whole MiB (a volume a provider rounded up by less than 1 MiB
+matches). None of these four has a repair: what is right is the operator's call.
 
 Verify holds the cluster lock exclusively, so no flow is half-way while it looks.
 """
@@ -22,19 +37,31 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import attrs
 
-from extjobs.errors import ExtJobsError, NotFoundError, PrerequisiteError
+from extjobs.errors import ExtJobsError, NotFoundError, PrerequisiteError, ProviderError
 from extjobs.extstorage.diagnose import ProviderStatus
 from extjobs.extstorage.env import Volume
 from extjobs.extstorage.names import Action
+from extjobs.hypervisors import get_hypervisor
 from extjobs.hypervisors.base import parse_status, run_dir_for
 from extjobs.lus.base import LogicalUnit, StepContext
 from extjobs.lus.cluster import require_cluster
 from extjobs.lus.instance_hv import status_step
-from extjobs.lus.instance_storage import provider_step, skipped
+from extjobs.lus.instance_storage import (
+    MIB,
+    attach_disk,
+    diagnose_on,
+    disk_volume,
+    provider_step,
+    run_provider,
+    size_check_command,
+    skipped,
+)
 from extjobs.lus.ledger import LEDGER_KINDS, VolumeState, build_ledger
-from extjobs.model.cluster import ClusterConfig
+from extjobs.model.cluster import ClusterConfig, Disk, Instance
+from extjobs.model.config import Config
 from extjobs.model.jobs import LogKind
 from extjobs.model.locks import LockRequest, Mode
 from extjobs.model.opcodes import OpClusterVerify, OpVolumeCleanup
@@ -136,6 +163,11 @@ ALIVE = RemoteCommand(argv=("true",), env={"PATH": DEFAULT_PATH}, timeout=30.0)
 class LUClusterVerify(LogicalUnit[OpClusterVerify]):
     OPCODE = OpClusterVerify
 
+    def __init__(self, op: OpClusterVerify, options: Config) -> None:
+        super().__init__(op, options)
+        #: Disks attached only to be checked, not detached again yet (a cancel does it).
+        self._to_detach: dict[tuple[str, int], tuple[Instance, Disk, ProviderStatus]] = {}
+
     def locks(self, config: ClusterConfig) -> list[LockRequest]:
         return [LockRequest.cluster(Mode.EXCLUSIVE)]
 
@@ -145,14 +177,19 @@ class LUClusterVerify(LogicalUnit[OpClusterVerify]):
     async def exec(self, ctx: StepContext) -> Any:
         cfg = ctx.config
         findings = storage_findings(cfg, build_ledger(await ctx.journal_records(LEDGER_KINDS)))
-        findings += await self._guests(ctx, cfg)
+        guests, unreachable, running = await self._guests(ctx, cfg)
+        findings += guests
+        findings += await self._disks(ctx, cfg, unreachable, running)
         for finding in findings:
             ctx.log(f"{finding.kind}: {finding.message}", kind=LogKind.FINDING)
         if not findings:
             ctx.log("the cluster is consistent: configuration, guests and disks agree")
         return {"findings": [f.to_dict() for f in findings], "clean": not findings}
 
-    async def _guests(self, ctx: StepContext, cfg: ClusterConfig) -> list[Finding]:
+    async def _guests(
+        self, ctx: StepContext, cfg: ClusterConfig
+    ) -> tuple[list[Finding], set[str], dict[str, list[str]]]:
+        """Findings about guests; the nodes that did not answer; where each guest runs."""
         steps: list[Step] = []
         for instance in sorted(cfg.instances.values(), key=lambda i: i.name):
             group = cfg.node(instance.primary).group
@@ -221,7 +258,173 @@ class LUClusterVerify(LogicalUnit[OpClusterVerify]):
                         f"{instance.primary}; use 'instance shutdown'",
                     )
                 )
-        return findings
+        return findings, set(unreachable), running
+
+    # -- disks: there, and of the configured size --------------------------------------
+
+    async def _disks(
+        self,
+        ctx: StepContext,
+        cfg: ClusterConfig,
+        unreachable: set[str],
+        running: dict[str, list[str]],
+    ) -> list[Finding]:
+        """Check every configured disk on its instance's primary (module docstring)."""
+        instances = [
+            inst
+            for inst in sorted(cfg.instances.values(), key=lambda i: i.name)
+            if inst.disks
+            and not inst.cleanup
+            and _online(cfg, inst.primary)
+            and inst.primary not in unreachable
+        ]
+        if not instances:
+            return []
+        nodes = sorted({inst.primary for inst in instances})
+        providers = sorted({d.provider for inst in instances for d in inst.disks})
+        reports = await diagnose_on(ctx, [cfg.node(n) for n in nodes], providers)
+        findings: list[Finding] = []
+        unusable: dict[tuple[str, str, str], list[str]] = {}
+        checks: list[tuple[Instance, list[tuple[Disk, ProviderStatus]]]] = []
+        for node in nodes:
+            report = reports[node]
+            if isinstance(report, BaseException):
+                why = report.message if isinstance(report, ExtJobsError) else str(report)
+                findings.append(Finding("unreachable", f"node {node} could not be checked: {why}"))
+        for inst in instances:
+            report = reports[inst.primary]
+            if isinstance(report, BaseException):
+                continue
+            usable = []
+            for disk in inst.disks:
+                status = report.get(disk.provider)
+                if status is not None and status.valid:
+                    usable.append((disk, status))
+                    continue
+                reason = (status.reason if status is not None else None) or "not reported"
+                names = unusable.setdefault((inst.primary, disk.provider, reason), [])
+                if inst.name not in names:
+                    names.append(inst.name)
+            checks.append((inst, usable))
+        for (node, provider, why), names in sorted(unusable.items()):
+            findings.append(
+                Finding(
+                    "provider-unusable",
+                    f"provider {provider} is not usable on {node} ({why}); the disks of "
+                    f"{', '.join(names)} there were not checked",
+                )
+            )
+        results: list[list[Finding]] = [[] for _ in checks]
+
+        async def check(
+            index: int, inst: Instance, usable: list[tuple[Disk, ProviderStatus]]
+        ) -> None:
+            # Detached again unless it is meant to be attached there: a guest runs there,
+            # or the instance is marked up (its disks stay with its primary).
+            detach = not inst.admin_up and inst.primary not in running.get(inst.name, [])
+            for disk, status in usable:
+                found = await self._check_disk(ctx, inst, disk, status, detach=detach)
+                if found is not None:
+                    results[index].append(found)
+
+        async with anyio.create_task_group() as tg:
+            for index, (inst, usable) in enumerate(checks):
+                tg.start_soon(check, index, inst, usable)
+        return findings + [f for found in results for f in found]
+
+    async def _check_disk(
+        self, ctx: StepContext, inst: Instance, disk: Disk, status: ProviderStatus, *, detach: bool
+    ) -> Finding | None:
+        """Attach ``disk`` on the primary and read its size there; a finding or None."""
+        node = inst.primary
+        what = f"disk {disk.index} of {inst.name} ({disk.volume_name})"
+        volume = disk_volume(inst.name, disk)
+        if detach:
+            self._to_detach[(inst.name, disk.index)] = (inst, disk, status)
+        try:
+            try:
+                info = await attach_disk(
+                    ctx, node, status, volume, instance=inst.name, disk=disk.index
+                )
+            except ProviderError as exc:
+                return Finding(
+                    "missing-volume",
+                    f"{what} cannot be attached on {node}; it may no longer exist in the "
+                    f"storage: {exc.message}",
+                )
+            hv = get_hypervisor(inst.hypervisor)
+            path = hv.disk_path(info, disk.access, node=node, provider=disk.provider)
+            if not path.startswith("/"):
+                ctx.log(f"{node}: the size of {what} cannot be read ({path!r} is no path)")
+                return None
+            result = await ctx.run(
+                Step(
+                    node=node,
+                    description=f"check the size of {path}",
+                    command=size_check_command(path, block=path == info.device),
+                    check=True,
+                )
+            )
+            text = result.stdout.strip()
+            if not result.ok or not text.isdigit():
+                why = result.stderr.strip()[-300:] or repr(text[:100])
+                return Finding(
+                    "missing-volume",
+                    f"{what}: {path}, where attach says it is on {node}, cannot be read: {why}",
+                )
+            return _size_finding(what, inst, disk, node, path, int(text))
+        except ExtJobsError as exc:
+            return Finding(
+                "disk-unchecked", f"{what} could not be checked on {node}: {exc.message}"
+            )
+        finally:
+            if detach:
+                await self._detach(ctx, inst, disk, status)
+
+    async def _detach(
+        self, ctx: StepContext, inst: Instance, disk: Disk, status: ProviderStatus
+    ) -> None:
+        self._to_detach.pop((inst.name, disk.index), None)
+        try:
+            await run_provider(
+                ctx,
+                inst.primary,
+                status,
+                Action.DETACH,
+                disk_volume(inst.name, disk),
+                instance=inst.name,
+                disk=disk.index,
+            )
+        except ExtJobsError as exc:
+            ctx.log(
+                f"{inst.primary}: detaching disk {disk.index} of {inst.name} again after its "
+                f"check failed: {exc.message}",
+                kind=LogKind.WARNING,
+            )
+
+    async def compensate(self, ctx: StepContext) -> None:
+        """After a cancel: detach what was attached only to be checked."""
+        for inst, disk, status in list(self._to_detach.values()):
+            await self._detach(ctx, inst, disk, status)
+
+
+def _size_finding(
+    what: str, inst: Instance, disk: Disk, node: str, path: str, size: int
+) -> Finding | None:
+    if size // MIB == disk.size:
+        return None
+    if size // MIB > disk.size:
+        advice = (
+            f"if it was grown, record it: 'extjobs instance grow-disk {inst.name} "
+            f"{disk.index} {size // MIB}M --absolute'"
+        )
+    else:
+        advice = "the guest cannot reach the end it was given; restore or grow the volume"
+    return Finding(
+        "size-mismatch",
+        f"{what} is {size} bytes ({size // MIB} MiB) on {node} ({path}), but the "
+        f"configuration says {disk.size} MiB; {advice}",
+    )
 
 
 class LUVolumeCleanup(LogicalUnit[OpVolumeCleanup]):

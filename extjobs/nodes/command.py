@@ -5,8 +5,8 @@ and runs it in a new session, so that shell is the leader of a fresh process gro
 whose id is its PID. :func:`shell_line` builds ``LINE`` so that
 
 1. the shell first prints ``extjobs-pgid <PID>`` on stdout (the runner strips that line
-   and keeps the number, to kill the whole group on timeout or cancel with
-   :func:`kill_line`);
+   and keeps the number, to kill the command on timeout or cancel with :func:`kill_line`:
+   its session, its group and their descendants, see :mod:`extjobs.nodes.killtree`);
 2. it changes to ``cwd`` (exit status 127 when that fails);
 3. it replaces itself, keeping the PID and so the group, with
    ``env -i -- K=V ... ARGV...``: the program starts with *exactly* ``cmd.env`` as its
@@ -27,11 +27,13 @@ import re
 import shlex
 
 from extjobs.model.remote import RemoteCommand
+from extjobs.nodes.killtree import KILL_TREE
 
 PGID_MARKER = "extjobs-pgid"
 
 _ENV_NAME = re.compile(r"[^=\0]+")
 _MARKER_LINE = re.compile(rf"^{PGID_MARKER} ([0-9]+)\r?$")
+_KILL_SCRIPT = KILL_TREE + 'kill_tree "$1"\n'
 
 
 def shell_line(cmd: RemoteCommand) -> str:
@@ -85,10 +87,12 @@ def parse_pgid(first_line: str | bytes) -> int | None:
 
 
 def kill_line(pgid: int) -> str:
-    """A shell command that SIGKILLs process group ``pgid`` and exits 0 even if it is gone.
+    """A shell command that SIGKILLs the command whose session (and process group) is
+    ``pgid``, with every descendant (:mod:`extjobs.nodes.killtree`); it exits 0, silent
+    on stderr, even when nothing is left.
 
-    ``kill -s KILL -- -PGID`` is understood by both dash and bash.
+    Runs the walk under ``/bin/sh`` whatever the login shell (dash and bash alike).
     """
     if pgid <= 1:
         raise ValueError(f"refusing to kill process group {pgid}")
-    return f"kill -s KILL -- -{int(pgid)} 2>/dev/null; exit 0"
+    return f"/bin/sh -c {shlex.quote(_KILL_SCRIPT)} sh {int(pgid)}"

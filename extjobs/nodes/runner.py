@@ -53,15 +53,17 @@ class NodeRunner(Protocol):
         :class:`~extjobs.errors.NodeUnreachableError`,
         :class:`~extjobs.errors.HostKeyError`, or
         :class:`~extjobs.errors.CommandTimeoutError` after ``command.timeout`` seconds.
-        On timeout and on cancellation of the caller the remote process group is killed
-        (bounded by the runner's kill timeout) before the error or the cancellation
-        propagates, so nothing keeps running on the node.
+        On timeout and on cancellation of the caller the command is killed on the node
+        -- its session, its process group and every descendant, also one that called
+        ``setsid`` (:mod:`extjobs.nodes.killtree` says what is out of reach) -- bounded by
+        the runner's kill timeout, before the error or the cancellation propagates.
         """
         ...
 
     async def kill_leftover(self, endpoint: Endpoint, pgid: int, program: str) -> bool:
-        """Kill process group ``pgid`` on the node if its leader still runs ``program``
-        (a command a crashed master left running); True when it was killed.
+        """Kill the command whose session (and group) is ``pgid`` on the node, with its
+        descendants, if its leader still runs ``program`` (a command a crashed master left
+        running); True when it was killed.
 
         A group whose leader runs something else (a reused process id) is left alone.
         Raises the same node errors as :meth:`run`.

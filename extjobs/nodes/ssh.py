@@ -20,13 +20,15 @@ endpoint's pinned key, so a node offering anything else is refused with
 
 A command runs as one exec channel (see :mod:`extjobs.nodes.command`); its output goes
 straight from asyncssh's callbacks into :class:`CappedBuffer` objects. On timeout or
-cancellation, the process group announced by the first output line is killed by a
-second exec -- on the same connection, using the headroom between ``max_sessions`` and
-sshd's ``MaxSessions``, or on a fresh connection if that one is gone -- bounded by
-``kill_timeout`` under a shielded cancel scope. A pooled connection found dead when a
-channel is opened on it is dropped and the channel retried once on a fresh connection
-(the command had not started, so this is safe); a connection lost while a command runs
-is reported as :class:`NodeUnreachableError`, never retried.
+cancellation, the command whose session the first output line announced is killed (its
+session, its process group and their descendants, ``setsid`` children included: see
+:mod:`extjobs.nodes.killtree`) by a second exec -- on the same connection, using the
+headroom between ``max_sessions`` and sshd's ``MaxSessions``, or on a fresh connection
+if that one is gone -- bounded by ``kill_timeout`` under a shielded cancel scope. A
+pooled connection found dead when a channel is opened on it is dropped and the channel
+retried once on a fresh connection (the command had not started, so this is safe); a
+connection lost while a command runs is reported as :class:`NodeUnreachableError`,
+never retried.
 """
 
 from __future__ import annotations
@@ -326,7 +328,8 @@ class SSHRunner:
     async def _kill_group(
         self, endpoint: Endpoint, holder: list[_Connection], session: _Session
     ) -> None:
-        """Kill the command's remote process group, bounded by ``kill_timeout``.
+        """Kill the command on the node (its session, group and descendants), bounded
+        by ``kill_timeout``.
 
         Never raises; failures are logged (the node may be gone).
         """

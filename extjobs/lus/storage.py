@@ -130,6 +130,11 @@ SWAP_SCRIPT = r"""
 new=$1 dest=$2
 old=${dest%/*}/.${dest##*/}.replaced-$$
 [ -d "$new" ] || { printf 'the staged copy %s is missing\n' "$new" >&2; exit 1; }
+# The node's own identity (node-id, see the shipped providers) stays unless the source
+# brings one.
+if [ -f "$dest/node-id" ] && [ ! -e "$new/node-id" ]; then
+  cp -p -- "$dest/node-id" "$new/node-id" || exit 1
+fi
 rm -rf -- "$old" || exit 1
 if [ -e "$dest" ] || [ -L "$dest" ]; then
   mv -T -- "$dest" "$old" || exit 1
@@ -177,8 +182,9 @@ class LUExtStorageInstall(LogicalUnit[OpExtStorageInstall]):
     as a whole or not at all: the tree is copied to a hidden sibling (``.NAME.install-*``,
     a name no provider can have, so it is never diagnosed), which then replaces the
     installed directory by two renames (:data:`SWAP_SCRIPT`); the replaced tree is
-    removed. Files no longer in the source are gone afterwards (so is anything added on
-    the node by hand, such as a ``node-id``). A copy that fails, times out or is
+    removed. Files no longer in the source are gone afterwards, except the node's
+    ``node-id`` (its identity for the shipped providers' open markers), which is kept
+    unless the source has one. A copy that fails, times out or is
     cancelled is removed and the installed provider stays as it was; after a crash,
     recovery removes the staged copies the journal names, then installs again.
     """

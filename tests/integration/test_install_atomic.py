@@ -54,6 +54,8 @@ def test_a_file_removed_from_the_source_is_gone_after_the_next_install(
         for node in c.nodes:
             assert (c.search_path(node) / "atomic" / "helper.sh").exists()
             assert (c.search_path(node) / "atomic" / "lib" / "old.sh").exists()
+            # The node's identity for the open markers, written on the node by hand.
+            (c.search_path(node) / "atomic" / "node-id").write_text(f"{node.name}\n")
         (source / "helper.sh").unlink()
         shutil.rmtree(source / "lib")
         out = c.cli("storage", "install", str(source), "--group", "default")
@@ -61,8 +63,9 @@ def test_a_file_removed_from_the_source_is_gone_after_the_next_install(
         for node in c.nodes:
             installed = c.search_path(node) / "atomic"
             assert sorted(p.name for p in installed.iterdir()) == sorted(
-                p.name for p in source.iterdir()
+                [p.name for p in source.iterdir()] + ["node-id"]
             ), node.name
+            assert (installed / "node-id").read_text() == f"{node.name}\n"
             # Neither the staged copy nor the replaced tree is left beside it.
             assert _hidden(c.search_path(node)) == [], node.name
         assert _valid_groups(c, "atomic") == ["default"]

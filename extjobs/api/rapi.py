@@ -162,9 +162,10 @@ def _unknown(body: dict[str, Any], allowed: set[str]) -> None:
 
 
 def _typed(body: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any) -> Any:
-    value = body.get(name, default)
-    if value is default:
-        return value
+    """``body[name]`` if it is of ``kind`` (400 otherwise), ``default`` if it is absent."""
+    if name not in body:
+        return default
+    value = body[name]
     kinds = kind if isinstance(kind, tuple) else (kind,)
     wrong_bool = isinstance(value, bool) and bool not in kinds
     if wrong_bool or not isinstance(value, kinds):

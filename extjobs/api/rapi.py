@@ -39,6 +39,7 @@ from extjobs.errors import (
 )
 from extjobs.lus import LU_FOR
 from extjobs.model.config import Config
+from extjobs.model.jobs import check_reason
 from extjobs.model.opcodes import (
     HYPERVISOR_NAMES,
     DiskSpec,
@@ -287,13 +288,19 @@ def build_rapi_app(queue: QueueView, options: Config) -> Starlette:
     async def submit(request: Request, op: OpCode) -> int | None:
         """Submit ``op`` as one job and answer its id; with ``dry-run`` only check it
         against the current configuration and answer None."""
+        try:
+            reason = check_reason(request.query_params.get("reason"))
+        except ExtJobsError as exc:
+            raise bad_request(exc.message) from None
         if _flag(request, "dry-run"):
             try:
                 LU_FOR[type(op)](op, options).check(queue.config)
             except ExtJobsError as exc:
                 raise bad_request(exc.message) from None
             return None
-        (job_id,) = queue.submit([JobRequest(ops=(op,))])
+        user = request.scope.get("state", {}).get("rapi_user")
+        job = JobRequest(ops=(op,), submitter=f"rapi:{user}" if user else None, reason=reason)
+        (job_id,) = queue.submit([job])
         # Answered once the job is in the store: an id given out is never lost.
         await queue.flush()
         return job_id

@@ -403,3 +403,14 @@ async def test_random_create_bodies_never_500(app: App, changes: dict[str, Any])
         return
     ganeti_error(response, 400)
     assert app.job_count() == before
+
+
+async def test_jobs_record_their_submitter_and_reason(app: App) -> None:
+    made = await app.client.put("/2/instances/web/startup?reason=kernel%20update", headers=WRITER)
+    job = app.queue.get(made.json())
+    assert (job.submitter, job.reason) == ("rapi:alice", "kernel update")
+    made = await app.client.put("/2/instances/web/startup", headers=WRITER)
+    assert app.queue.get(made.json()).reason is None
+    response = await app.client.put("/2/instances/web/startup?reason=a%0Ab", headers=WRITER)
+    assert "control characters" in ganeti_error(response, 400)
+    assert app.job_count() == 2

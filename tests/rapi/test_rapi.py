@@ -141,8 +141,15 @@ def test_instance_lifecycle_through_rapi(
     assert admin.ok("GET", "/2/jobs") == jobs_before
     assert admin.ok("GET", "/2/instances") == []
 
-    job = admin.run("POST", "/2/instances", create)
+    job = admin.run("POST", "/2/instances?reason=ticket%20OPS-12", create)
     assert job["status"] == "success", job
+    # Who did what, as the /v1 API and the CLI show it.
+    v1 = cluster.tc.client.job(job["id"])
+    assert (v1["submitter"], v1["reason"]) == ("rapi:admin", "ticket OPS-12")
+    shown = cluster.ok("job", "info", str(job["id"]))
+    assert "submitted by rapi:admin" in shown
+    assert "reason: ticket OPS-12" in shown
+    assert "rapi:admin" in cluster.ok("job", "list")
     assert job["opstatus"] == ["success"]
     assert job["summary"] == ["INSTANCE_CREATE(rapi1)"]
     assert job["ops"][0]["OP_ID"] == "OP_INSTANCE_CREATE"
@@ -190,6 +197,13 @@ def test_instance_lifecycle_through_rapi(
     assert admin.request("GET", "/2/instances/rapi1").status_code == 404
     assert admin.ok("GET", "/2/instances") == []
     assert sorted(p.name for p in vols.iterdir()) == []
+
+    # The CLI's --reason reaches the job too (local submissions name no submitter).
+    ops = '[{"OP_ID": "OP_TEST_DELAY", "duration": 0}]'
+    made = cluster.tc.cli("submit", "--reason", "smoke test", "-", stdin=ops)
+    assert made.returncode == 0, made.stderr
+    local = cluster.tc.client.job(int(made.stdout.split()[0]))
+    assert (local["submitter"], local["reason"]) == (None, "smoke test")
 
 
 def test_failed_opcode_has_ganetis_error_tuple(admin: RapiClient) -> None:

@@ -22,6 +22,8 @@ import uvicorn
 from anyio.abc import TaskStatus
 
 from extjobs.api.auth import TokenAuth, load_tokens
+from extjobs.api.rapi import build_rapi_app
+from extjobs.api.rapi_users import BasicAuth
 from extjobs.api.server import build_app
 from extjobs.engine.configmgr import ConfigManager
 from extjobs.engine.leadership import Leadership
@@ -225,6 +227,15 @@ async def _serve_store(config: Config, store: Store, task_status: TaskStatus[Que
                 tcp,
             )
         )
+    rapi_auth = None
+    if config.rapi is not None:
+        rapi_auth = BasicAuth(build_rapi_app(queue, config), Path(config.rapi.users_file))
+        listener = socket.create_server(config.rapi.host_port, reuse_port=False)
+        listener.setblocking(False)
+        rapi_config = _uvicorn_config(
+            rapi_auth, ssl_certfile=config.rapi.tls_cert, ssl_keyfile=config.rapi.tls_key
+        )
+        servers.append((_Server(rapi_config), listener))
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(serve_jobs)
@@ -236,8 +247,15 @@ async def _serve_store(config: Config, store: Store, task_status: TaskStatus[Que
                 tg.cancel_scope.cancel()
 
             async def serve_signals() -> None:
-                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                with anyio.open_signal_receiver(
+                    signal.SIGTERM, signal.SIGINT, signal.SIGHUP
+                ) as signals:
                     async for signum in signals:
+                        if signum == signal.SIGHUP:
+                            # Re-read what may be changed without a restart.
+                            if rapi_auth is not None:
+                                rapi_auth.reload()
+                            continue
                         log.info("received %s, shutting down", signal.Signals(signum).name)
                         for server, _ in servers:
                             server.should_exit = True
@@ -247,6 +265,8 @@ async def _serve_store(config: Config, store: Store, task_status: TaskStatus[Que
                 tg.start_soon(serve_api, server, sock)
             tg.start_soon(serve_signals)
             log.info("extjobs daemon listening on %s", config.socket_path)
+            if config.rapi is not None:
+                log.info("remote API (Ganeti RAPI 2) listening on %s", config.rapi.listen)
             task_status.started(queue)
     finally:
         with anyio.move_on_after(5, shield=True):

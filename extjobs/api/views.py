@@ -31,6 +31,8 @@ def job_view(job: Job, *, detail: bool = True) -> dict[str, Any]:
         "archived": job.archived,
         "waiting_for": job.waiting_for,
         "depends": [[d.job_id, [s.value for s in d.statuses]] for d in job.depends],
+        "submitter": job.submitter,
+        "reason": job.reason,
     }
     if detail:
         out["ops"] = [

@@ -23,9 +23,10 @@ from extjobs.cli.common import (
 @click.command()
 @click.argument("file", type=click.File("r"))
 @click.option("--wait", is_flag=True, help="Follow the job(s) to the end.")
+@click.option("--reason", default=None, help="Why: recorded with the job(s), shown by job info.")
 @priority_option
 @pass_ctx
-def submit(ctx: Ctx, file: Any, wait: bool, priority: str) -> None:
+def submit(ctx: Ctx, file: Any, wait: bool, reason: str | None, priority: str) -> None:
     """Submit a job from FILE (or - for stdin).
 
     FILE holds a JSON list of opcodes (one job), an object {"ops": [...], "priority": P,
@@ -41,6 +42,11 @@ def submit(ctx: Ctx, file: Any, wait: bool, priority: str) -> None:
         body = {"ops": body, "priority": prio}
     elif isinstance(body, dict) and "ops" in body and "priority" not in body:
         body = {**body, "priority": prio}
+    if reason is not None:
+        if isinstance(body, dict) and isinstance(body.get("jobs"), list):
+            body = {"jobs": [_with_reason(j, reason) for j in body["jobs"]]}
+        else:
+            body = _with_reason(body, reason)
     with ctx.client() as client:
         ids = client.submit(body)
         for job_id in ids:
@@ -53,6 +59,15 @@ def submit(ctx: Ctx, file: Any, wait: bool, priority: str) -> None:
                 failed |= job.get("status") != "success"
             if failed:
                 sys.exit(1)
+
+
+def _with_reason(job: Any, reason: str) -> Any:
+    """One job of a submission with ``reason`` (a bare opcode list becomes a job object)."""
+    if isinstance(job, list):
+        return {"ops": job, "reason": reason}
+    if isinstance(job, dict):
+        return {**job, "reason": reason}
+    return job
 
 
 @click.group()
@@ -74,7 +89,7 @@ def job_list(ctx: Ctx, statuses: tuple[str, ...], archived: bool, fmt: str) -> N
         return
     output.table(
         None,
-        ["ID", "Status", "Prio", "Opcodes", "Received", "Waiting for"],
+        ["ID", "Status", "Prio", "Opcodes", "Received", "Submitter", "Waiting for"],
         [
             (
                 j["id"],
@@ -82,6 +97,7 @@ def job_list(ctx: Ctx, statuses: tuple[str, ...], archived: bool, fmt: str) -> N
                 j["priority"],
                 ",".join(j["summary"]),
                 output.when(j["received"]),
+                j.get("submitter") or "",
                 j["waiting_for"] or "",
             )
             for j in jobs
@@ -111,6 +127,10 @@ def job_info(ctx: Ctx, job_id: int, fmt: str) -> None:
         f"  received {output.when(data['received'])}, started {output.when(data['started'])}, "
         f"ended {output.when(data['ended'])}"
     )
+    if data.get("submitter"):
+        say(f"  submitted by {data['submitter']}")
+    if data.get("reason"):
+        say(f"  reason: {data['reason']}")
     if data["waiting_for"]:
         say(f"  waiting for {data['waiting_for']}")
     if data["depends"]:

@@ -44,7 +44,15 @@ def build_jobs(
             deps.append(Dependency(target, dep.statuses))
         ops = tuple(OpState(index=k, input=encode_opcode(op)) for k, op in enumerate(req.ops))
         jobs.append(
-            Job(id=job_id, ops=ops, priority=req.priority, depends=tuple(deps), received=now)
+            Job(
+                id=job_id,
+                ops=ops,
+                priority=req.priority,
+                depends=tuple(deps),
+                received=now,
+                submitter=req.submitter,
+                reason=req.reason,
+            )
         )
     entries = [
         LogEntry(

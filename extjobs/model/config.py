@@ -229,11 +229,45 @@ class TcpOptions:
         return host.strip("[]"), int(port)
 
 
+def _listen(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
+    host, sep, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"{attr.name} must be HOST:PORT, not {value!r}", field=attr.name)
+
+
+def _path(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
+        raise InputError(f"{attr.name} must be an absolute path, not {value!r}", field=attr.name)
+
+
+@attrs.frozen
+class RapiOptions:
+    """The optional Ganeti-compatible remote API (docs/rapi.md): HTTPS with Basic
+    authentication against ``users_file`` (Ganeti's format, re-read on SIGHUP).
+
+    ``wait_timeout``: seconds ``GET /2/jobs/ID/wait`` waits for a change before it
+    answers ``null`` (Ganeti's clients then ask again).
+    """
+
+    listen: str = attrs.field(validator=_listen)
+    tls_cert: str = attrs.field(validator=_path)
+    tls_key: str = attrs.field(validator=_path)
+    users_file: str = attrs.field(validator=_path)
+    wait_timeout: float = attrs.field(default=10.0, validator=_number(0, strict=True))
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 @attrs.frozen
 class Config:
     state_dir: Path = Path("/var/lib/extjobs")
     socket: Path | None = None
     tcp: TcpOptions | None = None
+    #: The Ganeti-compatible remote API; off unless the file has a [rapi] section.
+    rapi: RapiOptions | None = None
     ssh: SSHOptions = SSHOptions()
     storage: StorageOptions = StorageOptions()
     queue: QueueOptions = QueueOptions()
@@ -288,7 +322,7 @@ def config_from_dict(data: dict[str, Any], *, state_dir: Path | None = None) -> 
     queue = _section(data, "queue")
     store = _build(StoreOptions, _section(data, "store"), "store")
     check_store_url(store.url)
-    unknown = sorted(set(data) - {"daemon", "ssh", "storage", "queue", "store"})
+    unknown = sorted(set(data) - {"daemon", "ssh", "storage", "queue", "store", "rapi"})
     if unknown:
         raise ConfigError(f"unknown section(s): {', '.join(unknown)}", section=unknown[0])
     if "search_path" in storage:
@@ -341,10 +375,21 @@ def config_from_dict(data: dict[str, Any], *, state_dir: Path | None = None) -> 
             tls_key=Path(daemon["tls_key"]),
             token_file=Path(daemon["token_file"]),
         )
+    rapi = None
+    if "rapi" in data:
+        section = _section(data, "rapi")
+        missing = sorted({"listen", "tls_cert", "tls_key", "users_file"} - set(section))
+        if missing:
+            raise ConfigError(
+                "[rapi] is served only over TLS to known users; missing: " + ", ".join(missing),
+                section="rapi",
+            )
+        rapi = _build(RapiOptions, section, "rapi")
     return Config(
         state_dir=Path(sd),
         socket=Path(sock) if sock else None,
         tcp=tcp,
+        rapi=rapi,
         ssh=_build(SSHOptions, ssh, "ssh"),
         storage=_build(StorageOptions, storage, "storage"),
         queue=_build(QueueOptions, queue, "queue"),

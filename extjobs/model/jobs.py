@@ -38,6 +38,23 @@ def parse_priority(value: Any) -> int:
     return number
 
 
+MAX_REASON = 1024
+
+
+def check_reason(value: Any) -> str | None:
+    """A job's reason: None, or a string of at most :data:`MAX_REASON` characters
+    without control characters; raises InputError naming ``reason`` otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_REASON:
+        raise InputError(
+            f"reason must be a string of at most {MAX_REASON} characters", field="reason"
+        )
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InputError("reason must not contain control characters", field="reason")
+    return value or None
+
+
 @attrs.frozen
 class Dependency:
     job_id: int
@@ -71,6 +88,11 @@ class Job:
     archived: bool = False
     #: What the job waits for while ``waiting`` (locks or dependencies), for operators.
     waiting_for: str | None = None
+    #: Who submitted the job (the remote API's user), when the API knows; None otherwise
+    #: and for jobs stored before this field existed.
+    submitter: str | None = None
+    #: Why, in the submitter's words (``reason``); None when none was given.
+    reason: str | None = None
 
     @property
     def status(self) -> JobStatus:

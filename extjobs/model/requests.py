@@ -7,7 +7,7 @@ from typing import Any
 import attrs
 
 from extjobs.errors import InputError
-from extjobs.model.jobs import Dependency, parse_priority
+from extjobs.model.jobs import Dependency, check_reason, parse_priority
 from extjobs.model.opcodes import OpCode, decode_opcode
 from extjobs.model.states import JobStatus
 
@@ -22,6 +22,9 @@ class JobRequest:
     ops: tuple[OpCode, ...]
     priority: int = 0
     depends: tuple[Dependency, ...] = ()
+    #: Set by the API from who is asking, never from the request body.
+    submitter: str | None = None
+    reason: str | None = None
 
 
 def _decode_depends(value: Any, where: str) -> tuple[Dependency, ...]:
@@ -62,15 +65,17 @@ def _decode_depends(value: Any, where: str) -> tuple[Dependency, ...]:
 
 
 def decode_job_request(data: Any, *, where: str = "job") -> JobRequest:
-    """``{"ops": [...], "priority": p, "depends": [[id, [statuses]]]}`` or a bare op list."""
+    """``{"ops": [...], "priority": p, "depends": [[id, [statuses]]], "reason": text}`` or
+    a bare op list."""
     if isinstance(data, list):
         data = {"ops": data}
     if not isinstance(data, dict):
         raise InputError(f"{where} must be an object with 'ops' or a list of opcodes", field=where)
-    unknown = sorted(set(data) - {"ops", "priority", "depends"})
+    unknown = sorted(set(data) - {"ops", "priority", "depends", "reason"})
     if unknown:
         raise InputError(
-            f"{where}: unknown field(s) {', '.join(unknown)}; allowed: ops, priority, depends",
+            f"{where}: unknown field(s) {', '.join(unknown)}; "
+            "allowed: ops, priority, depends, reason",
             field=f"{where}.{unknown[0]}",
         )
     ops = data.get("ops")
@@ -85,6 +90,7 @@ def decode_job_request(data: Any, *, where: str = "job") -> JobRequest:
         ops=decoded,
         priority=parse_priority(data.get("priority", 0)),
         depends=_decode_depends(data.get("depends"), f"{where}.depends"),
+        reason=check_reason(data.get("reason")),
     )
 
 

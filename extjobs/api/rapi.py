@@ -1,0 +1,593 @@
+"""Ganeti's remote API, version 2 (``/2/…``), on top of the same queue as ``/v1``.
+
+Tools written for Ganeti's RAPI (its Python client, web front ends, scripts) drive
+extjobs through this listener. Each request is translated into the queue calls the
+``/v1`` API makes; nothing here decides anything. A mutation submits one job and answers
+its id, as Ganeti does; ``dry-run`` checks the request against the current cluster
+configuration and submits nothing.
+
+Errors have Ganeti's shape ``{"code", "message", "explain"}``: 400 for a bad request,
+404 for an unknown job or object, 501 for what extjobs does not implement, 503 when the
+queue is full or the store refuses writes, 500 only for a bug. docs/rapi.md lists every
+resource and each difference from Ganeti.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+import extjobs
+from extjobs.api import rapi_views as views
+from extjobs.api.rapi_users import ganeti_error
+from extjobs.engine.standby import QueueView
+from extjobs.errors import (
+    ExtJobsError,
+    InputError,
+    NotFoundError,
+    QueueFullError,
+    StateError,
+    StoreError,
+)
+from extjobs.lus import LU_FOR
+from extjobs.model.config import Config
+from extjobs.model.jobs import check_reason
+from extjobs.model.opcodes import (
+    HYPERVISOR_NAMES,
+    DiskSpec,
+    OpCode,
+    OpInstanceCreate,
+    OpInstanceFailover,
+    OpInstanceGrowDisk,
+    OpInstanceMigrate,
+    OpInstanceRemove,
+    OpInstanceShutdown,
+    OpInstanceStartup,
+)
+from extjobs.model.requests import JobRequest
+
+log = logging.getLogger("extjobs.api.rapi")
+
+MAX_BODY = 1 << 20
+FEATURES = ("instance-create-reqv1",)
+#: Version 1 instance-creation fields extjobs accepts but has nothing to do with, when
+#: they carry the value that means "nothing" (or any value, for pure hints).
+_IGNORED_CREATE: dict[str, Any] = {
+    "os": None,
+    "os_type": None,
+    "osparams": {},
+    "hvparams": {},
+    "nics": [],
+    "tags": [],
+    "snode": None,
+    "iallocator": None,
+    "ip_check": None,
+    "name_check": None,
+    "no_install": None,
+    "conflicts_check": None,
+    "wait_for_sync": None,
+    "opportunistic_locking": None,
+}
+_ANY = None
+
+
+class HttpError(Exception):
+    """An answer other than 200, with Ganeti's error body."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def bad_request(message: str) -> HttpError:
+    return HttpError(400, message)
+
+
+def _status_for(exc: ExtJobsError) -> int:
+    if isinstance(exc, QueueFullError | StoreError):
+        return 503
+    if isinstance(exc, InputError):
+        return 400
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, StateError):
+        return 409
+    return 500
+
+
+Handler = Callable[[Request], Awaitable[Any]]
+T = TypeVar("T")
+
+
+def _endpoint(fn: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def wrapped(request: Request) -> Response:
+        try:
+            return JSONResponse(await fn(request))
+        except HttpError as exc:
+            return ganeti_error(exc.status, exc.message)
+        except ExtJobsError as exc:
+            return ganeti_error(_status_for(exc), exc.message)
+        except Exception:
+            log.exception("internal error serving %s %s", request.method, request.url.path)
+            return ganeti_error(500, "internal error; see the daemon log")
+
+    return wrapped
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    """The JSON object of the request body (``{}`` when there is none)."""
+    data = b""
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_BODY:
+            raise HttpError(413, f"request body exceeds {MAX_BODY} bytes")
+    if not data.strip():
+        return {}
+    try:
+        body = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise bad_request(f"Unable to parse JSON data: {exc}") from None
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise bad_request("Invalid body contents, not a dictionary")
+    return body
+
+
+def _flag(request: Request, name: str) -> bool:
+    """A Ganeti boolean query parameter: absent or ``0`` false, ``1`` true."""
+    raw = request.query_params.get(name)
+    if raw is None or raw in ("0", ""):
+        return False
+    if raw == "1":
+        return True
+    raise bad_request(f"Invalid value for query parameter '{name}': {raw!r}, use 0 or 1")
+
+
+def _unknown(body: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise bad_request(
+            f"Invalid body parameters: unknown parameter(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def _typed(body: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any) -> Any:
+    """``body[name]`` if it is of ``kind`` (400 otherwise), ``default`` if it is absent."""
+    if name not in body:
+        return default
+    value = body[name]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    wrong_bool = isinstance(value, bool) and bool not in kinds
+    if wrong_bool or not isinstance(value, kinds):
+        what = " or ".join(k.__name__ for k in kinds)
+        raise bad_request(f"Invalid body parameters: {name} must be {what}, not {value!r}")
+    return value
+
+
+def _opcode(build: Callable[[], T]) -> T:
+    """The opcode ``build`` makes; its validation errors become 400s."""
+    try:
+        return build()
+    except ExtJobsError as exc:
+        raise bad_request(f"Invalid body parameters: {exc.message}") from None
+    except TypeError as exc:
+        raise bad_request(f"Invalid body parameters: {exc}") from None
+
+
+def _create_opcode(body: dict[str, Any]) -> OpInstanceCreate:
+    """An instance-creation request of format version 1 as an opcode (400 otherwise)."""
+    if "__version__" not in body:
+        raise bad_request("Required parameter '__version__' is missing")
+    version = body["__version__"]
+    if version == 0 and not isinstance(version, bool):
+        raise bad_request("Instance creation request version 0 is no longer supported")
+    if version != 1 or isinstance(version, bool):
+        raise bad_request(f"Unsupported request data version {version!r}")
+    supported = {"__version__", "mode", "instance_name", "disk_template", "disks", "pnode"}
+    supported |= {"beparams", "hypervisor", "start"}
+    _unknown(body, supported | set(_IGNORED_CREATE))
+    for name, nothing in _IGNORED_CREATE.items():
+        if nothing is not _ANY and name in body and body[name] not in (nothing, None):
+            raise bad_request(
+                f"Invalid body parameters: {name} is not supported by extjobs "
+                f"(give {json.dumps(nothing)} or leave it out)"
+            )
+    for name in ("mode", "instance_name", "disk_template", "disks"):
+        if name not in body:
+            raise bad_request(f"Required parameter '{name}' is missing")
+    mode = body["mode"]
+    if mode != "create":
+        raise bad_request(f"Instance creation mode {mode!r} is not supported; use 'create'")
+    template = body["disk_template"]
+    if template != "ext":
+        raise bad_request(
+            f"Disk template {template!r} is not supported; extjobs only manages "
+            "external storage ('ext')"
+        )
+    if "pnode" not in body:
+        raise bad_request("Required parameter 'pnode' is missing (extjobs has no iallocator)")
+    disks = _typed(body, "disks", list, None)
+    beparams = _typed(body, "beparams", dict, {})
+    _unknown_be = sorted(set(beparams) - {"memory", "maxmem", "minmem", "vcpus", "auto_balance"})
+    if _unknown_be:
+        raise bad_request(f"Invalid body parameters: unknown beparams {', '.join(_unknown_be)}")
+    memory = beparams.get("maxmem", beparams.get("memory", 64))
+    if beparams.get("minmem", memory) != memory:
+        raise bad_request("Invalid body parameters: extjobs needs minmem equal to maxmem")
+    specs = tuple(_disk_spec(i, d) for i, d in enumerate(disks))
+    hypervisor = _typed(body, "hypervisor", str, HYPERVISOR_NAMES[0])
+    start = _typed(body, "start", bool, True)
+    return _opcode(
+        lambda: OpInstanceCreate(
+            instance_name=_typed(body, "instance_name", str, None),
+            pnode=_typed(body, "pnode", str, None),
+            disks=specs,
+            hypervisor=hypervisor,
+            memory=_int(memory, "beparams.maxmem"),
+            vcpus=_int(beparams.get("vcpus", 1), "beparams.vcpus"),
+            start=start,
+        )
+    )
+
+
+def _int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad_request(f"Invalid body parameters: {name} must be an integer, not {value!r}")
+    return value
+
+
+def _disk_spec(index: int, disk: Any) -> DiskSpec:
+    """One disk of a creation request: ``size`` (MiB), ``provider`` or ``pool``, ``name``,
+    ``mode`` (``rw`` only), ``access``, and every other key an ExtStorage parameter."""
+    where = f"disks[{index}]"
+    if not isinstance(disk, dict):
+        raise bad_request(f"Invalid body parameters: {where} must be a dictionary")
+    if "size" not in disk:
+        raise bad_request(f"Invalid body parameters: {where} has no size")
+    if disk.get("mode", "rw") != "rw":
+        raise bad_request(f"Invalid body parameters: {where}.mode must be 'rw'")
+    own = {"size", "provider", "pool", "name", "access", "mode"}
+    params = {k: v for k, v in disk.items() if k not in own}
+    for key, value in params.items():
+        if not isinstance(value, str):
+            raise bad_request(
+                f"Invalid body parameters: {where}.{key} is an ExtStorage parameter and "
+                f"must be a string, not {value!r}"
+            )
+    for key in ("provider", "pool", "name", "access"):
+        if key in disk and not isinstance(disk[key], str):
+            raise bad_request(f"Invalid body parameters: {where}.{key} must be a string")
+    return _opcode(
+        lambda: DiskSpec(
+            size=_int(disk["size"], f"{where}.size"),
+            provider=disk.get("provider"),
+            pool=disk.get("pool"),
+            name=disk.get("name"),
+            params=params,
+            access=disk.get("access", "kernelspace"),
+        )
+    )
+
+
+def build_rapi_app(queue: QueueView, options: Config) -> Starlette:
+    """The ASGI application of the remote API for ``queue`` (authentication is the
+    :class:`~extjobs.api.rapi_users.BasicAuth` middleware's)."""
+    wait_timeout = options.rapi.wait_timeout if options.rapi is not None else 10.0
+
+    async def submit(request: Request, op: OpCode) -> int | None:
+        """Submit ``op`` as one job and answer its id; with ``dry-run`` only check it
+        against the current configuration and answer None."""
+        try:
+            reason = check_reason(request.query_params.get("reason"))
+        except ExtJobsError as exc:
+            raise bad_request(exc.message) from None
+        if _flag(request, "dry-run"):
+            try:
+                LU_FOR[type(op)](op, options).check(queue.config)
+            except ExtJobsError as exc:
+                raise bad_request(exc.message) from None
+            return None
+        user = request.scope.get("state", {}).get("rapi_user")
+        job = JobRequest(ops=(op,), submitter=f"rapi:{user}" if user else None, reason=reason)
+        (job_id,) = queue.submit([job])
+        # Answered once the job is in the store: an id given out is never lost.
+        await queue.flush()
+        return job_id
+
+    @_endpoint
+    async def version(request: Request) -> Any:
+        return 2
+
+    @_endpoint
+    async def info(request: Request) -> Any:
+        cfg = queue.config
+        return {
+            "name": cfg.cluster.name if cfg.cluster else None,
+            "software_version": f"extjobs {extjobs.__version__}",
+            "protocol_version": 2,
+            "enabled_hypervisors": list(HYPERVISOR_NAMES),
+            "default_hypervisor": HYPERVISOR_NAMES[0],
+            "enabled_disk_templates": ["ext"],
+            "default_iallocator": None,
+            "tags": [],
+        }
+
+    @_endpoint
+    async def features(request: Request) -> Any:
+        return list(FEATURES)
+
+    @_endpoint
+    async def os_list(request: Request) -> Any:
+        return []
+
+    @_endpoint
+    async def nodes(request: Request) -> Any:
+        cfg = queue.config
+        items = [n for _, n in sorted(cfg.nodes.items())]
+        return views.listing(
+            items, "nodes", _flag(request, "bulk"), lambda n: views.node_view(n, cfg), _name
+        )
+
+    @_endpoint
+    async def node(request: Request) -> Any:
+        cfg = queue.config
+        return views.node_view(cfg.node(request.path_params["name"]), cfg)
+
+    @_endpoint
+    async def groups(request: Request) -> Any:
+        cfg = queue.config
+        items = [g for _, g in sorted(cfg.groups.items())]
+        return views.listing(
+            items, "groups", _flag(request, "bulk"), lambda g: views.group_view(g, cfg), _name
+        )
+
+    @_endpoint
+    async def group(request: Request) -> Any:
+        cfg = queue.config
+        return views.group_view(cfg.group(request.path_params["name"]), cfg)
+
+    @_endpoint
+    async def instances(request: Request) -> Any:
+        cfg = queue.config
+        items = [i for _, i in sorted(cfg.instances.items())]
+        return views.listing(
+            items,
+            "instances",
+            _flag(request, "bulk"),
+            lambda i: views.instance_view(i, cfg),
+            _name,
+        )
+
+    @_endpoint
+    async def instance(request: Request) -> Any:
+        cfg = queue.config
+        return views.instance_view(cfg.instance(request.path_params["name"]), cfg)
+
+    @_endpoint
+    async def create_instance(request: Request) -> Any:
+        return await submit(request, _create_opcode(await _body(request)))
+
+    def _instance_name(request: Request) -> str:
+        return str(request.path_params["name"])
+
+    @_endpoint
+    async def remove_instance(request: Request) -> Any:
+        body = await _body(request)
+        _unknown(body, set())
+        name = _instance_name(request)
+        return await submit(request, _opcode(lambda: OpInstanceRemove(instance_name=name)))
+
+    @_endpoint
+    async def startup(request: Request) -> Any:
+        if _flag(request, "no_remember"):
+            raise bad_request("no_remember is not supported: extjobs always records the state")
+        _flag(request, "force")
+        _unknown(await _body(request), set())
+        name = _instance_name(request)
+        return await submit(request, _opcode(lambda: OpInstanceStartup(instance_name=name)))
+
+    @_endpoint
+    async def shutdown(request: Request) -> Any:
+        if _flag(request, "no_remember"):
+            raise bad_request("no_remember is not supported: extjobs always records the state")
+        body = await _body(request)
+        _unknown(body, {"timeout"})
+        timeout = _typed(body, "timeout", (int, float), 30.0)
+        name = _instance_name(request)
+        return await submit(
+            request, _opcode(lambda: OpInstanceShutdown(instance_name=name, timeout=timeout))
+        )
+
+    @_endpoint
+    async def grow_disk(request: Request) -> Any:
+        body = await _body(request)
+        _unknown(body, {"amount", "absolute", "wait_for_sync"})
+        if "amount" not in body:
+            raise bad_request("Required parameter 'amount' is missing")
+        amount = _int(body["amount"], "amount")
+        absolute = _typed(body, "absolute", bool, False)
+        name, disk = _instance_name(request), int(request.path_params["disk"])
+        return await submit(
+            request,
+            _opcode(
+                lambda: OpInstanceGrowDisk(
+                    instance_name=name, disk=disk, amount=amount, absolute=absolute
+                )
+            ),
+        )
+
+    @_endpoint
+    async def migrate(request: Request) -> Any:
+        body = await _body(request)
+        _unknown(body, {"mode", "cleanup", "target_node", "allow_failover", "iallocator"})
+        if body.get("iallocator") is not None:
+            raise bad_request("iallocator is not supported; give target_node or nothing")
+        mode = _typed(body, "mode", str, "live")
+        cleanup = _typed(body, "cleanup", bool, False)
+        target = _typed(body, "target_node", (str, type(None)), None)
+        allow_failover = _typed(body, "allow_failover", bool, False)
+        name = _instance_name(request)
+        return await submit(
+            request,
+            _opcode(
+                lambda: OpInstanceMigrate(
+                    instance_name=name,
+                    target_node=target,
+                    mode=mode,
+                    cleanup=cleanup,
+                    allow_failover=allow_failover,
+                )
+            ),
+        )
+
+    @_endpoint
+    async def failover(request: Request) -> Any:
+        body = await _body(request)
+        allowed = {"iallocator", "ignore_consistency", "target_node", "shutdown_timeout"}
+        _unknown(body, allowed)
+        if body.get("iallocator") is not None:
+            raise bad_request("iallocator is not supported; give target_node or nothing")
+        ignore = _typed(body, "ignore_consistency", bool, False)
+        target = _typed(body, "target_node", (str, type(None)), None)
+        timeout = _typed(body, "shutdown_timeout", (int, float), 30.0)
+        name = _instance_name(request)
+        return await submit(
+            request,
+            _opcode(
+                lambda: OpInstanceFailover(
+                    instance_name=name,
+                    target_node=target,
+                    ignore_consistency=ignore,
+                    shutdown_timeout=timeout,
+                )
+            ),
+        )
+
+    def _job_id(request: Request) -> int:
+        raw = str(request.path_params["job_id"])
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 18 or int(raw) == 0:
+            raise HttpError(404, f"Job {raw[:40]!r} not found")
+        return int(raw)
+
+    @_endpoint
+    async def jobs(request: Request) -> Any:
+        if not _flag(request, "bulk"):
+            return [{"id": j.id, "uri": f"/2/jobs/{j.id}"} for j in queue.list_jobs()]
+        return [views.job_fields(j, queue.log_since(j.id, 0)) for j in queue.list_jobs()]
+
+    @_endpoint
+    async def job(request: Request) -> Any:
+        job_id = _job_id(request)
+        return views.job_fields(queue.get(job_id), queue.log_since(job_id, 0))
+
+    @_endpoint
+    async def cancel_job(request: Request) -> Any:
+        job_id = _job_id(request)
+        try:
+            queue.cancel(job_id)
+        except StateError as exc:
+            return [False, exc.message]
+        await queue.flush()
+        return [True, f"Job {job_id} will be canceled"]
+
+    @_endpoint
+    async def wait_job(request: Request) -> Any:
+        job_id = _job_id(request)
+        body = await _body(request)
+        _unknown(body, {"fields", "previous_job_info", "previous_log_serial"})
+        fields = body.get("fields")
+        if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+            raise bad_request("Required parameter 'fields' is missing or not a list of names")
+        unknown = [f for f in fields if f not in views.JOB_FIELDS]
+        if unknown:
+            raise bad_request(f"Unknown job field(s): {', '.join(unknown)}")
+        previous = body.get("previous_job_info")
+        if previous is not None and not isinstance(previous, list):
+            raise bad_request("previous_job_info must be a list or null")
+        serial = body.get("previous_log_serial")
+        if serial is None:
+            serial = 0
+        if isinstance(serial, bool) or not isinstance(serial, int) or serial < 0:
+            raise bad_request("previous_log_serial must be a whole number or null")
+        return await _wait(job_id, fields, previous, serial)
+
+    async def _wait(
+        job_id: int, fields: list[str], previous: list[Any] | None, serial: int
+    ) -> dict[str, Any] | None:
+        """Ganeti's wait: answer at once when the job ended, its ``fields`` differ from
+        ``previous`` or it logged past ``serial``; else when one of those happens, or
+        None after the wait timeout."""
+        deadline = time.monotonic() + wait_timeout
+        while True:
+            job = queue.get(job_id)
+            entries = queue.log_since(job_id, 0)
+            info = views.job_fields(job, entries)
+            current = [info[f] for f in fields]
+            # The whole log went into oplog; JSON-normalise before comparing with what
+            # the client sent back (tuples and lists must compare equal).
+            current = json.loads(json.dumps(current))
+            new = [views.log_entry(e) for e in entries if e.serial > serial]
+            if job.status.finalized or current != previous or new:
+                return {"job_info": current, "log_entries": json.loads(json.dumps(new))}
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            await queue.wait_for_change(job_id, serial, remaining)
+
+    async def not_implemented(request: Request) -> Response:
+        return ganeti_error(
+            501,
+            f"{request.method} {request.url.path} is not implemented by extjobs "
+            "(docs/rapi.md lists the supported resources)",
+        )
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return ganeti_error(404, f"no such resource: {request.url.path}")
+
+    async def bad_method(request: Request, exc: Exception) -> Response:
+        return await not_implemented(request)
+
+    routes = [
+        Route("/version", version, methods=["GET"]),
+        Route("/2/info", info, methods=["GET"]),
+        Route("/2/features", features, methods=["GET"]),
+        Route("/2/os", os_list, methods=["GET"]),
+        Route("/2/nodes", nodes, methods=["GET"]),
+        Route("/2/nodes/{name}", node, methods=["GET"]),
+        Route("/2/groups", groups, methods=["GET"]),
+        Route("/2/groups/{name}", group, methods=["GET"]),
+        Route("/2/instances", instances, methods=["GET"]),
+        Route("/2/instances", create_instance, methods=["POST"]),
+        Route("/2/instances/{name}", instance, methods=["GET"]),
+        Route("/2/instances/{name}", remove_instance, methods=["DELETE"]),
+        Route("/2/instances/{name}/startup", startup, methods=["PUT"]),
+        Route("/2/instances/{name}/shutdown", shutdown, methods=["PUT"]),
+        Route("/2/instances/{name}/disk/{disk:int}/grow", grow_disk, methods=["POST"]),
+        Route("/2/instances/{name}/migrate", migrate, methods=["PUT"]),
+        Route("/2/instances/{name}/failover", failover, methods=["PUT"]),
+        Route("/2/jobs", jobs, methods=["GET"]),
+        Route("/2/jobs/{job_id}", job, methods=["GET"]),
+        Route("/2/jobs/{job_id}", cancel_job, methods=["DELETE"]),
+        Route("/2/jobs/{job_id}/wait", wait_job, methods=["GET"]),
+        Route(
+            "/2/{rest:path}",
+            not_implemented,
+            methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"],
+        ),
+    ]
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: bad_method})
+
+
+def _name(item: Any) -> str:
+    return str(item.name)

@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,11 @@ from extjobs.engine.leadership import Leadership
 from extjobs.engine.queue import JobQueue
 from extjobs.engine.standby import Master, QueueView, StandbyQueue, serve_master
 from extjobs.engine.writer import GroupWriter
-from extjobs.errors import ConfigError
+from extjobs.errors import ConfigError, InputError
 from extjobs.model.config import Config
 from extjobs.nodes.ssh import SSHRunner
 from extjobs.store import open_store
-from extjobs.store.base import Store
+from extjobs.store.base import Store, quarantine_where
 from extjobs.store.files import (
     backup_sqlite,
     check_private_dir,
@@ -114,6 +114,7 @@ async def serve_daemon(
     config: Config,
     *,
     restore: Path | None = None,
+    quarantine: Sequence[str] = (),
     task_status: TaskStatus[QueueView] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the daemon until cancelled or signalled; reports the API's view when ready.
@@ -121,7 +122,9 @@ async def serve_daemon(
     The state directory is locked before the store is opened or the socket bound (a
     second daemon on it raises :class:`~extjobs.errors.StateError` having touched
     nothing), and stays locked until this returns. With ``restore``, the backup file
-    replaces the store first (:func:`~extjobs.store.files.restore_store`).
+    replaces the store first (:func:`~extjobs.store.files.restore_store`). Each of
+    ``quarantine`` (``TABLE:KEY``) is a row moved aside into the store's ``quarantine``
+    table before anything reads the store (see :class:`~extjobs.errors.UnreadableRowError`).
     """
     prepare_state_dir(config.state_dir)
     lock = lock_state_dir(config.state_dir)
@@ -150,11 +153,30 @@ async def serve_daemon(
         # or does not answer) stops the start with its reason.
         store = open_store(config)
         try:
+            set_aside(store, quarantine)
             await _serve_store(config, store, task_status)
         finally:
             store.close()
     finally:
         lock.release()
+
+
+def set_aside(store: Store, rows: Sequence[str]) -> None:
+    """Move each ``TABLE:KEY`` row into the quarantine; raises InputError for a row that
+    does not exist (nothing is moved then)."""
+    parsed = []
+    for item in rows:
+        table, _, key = item.partition(":")
+        quarantine_where(table, key)  # the form is checked before anything moves
+        parsed.append((table, key))
+    for table, key in parsed:
+        if not store.quarantine(table, key):
+            raise InputError(f"quarantine: the store has no {table} row {key}", field="quarantine")
+        log.warning(
+            "set the %s row %s aside into the quarantine table; run 'extjobs verify' now",
+            table,
+            key,
+        )
 
 
 def _compose(

@@ -124,6 +124,11 @@ class StoreError(ExtJobsError):
     kind = "store"
 
 
+class UnreadableRowError(StoreError):
+    """A row of the store that cannot be decoded (damaged, or edited by hand): named by
+    table and key, with the way to start anyway (``extjobs daemon --quarantine``)."""
+
+
 class FencedError(StoreError):
     """A write by a master that is no longer the leader (its lease epoch is not the
     current one), refused: a former leader cannot change anything."""

@@ -32,9 +32,20 @@ from extjobs.model.config import load_config
     help="Before starting, replace the store with this backup (made by 'extjobs backup'); "
     "the replaced store is kept beside it. Then run 'extjobs verify'.",
 )
+@click.option(
+    "--quarantine",
+    multiple=True,
+    metavar="TABLE:KEY",
+    help="Before starting, move this unreadable row of the store (named by the error, e.g. "
+    "jobs:17) into its quarantine table. Repeatable. Then run 'extjobs verify'.",
+)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]))
 def daemon(
-    config_path: Path | None, state_dir: Path | None, restore: Path | None, log_level: str
+    config_path: Path | None,
+    state_dir: Path | None,
+    restore: Path | None,
+    quarantine: tuple[str, ...],
+    log_level: str,
 ) -> None:
     """Run the master daemon in the foreground.
 
@@ -55,7 +66,7 @@ def daemon(
     )
     try:
         config = load_config(config_path, state_dir=state_dir)
-        anyio.run(lambda: serve_daemon(config, restore=restore))
+        anyio.run(lambda: serve_daemon(config, restore=restore, quarantine=quarantine))
     except ExtJobsError as exc:
         fail(exc.message, 2)
     except KeyboardInterrupt:

@@ -11,11 +11,13 @@ backend passes ``tests/engine/test_store_contract.py``. Documents are JSON produ
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import attrs
 
+from extjobs.errors import InputError, StoreError, UnreadableRowError
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.jobs import Job, LogEntry, LogKind
@@ -129,6 +131,11 @@ class Store(Protocol):
 
     def load_config(self) -> ClusterConfig: ...
     def save_config(self, old: ClusterConfig, new: ClusterConfig) -> None: ...
+    def quarantine(self, table: str, key: str) -> bool:
+        """Move row ``key`` of ``table`` (see :data:`QUARANTINE_KEYS`) into the
+        ``quarantine`` table, whole, in one transaction; whether there was such a row."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -144,14 +151,75 @@ def job_doc(job: Job) -> str:
     return codec.dumps({"v": codec.FORMAT_VERSION, "job": codec.unstructure(job)})
 
 
-def job_from_doc(doc: str) -> Job:
-    return codec.CONVERTER.structure(codec.loads(doc)["job"], Job)
+#: What decoding a damaged document raises (cattrs reports structure errors as
+#: exception groups).
+_DECODE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, ExceptionGroup)
+
+
+@contextmanager
+def reading(table: str, key: object) -> Iterator[None]:
+    """Turn a failure to decode the row ``key`` of ``table`` into an
+    :class:`UnreadableRowError` that names it and says how to start anyway."""
+    try:
+        yield
+    except UnreadableRowError:
+        raise
+    except (*_DECODE_ERRORS, StoreError) as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise UnreadableRowError(
+            f"the store's {table} row {key} cannot be read ({reason}); restore a backup "
+            f"('extjobs daemon --restore FILE'), or set the row aside and start with "
+            f"'extjobs daemon --quarantine {table}:{key}'",
+            table=table,
+            key=str(key),
+        ) from exc
+
+
+#: The tables whose rows can be set aside, and how a key names a row in each.
+QUARANTINE_KEYS = {
+    "jobs": ("id", ("id",)),
+    "log": ("JOB/SERIAL", ("job_id", "serial")),
+    "journal": ("id", ("id",)),
+    "config": ("KIND/NAME", ("kind", "name")),
+}
+
+
+def quarantine_where(table: str, key: str) -> tuple[str, tuple[Any, ...]]:
+    """The ``WHERE`` clause (``?`` placeholders) and arguments naming row ``key`` of
+    ``table``; raises InputError for a table or key that names no row."""
+    if table not in QUARANTINE_KEYS:
+        raise InputError(
+            f"cannot quarantine rows of {table!r}; tables: {', '.join(QUARANTINE_KEYS)}",
+            field="quarantine",
+        )
+    shape, columns = QUARANTINE_KEYS[table]
+    parts = key.split("/", len(columns) - 1) if len(columns) > 1 else [key]
+    args: list[Any] = list(parts)
+    if len(parts) != len(columns) or (table != "config" and not all(p.isdigit() for p in parts)):
+        raise InputError(
+            f"quarantine key {key!r} of {table} does not have the form {shape}",
+            field="quarantine",
+        )
+    if table != "config":
+        args = [int(p) for p in parts]
+    return " AND ".join(f"{c}=?" for c in columns), tuple(args)
+
+
+def row_document(columns: Sequence[str], row: Sequence[Any]) -> str:
+    """A row as JSON text (what the quarantine keeps of it)."""
+    return codec.dumps(dict(zip(columns, row, strict=True)))
+
+
+def job_from_doc(doc: str, job_id: object = "?") -> Job:
+    with reading("jobs", job_id):
+        return codec.CONVERTER.structure(codec.loads(doc)["job"], Job)
 
 
 def log_entry(job_id: int, row: Sequence[Any]) -> LogEntry:
     """A log entry from a row of ``(serial, ts, kind, message, data)``."""
-    data = None if row[4] is None else codec.loads(row[4])
-    return LogEntry(job_id, row[0], row[1], LogKind(row[2]), row[3], data)
+    with reading("log", f"{job_id}/{row[0]}"):
+        data = None if row[4] is None else codec.loads(row[4])
+        return LogEntry(job_id, row[0], row[1], LogKind(row[2]), row[3], data)
 
 
 def config_from_rows(rows: Iterable[tuple[str, str, str]]) -> ClusterConfig:
@@ -160,14 +228,27 @@ def config_from_rows(rows: Iterable[tuple[str, str, str]]) -> ClusterConfig:
     cluster: Any = None
     serial = 0
     for kind, name, doc in rows:
-        value = codec.loads(doc)
-        if kind == "cluster":
-            cluster = value
-        elif kind == "serial":
-            serial = int(value)
-        else:
-            docs[kind][name] = value
-    return codec.CONVERTER.structure({"cluster": cluster, "serial": serial, **docs}, ClusterConfig)
+        with reading("config", f"{kind}/{name}"):
+            value = codec.loads(doc)
+            if kind == "cluster":
+                cluster = value
+            elif kind == "serial":
+                serial = int(value)
+            else:
+                docs[kind][name] = value
+    try:
+        return codec.CONVERTER.structure(
+            {"cluster": cluster, "serial": serial, **docs}, ClusterConfig
+        )
+    except _DECODE_ERRORS:
+        # Which object: each one alone, against an otherwise empty configuration.
+        with reading("config", "cluster/"):
+            codec.CONVERTER.structure({"cluster": cluster}, ClusterConfig)
+        for kind, objects in docs.items():
+            for name, value in objects.items():
+                with reading("config", f"{kind}/{name}"):
+                    codec.CONVERTER.structure({kind: {name: value}}, ClusterConfig)
+        raise
 
 
 def config_changes(
@@ -259,6 +340,11 @@ class StoreBase:
 
 def journal_record(row: Sequence[Any]) -> JournalRecord:
     """A journal record from a row of ``_JOURNAL_COLUMNS`` (either document format)."""
+    with reading("journal", row[0]):
+        return _journal_record(row)
+
+
+def _journal_record(row: Sequence[Any]) -> JournalRecord:
     entry = decode_entry(row[5], codec.loads(row[8]))
     return JournalRecord(
         id=row[0],

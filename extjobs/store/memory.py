@@ -24,6 +24,7 @@ from extjobs.store.base import (
     job_doc,
     job_from_doc,
     journal_record,
+    quarantine_where,
     started_row,
     stored_kinds,
 )
@@ -40,6 +41,8 @@ class MemoryStore(StoreBase):
         self._next_id = 1
         self._next_record = 1
         self._closed = False
+        #: Rows set aside (table, key, the row as text).
+        self.quarantined: list[tuple[str, str, str]] = []
 
     def _open(self) -> None:
         if self._closed:
@@ -94,14 +97,14 @@ class MemoryStore(StoreBase):
 
     def load_jobs(self, *, include_archived: bool = False) -> list[Job]:
         return [
-            job_from_doc(doc)
-            for _, (archived, doc) in sorted(self._jobs.items())
+            job_from_doc(doc, job_id)
+            for job_id, (archived, doc) in sorted(self._jobs.items())
             if include_archived or not archived
         ]
 
     def load_job(self, job_id: int) -> Job | None:
         found = self._jobs.get(job_id)
-        return None if found is None else job_from_doc(found[1])
+        return None if found is None else job_from_doc(found[1], job_id)
 
     def purge_archived(self, before: float) -> int:
         self._open()
@@ -146,6 +149,23 @@ class MemoryStore(StoreBase):
 
     def load_config(self) -> ClusterConfig:
         return config_from_rows((kind, name, doc) for (kind, name), doc in self._config.items())
+
+    def quarantine(self, table: str, key: str) -> bool:
+        self._open()
+        _, args = quarantine_where(table, key)
+        found: Any = None
+        if table == "jobs":
+            found = self._jobs.pop(args[0], None)
+        elif table == "log":
+            found = self._log.get(args[0], {}).pop(args[1], None)
+        elif table == "journal":
+            found = self._journal.pop(args[0], None)
+        else:
+            found = self._config.pop((args[0], args[1]), None)
+        if found is None:
+            return False
+        self.quarantined.append((table, key, repr(found)))
+        return True
 
     def close(self) -> None:
         self._closed = True

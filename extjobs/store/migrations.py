@@ -17,12 +17,14 @@ SQLite history:
 2. ``journal.pgid``. Release 0.1 wrote schema version 1 both before and after the
    column was added, and added it ad hoc at every open: a version-1 store may or may not
    have it, so this migration adds it only where it is missing;
-3. the log table rebuilt ``WITHOUT ROWID`` (write amplification, ``bench/amplification.py``).
+3. the log table rebuilt ``WITHOUT ROWID`` (write amplification, ``bench/amplification.py``);
+4. ``quarantine``: rows set aside as unreadable (``extjobs daemon --quarantine``).
 
 PostgreSQL history starts with one migration: the same tables, with a ``SEQUENCE`` for
 job ids (durable, and safe with several writers) and an identity column for journal ids;
 2 adds what several masters share (lease, fence, masters, requests); 3 makes a step's
-journal record unique, so that a batch is safely written again (``Store.write``).
+journal record unique, so that a batch is safely written again (``Store.write``); 4 is
+SQLite's 4.
 """
 
 from __future__ import annotations
@@ -125,6 +127,18 @@ def _sqlite_add_pgid(db: Any) -> None:
         db.execute("ALTER TABLE journal ADD COLUMN pgid INTEGER")
 
 
+# Rows that could not be read, set aside by 'extjobs daemon --quarantine' (the row as
+# JSON, its table and key, why, when).
+QUARANTINE_SCHEMA = """
+CREATE TABLE quarantine (
+    id SERIAL_ID,
+    tbl TEXT NOT NULL,
+    key TEXT NOT NULL,
+    row TEXT NOT NULL,
+    at REAL NOT NULL
+);
+"""
+
 # The log as a table clustered on its key: a line written updates one b-tree, not a
 # table and its primary-key index (about 10 % fewer bytes written per job).
 SQLITE_SCHEMA_3 = """
@@ -146,6 +160,11 @@ SQLITE = (
     Migration(1, "the schema of release 0.1", SQLITE_SCHEMA_1),
     Migration(2, "journal.pgid, where a store of 0.1 made before it lacks it", _sqlite_add_pgid),
     Migration(3, "the log clustered on (job, serial)", SQLITE_SCHEMA_3),
+    Migration(
+        4,
+        "rows set aside as unreadable",
+        QUARANTINE_SCHEMA.replace("SERIAL_ID", "INTEGER PRIMARY KEY AUTOINCREMENT"),
+    ),
 )
 
 # -- PostgreSQL --------------------------------------------------------------------------
@@ -239,6 +258,13 @@ POSTGRES = (
         2, "the leader's lease and its fence, masters, requests to the leader", POSTGRES_SCHEMA_2
     ),
     Migration(3, "one journal record per step, so a batch can be written again", POSTGRES_SCHEMA_3),
+    Migration(
+        4,
+        "rows set aside as unreadable",
+        QUARANTINE_SCHEMA.replace(
+            "SERIAL_ID", "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
+        ).replace("at REAL", "at DOUBLE PRECISION"),
+    ),
 )
 
 check_numbering(SQLITE)

@@ -23,6 +23,7 @@ carry the password of the URL.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -49,6 +50,8 @@ from extjobs.store.base import (
     job_from_doc,
     journal_record,
     log_entry,
+    quarantine_where,
+    row_document,
     started_row,
     stored_kinds,
 )
@@ -298,14 +301,14 @@ class PostgresStore(StoreBase):
             return [int(_fetched(c)[0]) for c in started]
 
     def load_jobs(self, *, include_archived: bool = False) -> list[Job]:
-        sql = "SELECT doc FROM jobs"
+        sql = "SELECT id, doc FROM jobs"
         if not include_archived:
             sql += " WHERE NOT archived"
-        return [job_from_doc(r[0]) for r in self._one(sql + " ORDER BY id")]
+        return [job_from_doc(r[1], r[0]) for r in self._one(sql + " ORDER BY id")]
 
     def load_job(self, job_id: int) -> Job | None:
         rows = self._one("SELECT doc FROM jobs WHERE id=%s", (job_id,))
-        return job_from_doc(rows[0][0]) if rows else None
+        return job_from_doc(rows[0][0], job_id) if rows else None
 
     def purge_archived(self, before: float) -> int:
         """Delete the archived jobs that ended before ``before`` (epoch seconds), with
@@ -430,6 +433,22 @@ class PostgresStore(StoreBase):
         return sorted(
             (Request(int(r[0]), RequestKind(r[1]), int(r[2])) for r in rows), key=lambda r: r.id
         )
+
+    def quarantine(self, table: str, key: str) -> bool:
+        where, args = quarantine_where(table, key)
+        where = where.replace("?", "%s")
+        with self._write() as conn:
+            cur = conn.execute(f"SELECT * FROM {table} WHERE {where} FOR UPDATE", args)
+            row = cur.fetchone()
+            if row is None:
+                return False
+            columns = [d.name for d in cur.description or ()]
+            conn.execute(
+                "INSERT INTO quarantine(tbl, key, row, at) VALUES (%s, %s, %s, %s)",
+                (table, key, row_document(columns, row), time.time()),
+            )
+            conn.execute(f"DELETE FROM {table} WHERE {where}", args)
+        return True
 
     def close(self) -> None:
         self._closed = True

@@ -21,6 +21,7 @@ from extjobs.store.memory import MemoryStore
 WRITES = frozenset(
     {
         "write",
+        "quarantine",
         "save_jobs",
         "append_log",
         "journal_start",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,8 @@ from extjobs.store.base import (
     job_from_doc,
     journal_record,
     log_entry,
+    quarantine_where,
+    row_document,
     started_row,
     stored_kinds,
 )
@@ -208,10 +211,14 @@ class SqliteStore(StoreBase):
         except BaseException:
             self._db.close()
             raise
-        row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()
-        # A purge may have deleted the newest jobs: their ids are never handed out again.
-        self._next_id = max(int(row[0]), int(self._meta("purged_max_id") or 0)) + 1
         self.path = path
+        try:
+            row = self._read_one("SELECT COALESCE(MAX(id), 0) FROM jobs")
+            # A purge may have deleted the newest jobs: their ids are never handed out again.
+            self._next_id = max(int(row[0]), int(self._meta("purged_max_id") or 0)) + 1
+        except StoreError:
+            self._db.close()
+            raise
 
     # -- helpers -------------------------------------------------------------
 
@@ -228,8 +235,25 @@ class SqliteStore(StoreBase):
         except sqlite3.Error as exc:
             raise StoreError(f"store write failed: {exc}") from exc
 
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """The rows of a query; a damaged file is named, with what to do about it."""
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"the store {self.path} cannot be read ({exc}); restore a backup "
+                "('extjobs daemon --restore FILE'), or copy what is readable with "
+                f"'sqlite3 {self.path} .recover | sqlite3 NEW.db' and restore that, then "
+                "run 'extjobs verify'",
+                path=str(self.path),
+            ) from exc
+
+    def _read_one(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        rows = self._read(sql, args)
+        return rows[0] if rows else None
+
     def _meta(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        row = self._read_one("SELECT value FROM meta WHERE key=?", (key,))
         return None if row is None else str(row[0])
 
     def _set_meta(self, key: str, value: str) -> None:
@@ -267,14 +291,14 @@ class SqliteStore(StoreBase):
         return ids
 
     def load_jobs(self, *, include_archived: bool = False) -> list[Job]:
-        sql = "SELECT doc FROM jobs"
+        sql = "SELECT id, doc FROM jobs"
         if not include_archived:
             sql += " WHERE archived = 0"
-        return [job_from_doc(r[0]) for r in self._db.execute(sql + " ORDER BY id")]
+        return [job_from_doc(r[1], r[0]) for r in self._read(sql + " ORDER BY id")]
 
     def load_job(self, job_id: int) -> Job | None:
-        row = self._db.execute("SELECT doc FROM jobs WHERE id=?", (job_id,)).fetchone()
-        return None if row is None else job_from_doc(row[0])
+        row = self._read_one("SELECT doc FROM jobs WHERE id=?", (job_id,))
+        return None if row is None else job_from_doc(row[0], job_id)
 
     def purge_archived(self, before: float) -> int:
         with self._tx() as db:
@@ -298,7 +322,7 @@ class SqliteStore(StoreBase):
     # -- job log -------------------------------------------------------------
 
     def load_log(self, job_id: int, since: int = 0) -> list[LogEntry]:
-        rows = self._db.execute(
+        rows = self._read(
             "SELECT serial, ts, kind, message, data FROM log WHERE job_id=? AND serial>? "
             "ORDER BY serial",
             (job_id, since),
@@ -306,9 +330,7 @@ class SqliteStore(StoreBase):
         return [log_entry(job_id, r) for r in rows]
 
     def last_serial(self, job_id: int) -> int:
-        row = self._db.execute(
-            "SELECT COALESCE(MAX(serial), 0) FROM log WHERE job_id=?", (job_id,)
-        ).fetchone()
+        row = self._read_one("SELECT COALESCE(MAX(serial), 0) FROM log WHERE job_id=?", (job_id,))
         return int(row[0])
 
     # -- journal -------------------------------------------------------------
@@ -323,7 +345,7 @@ class SqliteStore(StoreBase):
         return [r for r in records if r.kind in kinds]
 
     def _journal_rows(self, sql: str, args: tuple[Any, ...]) -> list[JournalRecord]:
-        return [journal_record(r) for r in self._db.execute(sql + " ORDER BY id", args)]
+        return [journal_record(r) for r in self._read(sql + " ORDER BY id", args)]
 
     def load_journal(self, job_id: int, op_index: int | None = None) -> list[JournalRecord]:
         sql = f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE job_id=?"
@@ -336,7 +358,22 @@ class SqliteStore(StoreBase):
     # -- cluster configuration ------------------------------------------------
 
     def load_config(self) -> ClusterConfig:
-        return config_from_rows(self._db.execute("SELECT kind, name, doc FROM config"))
+        return config_from_rows(self._read("SELECT kind, name, doc FROM config"))
+
+    def quarantine(self, table: str, key: str) -> bool:
+        where, args = quarantine_where(table, key)
+        with self._tx() as db:
+            cur = db.execute(f"SELECT * FROM {table} WHERE {where}", args)
+            row = cur.fetchone()
+            if row is None:
+                return False
+            columns = [d[0] for d in cur.description]
+            db.execute(
+                "INSERT INTO quarantine(tbl, key, row, at) VALUES (?, ?, ?, ?)",
+                (table, key, row_document(columns, row), time.time()),
+            )
+            db.execute(f"DELETE FROM {table} WHERE {where}", args)
+        return True
 
     def close(self) -> None:
         self._db.close()

@@ -4,15 +4,17 @@ durable ones."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
+import psycopg
 import pytest
 
-from extjobs.errors import StoreError
+from extjobs.errors import InputError, StoreError, UnreadableRowError
 from extjobs.model.cluster import ClusterConfig, Node
 from extjobs.model.jobs import Job, LogEntry, LogKind, OpState
 from extjobs.model.journal import Entry, StepStatus
@@ -342,5 +344,85 @@ def test_every_returned_write_survives_a_kill(location: tuple[str, str]) -> None
         [record] = store.load_journal(2)
         assert (record.status, record.payload) == (StepStatus.STARTED, PlainCommand())
         assert store.next_job_id() == 3
+    finally:
+        store.close()
+
+
+# -- unreadable rows -------------------------------------------------------------------
+
+#: Per table: a damaged document for one row, as (column, key columns).
+DAMAGED = {
+    "jobs": ("doc", '{"v": 2, "job": {"id": 1, "ops": "not a list"}}'),
+    "log": ("data", "{not json"),
+    "journal": ("data", '{"v": 2, "payload": {"kind": "no-such-kind"}}'),
+    "config": ("doc", '{"name": "n1", "host":'),
+}
+
+
+def damage(location: tuple[str, str], store: Store, table: str, where: str, args: tuple) -> None:
+    """Overwrite one stored document behind the store's back."""
+    kind, at = location
+    column, text = DAMAGED[table]
+    if kind == "memory":
+        assert isinstance(store, MemoryStore)
+        if table == "jobs":
+            store._jobs[args[0]] = (False, text)
+        elif table == "journal":
+            store._journal[args[0]][8] = text
+        else:
+            store._config[(args[0], args[1])] = text
+        return
+    sql = f"UPDATE {table} SET {column} = ? WHERE {where}"
+    if kind == "sqlite":
+        with sqlite3.connect(at) as db:
+            db.execute(sql, (text, *args))
+    else:
+        with psycopg.connect(at, autocommit=True) as conn:
+            conn.execute(sql.replace("?", "%s"), (text, *args))
+
+
+def test_an_unreadable_row_is_named_and_setting_it_aside_lets_the_rest_load(
+    location: tuple[str, str],
+) -> None:
+    store = open_backend(*location)
+    try:
+        job_id = store.next_job_id()
+        store.save_jobs([job(job_id)], log=[entry(job_id, 1)])
+        other = store.next_job_id()
+        store.save_jobs([job(other)], log=[entry(other, 1)])
+        [record] = store.write(WriteBatch(starts=[start(job_id, 1)]))
+        empty = store.load_config()
+        store.save_config(empty, attrs.evolve(empty.with_node(Node("n1", "h1")), serial=1))
+        cases = [
+            ("jobs", str(job_id), "id = ?", (job_id,), store.load_jobs),
+            (
+                "log",
+                f"{other}/1",
+                "job_id = ? AND serial = ?",
+                (other, 1),
+                lambda: store.load_log(other),
+            ),
+            ("journal", str(record), "id = ?", (record,), lambda: store.load_journal(job_id)),
+            ("config", "nodes/n1", "kind = ? AND name = ?", ("nodes", "n1"), store.load_config),
+        ]
+        for table, key, where, args, load in cases:
+            if location[0] == "memory" and table == "log":
+                continue  # the memory store keeps log lines decoded: nothing to damage
+            damage(location, store, table, where, args)
+            with pytest.raises(UnreadableRowError) as caught:
+                load()
+            assert caught.value.fields == {"table": table, "key": key}
+            assert f"--quarantine {table}:{key}" in caught.value.message
+            assert store.quarantine(table, key) is True
+            load()  # readable again, without that row
+            assert store.quarantine(table, key) is False
+        assert [j.id for j in store.load_jobs()] == [other]
+        if location[0] != "memory":
+            assert store.load_log(other) == []
+        assert store.load_config().nodes == {}
+        with pytest.raises(InputError, match="tables: jobs, log, journal, config"):
+            store.quarantine("meta", "x")
+        with pytest.raises(InputError, match="form JOB/SERIAL"):
+            store.quarantine("log", "12")
     finally:
         store.close()

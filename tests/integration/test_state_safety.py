@@ -5,6 +5,7 @@ a backup taken while jobs are written, and a restore into a new state directory.
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -189,3 +190,62 @@ def test_backup_while_jobs_run_then_restore_into_a_new_state_directory(
             assert list((tmp_path / "state2").glob("extjobs.db.replaced-*")) == []
         finally:
             restored.stop()
+
+
+def test_an_unreadable_row_is_named_and_can_be_set_aside_to_start(cluster1: TestCluster) -> None:
+    ids = [cluster1.run_job([{"OP_ID": "OP_TEST_DELAY", "duration": 0}])["id"] for _ in range(3)]
+    bad = ids[1]
+    cluster1.daemon.stop()
+    store = cluster1.base / "state" / "extjobs.db"
+    with sqlite3.connect(store) as db:
+        db.execute("UPDATE jobs SET doc = ? WHERE id = ?", ('{"v": 2, "job": {"id": "x', bad))
+    refused = run_daemon(cluster1.daemon.config)
+    said = " ".join(refused.stderr.split())
+    assert refused.returncode == 2, said
+    assert f"the store's jobs row {bad} cannot be read" in said
+    assert f"extjobs daemon --quarantine jobs:{bad}" in said
+    assert "Traceback" not in refused.stderr
+    # A key that names no row moves nothing and says so.
+    missing = run_daemon(cluster1.daemon.config, "--quarantine", "jobs:999999")
+    assert missing.returncode == 2
+    assert "the store has no jobs row 999999" in " ".join(missing.stderr.split())
+    cluster1.daemon.args = ["--quarantine", f"jobs:{bad}"]
+    cluster1.daemon.start()
+    cluster1.client.close()
+    cluster1.client = Client(cluster1.daemon.socket)
+    try:
+        listed = [j["id"] for j in cluster1.client.jobs()]
+        assert bad not in listed
+        assert {ids[0], ids[2]} <= set(listed)
+        with sqlite3.connect(store) as db:
+            kept = db.execute("SELECT tbl, key, row FROM quarantine").fetchall()
+        assert [(t, k) for t, k, _ in kept] == [("jobs", str(bad))]
+        assert json.loads(kept[0][2])["id"] == bad
+        # The daemon runs jobs again, and their ids never reuse the one set aside.
+        after = cluster1.run_job([{"OP_ID": "OP_TEST_DELAY", "duration": 0}])
+        assert after["status"] == "success"
+        assert after["id"] > ids[-1]
+    finally:
+        cluster1.daemon.args = []
+
+
+def test_a_damaged_store_file_is_named_with_what_to_do(cluster1: TestCluster) -> None:
+    for _ in range(40):  # enough rows for the jobs table to span several pages
+        cluster1.run_job([{"OP_ID": "OP_TEST_DELAY", "duration": 0}])
+    cluster1.daemon.stop()
+    store = cluster1.base / "state" / "extjobs.db"
+    with sqlite3.connect(store) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        root = db.execute("SELECT rootpage FROM sqlite_master WHERE name='jobs'").fetchone()[0]
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+    data = bytearray(store.read_bytes())
+    start = (root - 1) * page
+    data[start : start + page] = b"\xa5" * page  # the jobs table's root page, overwritten
+    store.write_bytes(bytes(data))
+    refused = run_daemon(cluster1.daemon.config)
+    said = " ".join(refused.stderr.split())
+    assert refused.returncode == 2, said
+    assert f"the store {store} cannot be read" in said
+    assert "extjobs daemon --restore FILE" in said
+    assert ".recover" in said
+    assert "Traceback" not in refused.stderr

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,40 @@ def test_an_oversized_value_is_refused_at_submit_and_never_touches_a_running_job
         assert "at most 4096" in out.stderr
         assert c.wait(running)["status"] == "success"
         assert [j["id"] for j in c.client.jobs()][-1] == running
+
+
+def test_the_api_answers_within_a_second_while_a_copy_is_stalled(tmp_path: Path) -> None:
+    with start_cluster("embedded", 1, tmp_path) as c:
+        c.init(providers=())
+        source = tmp_path / "bulky"
+        shutil.copytree(PROVIDERS / "sharedfile", source)
+        for i in range(40):  # sparse here, 640 MiB on the wire
+            with (source / f"blob{i:02d}").open("wb") as f:
+                f.truncate(16 * 1024 * 1024)
+        node = c.nodes[0]
+        [job_id] = c.client.submit(
+            {"ops": [{"OP_ID": "OP_EXTSTORAGE_INSTALL", "source": str(source), "nodes": ["node1"]}]}
+        )
+        deadline = time.monotonic() + 30
+        root = c.search_path(node)
+        while not (root.exists() and any(p.name.startswith(".bulky.") for p in root.iterdir())):
+            assert time.monotonic() < deadline, "the copy never started"
+            time.sleep(0.01)
+        assert node.process is not None
+        os.kill(node.process.pid, signal.SIGSTOP)  # the node stops reading mid-copy
+        try:
+            slowest = 0.0
+            for _ in range(15):
+                started = time.monotonic()
+                assert c.client.job(job_id)["status"] == "running"
+                c.client.jobs()
+                c.client.info()
+                slowest = max(slowest, time.monotonic() - started)
+                time.sleep(0.2)
+        finally:
+            os.kill(node.process.pid, signal.SIGCONT)
+        assert slowest < 1.0, f"the API took {slowest:.2f}s while the copy was stalled"
+        job = c.wait(job_id, timeout=120)
+        assert job["status"] in ("success", "error")
+        # Either way, nothing half-copied is left beside the providers.
+        assert [p.name for p in c.search_path(node).iterdir() if p.name.startswith(".")] == []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 import stat
+import threading
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -439,6 +441,50 @@ async def test_put_tree_copies_files_and_modes(
         assert stat.S_IMODE((dest / rel).stat().st_mode) == mode, rel
     assert stat.S_IMODE((dest / "sub").stat().st_mode) == 0o711
     assert sorted(os.listdir(dest)) == ["create", "parameters.list", "sub"]
+
+
+async def test_a_local_read_that_hangs_never_stalls_the_event_loop(
+    nodes: list[HarnessNode],
+    ssh_options: SSHOptions,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A provider file whose read hangs (a hung network filesystem, a device) blocks a
+    worker thread, not the event loop, and the copy's timeout ends it."""
+    src = tmp_path / "provider"
+    src.mkdir()
+    (src / "create").write_bytes(b"#!/bin/sh\n")
+    released = threading.Event()
+    reading = threading.Event()
+
+    def hung_read(path: str) -> bytes:
+        reading.set()
+        released.wait(30)
+        return b""
+
+    monkeypatch.setattr("extjobs.nodes.ssh.read_file", hung_read)
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        last = time.monotonic()
+        while True:
+            await anyio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    dest = nodes[0].root / "srv" / "extstorage" / "provider"
+    try:
+        async with SSHRunner(ssh_options) as runner, anyio.create_task_group() as tg:
+            tg.start_soon(tick)
+            with pytest.raises(CommandTimeoutError):
+                await runner.put_tree(nodes[0].endpoint(), src, str(dest), timeout=1.5)
+            tg.cancel_scope.cancel()
+    finally:
+        released.set()
+    assert reading.is_set()
+    assert len(gaps) > 50  # the loop kept turning the whole time
+    assert max(gaps) < 0.5
 
 
 async def test_closed_runner_refuses_work(

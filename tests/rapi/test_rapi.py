@@ -198,12 +198,12 @@ def test_instance_lifecycle_through_rapi(
     assert admin.ok("GET", "/2/instances") == []
     assert sorted(p.name for p in vols.iterdir()) == []
 
-    # The CLI's --reason reaches the job too (local submissions name no submitter).
+    # The CLI's --reason reaches the job too, and the socket names the local user.
     ops = '[{"OP_ID": "OP_TEST_DELAY", "duration": 0}]'
     made = cluster.tc.cli("submit", "--reason", "smoke test", "-", stdin=ops)
     assert made.returncode == 0, made.stderr
     local = cluster.tc.client.job(int(made.stdout.split()[0]))
-    assert (local["submitter"], local["reason"]) == (None, "smoke test")
+    assert (local["submitter"], local["reason"]) == ("unix:root", "smoke test")
 
 
 def test_failed_opcode_has_ganetis_error_tuple(admin: RapiClient) -> None:

@@ -188,13 +188,29 @@ def test_instance_lifecycle_through_rapi(
         False,
     )
 
-    job = admin.run("PUT", "/2/instances/rapi1/startup")
+    # Rename the stopped instance: the volumes keep their names on the storage.
+    volumes = sorted(p.name for p in vols.iterdir())
+    uuids = info["disk.uuids"]
+    job = admin.run("PUT", "/2/instances/rapi1/rename", {"new_name": "rapi2"})
     assert job["status"] == "success", job
-    assert admin.ok("GET", "/2/instances/rapi1")["status"] == "running"
-
-    job = admin.run("DELETE", "/2/instances/rapi1")
-    assert job["status"] == "success", job
+    assert job["summary"] == ["INSTANCE_RENAME(rapi1->rapi2)"]
     assert admin.request("GET", "/2/instances/rapi1").status_code == 404
+    info = admin.ok("GET", "/2/instances/rapi2")
+    assert (info["status"], info["disk.uuids"]) == ("ADMIN_down", uuids)
+    assert sorted(p.name for p in vols.iterdir()) == volumes
+    # A name in use is refused by the opcode's checks, in Ganeti's error shape.
+    job = admin.run("PUT", "/2/instances/rapi2/rename", {"new_name": "rapi2"})
+    assert (job["status"], job["opresult"][0][0]) == ("error", "OpPrereqError")
+    assert job["opresult"][0][1][1] == "wrong_state"
+    assert "already exists" in job["opresult"][0][1][0]
+
+    job = admin.run("PUT", "/2/instances/rapi2/startup")
+    assert job["status"] == "success", job
+    assert admin.ok("GET", "/2/instances/rapi2")["status"] == "running"
+
+    job = admin.run("DELETE", "/2/instances/rapi2")
+    assert job["status"] == "success", job
+    assert admin.request("GET", "/2/instances/rapi2").status_code == 404
     assert admin.ok("GET", "/2/instances") == []
     assert sorted(p.name for p in vols.iterdir()) == []
 

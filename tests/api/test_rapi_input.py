@@ -250,6 +250,9 @@ async def test_rename_submits_the_rename_opcode(app: App) -> None:
     assert (job.submitter, job.reason) == ("rapi:alice", "naming")
     fields = (await app.client.get(f"/2/jobs/{job.id}", headers=READER)).json()
     assert fields["summary"] == ["INSTANCE_RENAME(web->web2)"]
+    # Who and why, as Ganeti's reason trail: [source, reason, nanoseconds].
+    trail = [["rapi:alice", "naming", round(job.received * 1e9)]]
+    assert fields["ops"] == [{**job.ops[0].input, "reason": trail}]
     # Ganeti's defaults for the checks (both true) are accepted too.
     made = await app.client.put("/2/instances/web/rename", json={"new_name": "w3"}, headers=WRITER)
     assert made.status_code == 200, made.text

@@ -154,6 +154,7 @@ def test_instance_lifecycle_through_rapi(
     assert job["summary"] == ["INSTANCE_CREATE(rapi1)"]
     assert job["ops"][0]["OP_ID"] == "OP_INSTANCE_CREATE"
     assert job["ops"][0]["instance_name"] == "rapi1"
+    assert job["ops"][0]["reason"][0][:2] == ["rapi:admin", "ticket OPS-12"]
     check_times(job)
     info = admin.ok("GET", "/2/instances/rapi1")
     assert (info["pnode"], info["status"], info["admin_state"]) == ("node1", "running", "up")

@@ -1,5 +1,5 @@
-"""The remote API against a running daemon on embedded nodes, driven by a client
-written from Ganeti's documented protocol (doc/rapi.rst): HTTPS with Basic
+"""The remote API against a running daemon on embedded and on OpenSSH nodes, driven by
+a client written from Ganeti's documented protocol (doc/rapi.rst): HTTPS with Basic
 authentication, mutations answering a job id, jobs followed with ``/2/jobs/ID/wait``.
 """
 
@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.harness.procs import free_port
-from tests.instances.conftest import Cluster, open_cluster
+from tests.instances.conftest import KINDS, Cluster, open_cluster
 from tests.integration.test_access import make_cert
 
 pytestmark = pytest.mark.spawns
@@ -77,9 +77,12 @@ class RapiClient:
         return job
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, str, Path, Path]]:
-    base = tmp_path_factory.mktemp("rapi")
+@pytest.fixture(scope="module", params=KINDS)
+def setup(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Cluster, str, Path, Path]]:
+    kind = str(request.param)
+    base = tmp_path_factory.mktemp(f"rapi-{kind}")
     cert, key = make_cert(base)
     users = base / "rapi-users"
     users.write_text("admin {cleartext}adminpw write\nviewer viewerpw\n")
@@ -89,7 +92,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, s
         f'[rapi]\nlisten = "127.0.0.1:{port}"\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
         f'users_file = "{users}"\nwait_timeout = 1.0\n'
     )
-    with open_cluster("embedded", base / "c", nodes=2, sections=section) as cluster:
+    with open_cluster(kind, base / "c", nodes=2, sections=section) as cluster:
         yield cluster, f"https://127.0.0.1:{port}", cert, users
 
 

@@ -7,12 +7,14 @@ interrupted and recovered from the journal at the next start.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
 import os
 import signal
 import socket
+import struct
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,9 @@ from typing import Any
 import anyio
 import uvicorn
 from anyio.abc import TaskStatus
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from extjobs.api.auth import TokenAuth, load_tokens
+from extjobs.api.auth import TokenAuth, WithSubmitter, load_tokens, unix_submitter
 from extjobs.api.rapi import build_rapi_app
 from extjobs.api.rapi_users import BasicAuth
 from extjobs.api.server import build_app
@@ -54,6 +57,34 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def peer_uid(sock: socket.socket | None) -> int | None:
+    """The uid of the process at the other end of a Unix socket (``SO_PEERCRED``: the
+    credentials it had when it connected), or None where the kernel does not say."""
+    if sock is None or sock.family != socket.AF_UNIX or not hasattr(socket, "SO_PEERCRED"):
+        return None
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+class _PeerCredProtocol(H11Protocol):
+    """HTTP/1.1 on the Unix socket, each connection's requests carrying its peer's user.
+
+    uvicorn gives the application no access to the socket, so the connection's app is
+    wrapped here, once, when the kernel's credentials of the peer are at hand; the
+    submit endpoint records them as the job's ``unix:USER`` submitter.
+    """
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        uid = peer_uid(transport.get_extra_info("socket"))
+        if uid is not None:
+            self.app = WithSubmitter(self.app, unix_submitter(uid))
 
 
 def prepare_state_dir(path: Path) -> None:
@@ -232,7 +263,12 @@ async def _serve_store(config: Config, store: Store, task_status: TaskStatus[Que
     if isinstance(store, SqliteStore):
         backup = functools.partial(backup_sqlite, config.db_path)
     app = build_app(queue, backup=backup)
-    servers = [(_Server(_uvicorn_config(app)), bind_unix_socket(config.socket_path))]
+    servers = [
+        (
+            _Server(_uvicorn_config(app, http=_PeerCredProtocol)),
+            bind_unix_socket(config.socket_path),
+        )
+    ]
     if config.tcp is not None:
         tokens = load_tokens(config.tcp.token_file)
         tcp = socket.create_server(config.tcp.host_port, reuse_port=False)

@@ -102,8 +102,16 @@ class Client:
     def submit_ops(self, ops: list[dict[str, Any]], *, priority: int = 0) -> int:
         return self.submit({"ops": ops, "priority": priority})[0]
 
-    def jobs(self, *, statuses: list[str] | None = None, archived: bool = False) -> list[Any]:
+    def jobs(
+        self,
+        *,
+        statuses: list[str] | None = None,
+        archived: bool = False,
+        user: str | None = None,
+    ) -> list[Any]:
         params = {"status": ",".join(statuses or []), "archived": "1" if archived else "0"}
+        if user is not None:
+            params["user"] = user
         return list(self.request("GET", "/v1/jobs", params=params)["jobs"])
 
     def job(self, job_id: int) -> dict[str, Any]:

@@ -49,6 +49,7 @@ from extjobs.model.opcodes import (
     OpInstanceGrowDisk,
     OpInstanceMigrate,
     OpInstanceRemove,
+    OpInstanceRename,
     OpInstanceShutdown,
     OpInstanceStartup,
 )
@@ -474,6 +475,31 @@ def build_rapi_app(queue: QueueView, options: Config) -> Starlette:
             ),
         )
 
+    @_endpoint
+    async def rename(request: Request) -> Any:
+        body = await _body(request)
+        _unknown(body, {"new_name", "ip_check", "name_check"})
+        if "new_name" not in body:
+            raise bad_request("Required parameter 'new_name' is missing")
+        new_name = _typed(body, "new_name", str, None)
+        # Ganeti resolves and pings the new name; extjobs manages no addresses, so the
+        # checks are accepted (as booleans) and have nothing to do.
+        _typed(body, "ip_check", bool, True)
+        _typed(body, "name_check", bool, True)
+        name = _instance_name(request)
+        return await submit(
+            request, _opcode(lambda: OpInstanceRename(instance_name=name, new_name=new_name))
+        )
+
+    @_endpoint
+    async def modify(request: Request) -> Any:
+        raise HttpError(
+            501,
+            f"{request.method} {request.url.path} is not implemented by extjobs: it has no "
+            "opcode that modifies an instance (disks, NICs, parameters) yet; grow a disk "
+            "with POST /2/instances/NAME/disk/N/grow",
+        )
+
     def _job_id(request: Request) -> int:
         raw = str(request.path_params["job_id"])
         if not raw.isascii() or not raw.isdigit() or len(raw) > 18 or int(raw) == 0:
@@ -576,6 +602,8 @@ def build_rapi_app(queue: QueueView, options: Config) -> Starlette:
         Route("/2/instances/{name}/disk/{disk:int}/grow", grow_disk, methods=["POST"]),
         Route("/2/instances/{name}/migrate", migrate, methods=["PUT"]),
         Route("/2/instances/{name}/failover", failover, methods=["PUT"]),
+        Route("/2/instances/{name}/rename", rename, methods=["PUT"]),
+        Route("/2/instances/{name}/modify", modify, methods=["PUT"]),
         Route("/2/jobs", jobs, methods=["GET"]),
         Route("/2/jobs/{job_id}", job, methods=["GET"]),
         Route("/2/jobs/{job_id}", cancel_job, methods=["DELETE"]),

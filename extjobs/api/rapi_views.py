@@ -76,6 +76,19 @@ def op_summary(op: OpState) -> str:
     return text.removeprefix("OP_")
 
 
+def reason_trail(job: Job) -> list[list[Any]]:
+    """Ganeti's reason trail of each of ``job``'s opcodes: ``[[source, reason,
+    nanoseconds]]``, one entry saying who submitted it and why, when it was received.
+    The source is the submitter (``rapi:jack``, ``unix:alice``, ``token:ci``), or
+    ``extjobs`` for a job that does not know it."""
+    return [[job.submitter or "extjobs", job.reason or "", round(job.received * 1e9)]]
+
+
+def op_input(job: Job, op: OpState) -> dict[str, Any]:
+    """An opcode as submitted, with its ``reason`` trail as Ganeti's opcodes carry it."""
+    return {**op.input, "reason": reason_trail(job)}
+
+
 def log_entry(entry: LogEntry) -> list[Any]:
     return [entry.serial, timestamp(entry.timestamp), entry.kind.value, entry.message]
 
@@ -98,7 +111,7 @@ def job_fields(job: Job, entries: Sequence[LogEntry]) -> dict[str, Any]:
     """Every field of :data:`JOB_FIELDS` for ``job`` with its whole log ``entries``."""
     return {
         "id": job.id,
-        "ops": [op.input for op in job.ops],
+        "ops": [op_input(job, op) for op in job.ops],
         "status": job.status.value,
         "summary": [op_summary(op) for op in job.ops],
         "opstatus": [op.status.value for op in job.ops],

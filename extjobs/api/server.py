@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import attrs
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import extjobs
+from extjobs.api.auth import SUBMITTER
 from extjobs.api.views import job_view, log_view
 from extjobs.engine.standby import Master, QueueView
 from extjobs.errors import (
@@ -150,6 +152,14 @@ def _job_id(request: Request) -> int:
     return int(raw)
 
 
+def submitted_by(submitter: str | None, user: str) -> bool:
+    """Whether a job's ``submitter`` matches ``user``: the whole ``SOURCE:NAME``
+    (``unix:alice``), or just NAME (``alice``, whichever API it came through)."""
+    if submitter is None or not user:
+        return False
+    return user == submitter or (":" not in user and submitter.partition(":")[2] == user)
+
+
 def build_app(target: QueueView, *, backup: Backup | None = None) -> Starlette:
     """The ASGI application of one master: its queue, or a :class:`Master` that switches
     between the leader's queue and a standby's view of the shared store; ``backup``
@@ -209,6 +219,10 @@ def build_app(target: QueueView, *, backup: Backup | None = None) -> Starlette:
             batch = decode_submission(await _json_body(request))
         except _TooLarge:
             return error_response(413, "too_large", f"request body exceeds {MAX_BODY} bytes")
+        # Who is asking comes from the connection (token, socket peer), never the body.
+        submitter = request.scope.get("state", {}).get(SUBMITTER)
+        if submitter is not None:
+            batch = [attrs.evolve(job, submitter=submitter) for job in batch]
         ids = queue.submit(batch)
         # Answered once the jobs are in the store: an id given out is never lost.
         await queue.flush()
@@ -228,6 +242,9 @@ def build_app(target: QueueView, *, backup: Backup | None = None) -> Starlette:
                 ) from None
         archived = request.query_params.get("archived", "0") in ("1", "true", "yes")
         jobs = queue.list_jobs(statuses=statuses, archived=archived)
+        user = request.query_params.get("user")
+        if user is not None:
+            jobs = [j for j in jobs if submitted_by(j.submitter, user)]
         return JSONResponse({"jobs": [job_view(j, detail=False) for j in jobs]})
 
     @_endpoint

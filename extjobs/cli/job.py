@@ -78,12 +78,21 @@ def job() -> None:
 @job.command("list")
 @click.option("--status", "statuses", multiple=True, help="Only jobs in this status (repeatable).")
 @click.option("--archived", is_flag=True, help="Include archived jobs.")
+@click.option(
+    "--user",
+    default=None,
+    metavar="NAME",
+    help="Only jobs this submitter submitted: SOURCE:NAME (unix:alice, token:ci, "
+    "rapi:jack) or NAME through any API.",
+)
 @output_option
 @pass_ctx
-def job_list(ctx: Ctx, statuses: tuple[str, ...], archived: bool, fmt: str) -> None:
+def job_list(
+    ctx: Ctx, statuses: tuple[str, ...], archived: bool, user: str | None, fmt: str
+) -> None:
     """List jobs."""
     with ctx.client() as client:
-        jobs = client.jobs(statuses=list(statuses), archived=archived)
+        jobs = client.jobs(statuses=list(statuses), archived=archived, user=user)
     if fmt == "json":
         output.emit_json(jobs)
         return

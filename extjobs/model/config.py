@@ -214,8 +214,9 @@ def check_store_url(url: str) -> None:
 class TcpOptions:
     """The optional TCP listener: only with TLS and bearer tokens.
 
-    ``token_file`` holds one ``TOKEN ROLE`` per line (role ``read`` or ``write``; write
-    includes read; ``#`` starts a comment).
+    ``token_file`` holds one ``NAME:TOKEN ROLE`` per line (role ``read`` or ``write``;
+    write includes read; ``#`` starts a comment; ``TOKEN ROLE`` without a name is still
+    read, see :func:`extjobs.api.auth.load_tokens`).
     """
 
     listen: str

@@ -208,7 +208,9 @@ async def test_read_only_resources(app: App) -> None:
     [
         pytest.param("GET", "/2/networks", id="networks"),
         pytest.param("POST", "/2/instances/web/reboot", id="reboot"),
-        pytest.param("PUT", "/2/instances/web/rename", id="rename"),
+        pytest.param("PUT", "/2/instances/web/reboot", id="reboot-put"),
+        pytest.param("PUT", "/2/instances/web/modify", id="modify"),
+        pytest.param("GET", "/2/instances/web/rename", id="rename-get"),
         pytest.param("POST", "/2/nodes/n1/evacuate", id="evacuate"),
         pytest.param("PUT", "/2/info", id="wrong-method"),
     ],
@@ -217,6 +219,46 @@ async def test_unsupported_resources_answer_501(app: App, method: str, path: str
     response = await app.client.request(method, path, headers=WRITER)
     assert "not implemented by extjobs" in ganeti_error(response, 501)
     assert app.job_count() == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param({"disks": [["add", {"size": 8}]]}, id="add-disk"),
+        pytest.param({"beparams": {"maxmem": 128}}, id="beparams"),
+        pytest.param({}, id="empty"),
+        pytest.param("not json", id="garbage"),
+    ],
+)
+async def test_modify_is_501_naming_what_is_missing(app: App, body: Any) -> None:
+    content = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+    response = await app.client.put("/2/instances/web/modify", content=content, headers=WRITER)
+    message = ganeti_error(response, 501)
+    assert "no opcode that modifies an instance" in message
+    assert "/disk/N/grow" in message
+    assert app.job_count() == 0
+
+
+async def test_rename_submits_the_rename_opcode(app: App) -> None:
+    body = {"new_name": "web2", "ip_check": False, "name_check": False}
+    made = await app.client.put("/2/instances/web/rename?reason=naming", json=body, headers=WRITER)
+    assert made.status_code == 200, made.text
+    job = app.queue.get(made.json())
+    assert [op.input for op in job.ops] == [
+        {"OP_ID": "OP_INSTANCE_RENAME", "instance_name": "web", "new_name": "web2"}
+    ]
+    assert (job.submitter, job.reason) == ("rapi:alice", "naming")
+    fields = (await app.client.get(f"/2/jobs/{job.id}", headers=READER)).json()
+    assert fields["summary"] == ["INSTANCE_RENAME(web->web2)"]
+    # Who and why, as Ganeti's reason trail: [source, reason, nanoseconds].
+    trail = [["rapi:alice", "naming", round(job.received * 1e9)]]
+    assert fields["ops"] == [{**job.ops[0].input, "reason": trail}]
+    # Ganeti's defaults for the checks (both true) are accepted too.
+    made = await app.client.put("/2/instances/web/rename", json={"new_name": "w3"}, headers=WRITER)
+    assert made.status_code == 200, made.text
+    denied = await app.client.put("/2/instances/web/rename", json=body, headers=READER)
+    ganeti_error(denied, 403)
+    assert app.job_count() == 2
 
 
 def create_body(**change: Any) -> dict[str, Any]:
@@ -309,6 +351,24 @@ async def test_malformed_bodies_are_400(app: App, content: bytes, text: str) -> 
         pytest.param("PUT", "/2/instances/w/shutdown", {"timeout": "x"}, "timeout", id="timeout"),
         pytest.param("PUT", "/2/instances/w/startup", {"force": True}, "unknown", id="force"),
         pytest.param("DELETE", "/2/instances/a%20b", {}, "instance name", id="name"),
+        pytest.param("PUT", "/2/instances/w/rename", {}, "'new_name' is missing", id="no-new"),
+        pytest.param("PUT", "/2/instances/w/rename", {"new_name": 5}, "str", id="new-int"),
+        pytest.param(
+            "PUT", "/2/instances/w/rename", {"new_name": "a b"}, "instance name", id="new-bad"
+        ),
+        pytest.param(
+            "PUT", "/2/instances/a%20b/rename", {"new_name": "ok"}, "instance name", id="old-bad"
+        ),
+        pytest.param(
+            "PUT",
+            "/2/instances/w/rename",
+            {"new_name": "x", "ip_check": "yes"},
+            "ip_check must be bool",
+            id="ip-check",
+        ),
+        pytest.param(
+            "PUT", "/2/instances/w/rename", {"new_name": "x", "mac": "y"}, "unknown", id="extra"
+        ),
     ],
 )
 async def test_bad_instance_requests_are_400(
@@ -322,6 +382,10 @@ async def test_bad_instance_requests_are_400(
 async def test_dry_run_checks_and_queues_nothing(app: App) -> None:
     response = await app.client.post(
         "/2/instances/web/disk/0/grow?dry-run=1", json={"amount": 8}, headers=WRITER
+    )
+    assert "unknown instance 'web'" in ganeti_error(response, 400)
+    response = await app.client.put(
+        "/2/instances/web/rename?dry-run=1", json={"new_name": "db"}, headers=WRITER
     )
     assert "unknown instance 'web'" in ganeti_error(response, 400)
     assert app.job_count() == 0

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import pwd
+import shutil
 import ssl
 import stat
 import subprocess
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -62,7 +66,8 @@ def test_unix_socket_is_private(tmp_path: Path) -> None:
 def test_tcp_listener_needs_tls_and_tokens_with_roles(tmp_path: Path) -> None:
     cert, key = make_cert(tmp_path)
     tokens = tmp_path / "tokens"
-    tokens.write_text(f"# operators\n{READ} read\n{WRITE} write\n")
+    # An old-style read token, and a write token named ci.
+    tokens.write_text(f"# operators\n{READ} read\nci:{WRITE} write\n")
     tokens.chmod(0o600)
     port = free_port()
     extra = (
@@ -89,6 +94,10 @@ def test_tcp_listener_needs_tls_and_tokens_with_roles(tmp_path: Path) -> None:
             assert made.status_code == 201
             job_id = made.json()["job_ids"][0]
             assert http.get(f"/v1/jobs/{job_id}/wait", headers=writer).status_code == 200
+            # The token's holder is the job's submitter, whatever the body says.
+            assert c.client.job(job_id)["submitter"] == "token:ci"
+            listed = http.get("/v1/jobs?user=ci", headers=reader).json()["jobs"]
+            assert [j["id"] for j in listed] == [job_id]
         # Plain HTTP on the TLS port gets nowhere.
         with (
             httpx.Client(base_url=f"http://127.0.0.1:{port}") as plain,
@@ -118,3 +127,54 @@ def test_token_file_readable_by_others_is_refused(tmp_path: Path) -> None:
     tokens.write_text("short write\n")
     with pytest.raises(ConfigError, match="line 1"):
         load_tokens(tokens)
+
+
+@pytest.mark.spawns
+def test_jobs_record_the_local_user_of_the_unix_socket() -> None:
+    """Two local users submit through the socket: each job names its user, as the kernel
+    reports the peer (SO_PEERCRED), and ``job list --user`` tells them apart."""
+    nobody = pwd.getpwnam("nobody")
+    # Outside pytest's private temporary tree, so that nobody can reach the socket.
+    base = Path(tempfile.mkdtemp(prefix="xjpeer", dir="/tmp"))
+    try:
+        with start_cluster("embedded", 1, base) as c:
+            sock = c.daemon.socket
+            # The operator lets another local user in (the daemon keeps 0600 itself).
+            for directory in (base, sock.parent):
+                directory.chmod(0o711)
+            sock.chmod(0o666)
+            body = json.dumps({"ops": [{"OP_ID": "OP_TEST_DELAY", "duration": 0}]})
+            as_nobody = subprocess.run(
+                [
+                    "setpriv",
+                    f"--reuid={nobody.pw_uid}",
+                    f"--regid={nobody.pw_gid}",
+                    "--clear-groups",
+                    "curl",
+                    "--silent",
+                    "--show-error",
+                    "--unix-socket",
+                    str(sock),
+                    "--data",
+                    body,
+                    "http://x/v1/jobs",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=30,
+            )
+            assert as_nobody.returncode == 0, as_nobody.stderr
+            (theirs,) = json.loads(as_nobody.stdout)["job_ids"]
+            mine = c.client.submit(json.loads(body))[0]
+            assert c.client.job(theirs)["submitter"] == "unix:nobody"
+            assert c.client.job(mine)["submitter"] == f"unix:{pwd.getpwuid(os.getuid()).pw_name}"
+            listed = c.cli("job", "list", "--user", "nobody", "--output", "json")
+            assert listed.returncode == 0, listed.stderr
+            assert [j["id"] for j in json.loads(listed.stdout)] == [theirs]
+            listed = c.cli("job", "list", "--user", "unix:nobody")
+            assert "unix:nobody" in listed.stdout
+            shown = c.cli("job", "info", str(theirs))
+            assert "submitted by unix:nobody" in shown.stdout
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

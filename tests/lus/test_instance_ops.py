@@ -1,12 +1,15 @@
-"""Grow disk, remove, startup and shutdown, in process: which scripts run where, in order."""
+"""Grow disk, remove, startup, shutdown and rename, in process: which scripts run where,
+in order."""
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
 from extjobs.model.opcodes import (
     OpInstanceGrowDisk,
     OpInstanceRemove,
+    OpInstanceRename,
     OpInstanceShutdown,
     OpInstanceStartup,
 )
@@ -152,3 +155,52 @@ async def test_startup_whose_guest_fails_to_start_releases_the_disks_again() -> 
         assert cluster.runner.labels("node1") == [*ACTIVATE, "hv start", "hv stop", *RELEASE]
         assert cluster.runner.storage.attached_anywhere() == {}
         assert cluster.config.instances["web"].admin_up is False
+
+
+async def test_rename_of_a_stopped_instance_sets_the_metadata_and_keeps_the_volumes() -> None:
+    async with scripted_cluster() as cluster:
+        before = await add_instance(cluster, start=False)
+        job = await cluster.run(OpInstanceRename(instance_name="web", new_name="db"))
+        assert ok(job), error(job)
+        assert job.ops[0].result == {"instance": "db", "old_name": "web"}
+        runner = cluster.runner
+        assert runner.labels("node1") == ["setinfo disk0", "setinfo disk1"]
+        calls = runner.select(action="setinfo")
+        assert [c.env["VOL_METADATA"] for c in calls] == ["originstname+db"] * 2
+        # VOL_NAME comes from the disk's uuid: the volumes on the storage keep their names.
+        assert [c.env["VOL_NAME"] for c in calls] == [d.volume_name for d in before.disks]
+        assert sorted(runner.storage.volumes) == sorted(d.volume_name for d in before.disks)
+        after = cluster.config.instances["db"]
+        assert "web" not in cluster.config.instances
+        assert after == attrs.evolve(before, name="db")
+        assert runner.storage.attached_anywhere() == {}
+
+
+async def test_rename_of_a_running_instance_leaves_the_guest_alone() -> None:
+    async with scripted_cluster() as cluster:
+        await add_instance(cluster)
+        guests = dict(cluster.runner.guests)
+        job = await cluster.run(OpInstanceRename(instance_name="web", new_name="db"))
+        assert ok(job), error(job)
+        # No hypervisor call: the guest's files on the node are keyed by the uuid.
+        assert cluster.runner.labels("node1") == ["setinfo disk0", "setinfo disk1"]
+        assert cluster.runner.guests == guests
+        assert cluster.config.instances["db"].admin_up is True
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "text"),
+    [
+        pytest.param("web", "app", "instance 'app' already exists", id="taken"),
+        pytest.param("ghost", "db", "ghost", id="unknown"),
+    ],
+)
+async def test_rename_is_refused_before_any_step(old: str, new: str, text: str) -> None:
+    async with scripted_cluster() as cluster:
+        await add_instance(cluster, start=False)
+        await add_instance(cluster, "app", start=False)
+        job = await cluster.run(OpInstanceRename(instance_name=old, new_name=new))
+        assert not ok(job)
+        assert text in error(job)
+        assert cluster.runner.calls == []
+        assert sorted(cluster.config.instances) == ["app", "web"]

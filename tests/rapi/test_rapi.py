@@ -1,5 +1,5 @@
-"""The remote API against a running daemon on embedded nodes, driven by a client
-written from Ganeti's documented protocol (doc/rapi.rst): HTTPS with Basic
+"""The remote API against a running daemon on embedded and on OpenSSH nodes, driven by
+a client written from Ganeti's documented protocol (doc/rapi.rst): HTTPS with Basic
 authentication, mutations answering a job id, jobs followed with ``/2/jobs/ID/wait``.
 """
 
@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.harness.procs import free_port
-from tests.instances.conftest import Cluster, open_cluster
+from tests.instances.conftest import KINDS, Cluster, open_cluster
 from tests.integration.test_access import make_cert
 
 pytestmark = pytest.mark.spawns
@@ -77,9 +77,12 @@ class RapiClient:
         return job
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, str, Path, Path]]:
-    base = tmp_path_factory.mktemp("rapi")
+@pytest.fixture(scope="module", params=KINDS)
+def setup(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Cluster, str, Path, Path]]:
+    kind = str(request.param)
+    base = tmp_path_factory.mktemp(f"rapi-{kind}")
     cert, key = make_cert(base)
     users = base / "rapi-users"
     users.write_text("admin {cleartext}adminpw write\nviewer viewerpw\n")
@@ -89,7 +92,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, s
         f'[rapi]\nlisten = "127.0.0.1:{port}"\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
         f'users_file = "{users}"\nwait_timeout = 1.0\n'
     )
-    with open_cluster("embedded", base / "c", nodes=2, sections=section) as cluster:
+    with open_cluster(kind, base / "c", nodes=2, sections=section) as cluster:
         yield cluster, f"https://127.0.0.1:{port}", cert, users
 
 
@@ -154,6 +157,7 @@ def test_instance_lifecycle_through_rapi(
     assert job["summary"] == ["INSTANCE_CREATE(rapi1)"]
     assert job["ops"][0]["OP_ID"] == "OP_INSTANCE_CREATE"
     assert job["ops"][0]["instance_name"] == "rapi1"
+    assert job["ops"][0]["reason"][0][:2] == ["rapi:admin", "ticket OPS-12"]
     check_times(job)
     info = admin.ok("GET", "/2/instances/rapi1")
     assert (info["pnode"], info["status"], info["admin_state"]) == ("node1", "running", "up")
@@ -188,22 +192,38 @@ def test_instance_lifecycle_through_rapi(
         False,
     )
 
-    job = admin.run("PUT", "/2/instances/rapi1/startup")
+    # Rename the stopped instance: the volumes keep their names on the storage.
+    volumes = sorted(p.name for p in vols.iterdir())
+    uuids = info["disk.uuids"]
+    job = admin.run("PUT", "/2/instances/rapi1/rename", {"new_name": "rapi2"})
     assert job["status"] == "success", job
-    assert admin.ok("GET", "/2/instances/rapi1")["status"] == "running"
-
-    job = admin.run("DELETE", "/2/instances/rapi1")
-    assert job["status"] == "success", job
+    assert job["summary"] == ["INSTANCE_RENAME(rapi1->rapi2)"]
     assert admin.request("GET", "/2/instances/rapi1").status_code == 404
+    info = admin.ok("GET", "/2/instances/rapi2")
+    assert (info["status"], info["disk.uuids"]) == ("ADMIN_down", uuids)
+    assert sorted(p.name for p in vols.iterdir()) == volumes
+    # A name in use is refused by the opcode's checks, in Ganeti's error shape.
+    job = admin.run("PUT", "/2/instances/rapi2/rename", {"new_name": "rapi2"})
+    assert (job["status"], job["opresult"][0][0]) == ("error", "OpPrereqError")
+    assert job["opresult"][0][1][1] == "wrong_state"
+    assert "already exists" in job["opresult"][0][1][0]
+
+    job = admin.run("PUT", "/2/instances/rapi2/startup")
+    assert job["status"] == "success", job
+    assert admin.ok("GET", "/2/instances/rapi2")["status"] == "running"
+
+    job = admin.run("DELETE", "/2/instances/rapi2")
+    assert job["status"] == "success", job
+    assert admin.request("GET", "/2/instances/rapi2").status_code == 404
     assert admin.ok("GET", "/2/instances") == []
     assert sorted(p.name for p in vols.iterdir()) == []
 
-    # The CLI's --reason reaches the job too (local submissions name no submitter).
+    # The CLI's --reason reaches the job too, and the socket names the local user.
     ops = '[{"OP_ID": "OP_TEST_DELAY", "duration": 0}]'
     made = cluster.tc.cli("submit", "--reason", "smoke test", "-", stdin=ops)
     assert made.returncode == 0, made.stderr
     local = cluster.tc.client.job(int(made.stdout.split()[0]))
-    assert (local["submitter"], local["reason"]) == (None, "smoke test")
+    assert (local["submitter"], local["reason"]) == ("unix:root", "smoke test")
 
 
 def test_failed_opcode_has_ganetis_error_tuple(admin: RapiClient) -> None:

@@ -287,7 +287,11 @@ async def _serve_store(config: Config, store: Store, task_status: TaskStatus[Que
         )
     rapi_auth = None
     if config.rapi is not None:
-        rapi_auth = BasicAuth(build_rapi_app(queue, config), Path(config.rapi.users_file))
+        rapi_auth = BasicAuth(
+            build_rapi_app(queue, config),
+            Path(config.rapi.users_file),
+            require_authentication=config.rapi.require_authentication,
+        )
         listener = socket.create_server(config.rapi.host_port, reuse_port=False)
         listener.setblocking(False)
         rapi_config = _uvicorn_config(

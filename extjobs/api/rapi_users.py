@@ -139,10 +139,13 @@ class BasicAuth:
     The authenticated user's name is put in ``scope["state"]["rapi_user"]``.
     """
 
-    def __init__(self, app: ASGIApp, path: Path) -> None:
+    def __init__(self, app: ASGIApp, path: Path, *, require_authentication: bool = True) -> None:
         self.app = app
         self.path = path
         self.users = load_users(path)
+        #: False: a request without credentials may read (Ganeti's default); a request
+        #: that sends credentials must still send valid ones.
+        self.require_authentication = require_authentication
 
     def reload(self) -> bool:
         """Re-read the users file; on error keep the users in force and log why."""
@@ -180,6 +183,14 @@ class BasicAuth:
         request = Request(scope)
         header = request.headers.get("authorization", "")
         name, user = self._user(header)
+        if (
+            user is None
+            and not header
+            and not self.require_authentication
+            and not needs_write(request.method, request.url.path)
+        ):
+            await self.app(scope, receive, send)
+            return
         if user is None:
             if header:
                 log.warning(

@@ -78,6 +78,11 @@ def _directories(_inst: object, attr: attrs.Attribute[Any], value: tuple[str, ..
         )
 
 
+def _boolean(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, bool):
+        raise InputError(f"{attr.name} must be true or false, not {value!r}", field=attr.name)
+
+
 def _text(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, str) or not value or "\0" in value:
         raise InputError(f"{attr.name} must be a non-empty string, not {value!r}", field=attr.name)
@@ -255,6 +260,8 @@ class RapiOptions:
     tls_key: str = attrs.field(validator=_path)
     users_file: str = attrs.field(validator=_path)
     wait_timeout: float = attrs.field(default=10.0, validator=_number(0, strict=True))
+    #: False: reads need no user (Ganeti's default); changes and ``/wait`` always do.
+    require_authentication: bool = attrs.field(default=True, validator=_boolean)
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -169,6 +169,19 @@ async def test_reads_need_a_user_and_mutations_need_write(app: App) -> None:
     assert app.job_count() == 0
 
 
+async def test_without_require_authentication_reads_are_anonymous_and_changes_are_not(
+    app: App,
+) -> None:
+    app.auth.require_authentication = False  # [rapi] require_authentication = false
+    assert (await app.client.get("/2/info")).status_code == 200
+    assert (await app.client.get("/2/jobs")).status_code == 200
+    # Changes and waits still need a user with write; wrong credentials are still refused.
+    ganeti_error(await app.client.post("/2/instances/web/disk/0/grow", json={"amount": 8}), 401)
+    ganeti_error(await app.client.get("/2/jobs/1/wait"), 401)
+    ganeti_error(await app.client.get("/2/info", headers=basic("alice", "wrong")), 401)
+    assert app.job_count() == 0
+
+
 async def test_failed_logins_are_logged(app: App, caplog: pytest.LogCaptureFixture) -> None:
     await app.client.get("/2/info", headers=basic("alice", "guess"))
     assert "RAPI login failed for user 'alice'" in caplog.text

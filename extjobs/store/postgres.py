@@ -226,6 +226,17 @@ class PostgresStore(StoreBase):
         except psycopg.Error as exc:
             raise self._failed("call", exc) from exc
 
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """A query that changes nothing: asked once more on a new connection when the
+        connection it met had broken (the server restarted) — unlike a write, whose
+        fate is then unknown, a read can be repeated."""
+        try:
+            return self._one(sql, args)
+        except StoreError:
+            if not self._conn.closed:
+                raise
+            return self._one(sql, args)
+
     def _migrate(self) -> None:
         conn = self._connection()
         try:
@@ -304,10 +315,10 @@ class PostgresStore(StoreBase):
         sql = "SELECT id, doc FROM jobs"
         if not include_archived:
             sql += " WHERE NOT archived"
-        return [job_from_doc(r[1], r[0]) for r in self._one(sql + " ORDER BY id")]
+        return [job_from_doc(r[1], r[0]) for r in self._read(sql + " ORDER BY id")]
 
     def load_job(self, job_id: int) -> Job | None:
-        rows = self._one("SELECT doc FROM jobs WHERE id=%s", (job_id,))
+        rows = self._read("SELECT doc FROM jobs WHERE id=%s", (job_id,))
         return job_from_doc(rows[0][0], job_id) if rows else None
 
     def purge_archived(self, before: float) -> int:
@@ -325,7 +336,7 @@ class PostgresStore(StoreBase):
     # -- job log -------------------------------------------------------------------------
 
     def load_log(self, job_id: int, since: int = 0) -> list[LogEntry]:
-        rows = self._one(
+        rows = self._read(
             "SELECT serial, ts, kind, message, data FROM log WHERE job_id=%s AND serial>%s "
             "ORDER BY serial",
             (job_id, since),
@@ -333,7 +344,7 @@ class PostgresStore(StoreBase):
         return [log_entry(job_id, r) for r in rows]
 
     def last_serial(self, job_id: int) -> int:
-        rows = self._one("SELECT COALESCE(MAX(serial), 0) FROM log WHERE job_id=%s", (job_id,))
+        rows = self._read("SELECT COALESCE(MAX(serial), 0) FROM log WHERE job_id=%s", (job_id,))
         return int(rows[0][0])
 
     # -- journal -------------------------------------------------------------------------
@@ -344,11 +355,11 @@ class PostgresStore(StoreBase):
         if op_index is not None:
             sql += " AND op_index=%s"
             args += (op_index,)
-        return [journal_record(r) for r in self._one(sql + " ORDER BY id", args)]
+        return [journal_record(r) for r in self._read(sql + " ORDER BY id", args)]
 
     def load_journal_kinds(self, kinds: tuple[StepKind, ...]) -> list[JournalRecord]:
         """Every journal record of these kinds, across all jobs, in the order written."""
-        rows = self._one(
+        rows = self._read(
             f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE kind = ANY(%s) ORDER BY id",
             (list(stored_kinds(kinds)),),
         )
@@ -358,7 +369,7 @@ class PostgresStore(StoreBase):
     # -- cluster configuration -----------------------------------------------------------
 
     def load_config(self) -> ClusterConfig:
-        return config_from_rows(self._one("SELECT kind, name, doc FROM config"))
+        return config_from_rows(self._read("SELECT kind, name, doc FROM config"))
 
     # -- several masters (see extjobs.store.shared) -----------------------------------------
 
@@ -405,7 +416,7 @@ class PostgresStore(StoreBase):
         )
 
     def masters(self) -> list[MasterInfo]:
-        rows = self._one(
+        rows = self._read(
             "SELECT name, address, extract(epoch FROM now() - seen) FROM masters ORDER BY seen DESC"
         )
         return [MasterInfo(str(r[0]), str(r[1]), float(r[2])) for r in rows]

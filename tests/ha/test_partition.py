@@ -43,7 +43,9 @@ def recorder(log: Path, action: str) -> str:
     return (
         f'log="{log}"\n'
         f'printf "start %s {action} %s\\n" "$(date +%s.%N)" "$VOL_NAME" >>"$log"\n'
-        f'setsid "${{0%/*}}/watch" $$ {action} "$VOL_NAME" "$log" </dev/null >/dev/null 2>&1 &\n'
+        # Detached twice (its parent exits at once): a kill of the script's session and
+        # descendants does not reach it, so it records the end of a killed run too.
+        f'(setsid "${{0%/*}}/watch" $$ {action} "$VOL_NAME" "$log" </dev/null >/dev/null 2>&1 &)\n'
         f"{slow}"
         f'exec "${{0%/*}}/{action}.real"\n'
     )

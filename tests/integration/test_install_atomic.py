@@ -86,13 +86,16 @@ def _oversized(tmp_path: Path, blobs: int = 32) -> Path:
 def test_an_interrupted_copy_leaves_the_previous_provider_whole_and_valid(
     tmp_path: Path,
 ) -> None:
-    sections = "[storage.timeouts]\ninstall = 0.25\n"
-    with start_cluster("embedded", 1, tmp_path / "cluster", sections=sections) as c:
+    with start_cluster("embedded", 1, tmp_path / "cluster") as c:
         c.init(providers=())
         node = c.nodes[0]
         first = _source(tmp_path, "atomic", "v1")
         out = c.cli("storage", "install", str(first), "--node", node.name)
         assert out.returncode == 0, out.stderr
+        # Version 1 is in; from now on a copy may take a quarter of a second.
+        with c.daemon.config.open("a") as f:
+            f.write("\n[storage.timeouts]\ninstall = 0.25\n")
+        c.restart_daemon(kill=False)
         installed = c.search_path(node) / "atomic"
         before = {p.name: p.read_bytes() for p in installed.iterdir()}
         out = c.cli("storage", "install", str(_oversized(tmp_path)), "--node", node.name)

@@ -13,7 +13,7 @@ from tests.harness.cluster import TestCluster, start_cluster
 pytestmark = pytest.mark.spawns
 
 TWO_OPS = [
-    {"OP_ID": "OP_TEST_DELAY", "duration": 0.3, "on_master": False, "on_nodes": ["node1", "node2"]},
+    {"OP_ID": "OP_TEST_DELAY", "duration": 3.0, "on_master": False, "on_nodes": ["node1", "node2"]},
     {"OP_ID": "OP_NODE_QUERY"},
 ]
 
@@ -23,14 +23,14 @@ def test_submit_returns_at_once_and_info_shows_each_opcode(cluster3: TestCluster
     out = cluster3.cli("submit", "-", stdin=json.dumps(TWO_OPS))
     assert out.returncode == 0, out.stderr
     job_id = int(out.stdout.strip())
-    # Still running: submit did not wait for the 0.3 s delay on the nodes.
+    # Still running: submit did not wait for the 3 s delay on the nodes.
     assert cluster3.client.job(job_id)["status"] in ("queued", "waiting", "running")
     assert time.monotonic() - started < 30  # bound only; the point is the status above
 
     watch = cluster3.cli("job", "watch", str(job_id))
     assert watch.returncode == 0, watch.stderr
-    assert "node1: sleep 0.3: exit 0" in watch.stdout
-    assert "node2: sleep 0.3: exit 0" in watch.stdout
+    assert "node1: sleep 3: exit 0" in watch.stdout
+    assert "node2: sleep 3: exit 0" in watch.stdout
     assert watch.stdout.strip().endswith(f"job {job_id}: success")
 
     info = cluster3.cli("job", "info", str(job_id), "--output", "json")
@@ -38,9 +38,9 @@ def test_submit_returns_at_once_and_info_shows_each_opcode(cluster3: TestCluster
     assert data["status"] == "success"
     assert [op["status"] for op in data["ops"]] == ["success", "success"]
     delay, query = data["ops"]
-    assert delay["result"] == {"slept": 0.3}
+    assert delay["result"] == {"slept": 3.0}
     assert delay["started"] <= delay["ended"] <= query["started"] <= query["ended"]
-    assert delay["duration"] >= 0.3
+    assert delay["duration"] >= 3
     assert sorted(n["name"] for n in query["result"]) == ["node1", "node2", "node3"]
     steps = [e for e in data["log"] if e["type"] == "step"]
     assert {s["data"]["node"] for s in steps} == {"node1", "node2"}

@@ -134,10 +134,13 @@ def test_create_that_lies_is_caught_by_the_attach_check(
     (attach,) = cluster.steps(job, "attach", disk=1)
     assert (attach["exit_status"], attach["stdout_tail"]) == (0, f"{printed}\n")
     error = job["ops"][0]["error"]["message"]
-    assert error == (
+    assert error.startswith(
         f"attach of provider '{style.provider}' on node 'node1' printed '{printed}', "
-        "which is not a block device on the node (or does not exist)"
+        "which is not a block device on the node (or does not exist); "
+        "create had exited 0 but said on stderr: "
     )
+    # The cause, not only the symptom: what the lying create printed.
+    assert tool_error in error
 
     log = cluster.log_text(job)
     for undone in ("detached disk1", "removed disk1", "detached disk0", "removed disk0"):

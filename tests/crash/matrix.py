@@ -205,7 +205,9 @@ def _add_on_offline_node(c: MoveCluster, vols: Path, names: Names) -> None:
 
 
 def _node1_online(c: MoveCluster, vols: Path, names: Names) -> None:
+    """node1 back online, and its fence log emptied for the next point's check."""
     run_ok(c, {"OP_ID": "OP_NODE_SET_PARAMS", "node_name": "node1", "offline": False})
+    c.fence_log.unlink(missing_ok=True)
 
 
 def _moved_but_source_kept(c: MoveCluster, vols: Path, names: Names) -> None:

@@ -70,7 +70,9 @@ def test_install_under_a_name_outside_the_search_path_copies_nothing(
 
 def add_op(name: str, vols: Path, **params: str) -> dict[str, Any]:
     disk = {"size": 4, "provider": "grouped", "params": {"dir": str(vols), **params}}
-    return {"OP_ID": "OP_INSTANCE_CREATE", "instance_name": name, "pnode": "node1", "disks": [disk]}
+    # Not started: no guest process to outlive the test if it fails.
+    op = {"OP_ID": "OP_INSTANCE_CREATE", "instance_name": name, "pnode": "node1", "start": False}
+    return {**op, "disks": [disk]}
 
 
 def declare(cluster: TestCluster, node: str, line: str) -> None:

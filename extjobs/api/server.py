@@ -92,6 +92,9 @@ async def _json_body(request: Request) -> Any:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"request body is not valid JSON: {exc}", field="body") from None
+    except RecursionError:
+        # json's decoder recurses once per nested array or object.
+        raise InputError("request body nests arrays or objects too deeply", field="body") from None
 
 
 class _TooLarge(InputError):

@@ -65,14 +65,21 @@ class CrashPoint:
     """Fault injection for the crash-safety tests; inert unless the daemon was started
     with ``EXTJOBS_CRASH_FILE`` pointing at a file.
 
-    The file holds ``before:K:JOB`` or ``after:K:JOB``: the daemon SIGKILLs itself just
-    before journalling the K-th step of job JOB, or just after recording its result.
-    Without the variable this costs one comparison per step.
+    Each line of the file is ``WHERE:K:JOB``, a point in the K-th step of job JOB (remote
+    commands, tree copies and local runs, counted in the order they are journalled):
+    ``before`` journalling it; ``started``, once journalled but before the command, copy
+    or program starts; ``after`` recording its result. A job that reaches its point
+    stops there, and so does any other step of it running concurrently at its next
+    point; once every job named has reached its point, the daemon SIGKILLs itself, so
+    that one crash leaves each job where its line says. Without the variable this costs
+    one comparison per step.
     """
 
     def __init__(self, path: str | None) -> None:
         self.path = path
         self.counts: dict[int, int] = {}
+        self.reached: set[str] = set()
+        self.stopped: set[int] = set()
 
     def step(self, job_id: int) -> int:
         if self.path is None:
@@ -81,15 +88,29 @@ class CrashPoint:
         self.counts[job_id] = number
         return number
 
-    def check(self, where: str, job_id: int, number: int) -> None:
+    def _points(self) -> set[str]:
+        # A few bytes of a local file, read only in the crash tests: not worth a thread.
+        assert self.path is not None
+        try:
+            return set(Path(self.path).read_text().split())
+        except OSError:
+            return set()
+
+    async def check(self, where: str, job_id: int, number: int) -> None:
+        """Return at once, unless this is a point of the file (see the class docstring)."""
         if self.path is None:
             return
-        try:
-            spec = Path(self.path).read_text().strip()
-        except OSError:
+        if job_id in self.stopped:
+            await anyio.sleep_forever()
+        points = self._points()
+        here = f"{where}:{number}:{job_id}"
+        if here not in points:
             return
-        if spec == f"{where}:{number}:{job_id}":
+        self.reached.add(here)
+        self.stopped.add(job_id)
+        if points <= self.reached:
             os.kill(os.getpid(), signal.SIGKILL)
+        await anyio.sleep_forever()
 
 
 CRASH = CrashPoint(os.environ.get("EXTJOBS_CRASH_FILE"))
@@ -282,7 +303,10 @@ class JobContext:
 
     async def put_tree(self, node: str, local_dir: str, remote_dir: str) -> None:
         description = f"copy {local_dir} to {remote_dir}"
+        number = CRASH.step(self.job_id)
+        await CRASH.check("before", self.job_id, number)
         async with self._journalled(node, description, Entry(TreeCopy(local_dir, remote_dir))):
+            await CRASH.check("started", self.job_id, number)
             endpoint = self.config.node(node).endpoint
             await self._runner.put_tree(
                 endpoint,
@@ -290,6 +314,7 @@ class JobContext:
                 remote_dir,
                 timeout=self.options.storage.timeout("install"),
             )
+        await CRASH.check("after", self.job_id, number)
 
     async def journal_records(self, kinds: tuple[StepKind, ...]) -> list[JournalRecord]:
         await self._services.writer.flush()
@@ -310,8 +335,9 @@ class JobContext:
 
     async def run(self, step: Step) -> CommandResult:
         number = CRASH.step(self.job_id)
-        CRASH.check("before", self.job_id, number)
+        await CRASH.check("before", self.job_id, number)
         async with self._journalled(step.node, step.description, Entry.of(step)) as outcome:
+            await CRASH.check("started", self.job_id, number)
             result = await self._runner.run(
                 self._endpoint(step),
                 step.command,
@@ -319,7 +345,7 @@ class JobContext:
             )
             ok = result.ok or step.check
             outcome.finish(ok, result)
-        CRASH.check("after", self.job_id, number)
+        await CRASH.check("after", self.job_id, number)
         if not ok:
             raise ProviderError(
                 f"{step.description} on node {step.node} failed with exit status "
@@ -357,11 +383,15 @@ class JobContext:
         full_env = {"PATH": DEFAULT_PATH, "LC_ALL": "C", **(env or {})}
         command = RemoteCommand(argv=tuple(argv), env=full_env, timeout=timeout)
         entry = Entry(payload or LocalRun(), command=command)
+        number = CRASH.step(self.job_id)
+        await CRASH.check("before", self.job_id, number)
         async with self._journalled("master", description, entry) as outcome:
+            await CRASH.check("started", self.job_id, number)
             result = await run_local_process(
                 argv, full_env, timeout=timeout, cap=self.options.storage.output_cap
             )
             outcome.finish(result.ok, result)
+        await CRASH.check("after", self.job_id, number)
         return result
 
     async def run_many(self, steps: Sequence[Step]) -> list[CommandResult | ExtJobsError]:

@@ -18,7 +18,7 @@ import attrs
 from extjobs.errors import InputError, UnknownOpcodeError
 from extjobs.model import codec
 from extjobs.model.cluster import HypervisorName, check_name
-from extjobs.model.volume import check_params_bounds
+from extjobs.model.volume import MAX_PROVIDER_NAME, check_params_bounds
 
 
 def _names(kind: str) -> Any:
@@ -236,6 +236,12 @@ def _check_provider(value: object, field: str) -> None:
     if not isinstance(value, str) or not _PROVIDER_RE.fullmatch(value):
         raise InputError(
             f"invalid provider name {value!r}: only letters, digits, '_' and '-' are allowed",
+            field=field,
+        )
+    if len(value) > MAX_PROVIDER_NAME:
+        raise InputError(
+            f"invalid provider name {value[:32]!r}…: {len(value)} characters, at most "
+            f"{MAX_PROVIDER_NAME} (it names a directory)",
             field=field,
         )
 

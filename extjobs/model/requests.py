@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -13,6 +14,10 @@ from extjobs.model.states import JobStatus
 
 MAX_OPS_PER_JOB = 100
 MAX_JOBS_PER_SUBMIT = 1000
+#: The longest string a submission may hold anywhere. No field needs more (a disk
+#: parameter value is bounded at 4096 bytes, a host key line is a few KiB), and a
+#: command sent to a node is bounded at 64 KiB in all.
+MAX_TEXT = 16384
 
 
 @attrs.frozen
@@ -64,11 +69,51 @@ def _decode_depends(value: Any, where: str) -> tuple[Dependency, ...]:
     return tuple(out)
 
 
+def _encodable(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            f"{where} holds U+{ord(text[exc.start]):04X}, a lone surrogate: no character",
+            field=where,
+        ) from None
+
+
+def _bounded(text: str, where: str) -> None:
+    if "\0" in text:
+        raise InputError(f"{where} must not contain NUL characters", field=where)
+    if len(text) > MAX_TEXT:
+        raise InputError(
+            f"{where} is {len(text)} characters long, at most {MAX_TEXT} are allowed",
+            field=where,
+        )
+
+
+def _each_string(data: Any, where: str, check: Callable[[str, str], None]) -> None:
+    """``check(text, place)`` for every string in ``data``, a value or an object's key, at
+    any depth (iteratively: however deep the nesting); a key's place is its object's."""
+    todo = [(data, where)]
+    while todo:
+        value, place = todo.pop()
+        if isinstance(value, str):
+            check(value, place)
+        elif isinstance(value, list):
+            todo += [(item, f"{place}[{i}]") for i, item in reversed(list(enumerate(value)))]
+        elif isinstance(value, dict):
+            for key in value:
+                if isinstance(key, str):
+                    check(key, place)
+            todo += [(item, f"{place}.{key}") for key, item in reversed(list(value.items()))]
+
+
 def decode_job_request(data: Any, *, where: str = "job") -> JobRequest:
     """``{"ops": [...], "priority": p, "depends": [[id, [statuses]]], "reason": text}`` or
     a bare op list."""
     if isinstance(data, list):
         data = {"ops": data}
+    # First: a lone surrogate (JSON's "\\ud800") has no UTF-8 form, so it could be neither
+    # stored, shown (not even in an error naming it) nor passed to a node.
+    _each_string(data, where, _encodable)
     if not isinstance(data, dict):
         raise InputError(f"{where} must be an object with 'ops' or a list of opcodes", field=where)
     unknown = sorted(set(data) - {"ops", "priority", "depends", "reason"})
@@ -86,12 +131,16 @@ def decode_job_request(data: Any, *, where: str = "job") -> JobRequest:
             f"{where}.ops has {len(ops)} opcodes; at most {MAX_OPS_PER_JOB}", field=f"{where}.ops"
         )
     decoded = tuple(decode_opcode(op, where=f"{where}.ops[{i}]") for i, op in enumerate(ops))
-    return JobRequest(
+    request = JobRequest(
         ops=decoded,
         priority=parse_priority(data.get("priority", 0)),
         depends=_decode_depends(data.get("depends"), f"{where}.depends"),
         reason=check_reason(data.get("reason")),
     )
+    # Last, so that a field's own check (with its own limit) speaks first: no string
+    # anywhere holds NUL or more than MAX_TEXT characters.
+    _each_string(data, where, _bounded)
+    return request
 
 
 def _is_job(item: Any) -> bool:

@@ -54,6 +54,8 @@ OPTIONAL_ACTIONS: tuple[Action, ...] = (Action.SNAPSHOT, Action.OPEN, Action.CLO
 RESERVED_PARAMS: frozenset[str] = frozenset({"provider", "access"})
 
 PROVIDER_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
+#: A provider is a directory on the nodes: its name is one file name (NAME_MAX).
+MAX_PROVIDER_NAME = 255
 PARAM_NAME_RE = re.compile(r"[A-Za-z0-9_]+")
 METADATA_MAX_LEN = 128
 
@@ -105,11 +107,18 @@ def validate_provider_name(name: str) -> str:
 
     Raises :class:`InputError` (``field="provider"``, ``value=name``) otherwise; this
     covers the empty string, ``.``/``..``, anything with ``/`` and any character outside
-    ``[A-Za-z0-9_-]``.
+    ``[A-Za-z0-9_-]``, and names longer than :data:`MAX_PROVIDER_NAME`.
     """
     if not isinstance(name, str) or PROVIDER_NAME_RE.fullmatch(name) is None:
         raise InputError(
             f"invalid provider name {name!r}: only letters, digits, '_' and '-' are allowed",
+            field="provider",
+            value=name,
+        )
+    if len(name) > MAX_PROVIDER_NAME:
+        raise InputError(
+            f"invalid provider name {name[:32]!r}…: {len(name)} characters, at most "
+            f"{MAX_PROVIDER_NAME} (it names a directory)",
             field="provider",
             value=name,
         )

@@ -7,7 +7,9 @@ the decoder's alone.
 
 from __future__ import annotations
 
+import copy
 import json
+import string
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from extjobs.engine.configmgr import ConfigManager
 from extjobs.engine.queue import JobQueue
 from extjobs.model.config import Config
 from extjobs.model.opcodes import OPCODES
+from extjobs.model.requests import MAX_TEXT
 from extjobs.nodes.ssh import SSHRunner
 from extjobs.store.sqlite import SqliteStore
 
@@ -35,9 +38,54 @@ json_values = st.recursive(
 )
 
 
+#: What a name is made of (a valid one, before the edge is added).
+names = st.text(alphabet=string.ascii_letters + string.digits, min_size=1, max_size=12)
+#: Characters no name may hold: invisible, bidirectional, combining, look-alike, control.
+ODD = [
+    "\u200b",
+    "\u202e",
+    "\ufeff",
+    "\u0301",
+    "\u00e9",
+    "\uff4e",
+    "\U0001f600",
+    "\x7f",
+    "\x1b",
+    "\t",
+]
+
+
+def joined(*parts: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.tuples(*parts).map("".join)
+
+
+#: Strings no field of any opcode may hold: NUL, a lone surrogate (sent as JSON's
+#: ``\\ud800`` escape: it has no UTF-8 form), more than MAX_TEXT characters.
+never_text = st.one_of(
+    joined(names, st.just("\0"), names),
+    joined(names, st.integers(0xD800, 0xDFFF).map(chr), names),
+    st.integers(MAX_TEXT + 1, 3 * MAX_TEXT).map(lambda n: "n" * n),
+)
+
+#: Strings no name may be: the above, a trailing or leading newline or space, an odd
+#: character, empty, or longer than any name's limit (63; 255 for a provider).
+never_names = st.one_of(
+    never_text,
+    joined(names, st.sampled_from(["\n", "\r\n", " ", "\n\n"])),
+    joined(st.sampled_from(["\n", " "]), names),
+    joined(names, st.sampled_from(ODD), names),
+    st.just(""),
+    st.integers(256, MAX_TEXT).map(lambda n: "n" * n),
+)
+
+
 def field_values() -> st.SearchStrategy[Any]:
-    return json_values | st.sampled_from(
-        ["../etc", "a/b", "$(reboot)", "", " ", "x" * 300, "-1", "1e999", "node1", -1, 0, 2**70]
+    return (
+        json_values
+        | never_names
+        | st.sampled_from(
+            ["../etc", "a/b", "$(reboot)", "", " ", "x" * 300, "-1", "1e999", "node1", -1, 0, 2**70]
+        )
     )
 
 
@@ -305,3 +353,164 @@ async def test_huge_or_odd_numbers_in_urls_are_4xx_with_a_short_message(
     response = await app.client.request(method, path)
     assert response.status_code == status, response.text
     assert len(check_error(response)["message"]) < 200
+
+
+# -- edge values in every field ----------------------------------------------------------------
+
+#: Stands for "the key of this object" in a path below.
+KEY = object()
+CREATE = {
+    "OP_ID": "OP_INSTANCE_CREATE",
+    "instance_name": "i1",
+    "pnode": "n1",
+    "disks": [{"size": 4, "provider": "sharedfile", "params": {"dir": "/v"}}],
+}
+NODE_ADD = {
+    "OP_ID": "OP_NODE_ADD",
+    "node_name": "n9",
+    "address": "10.0.0.9",
+    "user": "root",
+    "group": "default",
+    "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample",
+    "search_path": ["/srv/extjobs/extstorage"],
+}
+INSTALL = {"OP_ID": "OP_EXTSTORAGE_INSTALL", "source": "/srv/p", "provider": "p", "group": "g"}
+DELAY = {"OP_ID": "OP_TEST_DELAY", "on_nodes": ["n1"], "lock_instances": ["i1"]}
+POOLS = {"OP_ID": "OP_CLUSTER_SET_PARAMS", "add_pools": {"p1": "sharedfile"}, "hv_run_dir": "/r"}
+FENCE = {"OP_ID": "OP_NODE_SET_PARAMS", "node_name": "n1", "fence_command": ["/bin/fence", "x"]}
+MIGRATE = {"OP_ID": "OP_INSTANCE_MIGRATE", "instance_name": "i1", "target_node": "n2"}
+RENAME = {"OP_ID": "OP_INSTANCE_RENAME", "instance_name": "i1", "new_name": "i2"}
+GROUP_POOLS = {"OP_ID": "OP_GROUP_SET_PARAMS", "group_name": "g1", "connect_pools": ["p1"]}
+INIT = {"OP_ID": "OP_CLUSTER_INIT", "cluster_name": "c1", "search_path": ["/s"]}
+
+Path_ = tuple[Any, ...]
+
+#: (opcode, path to a name in it, the field the error must name): the decoder checks
+#: these as names, so no edge value of :data:`never_names` may pass.
+NAME_FIELDS: list[tuple[dict[str, Any], Path_, str]] = [
+    (CREATE, ("instance_name",), "instance_name"),
+    (CREATE, ("pnode",), "pnode"),
+    (CREATE, ("disks", 0, "provider"), "provider"),
+    (CREATE, ("disks", 0, "pool"), "pool"),
+    (CREATE, ("disks", 0, "name"), "name"),
+    (CREATE, ("disks", 0, "params", KEY), "params"),
+    (MIGRATE, ("target_node",), "target_node"),
+    (RENAME, ("new_name",), "new_name"),
+    (NODE_ADD, ("node_name",), "node_name"),
+    (NODE_ADD, ("address",), "address"),
+    (FENCE, ("node_name",), "node_name"),
+    (INIT, ("cluster_name",), "cluster_name"),
+    ({"OP_ID": "OP_GROUP_ADD", "group_name": "g1"}, ("group_name",), "group_name"),
+    (GROUP_POOLS, ("connect_pools", 0), "connect_pools"),
+    (POOLS, ("add_pools", KEY), "add_pools"),
+    (POOLS, ("add_pools", "p1"), "add_pools"),
+    (DELAY, ("on_nodes", 0), "on_nodes"),
+    (DELAY, ("lock_instances", 0), "lock_instances"),
+    ({"OP_ID": "OP_EXTSTORAGE_DIAGNOSE", "nodes": ["n1"]}, ("nodes", 0), "nodes"),
+    ({"OP_ID": "OP_VOLUME_CLEANUP", "volume": "v1"}, ("volume",), "volume"),
+]
+
+#: Fields of free text (values passed verbatim, paths, keys, logins): a trailing newline
+#: may be legitimate there, but nothing of :data:`never_text`.
+TEXT_FIELDS: list[tuple[dict[str, Any], Path_, str]] = [
+    (CREATE, ("disks", 0, "params", "dir"), "params"),
+    (NODE_ADD, ("user",), "user"),
+    (NODE_ADD, ("group",), "group"),
+    (NODE_ADD, ("host_key",), "host_key"),
+    (NODE_ADD, ("search_path", 0), "search_path"),
+    (INSTALL, ("source",), "source"),
+    (INSTALL, ("provider",), "provider"),
+    (INSTALL, ("group",), "group"),
+    (POOLS, ("hv_run_dir",), "hv_run_dir"),
+    (FENCE, ("fence_command", 1), "fence_command"),
+    ({"OP_ID": "OP_EXTSTORAGE_DIAGNOSE", "providers": ["p"]}, ("providers", 0), "providers"),
+    (INIT, ("search_path", 0), "search_path"),
+    # An unknown field is named by the opcode holding it.
+    (DELAY, ("unknown_field",), "ops[0]"),
+]
+
+
+def put(op: dict[str, Any], path: Path_, value: str) -> dict[str, Any]:
+    """A copy of ``op`` with ``value`` at ``path`` (``KEY`` last: as the object's key)."""
+    out = copy.deepcopy(op)
+    *parents, last = path
+    target: Any = out
+    for step in parents:
+        target = target[step]
+    if last is KEY:
+        target[value] = target.pop(next(iter(target)))
+    else:
+        target[last] = value
+    return out
+
+
+def field_id(case: tuple[dict[str, Any], Path_, str]) -> str:
+    op, path, _ = case
+    return f"{op['OP_ID']}.{'.'.join('KEY' if p is KEY else str(p) for p in path)}"
+
+
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, id=field_id(c)) for c in NAME_FIELDS + TEXT_FIELDS]
+)
+async def test_every_template_is_accepted_as_it_is(
+    app: App, case: tuple[dict[str, Any], Path_, str]
+) -> None:
+    """The bodies below differ from these only in the one field: what they get back is
+    that field's doing."""
+    op, path, _ = case
+    if path == ("unknown_field",):
+        return
+    response = await app.client.post("/v1/jobs", content=json.dumps([op]))
+    assert response.status_code == 201, response.text
+
+
+async def refused_naming(app: App, op: dict[str, Any], field: str) -> None:
+    before = app.job_count()
+    # json.dumps escapes a lone surrogate as "\udXXX", as a hostile client would send it.
+    response = await app.client.post("/v1/jobs", content=json.dumps({"ops": [op]}))
+    assert response.status_code == 400, response.text[:500]
+    error = check_error(response)
+    assert field in (error.get("field") or ""), error
+    assert app.job_count() == before
+
+
+EDGE_SETTINGS = settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@EDGE_SETTINGS
+@given(case=st.sampled_from(NAME_FIELDS), value=never_names)
+async def test_a_name_with_an_edge_value_is_a_400_naming_it_and_no_job(
+    app: App, case: tuple[dict[str, Any], Path_, str], value: str
+) -> None:
+    op, path, field = case
+    await refused_naming(app, put(op, path, value), field)
+
+
+@EDGE_SETTINGS
+@given(case=st.sampled_from(NAME_FIELDS + TEXT_FIELDS), value=never_text)
+async def test_nul_surrogates_and_huge_text_anywhere_are_a_400_naming_it_and_no_job(
+    app: App, case: tuple[dict[str, Any], Path_, str], value: str
+) -> None:
+    op, path, field = case
+    await refused_naming(app, put(op, path, value), field)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, id="top-level"),
+        pytest.param(
+            b'{"ops": [{"OP_ID": "OP_TEST_DELAY", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}]}",
+            id="in-a-field",
+        ),
+    ],
+)
+async def test_deeply_nested_bodies_are_a_400(app: App, body: bytes) -> None:
+    response = await app.client.post("/v1/jobs", content=body)
+    assert response.status_code == 400, response.text[:300]
+    assert check_error(response)["field"] == "body"
+    assert app.job_count() == 0

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import time
+import os
 from pathlib import Path
 
 import pytest
 
 from extjobs.api.client import Client
 from tests.harness.cluster import start_cluster
-from tests.integration.test_queue import _processes_with_cmdline
+from tests.harness.journal import wait_record
+from tests.harness.watch import processes_with_cmdline, wait_gone, wait_processes
 
 pytestmark = pytest.mark.spawns
 
@@ -30,20 +31,16 @@ def test_leftover_remote_command_is_killed_after_a_crash(tmp_path: Path) -> None
                 ]
             }
         )[0]
-        deadline = time.monotonic() + 30
-        while not _processes_with_cmdline(marker) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        [original] = _processes_with_cmdline(marker)
-        time.sleep(0.2)  # the process group id reaches the journal
+        [original] = wait_processes(marker)
+        # The daemon dies only once the command's process group is on record.
+        record = wait_record(tmp_path / "state", job_id, lambda r: r.pgid is not None)
+        assert record.pgid == os.getpgid(original)
         c.daemon.kill()
-        assert _processes_with_cmdline(marker) == [original]  # still running on the node
+        assert processes_with_cmdline(marker) == [original]  # still running on the node
         c.client.close()
         c.daemon.start()
         c.client = Client(c.daemon.socket)
-        deadline = time.monotonic() + 30
-        while original in _processes_with_cmdline(marker) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert original not in _processes_with_cmdline(marker)
+        assert wait_gone([original], marker) == []
         log = [e["message"] for e in c.client.job(job_id)["log"]]
         assert any("killed 'sleep 271.5' left running by the crashed daemon" in m for m in log)
         c.client.cancel(job_id)

@@ -3,13 +3,13 @@ the daemon keeps serving other jobs and the API meanwhile, and reconnects afterw
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.harness.cluster import TestCluster, start_cluster
+from tests.harness.watch import wait_processes
 
 pytestmark = pytest.mark.spawns
 
@@ -18,15 +18,13 @@ def delay_on(node: str, seconds: float) -> dict[str, Any]:
     return {"OP_ID": "OP_TEST_DELAY", "duration": seconds, "on_master": False, "on_nodes": [node]}
 
 
-def wait_running(c: TestCluster, job_id: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        job = c.client.job(job_id)
-        if any(e["type"] == "status" and "running" in e["message"] for e in job["log"]):
-            time.sleep(0.3)  # let the remote command start
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"job {job_id} never ran")
+def start_remote_delay(c: TestCluster, node: str, seconds: float) -> int:
+    """Submit a job sleeping ``seconds`` on ``node``; its id, once the sleep runs there
+    (every test node runs on this machine). ``seconds`` marks the process: make it
+    unique."""
+    job_id = c.client.submit({"ops": [delay_on(node, seconds)]})[0]
+    wait_processes(f"sleep {seconds:g}")
+    return job_id
 
 
 def add_instance(c: TestCluster, name: str) -> None:
@@ -55,8 +53,7 @@ def test_killed_node_mid_job(node_kind: str, tmp_path: Path) -> None:
     with start_cluster(node_kind, 2, tmp_path) as c:
         c.init()
         add_instance(c, "k1")
-        job_id = c.client.submit({"ops": [delay_on("node1", 60)]})[0]
-        wait_running(c, job_id)
+        job_id = start_remote_delay(c, "node1", 60.0625)
         c.node("node1").kill()
         check_others_still_served(c)
         job = c.wait(job_id, timeout=60)
@@ -74,8 +71,7 @@ def test_frozen_node_mid_job(node_kind: str, tmp_path: Path) -> None:
     with start_cluster(node_kind, 2, tmp_path, config_extra=extra) as c:
         c.init()
         add_instance(c, "f1")
-        job_id = c.client.submit({"ops": [delay_on("node1", 60)]})[0]
-        wait_running(c, job_id)
+        job_id = start_remote_delay(c, "node1", 60.125)
         c.node("node1").freeze()
         try:
             check_others_still_served(c)

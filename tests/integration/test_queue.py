@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 from extjobs.api.client import ApiError
 from tests.harness.cluster import TestCluster, start_cluster
+from tests.harness.watch import wait_gone, wait_processes
 
 pytestmark = pytest.mark.spawns
 
@@ -34,6 +34,33 @@ def wait_status(c: TestCluster, job_id: int, status: str, timeout: float = 30) -
             return job
         time.sleep(0.02)
     raise AssertionError(f"job {job_id} never reached {status}: {c.client.job(job_id)}")
+
+
+#: Long enough never to end by itself: a blocker holds its place until the test
+#: releases it (cancels it), so no order below depends on how fast the machine is.
+HOLD = 600.0
+
+
+def hold(c: TestCluster, **extra: Any) -> int:
+    """Submit a job that runs until the test cancels it; its id, once it runs."""
+    blocker = c.client.submit({"ops": [delay(HOLD, **extra)]})[0]
+    wait_status(c, blocker, "running")
+    return blocker
+
+
+def wait_log(c: TestCluster, job_id: int, text: str, timeout: float = 30) -> None:
+    """Wait until the job's log has a line containing ``text``."""
+    deadline = time.monotonic() + timeout
+    for _job, entries in c.client.follow(job_id):
+        if any(text in e["message"] for e in entries):
+            return
+        assert time.monotonic() < deadline, f"job {job_id} never logged '{text}'"
+    raise AssertionError(f"job {job_id} ended without logging '{text}'")
+
+
+def release(c: TestCluster, blocker: int) -> None:
+    c.client.cancel(blocker)
+    assert c.wait(blocker)["status"] == "canceled"
 
 
 @pytest.fixture
@@ -77,11 +104,12 @@ def test_same_instance_serialises_and_different_instances_overlap(cluster: TestC
 
 def test_high_priority_overtakes_queued_normal_jobs(serial_cluster: TestCluster) -> None:
     c = serial_cluster
-    blocker = c.client.submit({"ops": [delay(0.5)]})[0]
-    wait_status(c, blocker, "running")
+    blocker = hold(c)
     normal = [c.client.submit({"ops": [delay(0)]})[0] for _ in range(3)]
     low = c.client.submit({"ops": [delay(0)], "priority": 10})[0]
     high = c.client.submit({"ops": [delay(0)], "priority": "high"})[0]
+    assert {c.client.job(i)["status"] for i in [*normal, low, high]} == {"queued"}
+    release(c, blocker)
     jobs = {i: c.wait(i) for i in [blocker, *normal, low, high]}
     order = sorted(jobs, key=lambda i: jobs[i]["ops"][0]["started"])
     assert order == [blocker, high, *normal, low]
@@ -121,27 +149,13 @@ def test_bad_dependencies_are_refused(cluster: TestCluster) -> None:
 
 def test_cancel_queued_job_at_once(serial_cluster: TestCluster) -> None:
     c = serial_cluster
-    blocker = c.client.submit({"ops": [delay(0.5)]})[0]
+    blocker = hold(c)
     queued = c.client.submit({"ops": [delay(0)]})[0]
     out = c.cli("job", "cancel", str(queued))
     assert out.returncode == 0, out.stderr
     assert c.client.job(queued)["status"] == "canceled"
-    assert c.wait(blocker)["status"] == "success"
+    release(c, blocker)
     assert c.client.job(queued)["ops"][0]["started"] is None
-
-
-def _processes_with_cmdline(needle: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if needle.encode() in cmdline:
-            found.append(int(entry))
-    return found
 
 
 def test_cancel_running_job_kills_the_remote_script(cluster: TestCluster) -> None:
@@ -149,18 +163,12 @@ def test_cancel_running_job_kills_the_remote_script(cluster: TestCluster) -> Non
     job_id = cluster.client.submit(
         {"ops": [delay(float(marker), on_master=False, on_nodes=["node1"])]}
     )[0]
-    deadline = time.monotonic() + 30
-    while not _processes_with_cmdline(f"sleep {marker}") and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert _processes_with_cmdline(f"sleep {marker}"), "the remote sleep never started"
+    remote = wait_processes(f"sleep {marker}")
     cluster.client.cancel(job_id)
     job = cluster.wait(job_id)
     assert job["status"] == "canceled"
     assert job["ops"][0]["status"] == "canceled"
-    deadline = time.monotonic() + 10
-    while _processes_with_cmdline(f"sleep {marker}") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _processes_with_cmdline(f"sleep {marker}") == []
+    assert wait_gone(remote, f"sleep {marker}", timeout=10) == []
     messages = [e["message"] for e in job["log"]]
     assert "cancel requested" in messages
     assert any("canceled" in m and "node1" in m for m in messages)
@@ -182,10 +190,10 @@ def test_archive_and_list_filters(cluster: TestCluster) -> None:
     assert info["archived"] is True
     assert info["status"] == "success"
     assert info["log"] == ok["log"]
-    running = cluster.client.submit({"ops": [delay(0.5)]})[0]
+    running = hold(cluster)
     with pytest.raises(ApiError, match="only finished jobs"):
         cluster.client.archive(running)
-    cluster.wait(running)
+    release(cluster, running)
     # Archived jobs stay archived and readable after a restart.
     cluster.restart_daemon(kill=True)
     assert cluster.client.job(ok["id"])["archived"] is True
@@ -206,19 +214,20 @@ def test_full_queue_refuses_submissions(tmp_path: Path) -> None:
     extra = "[queue]\nmax_running = 1\nmax_queued = 3\n"
     with start_cluster("embedded", 1, tmp_path, config_extra=extra) as c:
         c.init()
-        c.client.submit({"jobs": [{"ops": [delay(0.5)]}, {"ops": [delay(0)]}]})
+        blocker = hold(c)
+        c.client.submit({"ops": [delay(0)]})
         before = len(c.client.jobs())
         with pytest.raises(ApiError, match="queue is full") as err:
             c.client.submit({"jobs": [{"ops": [delay(0)]}, {"ops": [delay(0)]}]})
         assert err.value.fields["status"] == 503
         assert len(c.client.jobs()) == before  # the refused batch left nothing behind
+        release(c, blocker)
 
 
 def test_restart_keeps_dependencies_priorities_and_waiting_jobs(tmp_path: Path) -> None:
     with start_cluster("embedded", 1, tmp_path, config_extra="[queue]\nmax_running = 1\n") as c:
         c.init()
-        blocker = c.client.submit({"ops": [delay(1.0, lock_instances=["x"])]})[0]
-        wait_status(c, blocker, "running")
+        blocker = hold(c, lock_instances=["x"])
         ids = c.client.submit(
             {
                 "jobs": [
@@ -228,11 +237,15 @@ def test_restart_keeps_dependencies_priorities_and_waiting_jobs(tmp_path: Path) 
                 ]
             }
         )
+        assert {c.client.job(i)["status"] for i in ids} == {"queued"}
         c.restart_daemon(kill=True)
-        for job_id in ids:
-            job = c.client.job(job_id)
-            assert job["status"] in ("queued", "waiting", "running", "success")
-        after = {i: c.wait(i) for i in [blocker, *ids]}
+        # The blocker is recovered first (run again) and holds the queue once more.
+        wait_log(c, blocker, "recovery: interrupted by a daemon restart; running again")
+        statuses = [c.client.job(i)["status"] for i in ids]
+        assert statuses[0] == statuses[2] == "queued", statuses
+        assert statuses[1] in ("queued", "waiting"), statuses  # for its dependency
+        release(c, blocker)
+        after = {i: c.wait(i) for i in ids}
         assert all(j["status"] == "success" for j in after.values())
         assert after[ids[1]]["depends"] == [[ids[0], ["success"]]]
         assert after[ids[1]]["priority"] == -5

@@ -14,12 +14,16 @@ import click
 
 from extjobs.cli import output
 from extjobs.cli.common import Ctx, output_option, pass_ctx, run_opcode, run_quiet, submit_option
+from extjobs.cli.pools import pool
 from extjobs.model.opcodes import OpExtStorageDiagnose, OpExtStorageInstall
 
 
 @click.group()
 def storage() -> None:
-    """ExtStorage providers."""
+    """ExtStorage providers and storage pools."""
+
+
+storage.add_command(pool)
 
 
 @storage.command("diagnose")

@@ -109,6 +109,13 @@ def resolve_disk(
     return provider, spec.pool
 
 
+def disk_params(config: ClusterConfig, spec: DiskSpec) -> dict[str, str]:
+    """A new disk's provider parameters: its pool's defaults under its own (the disk's
+    win). Copied into the disk, so a later change of the pool does not reach it."""
+    pool = require_cluster(config).pool_params.get(spec.pool, {}) if spec.pool else {}
+    return {**pool, **spec.params}
+
+
 class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
     OPCODE = OpInstanceCreate
 
@@ -158,7 +165,7 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
                     provider=provider,
                     pool=pool,
                     name=spec.name,
-                    params=dict(spec.params),
+                    params=disk_params(config, spec),
                     access=spec.access,
                 )
             )

@@ -46,6 +46,20 @@ def _params_text(params: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(params.items())) or "-"
 
 
+def capacity_text(cap: dict[str, Any] | None) -> str:
+    """``F MiB free of T MiB`` (``, shared``), or ``unknown`` with the reasons given."""
+    if not cap or cap.get("free") is None:
+        errors = [
+            f"{n}: {c['error']}"
+            for n, c in sorted((cap or {}).get("nodes", {}).items())
+            if c.get("error")
+        ]
+        return "unknown" + (f" ({'; '.join(errors)})" if errors else "")
+    return f"{cap['free']} MiB free of {cap['total']} MiB" + (
+        ", shared" if cap.get("shared") else " (smallest of the nodes)"
+    )
+
+
 @click.group()
 def pool() -> None:
     """Storage pools: a provider with default parameters, connected to node groups."""
@@ -62,7 +76,7 @@ def pool_list(ctx: Ctx, fmt: str) -> None:
         return
     output.table(
         None,
-        ["Pool", "Provider", "Parameters", "Groups", "Disks"],
+        ["Pool", "Provider", "Parameters", "Groups", "Disks", "Capacity"],
         [
             (
                 p["pool"],
@@ -70,6 +84,7 @@ def pool_list(ctx: Ctx, fmt: str) -> None:
                 _params_text(p["params"]),
                 ",".join(p["groups"]) or "-",
                 str(len(p["disks"])),
+                "; ".join(f"{g}: {capacity_text(c)}" for g, c in p["capacity"].items()) or "-",
             )
             for p in pools.values()
         ],
@@ -93,6 +108,8 @@ def pool_info(ctx: Ctx, name: str, fmt: str) -> None:
     output.say(f"  parameters: {_params_text(p['params'])}")
     output.say(f"  connected to: {', '.join(p['groups']) or 'no group'}")
     output.say(f"  disks: {', '.join(p['disks']) or 'none'}")
+    for group, cap in sorted(p["capacity"].items()):
+        output.say(f"  capacity in {group}: {capacity_text(cap)}")
 
 
 @pool.command("add")

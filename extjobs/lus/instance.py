@@ -27,12 +27,14 @@ from typing import Any
 import attrs
 
 from extjobs.errors import ExtJobsError, InputError, NotFoundError, PrerequisiteError, ProviderError
+from extjobs.extstorage.capacity import Capacity
 from extjobs.extstorage.diagnose import ProviderStatus
 from extjobs.extstorage.names import Action
 from extjobs.extstorage.parameters import check_params
 from extjobs.hypervisors import get_hypervisor
 from extjobs.hypervisors.base import run_dir_for
 from extjobs.lus.base import LogicalUnit, Recovery, RecoveryAction, StepContext
+from extjobs.lus.capacity import capacity_on
 from extjobs.lus.cluster import require_cluster
 from extjobs.lus.instance_hv import start_guest, stop_guest
 from extjobs.lus.instance_storage import (
@@ -171,6 +173,50 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
             )
         return tuple(disks)
 
+    async def _check_capacity(
+        self,
+        ctx: StepContext,
+        node: str,
+        statuses: dict[str, ProviderStatus],
+        disks: tuple[Disk, ...],
+    ) -> None:
+        """Refuse (unless ``force``) disks that do not fit the free space their provider
+        reports on ``node`` for their parameters, before anything is created. Disks with
+        the same provider and parameters share that space; an unknown capacity refuses
+        nothing."""
+        wanted: dict[tuple[str, tuple[tuple[str, str], ...]], list[Disk]] = {}
+        for disk in disks:
+            wanted.setdefault((disk.provider, tuple(sorted(disk.params.items()))), []).append(disk)
+        short = []
+        for (provider, params), group in wanted.items():
+            names = ", ".join(f"disk {d.index}" for d in group)
+            need = sum(d.size for d in group)
+            answer = await capacity_on(ctx, node, statuses[provider], dict(params))
+            if not isinstance(answer, Capacity):
+                why = answer or f"provider {provider} has no capacity script"
+                ctx.log(f"{node}: free space for {names} unknown ({why}); not checked")
+                continue
+            ctx.log(
+                f"{node}: provider {provider} reports {answer.free} MiB free of "
+                f"{answer.total} MiB; {names} need {need} MiB"
+            )
+            if need > answer.free:
+                shown = ",".join(f"{k}={v}" for k, v in params) or "no parameters"
+                short.append(
+                    f"{names} need {need} MiB of provider {provider} ({shown}) but node {node} "
+                    f"reports {answer.free} MiB free of {answer.total} MiB"
+                )
+        if not short:
+            return
+        if self.op.force:
+            ctx.log("; ".join(short) + "; creating anyway (force)", kind=LogKind.WARNING)
+            return
+        raise PrerequisiteError(
+            "not enough storage: " + "; ".join(short) + "; nothing was created "
+            "(use --force to create anyway)",
+            node=node,
+        )
+
     async def exec(self, ctx: StepContext) -> Any:
         op = self.op
         cfg = ctx.config
@@ -194,6 +240,7 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
             common = {k: v for k, v in allowed[0].items() if all(k in a for a in allowed)}
             check_params(disk.provider, disk.params, common)
         ctx.log(f"disk parameters accepted by {', '.join(sorted(statuses))}")
+        await self._check_capacity(ctx, node.name, statuses, disks)
 
         paths = [
             await self._make_disk(ctx, node.name, statuses[disk.provider], instance, disk)

@@ -27,6 +27,7 @@ from extjobs.extstorage.diagnose import GroupProviderStatus, summarise_groups
 from extjobs.extstorage.parameters import check_params
 from extjobs.hypervisors.base import run_dir_for
 from extjobs.lus.base import LogicalUnit, StepContext
+from extjobs.lus.capacity import group_capacity, shown
 from extjobs.lus.cluster import require_cluster
 from extjobs.lus.instance_storage import diagnose_on, validate_in_group
 from extjobs.model.cluster import ClusterConfig
@@ -372,5 +373,22 @@ class LUStoragePoolQuery(LogicalUnit[OpStoragePoolQuery]):
 
     async def exec(self, ctx: StepContext) -> Any:
         cfg = ctx.config
-        names = self.op.names or tuple(sorted(require_cluster(cfg).pools))
-        return {"pools": {name: pool_summary(cfg, name) for name in names}}
+        cluster = require_cluster(cfg)
+        names = self.op.names or tuple(sorted(cluster.pools))
+        out = {name: pool_summary(cfg, name) for name in names}
+        for name in names:
+            provider = cluster.pools[name]
+            capacity: dict[str, Any] = {}
+            for group in out[name]["groups"]:
+                per_node = await diagnose_on(ctx, cfg.online_nodes(group), [provider])
+                found = {
+                    n: r[provider]
+                    for n, r in per_node.items()
+                    if isinstance(r, Mapping) and provider in r
+                }
+                capacity[group] = await group_capacity(
+                    ctx, found, cluster.pool_params.get(name, {})
+                )
+                ctx.log(f"pool {name} in group {group}: {shown(capacity[group])}")
+            out[name]["capacity"] = capacity
+        return {"pools": out}

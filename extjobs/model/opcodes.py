@@ -178,6 +178,8 @@ class OpExtStorageDiagnose(OpCode):
     OP_ID: ClassVar[str] = "OP_EXTSTORAGE_DIAGNOSE"
     providers: tuple[str, ...] = ()
     nodes: tuple[str, ...] = attrs.field(default=(), validator=_names("node name"))
+    #: Also ask each provider valid in a group for its capacity (``storage info``).
+    capacity: bool = False
 
 
 @register_opcode
@@ -326,6 +328,9 @@ class OpInstanceCreate(OpCode):
     memory: int = attrs.field(default=64, validator=_positive)  # MiB
     vcpus: int = attrs.field(default=1, validator=_positive)
     start: bool = True
+    #: Create the disks even where the provider's ``capacity`` reports too little free
+    #: space (the check runs before anything is created).
+    force: bool = False
 
     def summary(self) -> str:
         return f"{self.OP_ID}({self.instance_name})"

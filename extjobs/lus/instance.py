@@ -202,8 +202,9 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
             )
             if need > answer.free:
                 shown = ",".join(f"{k}={v}" for k, v in params) or "no parameters"
+                verb = "needs" if len(group) == 1 else "need"
                 short.append(
-                    f"{names} need {need} MiB of provider {provider} ({shown}) but node {node} "
+                    f"{names} {verb} {need} MiB of provider {provider} ({shown}) but node {node} "
                     f"reports {answer.free} MiB free of {answer.total} MiB"
                 )
         if not short:

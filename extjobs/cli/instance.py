@@ -121,7 +121,7 @@ def instance() -> None:
 
 @instance.command("add")
 @click.argument("name")
-@click.option("--node", "-n", "node", required=True, help="Primary node.")
+@click.option("--node", "-n", "node", help="Primary node (default: chosen; the job log says why).")
 @click.option(
     "--disk",
     "disks",
@@ -144,7 +144,7 @@ def instance() -> None:
 def instance_add(
     ctx: Ctx,
     name: str,
-    node: str,
+    node: str | None,
     disks: tuple[str, ...],
     hypervisor: str,
     memory: str,

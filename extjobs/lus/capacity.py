@@ -11,13 +11,14 @@ and an unknown capacity refuses nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from extjobs.errors import ExtJobsError
 from extjobs.extstorage.capacity import Capacity, capacity_command, parse_capacity_output
 from extjobs.extstorage.diagnose import ProviderStatus
 from extjobs.lus.base import StepContext
+from extjobs.model.cluster import Disk
 from extjobs.model.steps import Step
 
 
@@ -104,3 +105,36 @@ def shown(capacity: Mapping[str, Any]) -> str:
     if capacity.get("free") is None:
         return "unknown"
     return f"{capacity['free']} MiB free of {capacity['total']} MiB"
+
+
+async def shortages(
+    ctx: StepContext, node: str, statuses: Mapping[str, ProviderStatus], disks: Sequence[Disk]
+) -> list[str]:
+    """What does not fit on ``node``: for each provider and parameter set of ``disks``
+    (such disks share the space), the disks and figures when their sizes add up to more
+    than the free space the provider reports there. An unknown capacity is logged and
+    counts as fitting."""
+    wanted: dict[tuple[str, tuple[tuple[str, str], ...]], list[Disk]] = {}
+    for disk in disks:
+        wanted.setdefault((disk.provider, tuple(sorted(disk.params.items()))), []).append(disk)
+    short = []
+    for (provider, params), group in wanted.items():
+        names = ", ".join(f"disk {d.index}" for d in group)
+        need = sum(d.size for d in group)
+        answer = await capacity_on(ctx, node, statuses[provider], dict(params))
+        if not isinstance(answer, Capacity):
+            why = answer or f"provider {provider} has no capacity script"
+            ctx.log(f"{node}: free space for {names} unknown ({why}); not checked")
+            continue
+        ctx.log(
+            f"{node}: provider {provider} reports {answer.free} MiB free of "
+            f"{answer.total} MiB; {names} need {need} MiB"
+        )
+        if need > answer.free:
+            shown = ",".join(f"{k}={v}" for k, v in params) or "no parameters"
+            verb = "needs" if len(group) == 1 else "need"
+            short.append(
+                f"{names} {verb} {need} MiB of provider {provider} ({shown}) but node {node} "
+                f"reports {answer.free} MiB free of {answer.total} MiB"
+            )
+    return short

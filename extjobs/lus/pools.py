@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from extjobs.errors import NotFoundError, PrerequisiteError
+from extjobs.errors import InputError, NotFoundError, PrerequisiteError
 from extjobs.extstorage.diagnose import GroupProviderStatus, summarise_groups
 from extjobs.extstorage.parameters import check_params
 from extjobs.hypervisors.base import run_dir_for
@@ -33,6 +33,7 @@ from extjobs.lus.instance_storage import diagnose_on, validate_in_group
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.locks import LockRequest, Mode
 from extjobs.model.opcodes import (
+    DiskSpec,
     OpClusterSetParams,
     OpGroupSetParams,
     OpStoragePoolAdd,
@@ -392,3 +393,46 @@ class LUStoragePoolQuery(LogicalUnit[OpStoragePoolQuery]):
                 ctx.log(f"pool {name} in group {group}: {shown(capacity[group])}")
             out[name]["capacity"] = capacity
         return {"pools": out}
+
+
+# -- disks from pools (instance add) ---------------------------------------------------
+
+
+def resolve_disk(
+    config: ClusterConfig, spec: DiskSpec, index: int, group: str
+) -> tuple[str, str | None]:
+    """``(provider, pool)`` of a requested disk; raises for an unknown or unconnected pool."""
+    cluster = require_cluster(config)
+    if spec.pool is None:
+        assert spec.provider is not None
+        return spec.provider, None
+    provider = cluster.pools.get(spec.pool)
+    if provider is None:
+        known = ", ".join(sorted(cluster.pools)) or "none"
+        raise NotFoundError(
+            f"disk {index}: unknown storage pool {spec.pool!r} (known pools: {known})",
+            field=f"disks[{index}].pool",
+            pool=spec.pool,
+        )
+    if spec.provider is not None and spec.provider != provider:
+        raise InputError(
+            f"disk {index}: pool {spec.pool!r} uses provider {provider!r}, not {spec.provider!r}",
+            field=f"disks[{index}].provider",
+        )
+    connected = config.group(group).pools
+    if spec.pool not in connected:
+        raise PrerequisiteError(
+            f"disk {index}: storage pool {spec.pool!r} is not connected to node group "
+            f"{group!r} (connected: {', '.join(connected) or 'none'}); connect it with "
+            f"'extjobs group modify {group} --connect-pool {spec.pool}'",
+            pool=spec.pool,
+            group=group,
+        )
+    return provider, spec.pool
+
+
+def disk_params(config: ClusterConfig, spec: DiskSpec) -> dict[str, str]:
+    """A new disk's provider parameters: its pool's defaults under its own (the disk's
+    win). Copied into the disk, so a later change of the pool does not reach it."""
+    pool = require_cluster(config).pool_params.get(spec.pool, {}) if spec.pool else {}
+    return {**pool, **spec.params}

@@ -322,8 +322,9 @@ class OpInstanceCreate(OpCode):
 
     OP_ID: ClassVar[str] = "OP_INSTANCE_CREATE"
     instance_name: str = attrs.field(validator=_name("instance name"))
-    pnode: str = attrs.field(validator=_name("node name"))
     disks: tuple[DiskSpec, ...] = attrs.field(validator=_disk_specs)
+    #: The primary node; ``None``: chosen (``extjobs.lus.placement``).
+    pnode: str | None = attrs.field(default=None, validator=_name_or_none("node name"))
     hypervisor: str = attrs.field(default=HypervisorName.FAKE.value, validator=_hypervisor)
     memory: int = attrs.field(default=64, validator=_positive)  # MiB
     vcpus: int = attrs.field(default=1, validator=_positive)

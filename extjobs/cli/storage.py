@@ -89,11 +89,17 @@ def _exit_if_unusable(result: Any) -> None:
         problems.append("no node answered")
     else:
         shown = sorted({name for r in answered for name in r["providers"]})
-        problems += [
-            f"provider {name} is valid on no node"
-            for name in shown
-            if not any(r["providers"].get(name, {}).get("valid") for r in answered)
-        ]
+        for name in shown:
+            statuses = [r["providers"][name] for r in answered if name in r["providers"]]
+            if any(st["valid"] for st in statuses):
+                continue
+            if all(st["path"] is None for st in statuses):
+                problems.append(
+                    f"provider {name} was not found on any node ({statuses[0]['reason']}); "
+                    f"install it with 'extjobs storage install DIR'"
+                )
+            else:
+                problems.append(f"provider {name} is valid on no node")
     if problems:
         output.say("; ".join(problems), err=True)
         sys.exit(UNUSABLE)

@@ -74,6 +74,9 @@ def test_pools_check_the_nodes_merge_parameters_and_refuse_what_does_not_fit(
         assert 0 < cap["free"] <= cap["total"]
         assert list(cap["nodes"]) == ["node1"]  # shared: asked once for the group
         assert "MiB free of" in ok(c, "storage", "pool", "list")
+        missing = c.cli("storage", "info", "nosuch")
+        assert missing.returncode == 3
+        assert "provider nosuch was not found on any node (not found in" in missing.stderr
         info = c.cli("storage", "info", "sharedfile").stdout
         assert "capacity in default: unknown" in info
         assert "does not exist" in info

@@ -228,7 +228,15 @@ class LUGroupSetParams(LogicalUnit[OpGroupSetParams]):
 async def check_pool_in_group(ctx: StepContext, pool: str, provider: str, group: str) -> None:
     """Refuse (PrerequisiteError) unless ``provider`` is valid on every online node of
     ``group`` and declares the pool's parameters there; the error names each node and
-    its reason, and what to run."""
+    its reason, and what to run. A group without an online node has nothing to check
+    the provider on: the pool is connected (valid on every one of no nodes) and
+    ``instance add`` checks the provider on the nodes the group has by then."""
+    if not ctx.config.online_nodes(group):
+        ctx.log(
+            f"node group {group} has no online node to check provider {provider} on; "
+            "instance add will check it there"
+        )
+        return
     try:
         reports = await validate_in_group(ctx, group, [provider])
     except PrerequisiteError as exc:

@@ -174,3 +174,16 @@ def test_a_cluster_stored_before_pool_parameters_still_reads() -> None:
     }
     cluster = codec.structure(old, Cluster)
     assert (cluster.pools, cluster.pool_params) == ({"p": "sharedfile"}, {})
+
+
+async def test_a_group_without_online_nodes_can_be_connected_without_asking_anyone() -> None:
+    from extjobs.model.opcodes import OpGroupAdd
+
+    async with scripted_cluster() as cluster:
+        await add_pool(cluster, dir="/pool")
+        assert ok(await cluster.run(OpGroupAdd(group_name="empty")))
+        asked = cluster.runner.mark()
+        job = await cluster.run(OpGroupSetParams(group_name="empty", connect_pools=("fast",)))
+        assert ok(job), error(job)
+        assert cluster.config.group("empty").pools == ("fast",)
+        assert cluster.runner.calls[asked:] == []

@@ -106,6 +106,12 @@ def test_pools_check_the_nodes_merge_parameters_and_refuse_what_does_not_fit(
         env1 = (own / f"{disks[1]['volume']}.env").read_text().splitlines()
         assert f"EXTP_DIR={own}" in env1
 
+        # without -n the primary is chosen: node2 has fewer instances than node1
+        out = ok(c, "instance", "add", "auto", "--no-start", "--disk", "0:size=4M,pool=fast")
+        assert "primary node node2 chosen" in out
+        assert "node1: primary of 1 instance(s)" in out
+        assert c.client.instance("auto")["primary"] == "node2"
+
         # modify of a pool in use: future disks only, and it says so
         out = ok(c, "storage", "pool", "modify", "fast", f"dir={own}")
         assert "only disks created from now on" in out

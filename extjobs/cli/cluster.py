@@ -86,6 +86,15 @@ def cluster_info(ctx: Ctx, fmt: str) -> None:
         f"cluster {cl['name']}: {data['nodes']} nodes, {data['instances']} instances, "
         f"groups: {', '.join(data['groups'])}"
     )
+    params = cl.get("pool_params", {})
+    for name, provider in sorted(cl["pools"].items()):
+        shown = ",".join(f"{k}={v}" for k, v in sorted(params.get(name, {}).items()))
+        groups = [g for g, info in data["groups"].items() if name in info["pools"]]
+        output.say(
+            f"  pool {name}: provider {provider}"
+            + (f", parameters {shown}" if shown else "")
+            + f", connected to {', '.join(groups) or 'no group'}"
+        )
 
 
 @cluster.command("modify")

@@ -121,7 +121,7 @@ def instance() -> None:
 
 @instance.command("add")
 @click.argument("name")
-@click.option("--node", "-n", "node", required=True, help="Primary node.")
+@click.option("--node", "-n", "node", help="Primary node (default: chosen; the job log says why).")
 @click.option(
     "--disk",
     "disks",
@@ -136,17 +136,21 @@ def instance() -> None:
 @click.option("--memory", default="64M", show_default=True, help="Guest memory (M/G suffix).")
 @click.option("--vcpus", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--no-start", is_flag=True, help="Create the disks but do not start the guest.")
+@click.option(
+    "--force", is_flag=True, help="Create disks even where the provider reports too little space."
+)
 @submit_option
 @pass_ctx
 def instance_add(
     ctx: Ctx,
     name: str,
-    node: str,
+    node: str | None,
     disks: tuple[str, ...],
     hypervisor: str,
     memory: str,
     vcpus: int,
     no_start: bool,
+    force: bool,
     submit_only: bool,
 ) -> None:
     """Create an instance's disks on external storage and start it on NODE."""
@@ -160,6 +164,7 @@ def instance_add(
         memory=mib,
         vcpus=vcpus,
         start=not no_start,
+        force=force,
     )
     job = run_opcode(ctx, op, submit_only=submit_only)
     if job:

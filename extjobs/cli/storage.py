@@ -14,12 +14,16 @@ import click
 
 from extjobs.cli import output
 from extjobs.cli.common import Ctx, output_option, pass_ctx, run_opcode, run_quiet, submit_option
+from extjobs.cli.pools import capacity_text, pool
 from extjobs.model.opcodes import OpExtStorageDiagnose, OpExtStorageInstall
 
 
 @click.group()
 def storage() -> None:
-    """ExtStorage providers."""
+    """ExtStorage providers and storage pools."""
+
+
+storage.add_command(pool)
 
 
 @storage.command("diagnose")
@@ -85,11 +89,17 @@ def _exit_if_unusable(result: Any) -> None:
         problems.append("no node answered")
     else:
         shown = sorted({name for r in answered for name in r["providers"]})
-        problems += [
-            f"provider {name} is valid on no node"
-            for name in shown
-            if not any(r["providers"].get(name, {}).get("valid") for r in answered)
-        ]
+        for name in shown:
+            statuses = [r["providers"][name] for r in answered if name in r["providers"]]
+            if any(st["valid"] for st in statuses):
+                continue
+            if all(st["path"] is None for st in statuses):
+                problems.append(
+                    f"provider {name} was not found on any node ({statuses[0]['reason']}); "
+                    f"install it with 'extjobs storage install DIR'"
+                )
+            else:
+                problems.append(f"provider {name} is valid on no node")
     if problems:
         output.say("; ".join(problems), err=True)
         sys.exit(UNUSABLE)
@@ -108,16 +118,17 @@ def storage_info(ctx: Ctx, providers: tuple[str, ...], fmt: str) -> None:
     """Show providers: the node groups where they are valid, and their parameters.
 
     Exits 3 when no node answered or a provider is valid on no node."""
-    result = _diagnose(ctx, providers)
+    result = run_quiet(ctx, OpExtStorageDiagnose(providers=providers, capacity=True), "diagnose")
     info: dict[str, Any] = {}
     for group_name, statuses in sorted(result["groups"].items()):
         for name, st in sorted(statuses.items()):
             entry = info.setdefault(
-                name, {"valid_groups": [], "invalid_groups": {}, "parameters": {}}
+                name, {"valid_groups": [], "invalid_groups": {}, "parameters": {}, "capacity": {}}
             )
             if st["valid"]:
                 entry["valid_groups"].append(group_name)
                 entry["parameters"].update(st["parameters"])
+                entry["capacity"][group_name] = st.get("capacity")
             else:
                 entry["invalid_groups"][group_name] = st["reasons"]
     if fmt == "json":
@@ -130,6 +141,8 @@ def storage_info(ctx: Ctx, providers: tuple[str, ...], fmt: str) -> None:
         for group_name, reasons in entry["invalid_groups"].items():
             why = "; ".join(f"{n}: {r}" for n, r in reasons.items())
             output.say(f"  not valid in {group_name}: {why}")
+        for group_name, cap in sorted(entry["capacity"].items()):
+            output.say(f"  capacity in {group_name}: {capacity_text(cap)}")
         output.say("  parameters:")
         for param, doc in sorted(entry["parameters"].items()):
             output.say(f"    {param:<16} {doc}")

@@ -23,7 +23,13 @@ from extjobs.lus.instance_ops import (
 from extjobs.lus.migrate import LUInstanceMigrate
 from extjobs.lus.node import LUNodeAdd, LUNodeQuery, LUNodeRemove
 from extjobs.lus.node_modify import LUNodeSetParams
-from extjobs.lus.pools import LUClusterSetParams, LUGroupSetParams
+from extjobs.lus.pools import (
+    LUClusterSetParams,
+    LUGroupSetParams,
+    LUStoragePoolAdd,
+    LUStoragePoolModify,
+    LUStoragePoolQuery,
+)
 from extjobs.lus.storage import LUExtStorageDiagnose, LUExtStorageInstall
 from extjobs.lus.verify import LUClusterVerify, LUVolumeCleanup
 from extjobs.model.opcodes import (
@@ -48,6 +54,9 @@ from extjobs.model.opcodes import (
     OpNodeQuery,
     OpNodeRemove,
     OpNodeSetParams,
+    OpStoragePoolAdd,
+    OpStoragePoolModify,
+    OpStoragePoolQuery,
     OpTestDelay,
     OpVolumeCleanup,
 )
@@ -68,6 +77,9 @@ LU_FOR: dict[type[OpCode], type[LogicalUnit[Any]]] = {
     OpExtStorageDiagnose: LUExtStorageDiagnose,
     OpExtStorageInstall: LUExtStorageInstall,
     OpVolumeCleanup: LUVolumeCleanup,
+    OpStoragePoolAdd: LUStoragePoolAdd,
+    OpStoragePoolModify: LUStoragePoolModify,
+    OpStoragePoolQuery: LUStoragePoolQuery,
     # instances
     OpInstanceCreate: LUInstanceCreate,
     OpInstanceRemove: LUInstanceRemove,

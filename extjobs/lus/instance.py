@@ -26,13 +26,14 @@ from typing import Any
 
 import attrs
 
-from extjobs.errors import ExtJobsError, InputError, NotFoundError, PrerequisiteError, ProviderError
+from extjobs.errors import ExtJobsError, PrerequisiteError, ProviderError
 from extjobs.extstorage.diagnose import ProviderStatus
 from extjobs.extstorage.names import Action
 from extjobs.extstorage.parameters import check_params
 from extjobs.hypervisors import get_hypervisor
 from extjobs.hypervisors.base import run_dir_for
 from extjobs.lus.base import LogicalUnit, Recovery, RecoveryAction, StepContext
+from extjobs.lus.capacity import shortages
 from extjobs.lus.cluster import require_cluster
 from extjobs.lus.instance_hv import start_guest, stop_guest
 from extjobs.lus.instance_storage import (
@@ -47,13 +48,15 @@ from extjobs.lus.instance_storage import (
     with_earlier_stderr,
 )
 from extjobs.lus.journal import Journal
+from extjobs.lus.placement import place_instance
+from extjobs.lus.pools import disk_params, pool_provider, resolve_disk
 from extjobs.lus.undo import UndoLog
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig, Disk, Instance
 from extjobs.model.config import Config
 from extjobs.model.jobs import LogKind
 from extjobs.model.locks import LockRequest, Mode
-from extjobs.model.opcodes import DiskSpec, OpInstanceCreate, OpInstanceRemove
+from extjobs.model.opcodes import OpInstanceCreate, OpInstanceRemove
 from extjobs.model.remote import CommandResult
 
 
@@ -76,39 +79,6 @@ def instance_summary(instance: Instance, config: ClusterConfig) -> dict[str, Any
     return data
 
 
-def resolve_disk(
-    config: ClusterConfig, spec: DiskSpec, index: int, group: str
-) -> tuple[str, str | None]:
-    """``(provider, pool)`` of a requested disk; raises for an unknown or unconnected pool."""
-    cluster = require_cluster(config)
-    if spec.pool is None:
-        assert spec.provider is not None
-        return spec.provider, None
-    provider = cluster.pools.get(spec.pool)
-    if provider is None:
-        known = ", ".join(sorted(cluster.pools)) or "none"
-        raise NotFoundError(
-            f"disk {index}: unknown storage pool {spec.pool!r} (known pools: {known})",
-            field=f"disks[{index}].pool",
-            pool=spec.pool,
-        )
-    if spec.provider is not None and spec.provider != provider:
-        raise InputError(
-            f"disk {index}: pool {spec.pool!r} uses provider {provider!r}, not {spec.provider!r}",
-            field=f"disks[{index}].provider",
-        )
-    connected = config.group(group).pools
-    if spec.pool not in connected:
-        raise PrerequisiteError(
-            f"disk {index}: storage pool {spec.pool!r} is not connected to node group "
-            f"{group!r} (connected: {', '.join(connected) or 'none'}); connect it with "
-            f"'extjobs group modify {group} --connect-pool {spec.pool}'",
-            pool=spec.pool,
-            group=group,
-        )
-    return provider, spec.pool
-
-
 class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
     OPCODE = OpInstanceCreate
 
@@ -117,11 +87,15 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
         self._undo = UndoLog()
 
     def locks(self, config: ClusterConfig) -> list[LockRequest]:
-        wanted = [
-            LockRequest.cluster(),
-            LockRequest.instance(self.op.instance_name),
-            LockRequest.node(self.op.pnode, Mode.SHARED),
-        ]
+        wanted = [LockRequest.cluster(), LockRequest.instance(self.op.instance_name)]
+        if self.op.pnode is None:
+            # To be placed: any node may be chosen.
+            return (
+                wanted
+                + [LockRequest.group(g, Mode.SHARED) for g in sorted(config.groups)]
+                + [LockRequest.node(n, Mode.SHARED) for n in sorted(config.nodes)]
+            )
+        wanted.append(LockRequest.node(self.op.pnode, Mode.SHARED))
         node = config.nodes.get(self.op.pnode)
         if node is not None:
             wanted.append(LockRequest.group(node.group, Mode.SHARED))
@@ -134,6 +108,12 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
             raise PrerequisiteError(
                 f"instance {op.instance_name!r} already exists", instance=op.instance_name
             )
+        get_hypervisor(op.hypervisor).check_instance(disks=len(op.disks))
+        if op.pnode is None:
+            for spec in op.disks:
+                if spec.pool is not None:
+                    pool_provider(config, spec.pool)
+            return
         node = config.node(op.pnode)
         if node.offline or node.drained:
             state = "offline" if node.offline else "drained"
@@ -141,7 +121,6 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
                 f"node {node.name} is {state}; new instances cannot be placed there",
                 node=node.name,
             )
-        get_hypervisor(op.hypervisor).check_instance(disks=len(op.disks))
         run_dir_for(cluster, node.name)
         for index, spec in enumerate(op.disks):
             resolve_disk(config, spec, index, node.group)
@@ -158,16 +137,33 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
                     provider=provider,
                     pool=pool,
                     name=spec.name,
-                    params=dict(spec.params),
+                    params=disk_params(config, spec),
                     access=spec.access,
                 )
             )
         return tuple(disks)
 
+    def _refuse_short(self, ctx: StepContext, node: str, short: list[str]) -> None:
+        """Refuse disks that do not fit (``short``), unless ``force``."""
+        if not short:
+            return
+        if self.op.force:
+            ctx.log("; ".join(short) + "; creating anyway (force)", kind=LogKind.WARNING)
+            return
+        raise PrerequisiteError(
+            "not enough storage: " + "; ".join(short) + "; nothing was created "
+            "(use --force to create anyway)",
+            node=node,
+        )
+
     async def exec(self, ctx: StepContext) -> Any:
         op = self.op
         cfg = ctx.config
-        node = cfg.node(op.pnode)
+        if op.pnode is None:
+            node = await place_instance(ctx, op)
+            run_dir_for(require_cluster(cfg), node.name)
+        else:
+            node = cfg.node(op.pnode)
         disks = self._disks(cfg, node.group)
         instance = Instance(
             name=op.instance_name,
@@ -187,6 +183,8 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
             common = {k: v for k, v in allowed[0].items() if all(k in a for a in allowed)}
             check_params(disk.provider, disk.params, common)
         ctx.log(f"disk parameters accepted by {', '.join(sorted(statuses))}")
+        if op.pnode is not None:  # placement checked the chosen node already
+            self._refuse_short(ctx, node.name, await shortages(ctx, node.name, statuses, disks))
 
         paths = [
             await self._make_disk(ctx, node.name, statuses[disk.provider], instance, disk)

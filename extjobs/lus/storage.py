@@ -25,6 +25,7 @@ from extjobs.extstorage.diagnose import (
 )
 from extjobs.extstorage.names import validate_provider_name
 from extjobs.lus.base import LogicalUnit, Recovery, RecoveryAction, StepContext
+from extjobs.lus.capacity import group_capacity, shown
 from extjobs.lus.cluster import require_cluster
 from extjobs.lus.instance_storage import timeout_of_step
 from extjobs.lus.journal import Journal
@@ -105,6 +106,21 @@ class LUExtStorageDiagnose(LogicalUnit[OpExtStorageDiagnose]):
             group: {name: codec.unstructure(st) for name, st in sorted(statuses.items())}
             for group, statuses in sorted(groups.items())
         }
+        if self.op.capacity:
+            for group, statuses in sorted(groups.items()):
+                for name, gst in sorted(statuses.items()):
+                    found = {
+                        n: answer[name]
+                        for n, answer in per_node.items()
+                        if n in gst.nodes and isinstance(answer, dict) and name in answer
+                    }
+                    cap = (
+                        await group_capacity(ctx, found, {})
+                        if gst.valid
+                        else {"total": None, "free": None, "shared": False, "nodes": {}}
+                    )
+                    group_out[group][name]["capacity"] = cap
+                    ctx.log(f"group {group}: provider {name}: {shown(cap)}")
         for group, statuses in sorted(groups.items()):
             for name, gst in sorted(statuses.items()):
                 ctx.log(

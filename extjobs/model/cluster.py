@@ -46,6 +46,10 @@ class Cluster:
     search_path: tuple[str, ...] | None = None
     #: Storage pools: pool name → provider name.
     pools: dict[str, str] = attrs.field(factory=dict)
+    #: Default provider parameters per pool (pool name → name → value), merged under a
+    #: disk's own parameters when the disk is created. A pool without defaults has no
+    #: entry; configurations stored before pools had parameters read as empty.
+    pool_params: dict[str, dict[str, str]] = attrs.field(factory=dict)
     default_group: str = "default"
     #: Where hypervisors keep pid files and control sockets on each node, as
     #: ``<hv_run_dir>/<node>/``; relative to the node user's login directory unless

@@ -126,6 +126,7 @@ class StorageOptions:
             "open": 60.0,
             "close": 60.0,
             "diagnose": 30.0,
+            "capacity": 30.0,
         },
     )
     output_cap: int = attrs.field(default=65536, validator=_number(1024, integer=True))
@@ -342,7 +343,7 @@ def config_from_dict(data: dict[str, Any], *, state_dir: Path | None = None) -> 
             )
         storage["search_path"] = tuple(storage["search_path"])
     if "timeouts" in storage:
-        bad = sorted(set(storage["timeouts"]) - set(ACTIONS) - {"diagnose", "install"})
+        bad = sorted(set(storage["timeouts"]) - set(ACTIONS) - {"diagnose", "install", "capacity"})
         if bad:
             raise ConfigError(f"unknown action(s) in [storage.timeouts]: {', '.join(bad)}")
         storage["timeouts"] = {**StorageOptions().timeouts, **storage["timeouts"]}

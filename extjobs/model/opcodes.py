@@ -178,6 +178,8 @@ class OpExtStorageDiagnose(OpCode):
     OP_ID: ClassVar[str] = "OP_EXTSTORAGE_DIAGNOSE"
     providers: tuple[str, ...] = ()
     nodes: tuple[str, ...] = attrs.field(default=(), validator=_names("node name"))
+    #: Also ask each provider valid in a group for its capacity (``storage info``).
+    capacity: bool = False
 
 
 @register_opcode
@@ -244,6 +246,10 @@ def _check_provider(value: object, field: str) -> None:
             f"{MAX_PROVIDER_NAME} (it names a directory)",
             field=field,
         )
+
+
+def _provider(_inst: object, attr: attrs.Attribute[str], value: str) -> None:
+    _check_provider(value, attr.name)
 
 
 def _provider_or_none(_inst: object, attr: attrs.Attribute[str | None], value: str | None) -> None:
@@ -322,12 +328,16 @@ class OpInstanceCreate(OpCode):
 
     OP_ID: ClassVar[str] = "OP_INSTANCE_CREATE"
     instance_name: str = attrs.field(validator=_name("instance name"))
-    pnode: str = attrs.field(validator=_name("node name"))
     disks: tuple[DiskSpec, ...] = attrs.field(validator=_disk_specs)
+    #: The primary node; ``None``: chosen (``extjobs.lus.placement``).
+    pnode: str | None = attrs.field(default=None, validator=_name_or_none("node name"))
     hypervisor: str = attrs.field(default=HypervisorName.FAKE.value, validator=_hypervisor)
     memory: int = attrs.field(default=64, validator=_positive)  # MiB
     vcpus: int = attrs.field(default=1, validator=_positive)
     start: bool = True
+    #: Create the disks even where the provider's ``capacity`` reports too little free
+    #: space (the check runs before anything is created).
+    force: bool = False
 
     def summary(self) -> str:
         return f"{self.OP_ID}({self.instance_name})"
@@ -428,6 +438,55 @@ class OpGroupSetParams(OpCode):
 
     def summary(self) -> str:
         return f"{self.OP_ID}({self.group_name})"
+
+
+@register_opcode
+@attrs.frozen
+class OpStoragePoolAdd(OpCode):
+    """Add a storage pool backed by ``provider``, with default provider parameters.
+
+    Refused unless the provider is valid in at least one node group, and unless the
+    parameters are declared by its ``parameters.list`` there."""
+
+    OP_ID: ClassVar[str] = "OP_STORAGE_POOL_ADD"
+    pool_name: str = attrs.field(validator=_name("pool name"))
+    provider: str = attrs.field(validator=_provider)
+    params: dict[str, str] = attrs.field(factory=dict, validator=_disk_params)
+
+    def summary(self) -> str:
+        return f"{self.OP_ID}({self.pool_name})"
+
+
+@register_opcode
+@attrs.frozen
+class OpStoragePoolModify(OpCode):
+    """Set default parameters of a pool (``params``, merged over the current ones) and
+    drop some (``remove_params``). Disks made before keep the parameters they got."""
+
+    OP_ID: ClassVar[str] = "OP_STORAGE_POOL_MODIFY"
+    pool_name: str = attrs.field(validator=_name("pool name"))
+    params: dict[str, str] = attrs.field(factory=dict, validator=_disk_params)
+    remove_params: tuple[str, ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        both = sorted(set(self.params) & set(self.remove_params))
+        if both:
+            raise InputError(
+                f"parameter(s) {', '.join(both)} both set and removed", field="remove_params"
+            )
+
+    def summary(self) -> str:
+        return f"{self.OP_ID}({self.pool_name})"
+
+
+@register_opcode
+@attrs.frozen
+class OpStoragePoolQuery(OpCode):
+    """The pools (``names``; all when empty): provider, parameters, connected groups and
+    the disks using them."""
+
+    OP_ID: ClassVar[str] = "OP_STORAGE_POOL_QUERY"
+    names: tuple[str, ...] = attrs.field(default=(), validator=_names("pool name"))
 
 
 # -- verification and repair -------------------------------------------------------------

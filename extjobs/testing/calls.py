@@ -27,6 +27,7 @@ from typing import Any
 
 import attrs
 
+from extjobs.extstorage.capacity import CAPACITY_SCRIPT
 from extjobs.extstorage.diagnose import DIAGNOSE_SCRIPT
 from extjobs.extstorage.names import Action
 from extjobs.hypervisors.fake import START_SCRIPT as FAKE_START_SCRIPT
@@ -112,6 +113,10 @@ def classify(seq: int, endpoint: Endpoint, command: RemoteCommand) -> Call:
                 disk=int(match.group(1)) if match else None,
                 volume=env["VOL_NAME"],
             )
+    if argv == ("/bin/sh", "-c", CAPACITY_SCRIPT):
+        return attrs.evolve(
+            base, kind="capacity", action="capacity", provider=env.get("EXTP_PROVIDER")
+        )
     if len(argv) >= 4 and argv[:2] == ("/bin/sh", "-c"):
         script, args = argv[2], tuple(argv[4:])
         if script == DIAGNOSE_SCRIPT:

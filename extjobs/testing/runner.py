@@ -36,6 +36,7 @@ import anyio.lowlevel
 import attrs
 
 from extjobs.errors import ExtJobsError, NodeError, NodeUnreachableError
+from extjobs.extstorage.capacity import NO_SCRIPT as NO_CAPACITY_SCRIPT
 from extjobs.extstorage.diagnose import FORMAT_HEADER
 from extjobs.model.remote import CommandResult, Endpoint, RemoteCommand
 from extjobs.nodes.runner import UnixStream
@@ -61,6 +62,10 @@ class FakeProvider:
     parameters: Mapping[str, str] = attrs.field(factory=lambda: {"dir": "volume directory"})
     optional: tuple[str, ...] = ("open", "close")
     exclusive: bool = False
+    #: What its ``capacity`` script reports: ``(total, free)`` MiB, or ``None`` for a
+    #: provider without one; ``shared``: the same figures on every node of a group.
+    capacity: tuple[int, int] | None = None
+    shared: bool = False
 
 
 @attrs.define
@@ -311,6 +316,7 @@ class ScriptedRunner:
             "hypervisor": self._hypervisor,
             "block-device-check": self._block_device,
             "size-check": self._size,
+            "capacity": self._capacity,
         }.get(call.kind)
         if answer is not None:
             return answer(call)
@@ -353,6 +359,13 @@ class ScriptedRunner:
             lines.append("end")
         lines.append("done")
         return CommandResult(0, "\n".join(lines) + "\n")
+
+    def _capacity(self, call: Call) -> CommandResult:
+        provider = self.providers.get(call.provider or "")
+        if provider is None or provider.capacity is None:
+            return CommandResult(0, NO_CAPACITY_SCRIPT + "\n")
+        total, free = provider.capacity
+        return CommandResult(0, f"{total} {free}\n" + ("shared\n" if provider.shared else ""))
 
     def _hypervisor(self, call: Call) -> CommandResult:
         run_dir, key = call.args[0], call.args[1]

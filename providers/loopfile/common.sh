@@ -32,9 +32,12 @@ case $VOL_DIR in
 esac
 
 VOL_NAME=${VOL_NAME:-}
-case $VOL_NAME in
-  '' | .* | */*) die "invalid or missing VOL_NAME '$VOL_NAME'" ;;
-esac
+# capacity is about the directory, not a volume: it gets no VOL_NAME.
+if [ "$ACTION" != capacity ]; then
+  case $VOL_NAME in
+    '' | .* | */*) die "invalid or missing VOL_NAME '$VOL_NAME'" ;;
+  esac
+fi
 
 IMG=$VOL_DIR/$VOL_NAME.img
 META=$VOL_DIR/$VOL_NAME.meta
@@ -177,4 +180,13 @@ verify_dir() {
   [ -w "$VOL_DIR" ] || die "volume directory $VOL_DIR is not writable"
   command -v flock >/dev/null 2>&1 || die "flock(1) is not installed"
   command -v truncate >/dev/null 2>&1 || die "truncate(1) is not installed"
+}
+
+# report_capacity: total and free MiB of the file system holding the volume directory,
+# then "shared" (every node sees the same directory). See docs/providers.md.
+report_capacity() {
+  need_dir
+  # POSIX df: 1024-byte blocks; line 2 is "fs total used available capacity mount".
+  _df=$(df -P -k -- "$VOL_DIR") || die "cannot read the free space of $VOL_DIR"
+  printf '%s\n' "$_df" | awk 'NR == 2 { printf "%d %d\nshared\n", $2 / 1024, $4 / 1024 }'
 }

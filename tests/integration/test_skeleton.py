@@ -189,7 +189,7 @@ def test_diagnose_exits_3_when_a_provider_is_valid_on_no_node(cluster3: TestClus
             assert "provider sharedfile is valid on no node" in out.stderr
         missing = cluster3.cli("storage", "diagnose", "nosuchprovider")
         assert missing.returncode == 3
-        assert "provider nosuchprovider is valid on no node" in missing.stderr
+        assert "provider nosuchprovider was not found on any node" in missing.stderr
     finally:
         for node in ("node1", "node2", "node3"):
             (cluster3.search_path(cluster3.node(node)) / "sharedfile" / "attach").chmod(0o755)

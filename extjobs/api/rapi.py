@@ -53,7 +53,7 @@ from extjobs.model.opcodes import (
     OpInstanceShutdown,
     OpInstanceStartup,
 )
-from extjobs.model.requests import JobRequest
+from extjobs.model.requests import JobRequest, check_strings
 
 log = logging.getLogger("extjobs.api.rapi")
 
@@ -137,10 +137,19 @@ async def _body(request: Request) -> dict[str, Any]:
         body = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise bad_request(f"Unable to parse JSON data: {exc}") from None
+    except RecursionError:
+        # json's decoder recurses once per nested array or object.
+        raise bad_request("Unable to parse JSON data: nested too deeply") from None
     if body is None:
         return {}
     if not isinstance(body, dict):
         raise bad_request("Invalid body contents, not a dictionary")
+    try:
+        # No lone surrogate, NUL or over-long text reaches a job (it could be neither
+        # stored nor shown nor passed to a node).
+        check_strings(body, "body")
+    except InputError as exc:
+        raise bad_request(exc.message) from None
     return body
 
 

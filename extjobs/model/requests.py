@@ -106,6 +106,17 @@ def _each_string(data: Any, where: str, check: Callable[[str, str], None]) -> No
             todo += [(item, f"{place}.{key}") for key, item in reversed(list(value.items()))]
 
 
+def check_strings(data: Any, where: str) -> None:
+    """Refuse (InputError naming the place) a string anywhere in ``data`` that holds a
+    lone surrogate or a NUL, or is longer than :data:`MAX_TEXT`."""
+
+    def check(text: str, place: str) -> None:
+        _encodable(text, place)
+        _bounded(text, place)
+
+    _each_string(data, where, check)
+
+
 def decode_job_request(data: Any, *, where: str = "job") -> JobRequest:
     """``{"ops": [...], "priority": p, "depends": [[id, [statuses]]], "reason": text}`` or
     a bare op list."""

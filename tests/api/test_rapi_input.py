@@ -338,6 +338,13 @@ async def test_bad_create_requests_are_refused_with_ganeti_errors(
         pytest.param(b"[1, 2]", "not a dictionary", id="list"),
         pytest.param(b'"x"', "not a dictionary", id="string"),
         pytest.param(b"\xff\xfe", "Unable to parse JSON", id="binary"),
+        pytest.param(b"[" * 100_000, "nested too deeply", id="deep"),
+        pytest.param(
+            b'{"__version__": 1, "instance_name": "w", "reason": "x\\ud800"}',
+            "lone surrogate",
+            id="surrogate",
+        ),
+        pytest.param(b'{"__version__": 1, "x": "a\\u0000b"}', "NUL", id="nul"),
     ],
 )
 async def test_malformed_bodies_are_400(app: App, content: bytes, text: str) -> None:

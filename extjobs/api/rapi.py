@@ -28,14 +28,12 @@ from starlette.routing import Route
 import extjobs
 from extjobs.api import rapi_views as views
 from extjobs.api.rapi_users import ganeti_error
+from extjobs.api.views import http_status
 from extjobs.engine.standby import QueueView
 from extjobs.errors import (
     ExtJobsError,
     InputError,
-    NotFoundError,
-    QueueFullError,
     StateError,
-    StoreError,
 )
 from extjobs.lus import LU_FOR
 from extjobs.model.config import Config
@@ -93,18 +91,6 @@ def bad_request(message: str) -> HttpError:
     return HttpError(400, message)
 
 
-def _status_for(exc: ExtJobsError) -> int:
-    if isinstance(exc, QueueFullError | StoreError):
-        return 503
-    if isinstance(exc, InputError):
-        return 400
-    if isinstance(exc, NotFoundError):
-        return 404
-    if isinstance(exc, StateError):
-        return 409
-    return 500
-
-
 Handler = Callable[[Request], Awaitable[Any]]
 T = TypeVar("T")
 
@@ -116,7 +102,7 @@ def _endpoint(fn: Handler) -> Callable[[Request], Awaitable[Response]]:
         except HttpError as exc:
             return ganeti_error(exc.status, exc.message)
         except ExtJobsError as exc:
-            return ganeti_error(_status_for(exc), exc.message)
+            return ganeti_error(http_status(exc), exc.message)
         except Exception:
             log.exception("internal error serving %s %s", request.method, request.url.path)
             return ganeti_error(500, "internal error; see the daemon log")

@@ -25,15 +25,13 @@ from starlette.routing import Route
 
 import extjobs
 from extjobs.api.auth import SUBMITTER
-from extjobs.api.views import job_view, log_view
+from extjobs.api.views import http_status, job_view, log_view
 from extjobs.engine.standby import Master, QueueView
 from extjobs.errors import (
     ExtJobsError,
     InputError,
     NotFoundError,
-    QueueFullError,
     StateError,
-    StoreError,
 )
 from extjobs.model import codec
 from extjobs.model.requests import decode_submission
@@ -50,18 +48,6 @@ Handler = Callable[[Request], Awaitable[Response]]
 Backup = Callable[[Path], dict[str, Any]]
 
 
-def _status_for(exc: ExtJobsError) -> int:
-    if isinstance(exc, QueueFullError | StoreError):
-        return 503
-    if isinstance(exc, InputError):
-        return 400
-    if isinstance(exc, NotFoundError):
-        return 404
-    if isinstance(exc, StateError):
-        return 409
-    return 500
-
-
 def error_response(status: int, kind: str, message: str, **fields: Any) -> JSONResponse:
     return JSONResponse({"error": {"kind": kind, "message": message, **fields}}, status_code=status)
 
@@ -71,7 +57,7 @@ def _endpoint(fn: Handler) -> Handler:
         try:
             return await fn(request)
         except ExtJobsError as exc:
-            return JSONResponse({"error": exc.to_dict()}, status_code=_status_for(exc))
+            return JSONResponse({"error": exc.to_dict()}, status_code=http_status(exc))
         except Exception:
             log.exception("internal error serving %s %s", request.method, request.url.path)
             return error_response(500, "internal", "internal error; see the daemon log")

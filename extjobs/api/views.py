@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from extjobs.errors import (
+    ExtJobsError,
+    InputError,
+    NotFoundError,
+    QueueFullError,
+    StateError,
+    StoreError,
+)
 from extjobs.model.jobs import Job, LogEntry
 
 
@@ -51,3 +59,16 @@ def job_view(job: Job, *, detail: bool = True) -> dict[str, Any]:
             for op in job.ops
         ]
     return out
+
+
+def http_status(exc: ExtJobsError) -> int:
+    """The HTTP status an error of the engine is answered with (both APIs)."""
+    if isinstance(exc, QueueFullError | StoreError):
+        return 503
+    if isinstance(exc, InputError):
+        return 400
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, StateError):
+        return 409
+    return 500

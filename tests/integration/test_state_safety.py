@@ -4,6 +4,7 @@ a backup taken while jobs are written, and a restore into a new state directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from extjobs.api.client import Client
+from extjobs.errors import ExtJobsError
 from extjobs.testing.processes import DaemonProcess, daemon_env, write_daemon_config
 from tests.harness.cluster import REPO, TestCluster, start_cluster
 
@@ -249,3 +251,50 @@ def test_a_damaged_store_file_is_named_with_what_to_do(cluster1: TestCluster) ->
     assert "extjobs daemon --restore FILE" in said
     assert ".recover" in said
     assert "Traceback" not in refused.stderr
+
+
+@pytest.mark.root
+def test_a_state_directory_whose_filesystem_fills_during_a_job(tmp_path: Path) -> None:
+    """The state directory on a small tmpfs of its own, filled while a job runs: the
+    daemon keeps answering, refuses submissions naming the cause, and once space is back
+    the interrupted job is recovered and new jobs run."""
+    base = tmp_path / "cluster"
+    state = base / "state"
+    state.mkdir(parents=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=32m,mode=0700", "tmpfs", str(state)], check=True
+    )
+    filler = state / "filler"
+    try:
+        with start_cluster("embedded", 1, base) as c:
+            c.init(providers=())
+            delay = {"OP_ID": "OP_TEST_DELAY", "duration": 1, "repeat": 4, "on_nodes": ["node1"]}
+            [job_id] = c.client.submit({"ops": [delay]})
+            deadline = time.monotonic() + 30
+            while not any(e["type"] == "step" for e in c.client.job(job_id)["log"]):
+                assert time.monotonic() < deadline, "the job's first step never ended"
+                time.sleep(0.05)
+            with filler.open("wb", buffering=0) as f:  # every byte the filesystem has left
+                for size in (1 << 20, 4096, 512):
+                    with contextlib.suppress(OSError):
+                        while f.write(b"\0" * size):
+                            pass
+            # The daemon answers; a submission is refused with the store's reason.
+            assert c.client.info()
+            with pytest.raises(ExtJobsError, match="full"):
+                c.client.submit({"ops": [delay]})
+            # The running job cannot journal its next step: it stops, and the daemon says why.
+            deadline = time.monotonic() + 30
+            while not c.client.info()["statistics"]["store_trouble"]:
+                assert time.monotonic() < deadline, c.client.info()
+                time.sleep(0.1)
+            assert "full" in c.client.info()["statistics"]["store_trouble"]
+            assert c.daemon.process is not None
+            assert c.daemon.process.poll() is None
+            filler.unlink()
+            job = c.wait(job_id, timeout=120)
+            assert job["status"] == "success", json.dumps(job["log"][-5:], indent=1)
+            assert any(e["type"] == "recovery" for e in job["log"]), job["log"]
+            assert c.run_job([{"OP_ID": "OP_TEST_DELAY", "duration": 0}])["status"] == "success"
+    finally:
+        subprocess.run(["umount", "-l", str(state)], check=False)

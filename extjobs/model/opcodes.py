@@ -18,7 +18,7 @@ import attrs
 from extjobs.errors import InputError, UnknownOpcodeError
 from extjobs.model import codec
 from extjobs.model.cluster import HypervisorName, check_name
-from extjobs.model.volume import MAX_PROVIDER_NAME, check_params_bounds
+from extjobs.model.volume import MAX_PROVIDER_NAME, check_params_bounds, validate_provider_name
 
 
 def _names(kind: str) -> Any:
@@ -36,6 +36,32 @@ def _name(kind: str) -> Any:
         check_name(kind, value, attr.name)
 
     return validate
+
+
+def _optional_name(kind: str) -> Any:
+    def validate(_inst: object, attr: attrs.Attribute[str | None], value: str | None) -> None:
+        if value is not None:
+            check_name(kind, value, attr.name)
+
+    return validate
+
+
+#: A POSIX login name (what ``useradd`` accepts by default), at most 32 characters.
+_LOGIN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+
+
+def _login(_inst: object, attr: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or _LOGIN_RE.fullmatch(value) is None:
+        raise InputError(
+            f"invalid login name {value!r}: letters, digits, '_', '.' and '-', at most 32, "
+            "starting with a letter or '_'",
+            field=attr.name,
+        )
+
+
+def _optional_provider(_inst: object, _attr: object, value: str | None) -> None:
+    if value is not None:
+        validate_provider_name(value)
 
 
 def _port(_inst: object, _attr: object, value: int) -> None:
@@ -125,8 +151,8 @@ class OpNodeAdd(OpCode):
     node_name: str = attrs.field(validator=_name("node name"))
     address: str | None = attrs.field(default=None, validator=_address)
     port: int = attrs.field(default=22, validator=_port)
-    user: str = "root"
-    group: str | None = None
+    user: str = attrs.field(default="root", validator=_login)
+    group: str | None = attrs.field(default=None, validator=_optional_name("group name"))
     #: The node's SSH host key (``ssh-ed25519 AAAA…``) to pin; or accept_new_host_key.
     host_key: str | None = None
     accept_new_host_key: bool = False
@@ -189,9 +215,9 @@ class OpExtStorageInstall(OpCode):
 
     OP_ID: ClassVar[str] = "OP_EXTSTORAGE_INSTALL"
     source: str
-    provider: str | None = None
+    provider: str | None = attrs.field(default=None, validator=_optional_provider)
     nodes: tuple[str, ...] = attrs.field(default=(), validator=_names("node name"))
-    group: str | None = None
+    group: str | None = attrs.field(default=None, validator=_optional_name("group name"))
 
     def summary(self) -> str:
         return f"{self.OP_ID}({self.provider or self.source})"

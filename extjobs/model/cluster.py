@@ -61,6 +61,8 @@ class Cluster:
 class NodeGroup:
     name: str = attrs.field(validator=_name_validator("group name"))
     pools: tuple[str, ...] = ()
+    #: The watcher fails the instances of a dead node over (after its fence succeeded).
+    auto_failover: bool = False
 
 
 @attrs.frozen
@@ -101,6 +103,18 @@ class Disk:
         return f"{self.uuid}.ext.disk{self.index}"
 
 
+@attrs.frozen
+class Snapshot:
+    """A provider snapshot of one disk (``instance snapshot``)."""
+
+    name: str
+    disk_uuid: str
+    size: int  # MiB
+    created: float = 0.0
+    #: How the guest's I/O was made consistent: ``fsfreeze``, ``pause`` or ``none``.
+    frozen_by: str = "none"
+
+
 class HypervisorName(enum.Enum):
     """The hypervisor backends (``extjobs.hypervisors``); configs, opcodes and the API
     carry the value, a plain string."""
@@ -123,6 +137,14 @@ class Instance:
     #: means the instance is being removed: its remaining ``disks`` need cleanup and
     #: ``instance remove`` tries again.
     cleanup: dict[str, str] = attrs.field(factory=dict)
+    #: The watcher restarts this instance when it should run and does not.
+    auto_restart: bool = True
+    #: Per-instance override of its group's ``auto_failover``; ``None``: the group's.
+    auto_failover: bool | None = None
+    #: Disks detached from the instance but kept (``instance modify --disk N:detach``).
+    detached_disks: tuple[Disk, ...] = ()
+    #: Snapshots taken of the instance's disks, oldest first.
+    snapshots: tuple[Snapshot, ...] = ()
 
 
 @attrs.frozen

@@ -22,14 +22,17 @@ from typing import Any
 import anyio
 import uvicorn
 from anyio.abc import TaskStatus
+from prometheus_client import disable_created_metrics
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from extjobs.api.auth import TokenAuth, WithSubmitter, load_tokens, unix_submitter
+from extjobs.api.metrics import build_metrics_app
 from extjobs.api.rapi import build_rapi_app
 from extjobs.api.rapi_users import BasicAuth
 from extjobs.api.server import build_app
 from extjobs.engine.configmgr import ConfigManager
 from extjobs.engine.leadership import Leadership
+from extjobs.engine.metrics import Metrics
 from extjobs.engine.queue import JobQueue
 from extjobs.engine.standby import Master, QueueView, StandbyQueue, serve_master
 from extjobs.engine.writer import GroupWriter
@@ -211,7 +214,7 @@ def set_aside(store: Store, rows: Sequence[str]) -> None:
 
 
 def _compose(
-    config: Config, store: Store, runner: SSHRunner
+    config: Config, store: Store, runner: SSHRunner, metrics: Metrics
 ) -> tuple[QueueView, Callable[..., Coroutine[Any, Any, None]], Callable[[], None]]:
     """The API's view, the coroutine that runs the jobs, and what closes the rest.
 
@@ -220,7 +223,8 @@ def _compose(
     store handle fenced at its epoch (see :mod:`extjobs.store.shared`) and a group
     writer (:mod:`extjobs.engine.writer`) on a handle of its own."""
     if not isinstance(store, SharedStore):
-        queue = JobQueue(store, ConfigManager(store), runner, config)
+        queue = JobQueue(store, ConfigManager(store), runner, config, metrics=metrics)
+        metrics.watch(lambda: queue)
         return queue, queue.serve, lambda: None
     name = config.store.master_name or socket.gethostname()
     address = str(config.socket_path)
@@ -245,8 +249,18 @@ def _compose(
         writer = GroupWriter(writer_store)
         configmgr = ConfigManager(leader_store, writer)
         return JobQueue(
-            leader_store, configmgr, runner, config, leadership=leadership, writer=writer
+            leader_store,
+            configmgr,
+            runner,
+            config,
+            leadership=leadership,
+            writer=writer,
+            metrics=metrics,
         )
+
+    metrics.watch(
+        lambda: master.current if isinstance(master.current, JobQueue) else None, leadership
+    )
 
     def close() -> None:
         leader_store.close()
@@ -257,12 +271,16 @@ def _compose(
 
 
 async def _serve_store(config: Config, store: Store, task_status: TaskStatus[QueueView]) -> None:
-    runner = SSHRunner(config.ssh, output_cap=config.storage.output_cap)
-    queue, serve_jobs, close = _compose(config, store, runner)
+    # One registry per daemon: daemons sharing a process never share a number. The
+    # ``*_created`` series (the time each counter appeared) would double every scrape.
+    disable_created_metrics()
+    metrics = Metrics()
+    runner = SSHRunner(config.ssh, output_cap=config.storage.output_cap, observer=metrics)
+    queue, serve_jobs, close = _compose(config, store, runner, metrics)
     backup = None
     if isinstance(store, SqliteStore):
         backup = functools.partial(backup_sqlite, config.db_path)
-    app = build_app(queue, backup=backup)
+    app = build_app(queue, backup=backup, metrics=metrics.registry)
     servers = [
         (
             _Server(_uvicorn_config(app, http=_PeerCredProtocol)),
@@ -298,6 +316,11 @@ async def _serve_store(config: Config, store: Store, task_status: TaskStatus[Que
             rapi_auth, ssl_certfile=config.rapi.tls_cert, ssl_keyfile=config.rapi.tls_key
         )
         servers.append((_Server(rapi_config), listener))
+    if config.metrics.listen is not None:
+        # Plain HTTP, no token: meant for a scraper on this host (docs/monitoring.md).
+        scrape = socket.create_server(config.metrics.host_port, reuse_port=False)
+        scrape.setblocking(False)
+        servers.append((_Server(_uvicorn_config(build_metrics_app(metrics.registry))), scrape))
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(serve_jobs)
@@ -329,6 +352,8 @@ async def _serve_store(config: Config, store: Store, task_status: TaskStatus[Que
             log.info("extjobs daemon listening on %s", config.socket_path)
             if config.rapi is not None:
                 log.info("remote API (Ganeti RAPI 2) listening on %s", config.rapi.listen)
+            if config.metrics.listen is not None:
+                log.info("metrics (plain HTTP) on http://%s/metrics", config.metrics.listen)
             task_status.started(queue)
     finally:
         with anyio.move_on_after(5, shield=True):

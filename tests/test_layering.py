@@ -51,6 +51,8 @@ THIRD_PARTY_ONLY_IN = {
     "starlette": {"api"},
     "httpx": {"api"},
     "click": {"cli"},
+    # Metrics are collected in the engine and exposed by the API (and its own listener).
+    "prometheus_client": {"engine", "api", "daemon"},
 }
 
 

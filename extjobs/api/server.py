@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 import attrs
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -25,6 +26,7 @@ from starlette.routing import Route
 
 import extjobs
 from extjobs.api.auth import SUBMITTER
+from extjobs.api.metrics import metrics_route
 from extjobs.api.views import http_status, job_view, log_view
 from extjobs.engine.standby import Master, QueueView
 from extjobs.errors import (
@@ -149,11 +151,16 @@ def submitted_by(submitter: str | None, user: str) -> bool:
     return user == submitter or (":" not in user and submitter.partition(":")[2] == user)
 
 
-def build_app(target: QueueView, *, backup: Backup | None = None) -> Starlette:
+def build_app(
+    target: QueueView,
+    *,
+    backup: Backup | None = None,
+    metrics: CollectorRegistry | None = None,
+) -> Starlette:
     """The ASGI application of one master: its queue, or a :class:`Master` that switches
     between the leader's queue and a standby's view of the shared store; ``backup``
     (blocking, run in a worker thread) serves ``POST /v1/backup`` where the store can be
-    copied online."""
+    copied online; ``metrics`` is served as ``GET /metrics`` (:mod:`extjobs.api.metrics`)."""
     master = target if isinstance(target, Master) else Master(target)
     queue: QueueView = master
 
@@ -325,4 +332,6 @@ def build_app(target: QueueView, *, backup: Backup | None = None) -> Starlette:
         Route("/v1/instances", instances, methods=["GET"]),
         Route("/v1/instances/{name}", instance, methods=["GET"]),
     ]
+    if metrics is not None:
+        routes.append(metrics_route(metrics))
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: bad_method})

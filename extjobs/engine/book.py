@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 import attrs
 
+from extjobs.engine.metrics import Metrics
 from extjobs.engine.recovery import requeue_at_load
 from extjobs.engine.writer import SyncWriter, Writer
 from extjobs.errors import NotFoundError
@@ -36,9 +37,15 @@ class JobBook:
     """Jobs in memory, written through to the store (see the module docstring)."""
 
     def __init__(
-        self, store: Store, on_change: Callable[[], None], writer: Writer | None = None
+        self,
+        store: Store,
+        on_change: Callable[[], None],
+        writer: Writer | None = None,
+        *,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics
         self.writer: Writer = writer or SyncWriter(store)
         self._on_change = on_change
         #: The decided view (what the engine acts on) and the shown one (committed).
@@ -165,6 +172,8 @@ class JobBook:
         for job in jobs:
             self._jobs[job.id] = job
             self._unfinished[job.id] = None
+        if self.metrics is not None:
+            self.metrics.jobs_submitted(len(jobs))
         self._on_change()
 
     def adopt(self, job: Job, serial: int) -> None:
@@ -177,6 +186,8 @@ class JobBook:
         self._shown[job.id] = job
         if not job.status.finalized:
             self._unfinished[job.id] = None
+        if self.metrics is not None:
+            self.metrics.jobs_submitted(1)
         self._notify(job.id)
         self._on_change()
 
@@ -261,6 +272,8 @@ class JobBook:
                 {"op": index, "status": status.value, "job_status": new.status.value},
             )
             saved = self.save(new, [entry])
+            if self.metrics is not None:
+                self.metrics.op_changed(op, saved, now)
         if finishing:
             self.finished += 1
         return saved

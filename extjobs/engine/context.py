@@ -27,6 +27,7 @@ import attrs
 from extjobs.engine.configmgr import ConfigManager
 from extjobs.engine.local import run_local_process
 from extjobs.engine.memo import Memo
+from extjobs.engine.metrics import Metrics
 from extjobs.engine.writer import Writer
 from extjobs.errors import (
     CommandTimeoutError,
@@ -142,6 +143,8 @@ class Services:
     writer: Writer
     #: Whether this master may start steps (it leads; always, with one master).
     may_act: Callable[[], bool] = lambda: True
+    #: The daemon's metrics (None: not measured, as in unit tests).
+    metrics: Metrics | None = None
 
 
 class JobLogger(Protocol):
@@ -247,19 +250,23 @@ class JobContext:
 
     @contextlib.asynccontextmanager
     async def _journalled(
-        self, node: str, description: str, entry: Entry
+        self, node: str, description: str, entry: Entry, *, kills: bool = False
     ) -> AsyncIterator[_Outcome]:
         """Journal one step around the block: ``started`` before it, then ``done`` or
         ``failed`` with the record the block leaves in the outcome (or the error, or the
-        cancellation), and one job-log line either way."""
+        cancellation), and one job-log line either way. ``kills``: the block runs a
+        command that is killed on a timeout or a cancel (counted so in the metrics)."""
         if self._move is not None and entry.move is None:
             entry = attrs.evolve(entry, move=self._move)
         outcome = _Outcome(await self._journal.start(node, description, entry))
         extra = {"node": node, **log_fields(entry.payload, entry.move)}
         started = time.monotonic()
+        metrics = self._services.metrics
         try:
             yield outcome
         except ExtJobsError as exc:
+            if metrics is not None:
+                metrics.step_ended(entry.payload, node, started, error=exc, kills=kills)
             record = {"error": exc.to_dict(), "duration": round(time.monotonic() - started, 6)}
             # What a killed or lost command printed is kept like any other output.
             for key in ("stdout_tail", "stderr_tail"):
@@ -269,8 +276,10 @@ class JobContext:
                 outcome, StepStatus.FAILED, record, f"{node}: {description}: {exc.message}", extra
             )
             raise
-        except BaseException:
+        except BaseException as exc:
             # Cancelled (job cancel or shutdown): the runner killed the remote group.
+            if metrics is not None:
+                metrics.step_ended(entry.payload, node, started, error=exc, kills=kills)
             record = {
                 "error": {"kind": "canceled", "message": "step canceled"},
                 "duration": round(time.monotonic() - started, 6),
@@ -279,6 +288,10 @@ class JobContext:
                 outcome, StepStatus.FAILED, record, f"{node}: {description}: canceled", extra
             )
             raise
+        if metrics is not None:
+            metrics.step_ended(
+                entry.payload, node, started, failed=outcome.status is StepStatus.FAILED
+            )
         duration = round(time.monotonic() - started, 6)
         record = outcome.record if outcome.record is not None else {"duration": duration}
         summary = outcome.summary or f"done in {duration * 1000:.1f} ms"
@@ -336,7 +349,9 @@ class JobContext:
     async def run(self, step: Step) -> CommandResult:
         number = CRASH.step(self.job_id)
         await CRASH.check("before", self.job_id, number)
-        async with self._journalled(step.node, step.description, Entry.of(step)) as outcome:
+        async with self._journalled(
+            step.node, step.description, Entry.of(step), kills=True
+        ) as outcome:
             await CRASH.check("started", self.job_id, number)
             result = await self._runner.run(
                 self._endpoint(step),
@@ -385,7 +400,7 @@ class JobContext:
         entry = Entry(payload or LocalRun(), command=command)
         number = CRASH.step(self.job_id)
         await CRASH.check("before", self.job_id, number)
-        async with self._journalled("master", description, entry) as outcome:
+        async with self._journalled("master", description, entry, kills=True) as outcome:
             await CRASH.check("started", self.job_id, number)
             result = await run_local_process(
                 argv, full_env, timeout=timeout, cap=self.options.storage.output_cap

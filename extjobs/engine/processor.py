@@ -17,6 +17,7 @@ a job that cannot record its progress starts no further step.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -97,9 +98,12 @@ class Processor:
             return False
         if not recovering:
             book.set_op(job_id, index, OpStatus.WAITING)
+        asked = time.monotonic()
         async with self._locks.acquire(
             job_id, wanted, priority=job.priority, on_wait=self._on_wait(job_id)
         ):
+            if self._services.metrics is not None:
+                self._services.metrics.lock_waited(state.op_id, time.monotonic() - asked)
             book.set_waiting(job_id, None)
             if recovering:
                 return await self._recover_op(job_id, index, lu, ctx, canceled)

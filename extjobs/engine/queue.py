@@ -37,6 +37,7 @@ from extjobs.engine.context import Services
 from extjobs.engine.leadership import Leadership
 from extjobs.engine.locks import LockManager
 from extjobs.engine.memo import Memo
+from extjobs.engine.metrics import Metrics
 from extjobs.engine.processor import Processor
 from extjobs.engine.purge import purge_old
 from extjobs.engine.scheduler import Fail, Wait, dependency_verdict, pick
@@ -74,6 +75,7 @@ class JobQueue:
         *,
         leadership: Leadership | None = None,
         writer: Writer | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.options = options
         self.locks = locks or LockManager()
@@ -86,11 +88,11 @@ class JobQueue:
         #: configuration manager must write through the same one, in the same order.
         self.writer: Writer = writer or SyncWriter(store)
         self._services = Services(
-            configmgr, runner, options, self.memo, store, self.writer, may_act
+            configmgr, runner, options, self.memo, store, self.writer, may_act, metrics
         )
         self._store = store
         self._wakeup = anyio.Event()
-        self._book = JobBook(store, self._wakeup_soon, self.writer)
+        self._book = JobBook(store, self._wakeup_soon, self.writer, metrics=metrics)
         self._processor = Processor(self._book, self.locks, self._services)
         self._workers: dict[int, anyio.CancelScope] = {}
         self._cancel_requested: set[int] = set()
@@ -110,6 +112,11 @@ class JobQueue:
     def config(self) -> ClusterConfig:
         """The cluster configuration as the store holds it (a frozen snapshot)."""
         return self._services.configmgr.shown
+
+    @property
+    def book(self) -> JobBook:
+        """The jobs held in memory (read by the metrics at scrape time)."""
+        return self._book
 
     def get(self, job_id: int) -> Job:
         """The job; raises NotFoundError."""

@@ -271,6 +271,21 @@ class RapiOptions:
 
 
 @attrs.frozen
+class MetricsOptions:
+    """``GET /metrics`` (docs/monitoring.md): always on the API's listeners (the Unix
+    socket, and the TCP listener with its token); with ``listen``, also on that plain-HTTP
+    ``HOST:PORT`` with no authentication, for a local Prometheus."""
+
+    listen: str | None = attrs.field(default=None, validator=attrs.validators.optional(_listen))
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        assert self.listen is not None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@attrs.frozen
 class Config:
     state_dir: Path = Path("/var/lib/extjobs")
     socket: Path | None = None
@@ -281,6 +296,7 @@ class Config:
     storage: StorageOptions = StorageOptions()
     queue: QueueOptions = QueueOptions()
     store: StoreOptions = StoreOptions()
+    metrics: MetricsOptions = MetricsOptions()
 
     @property
     def socket_path(self) -> Path:
@@ -331,7 +347,9 @@ def config_from_dict(data: dict[str, Any], *, state_dir: Path | None = None) -> 
     queue = _section(data, "queue")
     store = _build(StoreOptions, _section(data, "store"), "store")
     check_store_url(store.url)
-    unknown = sorted(set(data) - {"daemon", "ssh", "storage", "queue", "store", "rapi"})
+    known_sections = {"daemon", "ssh", "storage", "queue", "store", "rapi"}
+    known_sections.add("metrics")
+    unknown = sorted(set(data) - known_sections)
     if unknown:
         raise ConfigError(f"unknown section(s): {', '.join(unknown)}", section=unknown[0])
     if "search_path" in storage:
@@ -403,6 +421,7 @@ def config_from_dict(data: dict[str, Any], *, state_dir: Path | None = None) -> 
         storage=_build(StorageOptions, storage, "storage"),
         queue=_build(QueueOptions, queue, "queue"),
         store=store,
+        metrics=_build(MetricsOptions, _section(data, "metrics"), "metrics"),
     )
 
 

@@ -48,6 +48,7 @@ from extjobs.model.remote import CommandResult, Endpoint, RemoteCommand
 from extjobs.nodes.command import kill_line, parse_pgid, shell_line
 from extjobs.nodes.hostkeys import connect_reason, host_key_changed, offered_host_key, pinned_key
 from extjobs.nodes.leftovers import kill_if_ours_command
+from extjobs.nodes.observer import RunnerObserver
 from extjobs.nodes.output import CappedBuffer
 from extjobs.nodes.sftp import TreePlan, copy_tree, plan_tree, read_file
 from extjobs.nodes.streams import ForwardedStream
@@ -208,9 +209,17 @@ class SSHRunner:
 
     ``output_cap`` bytes of stdout and of stderr are kept per command (half head, half
     tail). Use as ``async with SSHRunner(options) as runner`` or call :meth:`aclose`.
+    ``observer`` hears of every connect's and command's outcome (see
+    :mod:`extjobs.nodes.observer`).
     """
 
-    def __init__(self, options: SSHOptions, output_cap: int = 65536) -> None:
+    def __init__(
+        self,
+        options: SSHOptions,
+        output_cap: int = 65536,
+        *,
+        observer: RunnerObserver | None = None,
+    ) -> None:
         if options.max_sessions < 1 or options.max_connections < 1:
             raise ValueError("max_sessions and max_connections must be at least 1")
         self._options = options
@@ -219,6 +228,7 @@ class SSHRunner:
         self._commands_run = 0
         self._client_keys: list[asyncssh.SSHKey] | None = None
         self._closed = False
+        self._observer = observer
 
     async def __aenter__(self) -> Self:
         return self
@@ -276,9 +286,12 @@ class SSHRunner:
             if holder:
                 self._pool(endpoint).release(holder[0])
         self._commands_run += 1
-        if session.lost is not None or (
-            session.exit_status is None and session.exit_signal is None
-        ):
+        answered = session.lost is None and (
+            session.exit_status is not None or session.exit_signal is not None
+        )
+        if self._observer is not None:
+            self._observer.command_outcome(endpoint.name, answered)
+        if not answered:
             raise self._unreachable(
                 endpoint,
                 f"connection lost while {command.argv[0]} was running: "
@@ -514,10 +527,14 @@ class SSHRunner:
             conn, client = await self._connect(pool.endpoint)
         except NodeError as exc:
             attempt.error = exc
+            if self._observer is not None:
+                self._observer.connect_outcome(pool.endpoint.name, exc)
             raise
         finally:
             pool.attempt = None
             attempt.done.set()
+        if self._observer is not None:
+            self._observer.connect_outcome(pool.endpoint.name, None)
         connection = _Connection(conn, client)
         connection.channels = 1
         client.on_lost.append(pool.wake)

@@ -30,6 +30,7 @@ import anyio
 import anyio.to_thread
 import attrs
 
+from extjobs.engine.metrics import Metrics
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.config import Config
 from extjobs.model.jobs import Job
@@ -162,6 +163,7 @@ async def open_test_cluster(
     daemon_log_level: str = "info",
     store: StoreKind | Store = "memory",
     group_commit: bool = False,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[TestCluster]:
     """A cluster of ``nodes`` (a count: ``node1``…; or names) in ``mode``; everything
     it started is stopped on exit, and a temporary base directory removed.
@@ -173,7 +175,8 @@ async def open_test_cluster(
     ``<base>/run``, state in ``<base>/state``, connect timeout 5 s). ``store``: where
     the scripted mode's engine keeps its state (``"config"``: the store ``config`` names,
     as :func:`~extjobs.testing.engine.build_engine` says; or a store to use);
-    ``group_commit``: the engine writes through a group writer (``store="config"``).
+    ``group_commit``: the engine writes through a group writer (``store="config"``);
+    ``metrics``: the scripted mode's engine is measured there.
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
@@ -186,7 +189,7 @@ async def open_test_cluster(
         if mode == "scripted":
             scripted = runner or ScriptedRunner(p for p in providers if not isinstance(p, Path))
             async with open_engine(
-                options, scripted, store=store, group_commit=group_commit
+                options, scripted, store=store, group_commit=group_commit, metrics=metrics
             ) as engine:
                 cluster = TestCluster(mode, base, names, engine=engine, scripted=scripted)
                 if init:

@@ -13,6 +13,7 @@ from typing import Literal
 import anyio
 
 from extjobs.engine.configmgr import ConfigManager
+from extjobs.engine.metrics import Metrics
 from extjobs.engine.queue import JobQueue
 from extjobs.engine.writer import GroupWriter
 from extjobs.model.cluster import ClusterConfig
@@ -37,13 +38,15 @@ def build_engine(
     *,
     store: StoreKind | Store = "config",
     group_commit: bool = False,
+    metrics: Metrics | None = None,
 ) -> tuple[JobQueue, ConfigManager, Callable[[], None]]:
     """A queue driving ``runner`` over a store — the one ``config`` names (SQLite in
     ``config.state_dir``, which must exist, or PostgreSQL), memory, or the one given —
     composed as ``serve_daemon`` composes it, its configuration manager, and the
     function that closes the store. ``group_commit``: write through a
     :class:`~extjobs.engine.writer.GroupWriter` on a second handle of the store
-    ``config`` names (as a leading master on PostgreSQL does)."""
+    ``config`` names (as a leading master on PostgreSQL does). ``metrics``: measured
+    there, as the daemon's are (and watching this queue)."""
     backend: Store
     if store == "memory":
         backend = MemoryStore()
@@ -58,7 +61,9 @@ def build_engine(
             raise ValueError("group_commit needs the store the configuration names")
         writer = GroupWriter(open_store(config))
     configmgr = ConfigManager(backend, writer)
-    queue = JobQueue(backend, configmgr, runner, config, writer=writer)
+    queue = JobQueue(backend, configmgr, runner, config, writer=writer, metrics=metrics)
+    if metrics is not None:
+        metrics.watch(lambda: queue)
     return queue, configmgr, backend.close
 
 
@@ -106,12 +111,13 @@ async def open_engine(
     *,
     store: StoreKind | Store = "config",
     group_commit: bool = False,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[Engine]:
     """The queue serving in a task group of this loop; on exit it is cancelled, the
     runner closed (bounded) and the store closed. ``config.state_dir`` is created."""
     await anyio.Path(config.state_dir).mkdir(parents=True, exist_ok=True)
     queue, configmgr, close_store = build_engine(
-        config, runner, store=store, group_commit=group_commit
+        config, runner, store=store, group_commit=group_commit, metrics=metrics
     )
     try:
         async with anyio.create_task_group() as tg:

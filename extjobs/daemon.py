@@ -273,7 +273,7 @@ def _compose(
 async def _serve_store(config: Config, store: Store, task_status: TaskStatus[QueueView]) -> None:
     # One registry per daemon: daemons sharing a process never share a number. The
     # ``*_created`` series (the time each counter appeared) would double every scrape.
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # (untyped in the library)
     metrics = Metrics()
     runner = SSHRunner(config.ssh, output_cap=config.storage.output_cap, observer=metrics)
     queue, serve_jobs, close = _compose(config, store, runner, metrics)

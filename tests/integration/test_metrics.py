@@ -48,7 +48,12 @@ class Scrape:
 
 
 def scrape_unix(cluster: Cluster) -> Scrape:
-    transport = httpx.HTTPTransport(uds=str(cluster.tc.daemon.socket))
+    return scrape_socket(cluster.tc.daemon.socket)
+
+
+def scrape_socket(socket: Path) -> Scrape:
+    """``/metrics`` of the daemon serving the Unix socket ``socket``."""
+    transport = httpx.HTTPTransport(uds=str(socket))
     with httpx.Client(transport=transport, base_url="http://extjobs") as http:
         answer = http.get("/metrics")
     assert answer.status_code == 200, answer.text

@@ -298,13 +298,15 @@ class _StateCollector(Collector):
     def _families(self, queue: JobQueue | None, leadership: Leadership | None) -> Iterator[Metric]:
         jobs = GaugeMetricFamily(
             "extjobs_jobs",
-            "Jobs held by the queue (not archived), by status and first opcode.",
+            "Jobs not finished, by status and first opcode.",
             labels=["status", "opcode"],
         )
         depth = GaugeMetricFamily(
             "extjobs_queue_depth", "Jobs queued or waiting (not finished, not running)."
         )
-        running = GaugeMetricFamily("extjobs_jobs_running", "Jobs running now.")
+        running = GaugeMetricFamily(
+            "extjobs_jobs_running", "Jobs whose opcode runs now (running or canceling)."
+        )
         max_running = GaugeMetricFamily(
             "extjobs_queue_max_running", "The limit of jobs running at once (queue.max_running)."
         )
@@ -363,21 +365,24 @@ class _StateCollector(Collector):
         max_running: GaugeMetricFamily,
         lock_waiters: GaugeMetricFamily,
     ) -> None:
+        # Only the unfinished jobs (at most queue.max_queued): a scrape costs the same
+        # however many finished jobs the book holds; those are extjobs_jobs_finished_total.
         counts: dict[tuple[str, str], int] = {}
-        waiting = 0
-        for job in queue.book.held_decided():
+        waiting = active = 0
+        for job in queue.book.unfinished():
             status = job.status
             key = (status.value, job_opcode(job))
             counts[key] = counts.get(key, 0) + 1
             if status in (JobStatus.QUEUED, JobStatus.WAITING):
                 waiting += 1
+            else:
+                active += 1
         for (name, opcode), count in sorted(counts.items()):
             jobs.add_metric([name, opcode], count)
         depth.add_metric([], waiting)
-        stats = queue.statistics()
-        running.add_metric([], stats["running_workers"])
-        max_running.add_metric([], stats["max_running"])
-        lock_waiters.add_metric([], stats["locks"]["waiting"])
+        running.add_metric([], active)
+        max_running.add_metric([], queue.options.queue.max_running)
+        lock_waiters.add_metric([], queue.locks.statistics()["waiting"])
 
     def _node_state(
         self,

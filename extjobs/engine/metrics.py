@@ -138,30 +138,30 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
-        step_labels_ = ["kind", "provider", "action"]
+        step_keys = ["kind", "provider", "action"]
         self._step_duration = Histogram(
             "extjobs_step_duration_seconds",
             "Seconds one journalled step took, by kind, provider, action and node.",
-            [*step_labels_, "node"],
+            [*step_keys, "node"],
             buckets=STEP_BUCKETS,
             registry=registry,
         )
         self._step_failures = Counter(
             "extjobs_step_failures",
             "Steps that failed (non-zero exit, an error, a timeout or a cancel).",
-            step_labels_,
+            step_keys,
             registry=registry,
         )
         self._step_timeouts = Counter(
             "extjobs_step_timeouts",
             "Steps that ran over their timeout (their process group was killed).",
-            step_labels_,
+            step_keys,
             registry=registry,
         )
         self._step_kills = Counter(
             "extjobs_step_kills",
             "Remote or local commands killed by extjobs (timeout or job cancel).",
-            step_labels_,
+            step_keys,
             registry=registry,
         )
         self._lock_wait = Histogram(

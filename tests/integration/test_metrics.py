@@ -1,6 +1,6 @@
 """``GET /metrics`` of a real daemon, scraped while a scenario runs on embedded SSH nodes:
 instance add, grow, migrate, a failing provider script, one that runs over its timeout,
-a node killed and started again -- each scrape parsed by Prometheus's own parser. And
+a node killed and started again, one stopped and continued -- each scrape parsed by Prometheus's own parser. And
 who may scrape: the Unix socket, the TCP listener with a token, the plain-HTTP
 ``[metrics] listen`` address (which serves nothing else)."""
 
@@ -157,13 +157,30 @@ def test_values_move_as_the_scenario_runs(tmp_path: Path) -> None:
             "extjobs_ssh_connects_total", node="node1"
         )
 
+        # node2 stopped (SIGSTOP): its pooled connection stops answering keepalives, the
+        # command on it is lost; thawed, it answers again.
+        seen = up("extjobs_node_last_seen_timestamp_seconds", node="node2")
+        tc.node("node2").freeze()
+        try:
+            assert tc.run_job(delay_on("node2"))["status"] == "error"
+            frozen = scrape_unix(cluster)
+            assert frozen("extjobs_node_reachable", node="node2") == 0
+            assert frozen("extjobs_node_reachable", node="node1") == 1
+            assert frozen("extjobs_node_last_seen_timestamp_seconds", node="node2") == seen
+        finally:
+            tc.node("node2").thaw()
+        assert tc.run_job(delay_on("node2"))["status"] == "success"
+        thawed = scrape_unix(cluster)
+        assert thawed("extjobs_node_reachable", node="node2") == 1
+        assert thawed("extjobs_node_last_seen_timestamp_seconds", node="node2") > seen
+
         # The plain-HTTP address serves the same registry, and nothing else.
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as plain:
             answer = plain.get("/metrics")
             assert answer.status_code == 200
             local = Scrape(answer.text)
             assert local("extjobs_node_reachable", node="node1") == 1
-            assert local("extjobs_jobs_finished_total") == up("extjobs_jobs_finished_total")
+            assert local("extjobs_jobs_finished_total") == thawed("extjobs_jobs_finished_total")
             # OpenMetrics for a scraper that asks for it.
             om = plain.get("/metrics", headers={"Accept": "application/openmetrics-text"})
             assert om.headers["content-type"].startswith("application/openmetrics-text")

@@ -133,6 +133,21 @@ def bind_unix_socket(path: Path) -> socket.socket:
     return sock
 
 
+def bind_metrics(listen: str) -> socket.socket:
+    """Listen on the ``[metrics] listen`` address; :class:`ConfigError` naming it when
+    the address cannot be had (in use, not local, not permitted)."""
+    host, _, port = listen.rpartition(":")
+    try:
+        sock = socket.create_server((host.strip("[]"), int(port)), reuse_port=False)
+    except OSError as exc:
+        raise ConfigError(
+            f"[metrics] listen {listen}: cannot listen there: {exc.strerror or exc}",
+            field="metrics.listen",
+        ) from exc
+    sock.setblocking(False)
+    return sock
+
+
 def _uvicorn_config(app: Any, **extra: Any) -> uvicorn.Config:
     return uvicorn.Config(
         app,
@@ -275,6 +290,8 @@ async def _serve_store(config: Config, store: Store, task_status: TaskStatus[Que
     # ``*_created`` series (the time each counter appeared) would double every scrape.
     disable_created_metrics()  # type: ignore[no-untyped-call]  # (untyped in the library)
     metrics = Metrics()
+    # Before anything else is opened: a busy address stops the start with its reason.
+    scrape = bind_metrics(config.metrics.listen) if config.metrics.listen else None
     runner = SSHRunner(config.ssh, output_cap=config.storage.output_cap, observer=metrics)
     queue, serve_jobs, close = _compose(config, store, runner, metrics)
     backup = None
@@ -316,10 +333,8 @@ async def _serve_store(config: Config, store: Store, task_status: TaskStatus[Que
             rapi_auth, ssl_certfile=config.rapi.tls_cert, ssl_keyfile=config.rapi.tls_key
         )
         servers.append((_Server(rapi_config), listener))
-    if config.metrics.listen is not None:
+    if scrape is not None:
         # Plain HTTP, no token: meant for a scraper on this host (docs/monitoring.md).
-        scrape = socket.create_server(config.metrics.host_port, reuse_port=False)
-        scrape.setblocking(False)
         servers.append((_Server(_uvicorn_config(build_metrics_app(metrics.registry))), scrape))
     try:
         async with anyio.create_task_group() as tg:

@@ -3,6 +3,7 @@ what each event moves, the scrape-time gauges, and labels that stay bounded."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import anyio
@@ -11,6 +12,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from extjobs.daemon import bind_metrics
 from extjobs.engine.metrics import Metrics
 from extjobs.engine.queue import JobQueue
 from extjobs.errors import CommandTimeoutError, ConfigError
@@ -183,6 +185,17 @@ def test_metrics_listen_is_checked_when_the_file_is_read() -> None:
         config_from_dict({"metrics": {"listen": "9187"}})
     with pytest.raises(ConfigError, match=r"unknown key\(s\) in \[metrics\]: port"):
         config_from_dict({"metrics": {"port": 9187}})
+
+
+def test_a_busy_metrics_address_is_refused_naming_the_key() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(
+            ConfigError, match=rf"\[metrics\] listen 127.0.0.1:{port}: cannot listen"
+        ):
+            bind_metrics(f"127.0.0.1:{port}")
+    free = bind_metrics(f"127.0.0.1:{port}")
+    free.close()
 
 
 def test_two_daemons_in_one_process_keep_their_own_numbers() -> None:

@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from extjobs.errors import ExtJobsError
+from extjobs.errors import ExtJobsError, PrerequisiteError
 from extjobs.extstorage.capacity import Capacity, capacity_command, parse_capacity_output
 from extjobs.extstorage.diagnose import ProviderStatus
 from extjobs.lus.base import StepContext
 from extjobs.model.cluster import Disk
+from extjobs.model.jobs import LogKind
 from extjobs.model.steps import Step
 
 
@@ -138,3 +139,29 @@ async def shortages(
                 f"reports {answer.free} MiB free of {answer.total} MiB"
             )
     return short
+
+
+async def require_fit(
+    ctx: StepContext,
+    node: str,
+    statuses: Mapping[str, ProviderStatus],
+    disks: Sequence[Disk],
+    *,
+    force: bool,
+) -> None:
+    """Refuse new ``disks`` that do not fit the free space their providers report on
+    ``node`` (:func:`shortages`; ``statuses``: where each provider lives there), before
+    anything is created: PrerequisiteError with the figures. With ``force`` a shortage
+    is logged as a warning instead. An unknown capacity fits. For every LU that creates
+    disks (instance add, a disk added to an instance)."""
+    short = await shortages(ctx, node, statuses, disks)
+    if not short:
+        return
+    if force:
+        ctx.log("; ".join(short) + "; creating anyway (force)", kind=LogKind.WARNING)
+        return
+    raise PrerequisiteError(
+        "not enough storage: " + "; ".join(short) + "; nothing was created "
+        "(use --force to create anyway)",
+        node=node,
+    )

@@ -299,7 +299,6 @@ def create_body(**change: Any) -> dict[str, Any]:
         pytest.param(create_body(disk_template="plain"), "'plain' is not supported", id="plain"),
         pytest.param(create_body(mode="import"), "mode 'import'", id="import"),
         pytest.param(create_body(instance_name=...), "'instance_name' is missing", id="no-name"),
-        pytest.param(create_body(pnode=...), "iallocator", id="no-pnode"),
         pytest.param(create_body(colour="red"), "unknown parameter(s) colour", id="unknown"),
         pytest.param(create_body(nics=[{"mac": "auto"}]), "nics is not supported", id="nics"),
         pytest.param(create_body(disks="x"), "disks must be list", id="disks-str"),

@@ -114,9 +114,7 @@ async def test_a_disk_whose_pool_is_not_connected_there_is_named_and_nothing_cha
 async def test_a_provider_broken_on_one_node_of_the_group_is_refused_naming_the_disk() -> None:
     async with two_groups() as cluster:
         await add(cluster, "web", "shared")
-        broken = "\n".join(
-            [FORMAT_HEADER, "provider strict", "reason script attach is missing", "end", "done"]
-        )
+        broken = f"{FORMAT_HEADER}\nprovider strict\nreason script attach is missing\nend\ndone"
         cluster.runner.on(kind="diagnose", node="node5", result=CommandResult(0, broken + "\n"))
         job = await cluster.run(OpInstanceChangeGroup(instance_name="web", group_name="other"))
         assert not ok(job)

@@ -5,8 +5,9 @@ group: it asks the first online node (in name order) where the provider is valid
 when that node says the storage is ``shared`` the answer stands for the group; otherwise
 it asks the others too, and the group's figures are the smallest free (and total) of
 its nodes — what any node of the group can count on. A figure nobody could give is
-``None``: *unknown*. Failures are reported, never raised: capacity informs decisions,
-and an unknown capacity refuses nothing.
+``None``: *unknown*. Failures are reported, never raised, in the listings; for new
+disks (:func:`shortages`, :func:`require_fit`) a provider without a ``capacity`` script
+fits, and one whose script failed or printed something else is a shortage quoting it.
 """
 
 from __future__ import annotations
@@ -113,8 +114,9 @@ async def shortages(
 ) -> list[str]:
     """What does not fit on ``node``: for each provider and parameter set of ``disks``
     (such disks share the space), the disks and figures when their sizes add up to more
-    than the free space the provider reports there. An unknown capacity is logged and
-    counts as fitting."""
+    than the free space the provider reports there, or the error of a ``capacity``
+    script that failed or printed something else. A provider without the script is
+    logged and counts as fitting."""
     wanted: dict[tuple[str, tuple[tuple[str, str], ...]], list[Disk]] = {}
     for disk in disks:
         wanted.setdefault((disk.provider, tuple(sorted(disk.params.items()))), []).append(disk)
@@ -123,9 +125,14 @@ async def shortages(
         names = ", ".join(f"disk {d.index}" for d in group)
         need = sum(d.size for d in group)
         answer = await capacity_on(ctx, node, statuses[provider], dict(params))
-        if not isinstance(answer, Capacity):
-            why = answer or f"provider {provider} has no capacity script"
-            ctx.log(f"{node}: free space for {names} unknown ({why}); not checked")
+        if answer is None:
+            ctx.log(
+                f"{node}: free space for {names} unknown (provider {provider} has no "
+                "capacity script); not checked"
+            )
+            continue
+        if isinstance(answer, str):
+            short.append(f"cannot tell the free space for {names} on node {node}: {answer}")
             continue
         ctx.log(
             f"{node}: provider {provider} reports {answer.free} MiB free of "

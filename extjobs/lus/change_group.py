@@ -207,7 +207,8 @@ class LUInstanceChangeGroup(LogicalUnit[OpInstanceChangeGroup]):
                     {"instance": name, "primary": inst.primary, "group": op.group_name},
                 )
             return Recovery(
-                RecoveryAction.RETRY, f"change-group of {name} interrupted; running it again"
+                RecoveryAction.RETRY,
+                f"change-group of {name} interrupted before anything changed; running it again",
             )
         migrate = LUInstanceMigrate(
             OpInstanceMigrate(instance_name=name, target_node=move.target),

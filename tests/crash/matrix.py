@@ -272,12 +272,16 @@ def _node2_in_group(c: MoveCluster, group: str) -> None:
 
 
 def _add_node2_elsewhere(c: MoveCluster, vols: Path, names: Names) -> None:
-    """node2 alone in group ``other``; the instances running on node1 (group default)."""
+    """node2 alone in group ``other``; the instances running on node1 (group default),
+    each with its own copy of the provider: checking the providers in the new group
+    is a diagnose that concurrent jobs of one provider would share (see ``add``)."""
     _node2_in_group(c, "other")
-    _add(c, vols, names)
+    _strict_as(c, vols, names)
+    run_all(c, [_add_own_provider(vols, n) for n in names])
 
 
 def _node2_back(c: MoveCluster, vols: Path, names: Names) -> None:
+    _uninstall(c, vols, names)
     _node2_in_group(c, "default")
 
 

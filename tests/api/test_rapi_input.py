@@ -330,6 +330,30 @@ async def test_bad_create_requests_are_refused_with_ganeti_errors(
     assert app.job_count() == 0
 
 
+async def test_a_create_without_pnode_submits_one_to_be_placed(app: App) -> None:
+    response = await app.client.post(
+        "/2/instances", json=create_body(pnode=..., iallocator=None), headers=WRITER
+    )
+    assert response.status_code == 200, response.text
+    [job] = app.store.load_jobs(include_archived=True)
+    [op] = job.ops
+    assert op.op_id == "OP_INSTANCE_CREATE"
+    assert op.input.get("pnode") is None
+
+
+async def test_migrate_and_failover_take_ignore_ipolicy(app: App) -> None:
+    for action in ("migrate", "failover"):
+        response = await app.client.put(
+            f"/2/instances/web/{action}", json={"ignore_ipolicy": True}, headers=WRITER
+        )
+        assert response.status_code == 200, response.text
+    ops = [job.ops[0] for job in app.store.load_jobs(include_archived=True)]
+    assert [(o.op_id, o.input["force"]) for o in ops] == [
+        ("OP_INSTANCE_MIGRATE", True),
+        ("OP_INSTANCE_FAILOVER", True),
+    ]
+
+
 @pytest.mark.parametrize(
     ("content", "text"),
     [

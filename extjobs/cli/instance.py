@@ -138,7 +138,9 @@ def instance() -> None:
 @click.option("--vcpus", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--no-start", is_flag=True, help="Create the disks but do not start the guest.")
 @click.option(
-    "--force", is_flag=True, help="Create disks even where the provider reports too little space."
+    "--force",
+    is_flag=True,
+    help="Go on where the provider reports too little space or the node too little memory.",
 )
 @submit_option
 @pass_ctx

@@ -211,8 +211,6 @@ def _create_opcode(body: dict[str, Any]) -> OpInstanceCreate:
             f"Disk template {template!r} is not supported; extjobs only manages "
             "external storage ('ext')"
         )
-    if "pnode" not in body:
-        raise bad_request("Required parameter 'pnode' is missing (extjobs has no iallocator)")
     disks = _typed(body, "disks", list, None)
     beparams = _typed(body, "beparams", dict, {})
     _unknown_be = sorted(set(beparams) - {"memory", "maxmem", "minmem", "vcpus", "auto_balance"})
@@ -426,9 +424,11 @@ def build_rapi_app(queue: QueueView, options: Config) -> Starlette:
     @_endpoint
     async def migrate(request: Request) -> Any:
         body = await _body(request)
-        _unknown(body, {"mode", "cleanup", "target_node", "allow_failover", "iallocator"})
+        allowed = {"mode", "cleanup", "target_node", "allow_failover", "iallocator"}
+        _unknown(body, allowed | {"ignore_ipolicy"})
         if body.get("iallocator") is not None:
             raise bad_request("iallocator is not supported; give target_node or nothing")
+        ignore_ipolicy = _typed(body, "ignore_ipolicy", bool, False)
         mode = _typed(body, "mode", str, "live")
         cleanup = _typed(body, "cleanup", bool, False)
         target = _typed(body, "target_node", (str, type(None)), None)
@@ -443,6 +443,7 @@ def build_rapi_app(queue: QueueView, options: Config) -> Starlette:
                     mode=mode,
                     cleanup=cleanup,
                     allow_failover=allow_failover,
+                    force=ignore_ipolicy,
                 )
             ),
         )
@@ -451,10 +452,11 @@ def build_rapi_app(queue: QueueView, options: Config) -> Starlette:
     async def failover(request: Request) -> Any:
         body = await _body(request)
         allowed = {"iallocator", "ignore_consistency", "target_node", "shutdown_timeout"}
-        _unknown(body, allowed)
+        _unknown(body, allowed | {"ignore_ipolicy"})
         if body.get("iallocator") is not None:
             raise bad_request("iallocator is not supported; give target_node or nothing")
         ignore = _typed(body, "ignore_consistency", bool, False)
+        ignore_ipolicy = _typed(body, "ignore_ipolicy", bool, False)
         target = _typed(body, "target_node", (str, type(None)), None)
         timeout = _typed(body, "shutdown_timeout", (int, float), 30.0)
         name = _instance_name(request)
@@ -466,6 +468,7 @@ def build_rapi_app(queue: QueueView, options: Config) -> Starlette:
                     target_node=target,
                     ignore_consistency=ignore,
                     shutdown_timeout=timeout,
+                    force=ignore_ipolicy,
                 )
             ),
         )

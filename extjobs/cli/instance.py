@@ -19,6 +19,7 @@ from extjobs.cli.common import Ctx, output_option, pass_ctx, run_opcode, submit_
 from extjobs.model.opcodes import (
     HYPERVISOR_NAMES,
     DiskSpec,
+    OpInstanceChangeGroup,
     OpInstanceCreate,
     OpInstanceFailover,
     OpInstanceGrowDisk,
@@ -137,7 +138,9 @@ def instance() -> None:
 @click.option("--vcpus", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--no-start", is_flag=True, help="Create the disks but do not start the guest.")
 @click.option(
-    "--force", is_flag=True, help="Create disks even where the provider reports too little space."
+    "--force",
+    is_flag=True,
+    help="Go on where the provider reports too little space or the node too little memory.",
 )
 @submit_option
 @pass_ctx
@@ -324,6 +327,15 @@ def instance_info(ctx: Ctx, name: str, fmt: str) -> None:
 
 # -- moving instances -------------------------------------------------------------
 
+#: ``--force``, also spelt as Ganeti spells it: move to a node without the memory.
+force_option = click.option(
+    "--force",
+    "--ignore-ipolicy",
+    "force",
+    is_flag=True,
+    help="Move even to a node without the free memory for the instance.",
+)
+
 
 @instance.command("migrate")
 @click.argument("name")
@@ -345,6 +357,7 @@ def instance_info(ctx: Ctx, name: str, fmt: str) -> None:
     type=click.IntRange(1, 65535),
     help="TCP port the target listens on (default: any free port).",
 )
+@force_option
 @submit_option
 @pass_ctx
 def instance_migrate(
@@ -355,10 +368,11 @@ def instance_migrate(
     cleanup: bool,
     allow_failover: bool,
     migration_port: int | None,
+    force: bool,
     submit_only: bool,
 ) -> None:
     """Move a running instance to another node of its group without stopping it."""
-    if cleanup and (target or non_live or allow_failover or migration_port):
+    if cleanup and (target or non_live or allow_failover or migration_port or force):
         raise click.UsageError("--cleanup takes no other option")
     op = OpInstanceMigrate(
         instance_name=name,
@@ -367,6 +381,7 @@ def instance_migrate(
         cleanup=cleanup,
         allow_failover=allow_failover,
         migration_port=migration_port,
+        force=force,
     )
     job = run_opcode(ctx, op, submit_only=submit_only)
     if not job:
@@ -396,6 +411,7 @@ def instance_migrate(
     show_default=True,
     help="Seconds to wait for the guest to stop before killing it.",
 )
+@force_option
 @submit_option
 @pass_ctx
 def instance_failover(
@@ -404,6 +420,7 @@ def instance_failover(
     target: str | None,
     ignore_consistency: bool,
     shutdown_timeout: float,
+    force: bool,
     submit_only: bool,
 ) -> None:
     """Stop an instance on its primary and start it on another node of its group."""
@@ -412,6 +429,7 @@ def instance_failover(
         target_node=target,
         ignore_consistency=ignore_consistency,
         shutdown_timeout=shutdown_timeout,
+        force=force,
     )
     job = run_opcode(ctx, op, submit_only=submit_only)
     if job:
@@ -419,4 +437,29 @@ def instance_failover(
         state = f"running (pid {result['pid']})" if result["started"] else "down"
         click.echo(
             f"instance {name} failed over from {result['source']} to {result['target']}, {state}"
+        )
+
+
+@instance.command("change-group")
+@click.argument("name")
+@click.argument("group")
+@click.option("--target", "-n", "target", metavar="NODE", help="Target node (default: chosen).")
+@force_option
+@submit_option
+@pass_ctx
+def instance_change_group(
+    ctx: Ctx, name: str, group: str, target: str | None, force: bool, submit_only: bool
+) -> None:
+    """Move an instance to a node of node group GROUP (a running one live-migrates).
+
+    Refused unless every disk's pool is connected to GROUP and its provider valid there."""
+    op = OpInstanceChangeGroup(
+        instance_name=name, group_name=group, target_node=target, force=force
+    )
+    job = run_opcode(ctx, op, submit_only=submit_only)
+    if job:
+        result = job["ops"][0]["result"]
+        how = "moved (stopped)" if result.get("mode") == "stopped" else "migrated"
+        click.echo(
+            f"instance {name} {how} from {result['source']} to {result['target']} (group {group})"
         )

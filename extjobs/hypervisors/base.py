@@ -35,7 +35,12 @@ import attrs
 from extjobs.errors import HypervisorError, InputError
 from extjobs.extstorage.attach import AttachInfo
 from extjobs.hypervisors.link import GuestLink
-from extjobs.hypervisors.process import STATUS_SCRIPT, STOP_SCRIPT, process_command
+from extjobs.hypervisors.process import (
+    NODE_INFO_SCRIPT,
+    STATUS_SCRIPT,
+    STOP_SCRIPT,
+    process_command,
+)
 from extjobs.model.cluster import Cluster, HypervisorName, Instance
 from extjobs.model.remote import RemoteCommand
 
@@ -94,6 +99,33 @@ def parse_status(stdout: str, *, node: str) -> RuntimeStatus:
     )
 
 
+@attrs.frozen
+class NodeInfo:
+    """What a node offers guests, in MiB: its memory and how much of it the kernel
+    says is available now (informative: placement counts what instances hold)."""
+
+    memory_total: int
+    memory_free: int
+
+
+def parse_node_info(stdout: str, *, node: str) -> NodeInfo:
+    """Parse ``memory_total N`` / ``memory_free N`` lines (any order, other lines
+    ignored); raises HypervisorError quoting output without a memory total."""
+    figures: dict[str, int] = {}
+    for line in stdout.splitlines():
+        words = line.split()
+        if len(words) == 2 and words[1].isascii() and words[1].isdigit():
+            figures[words[0]] = int(words[1])
+    if "memory_total" not in figures:
+        raise HypervisorError(
+            f"node info of node {node!r} printed {stdout[-300:]!r}; expected "
+            "'memory_total MIB' and 'memory_free MIB'",
+            node=node,
+        )
+    total = figures["memory_total"]
+    return NodeInfo(total, min(figures.get("memory_free", total), total))
+
+
 class Hypervisor(abc.ABC):
     """One hypervisor backend. Stateless; one shared object per backend.
 
@@ -144,6 +176,11 @@ class Hypervisor(abc.ABC):
     def control_socket(self, key: str, status: RuntimeStatus) -> str | None:
         """The Unix socket that controls a running guest (QMP), if the backend has one."""
         return None
+
+    def node_info_command(self, run_dir: str, *, timeout: float) -> RemoteCommand:
+        """Prints what the node offers guests (:func:`parse_node_info`). Default: the
+        node's ``/proc/meminfo``."""
+        return process_command(NODE_INFO_SCRIPT, (run_dir,), timeout=timeout)
 
     def resize_commands(self, disk_index: int, size_mib: int) -> list[tuple[str, dict[str, Any]]]:
         """Control-socket commands telling a running guest that a disk now has this size."""

@@ -1,5 +1,8 @@
 """The ``fake`` hypervisor: one small process per running instance holding its disks open.
 
+The memory a fake node offers is its ``/proc/meminfo``, or the number of MiB in
+``fake-node-memory`` in the node's run directory when that file exists.
+
 It runs no guest, but it proves where an instance's disks are in use: the process
 (``sh`` named ``extjobs-fake-<key>``, in a session of its own, pid in ``<key>.pid``)
 opens every disk path read-only on file descriptors 3, 4, … and sleeps; tests look at
@@ -18,11 +21,33 @@ from typing import ClassVar
 from extjobs.errors import HypervisorError
 from extjobs.extstorage.attach import AttachInfo
 from extjobs.hypervisors.base import Hypervisor, instance_key, userspace_or_device
-from extjobs.hypervisors.process import PROCESS_FUNCTIONS, process_command
+from extjobs.hypervisors.process import MEMINFO, PROCESS_FUNCTIONS, process_command
 from extjobs.model.cluster import HypervisorName, Instance
 from extjobs.model.remote import RemoteCommand
 
 MAX_DISKS = 7
+
+#: The file in a node's run directory that sets the memory a fake node offers (MiB), so
+#: that tests and demos can give nodes different sizes; without it, /proc/meminfo.
+NODE_MEMORY_FILE = "fake-node-memory"
+
+# Arguments: RUNDIR
+NODE_INFO_SCRIPT = (
+    r"""
+f=$1/"""
+    + NODE_MEMORY_FILE
+    + r"""
+if [ -e "$f" ]; then
+  IFS= read -r mib <"$f"
+  case $mib in
+    '' | *[!0-9]*) printf '%s holds %s, not a number of MiB\n' "$f" "$mib" >&2; exit 1 ;;
+  esac
+  printf 'memory_total %s\nmemory_free %s\n' "$mib" "$mib"
+  exit 0
+fi
+"""
+    + MEMINFO
+)
 
 #: The holder: opens "$@" on fds 3.. then sleeps; killed as a process group.
 HOLDER_SCRIPT = r"""
@@ -103,3 +128,6 @@ class FakeHypervisor(Hypervisor):
             env={**command.env_dict, "HOLDER": HOLDER_SCRIPT},
             timeout=command.timeout,
         )
+
+    def node_info_command(self, run_dir: str, *, timeout: float) -> RemoteCommand:
+        return process_command(NODE_INFO_SCRIPT, (run_dir,), timeout=timeout)

@@ -87,6 +87,19 @@ printf 'stopped %s\n' "$dir"
 )
 
 
+# Arguments: RUNDIR. What the node offers guests, in whole MiB (see
+# extjobs.hypervisors.base.parse_node_info): MemTotal and MemAvailable of /proc/meminfo.
+MEMINFO = r"""
+awk '/^MemTotal:/ { t = int($2 / 1024) } /^MemAvailable:/ { f = int($2 / 1024) }
+     END { if (t == "") exit 1; if (f == "") f = t
+           printf "memory_total %d\nmemory_free %d\n", t, f }' /proc/meminfo || {
+  printf 'cannot read MemTotal from /proc/meminfo\n' >&2
+  exit 1
+}
+"""
+NODE_INFO_SCRIPT = MEMINFO
+
+
 def process_command(script: str, args: tuple[str, ...], *, timeout: float) -> RemoteCommand:
     """``/bin/sh -c SCRIPT sh ARGS...`` with a clean environment."""
     return RemoteCommand(

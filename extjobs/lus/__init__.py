@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from extjobs.lus.base import LogicalUnit
+from extjobs.lus.change_group import LUInstanceChangeGroup
 from extjobs.lus.cluster import LUClusterInit, LUClusterQuery, LUGroupAdd
 from extjobs.lus.delay import LUTestDelay
 from extjobs.lus.failover import LUInstanceFailover
@@ -42,6 +43,7 @@ from extjobs.model.opcodes import (
     OpExtStorageInstall,
     OpGroupAdd,
     OpGroupSetParams,
+    OpInstanceChangeGroup,
     OpInstanceCreate,
     OpInstanceFailover,
     OpInstanceGrowDisk,
@@ -89,6 +91,7 @@ LU_FOR: dict[type[OpCode], type[LogicalUnit[Any]]] = {
     OpInstanceRename: LUInstanceRename,
     OpInstanceMigrate: LUInstanceMigrate,
     OpInstanceFailover: LUInstanceFailover,
+    OpInstanceChangeGroup: LUInstanceChangeGroup,
     # tests and benchmarks
     OpTestDelay: LUTestDelay,
 }

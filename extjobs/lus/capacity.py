@@ -5,8 +5,9 @@ group: it asks the first online node (in name order) where the provider is valid
 when that node says the storage is ``shared`` the answer stands for the group; otherwise
 it asks the others too, and the group's figures are the smallest free (and total) of
 its nodes — what any node of the group can count on. A figure nobody could give is
-``None``: *unknown*. Failures are reported, never raised: capacity informs decisions,
-and an unknown capacity refuses nothing.
+``None``: *unknown*. Failures are reported, never raised, in the listings; for new
+disks (:func:`shortages`, :func:`require_fit`) a provider without a ``capacity`` script
+fits, and one whose script failed or printed something else is a shortage quoting it.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from extjobs.errors import ExtJobsError
+from extjobs.errors import ExtJobsError, PrerequisiteError
 from extjobs.extstorage.capacity import Capacity, capacity_command, parse_capacity_output
 from extjobs.extstorage.diagnose import ProviderStatus
 from extjobs.lus.base import StepContext
 from extjobs.model.cluster import Disk
+from extjobs.model.jobs import LogKind
 from extjobs.model.steps import Step
 
 
@@ -112,8 +114,9 @@ async def shortages(
 ) -> list[str]:
     """What does not fit on ``node``: for each provider and parameter set of ``disks``
     (such disks share the space), the disks and figures when their sizes add up to more
-    than the free space the provider reports there. An unknown capacity is logged and
-    counts as fitting."""
+    than the free space the provider reports there, or the error of a ``capacity``
+    script that failed or printed something else. A provider without the script is
+    logged and counts as fitting."""
     wanted: dict[tuple[str, tuple[tuple[str, str], ...]], list[Disk]] = {}
     for disk in disks:
         wanted.setdefault((disk.provider, tuple(sorted(disk.params.items()))), []).append(disk)
@@ -122,9 +125,14 @@ async def shortages(
         names = ", ".join(f"disk {d.index}" for d in group)
         need = sum(d.size for d in group)
         answer = await capacity_on(ctx, node, statuses[provider], dict(params))
-        if not isinstance(answer, Capacity):
-            why = answer or f"provider {provider} has no capacity script"
-            ctx.log(f"{node}: free space for {names} unknown ({why}); not checked")
+        if answer is None:
+            ctx.log(
+                f"{node}: free space for {names} unknown (provider {provider} has no "
+                "capacity script); not checked"
+            )
+            continue
+        if isinstance(answer, str):
+            short.append(f"cannot tell the free space for {names} on node {node}: {answer}")
             continue
         ctx.log(
             f"{node}: provider {provider} reports {answer.free} MiB free of "
@@ -138,3 +146,29 @@ async def shortages(
                 f"reports {answer.free} MiB free of {answer.total} MiB"
             )
     return short
+
+
+async def require_fit(
+    ctx: StepContext,
+    node: str,
+    statuses: Mapping[str, ProviderStatus],
+    disks: Sequence[Disk],
+    *,
+    force: bool,
+) -> None:
+    """Refuse new ``disks`` that do not fit the free space their providers report on
+    ``node`` (:func:`shortages`; ``statuses``: where each provider lives there), before
+    anything is created: PrerequisiteError with the figures. With ``force`` a shortage
+    is logged as a warning instead. An unknown capacity fits. For every LU that creates
+    disks (instance add, a disk added to an instance)."""
+    short = await shortages(ctx, node, statuses, disks)
+    if not short:
+        return
+    if force:
+        ctx.log("; ".join(short) + "; creating anyway (force)", kind=LogKind.WARNING)
+        return
+    raise PrerequisiteError(
+        "not enough storage: " + "; ".join(short) + "; nothing was created "
+        "(use --force to create anyway)",
+        node=node,
+    )

@@ -83,6 +83,7 @@ class LUInstanceFailover(LogicalUnit[OpInstanceFailover]):
             source,
             self._pinned_target or op.target_node,
             also=[] if source.offline else [source],
+            force=op.force,
         )
         mctx = ctx.tagged(MoveTag("failover", source.name, target.name))
         ctx.log(f"failing {inst.name} over from {source.name} to {target.name}")

@@ -33,7 +33,7 @@ from extjobs.extstorage.parameters import check_params
 from extjobs.hypervisors import get_hypervisor
 from extjobs.hypervisors.base import run_dir_for
 from extjobs.lus.base import LogicalUnit, Recovery, RecoveryAction, StepContext
-from extjobs.lus.capacity import shortages
+from extjobs.lus.capacity import require_fit
 from extjobs.lus.cluster import require_cluster
 from extjobs.lus.instance_hv import start_guest, stop_guest
 from extjobs.lus.instance_storage import (
@@ -48,7 +48,7 @@ from extjobs.lus.instance_storage import (
     with_earlier_stderr,
 )
 from extjobs.lus.journal import Journal
-from extjobs.lus.placement import place_instance
+from extjobs.lus.placement import place_instance, require_memory
 from extjobs.lus.pools import disk_params, pool_provider, resolve_disk
 from extjobs.lus.undo import UndoLog
 from extjobs.model import codec
@@ -143,19 +143,6 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
             )
         return tuple(disks)
 
-    def _refuse_short(self, ctx: StepContext, node: str, short: list[str]) -> None:
-        """Refuse disks that do not fit (``short``), unless ``force``."""
-        if not short:
-            return
-        if self.op.force:
-            ctx.log("; ".join(short) + "; creating anyway (force)", kind=LogKind.WARNING)
-            return
-        raise PrerequisiteError(
-            "not enough storage: " + "; ".join(short) + "; nothing was created "
-            "(use --force to create anyway)",
-            node=node,
-        )
-
     async def exec(self, ctx: StepContext) -> Any:
         op = self.op
         cfg = ctx.config
@@ -184,7 +171,16 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
             check_params(disk.provider, disk.params, common)
         ctx.log(f"disk parameters accepted by {', '.join(sorted(statuses))}")
         if op.pnode is not None:  # placement checked the chosen node already
-            self._refuse_short(ctx, node.name, await shortages(ctx, node.name, statuses, disks))
+            if op.start:
+                await require_memory(
+                    ctx,
+                    node.name,
+                    instance=op.instance_name,
+                    hypervisor=op.hypervisor,
+                    need=op.memory,
+                    force=op.force,
+                )
+            await require_fit(ctx, node.name, statuses, disks, force=op.force)
 
         paths = [
             await self._make_disk(ctx, node.name, statuses[disk.provider], instance, disk)

@@ -1,9 +1,11 @@
 """What migrate and failover share: the target, the journal tag, fencing, and settling.
 
 - :func:`pick_target` — the node an instance moves to: the one given, or the online,
-  not drained node of the primary's group where every provider of the instance is
-  valid and that is primary of the fewest instances (ties: by name). The job log says
-  which node and why the others were passed over.
+  not drained node of the primary's group (or of the group named, for change-group)
+  where every provider of the instance is valid, that has the memory for a running
+  instance (:func:`~extjobs.lus.placement.target_memory`) and that is primary of the
+  fewest instances (ties: by name). The job log says which node and why the others
+  were passed over. A given node without the memory is refused unless ``force``.
 - the move tag — every step of a move is journalled with a
   :class:`~extjobs.model.steps.MoveTag` (``ctx.tagged(...)``), so that recovery after a
   crash knows both ends of an interrupted move.
@@ -33,6 +35,7 @@ from extjobs.hypervisors.base import instance_key
 from extjobs.lus.base import StepContext
 from extjobs.lus.instance_hv import hypervisor_status, stop_guest
 from extjobs.lus.instance_storage import activate_disks, deactivate_disks, diagnose_on
+from extjobs.lus.placement import target_memory
 from extjobs.model.cluster import ClusterConfig, Instance, Node
 from extjobs.model.jobs import LogKind
 from extjobs.model.locks import LockRequest, Mode
@@ -75,23 +78,28 @@ def movable_instance(config: ClusterConfig, name: str) -> tuple[Instance, Node]:
     return inst, config.node(inst.primary)
 
 
-def target_problem(config: ClusterConfig, source: Node, node: Node) -> str | None:
-    """Why ``node`` cannot receive an instance whose primary is ``source`` (or None)."""
+def target_problem(
+    config: ClusterConfig, source: Node, node: Node, group: str | None = None
+) -> str | None:
+    """Why ``node`` cannot receive an instance whose primary is ``source`` (or None);
+    the target must be in ``group`` (default: the source's)."""
+    group = group or source.group
     if node.name == source.name:
         return "it is the instance's primary"
     if node.offline:
         return "it is offline"
     if node.drained:
         return "it is drained"
-    if node.group != source.group:
-        return f"it is in node group {node.group}, not {source.group}"
+    if node.group != group:
+        return f"it is in node group {node.group}, not {group}"
     return None
 
 
-def check_target(config: ClusterConfig, source: Node, name: str) -> Node:
-    """The node called ``name`` if it can receive an instance from ``source``."""
+def check_target(config: ClusterConfig, source: Node, name: str, group: str | None = None) -> Node:
+    """The node called ``name`` if it can receive an instance from ``source`` (into
+    ``group``, default the source's)."""
     node = config.node(name)
-    problem = target_problem(config, source, node)
+    problem = target_problem(config, source, node, group)
     if problem is not None:
         raise PrerequisiteError(
             f"node {name} cannot receive the instance: {problem}", node=name, field="target_node"
@@ -136,22 +144,27 @@ async def pick_target(
     requested: str | None,
     *,
     also: Sequence[Node] = (),
+    force: bool = False,
+    group: str | None = None,
 ) -> tuple[Node, dict[str, Mapping[str, ProviderStatus] | BaseException]]:
     """The target node and the provider reports of every node asked (candidates and
-    ``also``, concurrently). Raises PrerequisiteError when no node qualifies."""
+    ``also``, concurrently). ``group``: where the target must be (default: the
+    source's group). Raises PrerequisiteError when no node qualifies, or when the
+    requested one lacks the memory for a running instance and not ``force``."""
     cfg = ctx.config
+    group = group or source.group
     providers = sorted({d.provider for d in inst.disks})
     group_nodes = sorted(
-        (n for n in cfg.nodes.values() if n.group == source.group and n.name != source.name),
+        (n for n in cfg.nodes.values() if n.group == group and n.name != source.name),
         key=lambda n: n.name,
     )
     passed_over = {
         n.name: problem
         for n in group_nodes
-        if (problem := target_problem(cfg, source, n)) is not None
+        if (problem := target_problem(cfg, source, n, group)) is not None
     }
     if requested is not None:
-        candidates = [check_target(cfg, source, requested)]
+        candidates = [check_target(cfg, source, requested, group)]
     else:
         candidates = [n for n in group_nodes if n.name not in passed_over]
     extra = [n for n in also if n.name not in {c.name for c in candidates}]
@@ -160,13 +173,25 @@ async def pick_target(
         problem = _why_not(reports, node.name, providers)
         if problem is not None:
             passed_over[node.name] = problem
+    if inst.admin_up:
+        passed_over.update(
+            await target_memory(
+                ctx,
+                [n for n in candidates if n.name not in passed_over],
+                instance=inst.name,
+                hypervisor=inst.hypervisor,
+                need=inst.memory,
+                pinned=requested is not None,
+                force=force,
+            )
+        )
     usable = [n for n in candidates if n.name not in passed_over]
     if not usable:
         why = "; ".join(f"{n}: {p}" for n, p in sorted(passed_over.items())) or "no other node"
         raise PrerequisiteError(
-            f"no node of group {source.group} can receive {inst.name} ({why})",
+            f"no node of group {group} can receive {inst.name} ({why})",
             instance=inst.name,
-            group=source.group,
+            group=group,
         )
     counts = {n.name: 0 for n in usable}
     for other in cfg.instances.values():
@@ -174,13 +199,15 @@ async def pick_target(
             counts[other.primary] += 1
     chosen = min(usable, key=lambda n: (counts[n.name], n.name))
     valid = f"provider(s) {', '.join(providers)} valid there"
+    if inst.admin_up and not force:
+        valid += f", room for its {inst.memory} MiB of memory"
     if requested is not None:
         ctx.log(f"target node {chosen.name} (given): online, not drained, {valid}")
     else:
         others = [f"{n}: primary of {c} instance(s)" for n, c in counts.items() if n != chosen.name]
         others += [f"{n}: {p}" for n, p in sorted(passed_over.items())]
         ctx.log(
-            f"target node {chosen.name} chosen: online, not drained, in group {source.group}, "
+            f"target node {chosen.name} chosen: online, not drained, in group {group}, "
             f"{valid}, primary of {counts[chosen.name]} instance(s), the fewest"
             + (f" (others: {'; '.join(others)})" if others else ""),
             target=chosen.name,

@@ -93,11 +93,13 @@ class _Flight:
 class LUInstanceMigrate(LogicalUnit[OpInstanceMigrate]):
     OPCODE = OpInstanceMigrate
 
-    def __init__(self, op: OpInstanceMigrate, options: Config) -> None:
+    def __init__(self, op: OpInstanceMigrate, options: Config, *, group: str | None = None) -> None:
         super().__init__(op, options)
         self._flight: _Flight | None = None
         self._failover: LUInstanceFailover | None = None
         self._pinned_target: str | None = None
+        #: The group the target must be in (change-group); ``None``: the primary's.
+        self._group = group
 
     def locks(self, config: ClusterConfig) -> list[LockRequest]:
         return move_locks(config, self.op.instance_name, self.op.target_node)
@@ -126,7 +128,13 @@ class LUInstanceMigrate(LogicalUnit[OpInstanceMigrate]):
         if source.offline:
             return await self._fail_over(ctx, f"its primary {source.name} is offline")
         target, reports = await pick_target(
-            ctx, inst, source, self._pinned_target or op.target_node, also=[source]
+            ctx,
+            inst,
+            source,
+            self._pinned_target or op.target_node,
+            also=[source],
+            force=op.force,
+            group=self._group,
         )
         providers = sorted({d.provider for d in inst.disks})
         try:
@@ -327,6 +335,7 @@ class LUInstanceMigrate(LogicalUnit[OpInstanceMigrate]):
             OpInstanceFailover(
                 instance_name=op.instance_name,
                 target_node=self._pinned_target or op.target_node or target,
+                force=op.force,
             ),
             self.options,
         )

@@ -566,6 +566,8 @@ class OpInstanceMigrate(OpCode):
     migration), make that the primary and detach the disks everywhere else.
     ``allow_failover``: fail over instead when the guest does not run or cannot migrate.
     ``migration_port``: the TCP port the target listens on (default: any free port).
+    ``force``: move to a target without the memory for the instance (Ganeti's
+    ``ignore_ipolicy``).
     """
 
     OP_ID: ClassVar[str] = "OP_INSTANCE_MIGRATE"
@@ -575,6 +577,7 @@ class OpInstanceMigrate(OpCode):
     cleanup: bool = False
     allow_failover: bool = False
     migration_port: int | None = attrs.field(default=None, validator=_port_or_none)
+    force: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.cleanup and self.target_node is not None:
@@ -594,6 +597,7 @@ class OpInstanceFailover(OpCode):
 
     ``ignore_consistency``: go on when the primary cannot be reached or its disks cannot
     be released there (the node is fenced first when it has a fence command).
+    ``force``: start it on a target without the memory for it (``ignore_ipolicy``).
     """
 
     OP_ID: ClassVar[str] = "OP_INSTANCE_FAILOVER"
@@ -601,6 +605,7 @@ class OpInstanceFailover(OpCode):
     target_node: str | None = attrs.field(default=None, validator=_name_or_none("node name"))
     ignore_consistency: bool = False
     shutdown_timeout: float = attrs.field(default=30.0, validator=_non_negative)
+    force: bool = False
 
     def summary(self) -> str:
         return f"{self.OP_ID}({self.instance_name})"
@@ -640,3 +645,21 @@ class OpNodeSetParams(OpCode):
 
     def summary(self) -> str:
         return f"{self.OP_ID}({self.node_name})"
+
+
+@register_opcode
+@attrs.frozen
+class OpInstanceChangeGroup(OpCode):
+    """Move an instance to a node of node group ``group_name`` (``target_node``, or one
+    chosen there): a stopped one by moving its primary, a running one by live
+    migration. Refused unless every disk's pool is connected and its provider valid
+    there. ``force``: to a node without the memory for it."""
+
+    OP_ID: ClassVar[str] = "OP_INSTANCE_CHANGE_GROUP"
+    instance_name: str = attrs.field(validator=_name("instance name"))
+    group_name: str = attrs.field(validator=_name("group name"))
+    target_node: str | None = attrs.field(default=None, validator=_name_or_none("node name"))
+    force: bool = False
+
+    def summary(self) -> str:
+        return f"{self.OP_ID}({self.instance_name}->{self.group_name})"

@@ -13,6 +13,7 @@ Kinds and their ``label``::
     diagnose            "diagnose"
     block-device-check  "test -b"
     size-check          "size"
+    node-info           "node-info" (a hypervisor's memory figures)
     command             the program name (uname, sleep, ...)
     host-key, put-tree, stream, kill-leftover
 """
@@ -30,8 +31,9 @@ import attrs
 from extjobs.extstorage.capacity import CAPACITY_SCRIPT
 from extjobs.extstorage.diagnose import DIAGNOSE_SCRIPT
 from extjobs.extstorage.names import Action
+from extjobs.hypervisors.fake import NODE_INFO_SCRIPT as FAKE_NODE_INFO_SCRIPT
 from extjobs.hypervisors.fake import START_SCRIPT as FAKE_START_SCRIPT
-from extjobs.hypervisors.process import STATUS_SCRIPT, STOP_SCRIPT
+from extjobs.hypervisors.process import NODE_INFO_SCRIPT, STATUS_SCRIPT, STOP_SCRIPT
 from extjobs.model.remote import Endpoint, RemoteCommand
 
 _PROVIDER_ACTIONS = {a.value for a in Action}
@@ -121,6 +123,8 @@ def classify(seq: int, endpoint: Endpoint, command: RemoteCommand) -> Call:
         script, args = argv[2], tuple(argv[4:])
         if script == DIAGNOSE_SCRIPT:
             return attrs.evolve(base, kind="diagnose", action="diagnose", args=args)
+        if script in (NODE_INFO_SCRIPT, FAKE_NODE_INFO_SCRIPT):
+            return attrs.evolve(base, kind="node-info", action="node-info", args=args)
         if script in _HV_SCRIPTS:
             return attrs.evolve(base, kind="hypervisor", action=_HV_SCRIPTS[script], args=args)
     if argv[:2] == ("test", "-b") and len(argv) == 3:

@@ -16,7 +16,8 @@ The defaults let a whole LU run: diagnose says the configured providers are vali
 scripts exit 0, ``attach`` prints ``/dev/xj/<VOL_NAME>``, ``test -b`` succeeds for such
 a device, the size check reports the size the volume was created or grown to, the fake
 hypervisor's start/status/stop keep track of a guest per node, ``uname -n`` prints the
-node name, and anything else exits 0 silently. An answer with exit status 0 — default
+node name, a hypervisor's node info reports :attr:`ScriptedRunner.memory` of the node
+(default :data:`NODE_MEMORY` MiB), and anything else exits 0 silently. An answer with exit status 0 — default
 or from a rule — updates the model; any other does not.
 
 No process is started and nothing sleeps: a call takes microseconds.
@@ -44,6 +45,8 @@ from extjobs.testing.calls import Call, Match, classify
 
 MIB = 1024 * 1024
 DEVICE_DIR = "/dev/xj"
+#: The memory (MiB) a scripted node reports unless :attr:`ScriptedRunner.memory` says.
+NODE_MEMORY = 4096
 
 #: What a handler returns: a result, or ``None`` for the default answer.
 Handler = Callable[[Call], CommandResult | None]
@@ -149,6 +152,8 @@ class ScriptedRunner:
         self.guests: dict[tuple[str, str], int] = {}
         self._down: set[str] = set()
         self._pid = 1000
+        #: node → the memory (MiB) its hypervisor reports (default NODE_MEMORY)
+        self.memory: dict[str, int] = {}
 
     # -- scripting ----------------------------------------------------------------------
 
@@ -317,6 +322,7 @@ class ScriptedRunner:
             "block-device-check": self._block_device,
             "size-check": self._size,
             "capacity": self._capacity,
+            "node-info": self._node_info,
         }.get(call.kind)
         if answer is not None:
             return answer(call)
@@ -366,6 +372,10 @@ class ScriptedRunner:
             return CommandResult(0, NO_CAPACITY_SCRIPT + "\n")
         total, free = provider.capacity
         return CommandResult(0, f"{total} {free}\n" + ("shared\n" if provider.shared else ""))
+
+    def _node_info(self, call: Call) -> CommandResult:
+        mib = self.memory.get(call.node, NODE_MEMORY)
+        return CommandResult(0, f"memory_total {mib}\nmemory_free {mib}\n")
 
     def _hypervisor(self, call: Call) -> CommandResult:
         run_dir, key = call.args[0], call.args[1]

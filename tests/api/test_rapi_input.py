@@ -299,7 +299,6 @@ def create_body(**change: Any) -> dict[str, Any]:
         pytest.param(create_body(disk_template="plain"), "'plain' is not supported", id="plain"),
         pytest.param(create_body(mode="import"), "mode 'import'", id="import"),
         pytest.param(create_body(instance_name=...), "'instance_name' is missing", id="no-name"),
-        pytest.param(create_body(pnode=...), "iallocator", id="no-pnode"),
         pytest.param(create_body(colour="red"), "unknown parameter(s) colour", id="unknown"),
         pytest.param(create_body(nics=[{"mac": "auto"}]), "nics is not supported", id="nics"),
         pytest.param(create_body(disks="x"), "disks must be list", id="disks-str"),
@@ -329,6 +328,30 @@ async def test_bad_create_requests_are_refused_with_ganeti_errors(
     response = await app.client.post("/2/instances", json=body, headers=WRITER)
     assert text in ganeti_error(response, 400)
     assert app.job_count() == 0
+
+
+async def test_a_create_without_pnode_submits_one_to_be_placed(app: App) -> None:
+    response = await app.client.post(
+        "/2/instances", json=create_body(pnode=..., iallocator=None), headers=WRITER
+    )
+    assert response.status_code == 200, response.text
+    [job] = app.store.load_jobs(include_archived=True)
+    [op] = job.ops
+    assert op.op_id == "OP_INSTANCE_CREATE"
+    assert op.input.get("pnode") is None
+
+
+async def test_migrate_and_failover_take_ignore_ipolicy(app: App) -> None:
+    for action in ("migrate", "failover"):
+        response = await app.client.put(
+            f"/2/instances/web/{action}", json={"ignore_ipolicy": True}, headers=WRITER
+        )
+        assert response.status_code == 200, response.text
+    ops = [job.ops[0] for job in app.store.load_jobs(include_archived=True)]
+    assert [(o.op_id, o.input["force"]) for o in ops] == [
+        ("OP_INSTANCE_MIGRATE", True),
+        ("OP_INSTANCE_FAILOVER", True),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -263,6 +263,28 @@ def _uninstall(c: MoveCluster, vols: Path, names: Names) -> None:
                 shutil.rmtree(path, ignore_errors=True)
 
 
+def _node2_in_group(c: MoveCluster, group: str) -> None:
+    """node2 removed and added again in node group ``group`` (created when missing)."""
+    if group not in c.tc.client.request("GET", "/v1/cluster")["groups"]:
+        run_ok(c, {"OP_ID": "OP_GROUP_ADD", "group_name": group})
+    run_ok(c, {"OP_ID": "OP_NODE_REMOVE", "node_name": "node2"})
+    c.tc.add_node(c.tc.node("node2"), group=group)
+
+
+def _add_node2_elsewhere(c: MoveCluster, vols: Path, names: Names) -> None:
+    """node2 alone in group ``other``; the instances running on node1 (group default),
+    each with its own copy of the provider: checking the providers in the new group
+    is a diagnose that concurrent jobs of one provider would share (see ``add``)."""
+    _node2_in_group(c, "other")
+    _strict_as(c, vols, names)
+    run_all(c, [_add_own_provider(vols, n) for n in names])
+
+
+def _node2_back(c: MoveCluster, vols: Path, names: Names) -> None:
+    _uninstall(c, vols, names)
+    _node2_in_group(c, "default")
+
+
 # -- expected outcomes -----------------------------------------------------------------------
 
 
@@ -347,6 +369,13 @@ FLOWS = {
             _moved_but_source_kept,
             _op("OP_INSTANCE_MIGRATE", cleanup=True),
             expect_rerun("node2", True),
+        ),
+        Flow(
+            "change-group",
+            _add_node2_elsewhere,
+            _op("OP_INSTANCE_CHANGE_GROUP", group_name="other"),
+            expect_migrate,
+            reset=_node2_back,
         ),
         Flow(
             "install",
@@ -482,7 +511,7 @@ def check_outcome(
             check_instance(c, name, on=want.primary, running=want.running, verify=False)
         except AssertionError as exc:
             raise AssertionError(f"{what}: {exc}\n{text}") from None
-    if flow.name in ("migrate", "failover", "fenced") and want.status == "success":
+    if flow.name in ("migrate", "failover", "fenced", "change-group") and want.status == "success":
         result = job["ops"][0]["result"]
         assert result["primary"] == want.primary, f"{what}: reported as {result}"
     if flow.name == "fenced":

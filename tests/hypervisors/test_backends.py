@@ -7,7 +7,7 @@ import pytest
 from extjobs.errors import HypervisorError, InputError
 from extjobs.extstorage.attach import AttachInfo
 from extjobs.hypervisors import get_hypervisor
-from extjobs.hypervisors.base import RuntimeStatus, parse_status, run_dir_for
+from extjobs.hypervisors.base import RuntimeStatus, parse_node_info, parse_status, run_dir_for
 from extjobs.hypervisors.fake import MAX_DISKS
 from extjobs.hypervisors.kvm import qemu_argv
 from extjobs.model.cluster import Cluster, Instance
@@ -121,3 +121,23 @@ def test_fake_refuses_too_many_disks() -> None:
 def test_unknown_hypervisor() -> None:
     with pytest.raises(InputError, match="unknown hypervisor 'xen'; use fake, kvm"):
         get_hypervisor("xen")
+
+
+@pytest.mark.parametrize(
+    ("text", "figures"),
+    [
+        pytest.param("memory_total 4096\nmemory_free 1000\n", (4096, 1000), id="both"),
+        pytest.param("memory_free 10\nmemory_total 20\n", (20, 10), id="any-order"),
+        pytest.param("memory_total 512\n", (512, 512), id="total-only"),
+        pytest.param("memory_total 512\nmemory_free 900\n", (512, 512), id="free-capped"),
+    ],
+)
+def test_node_info_is_parsed(text: str, figures: tuple[int, int]) -> None:
+    info = parse_node_info(text, node="n1")
+    assert (info.memory_total, info.memory_free) == figures
+
+
+@pytest.mark.parametrize("text", ["", "memory_total lots\n", "memory_free 5\n", "4096\n"])
+def test_node_info_without_a_total_is_refused_quoting_it(text: str) -> None:
+    with pytest.raises(HypervisorError, match="node info of node 'n1' printed"):
+        parse_node_info(text, node="n1")

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from extjobs.hypervisors import get_hypervisor
-from extjobs.hypervisors.base import RuntimeStatus, parse_status
+from extjobs.hypervisors.base import RuntimeStatus, parse_node_info, parse_status
+from extjobs.hypervisors.fake import NODE_MEMORY_FILE
 from extjobs.model.cluster import Instance
 from extjobs.model.remote import RemoteCommand
 from tests.harness.procs import is_alive
@@ -155,3 +156,36 @@ def test_kvm_guest_starts_daemonised_with_a_qmp_socket(tmp_path: Path) -> None:
         for pidfile in home.rglob("*.pid"):
             subprocess.run(["kill", pidfile.read_text().strip()], check=False)
         shutil.rmtree(home, ignore_errors=True)
+
+
+# -- node info: the memory a node offers guests ---------------------------------------------
+
+
+def _meminfo_total_mib() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024
+    raise AssertionError("no MemTotal in /proc/meminfo")
+
+
+@pytest.mark.parametrize("hv", ["fake", "kvm"])
+def test_node_info_reports_the_nodes_meminfo(tmp_path: Path, hv: str) -> None:
+    result = run(get_hypervisor(hv).node_info_command(str(tmp_path), timeout=10), tmp_path)
+    assert result.returncode == 0, result.stderr
+    info = parse_node_info(result.stdout, node="n1")
+    assert info.memory_total == _meminfo_total_mib()
+    assert 0 < info.memory_free <= info.memory_total
+
+
+def test_a_fake_node_offers_the_memory_its_run_directory_says(tmp_path: Path) -> None:
+    command = get_hypervisor("fake").node_info_command("run/n1", timeout=10)
+    (tmp_path / "run" / "n1").mkdir(parents=True)
+    (tmp_path / "run" / "n1" / NODE_MEMORY_FILE).write_text("768\n")
+    result = run(command, tmp_path)
+    assert result.returncode == 0, result.stderr
+    info = parse_node_info(result.stdout, node="n1")
+    assert (info.memory_total, info.memory_free) == (768, 768)
+    (tmp_path / "run" / "n1" / NODE_MEMORY_FILE).write_text("lots\n")
+    result = run(command, tmp_path)
+    assert result.returncode == 1
+    assert "holds lots, not a number of MiB" in result.stderr

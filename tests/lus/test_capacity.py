@@ -114,3 +114,33 @@ async def test_a_pool_is_asked_with_its_parameters() -> None:
         assert ok(job), error(job)
         assert job.ops[0].result["pools"]["fast"]["capacity"]["default"]["free"] == 40
         assert cluster.runner.select(kind="capacity")[-1].env["EXTP_DIR"] == "/pool"
+
+
+async def test_malformed_capacity_output_refuses_the_disks_quoting_it_before_any_create() -> None:
+    async with scripted_cluster() as cluster:
+        cluster.runner.on(kind="capacity", result=CommandResult(0, "plenty of room\n"))
+        job = await cluster.run(two_disks(30, 20))
+        assert not ok(job)
+        text = error(job)
+        assert "cannot tell the free space for disk 0, disk 1 on node node1" in text
+        assert "capacity of provider sharedfile on node node1: expected 'TOTAL FREE'" in text
+        assert "'plenty of room\\n'" in text
+        assert "nothing was created" in text
+        assert cluster.runner.select(kind="provider") == []
+        assert "web" not in cluster.config.instances
+        forced = await cluster.run(two_disks(30, 20, force=True))
+        assert ok(forced), error(forced)
+
+
+async def test_a_failing_capacity_script_passes_the_node_over_in_placement() -> None:
+    async with scripted_cluster() as cluster:
+        cluster.runner.on(
+            kind="capacity", node="node1", result=CommandResult(2, stderr="df: no such dir\n")
+        )
+        disk = DiskSpec(size=8, provider="sharedfile", params={"dir": "/vols"})
+        job = await cluster.run(OpInstanceCreate(instance_name="auto", disks=(disk,)))
+        assert ok(job), error(job)
+        assert cluster.config.instances["auto"].primary == "node2"
+        log = "\n".join(e.message for e in cluster.engine.log(job.id))  # type: ignore[union-attr]
+        assert "node1: not enough storage: cannot tell the free space for disk 0" in log
+        assert "df: no such dir" in log

@@ -40,7 +40,9 @@ from extjobs.model.cluster import ClusterConfig
 from extjobs.model.config import Config
 from extjobs.model.jobs import LogKind
 from extjobs.model.journal import Entry, JournalRecord, StepStatus
+from extjobs.model.opcodes import OpCode
 from extjobs.model.remote import DEFAULT_PATH, CommandResult, Endpoint, RemoteCommand
+from extjobs.model.requests import JobRequest
 from extjobs.model.steps import (
     FenceRun,
     HostKeyFetch,
@@ -142,6 +144,9 @@ class Services:
     writer: Writer
     #: Whether this master may start steps (it leads; always, with one master).
     may_act: Callable[[], bool] = lambda: True
+    #: Queues a batch of jobs atomically (the queue's ``submit``); ``None`` where no
+    #: queue runs the job (an opcode that expands into jobs then refuses).
+    submit: Callable[[Sequence[JobRequest]], list[int]] | None = None
 
 
 class JobLogger(Protocol):
@@ -315,6 +320,15 @@ class JobContext:
                 timeout=self.options.storage.timeout("install"),
             )
         await CRASH.check("after", self.job_id, number)
+
+    async def submit_jobs(self, jobs: Sequence[Sequence[OpCode]], *, reason: str) -> list[int]:
+        submit = self._services.submit
+        if submit is None:
+            raise StoreError("this master runs no job queue: jobs cannot be submitted")
+        why = f"{reason} (submitted by job {self.job_id})"
+        ids = submit([JobRequest(ops=tuple(ops), reason=why) for ops in jobs])
+        await self._services.writer.flush()
+        return ids
 
     async def journal_records(self, kinds: tuple[StepKind, ...]) -> list[JournalRecord]:
         await self._services.writer.flush()

@@ -86,7 +86,7 @@ class JobQueue:
         #: configuration manager must write through the same one, in the same order.
         self.writer: Writer = writer or SyncWriter(store)
         self._services = Services(
-            configmgr, runner, options, self.memo, store, self.writer, may_act
+            configmgr, runner, options, self.memo, store, self.writer, may_act, self.submit
         )
         self._store = store
         self._wakeup = anyio.Event()

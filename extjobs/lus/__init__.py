@@ -20,8 +20,14 @@ from extjobs.lus.instance_ops import (
     LUInstanceShutdown,
     LUInstanceStartup,
 )
+from extjobs.lus.instance_reboot import (
+    LUInstanceActivateDisks,
+    LUInstanceDeactivateDisks,
+    LUInstanceReboot,
+)
 from extjobs.lus.migrate import LUInstanceMigrate
 from extjobs.lus.node import LUNodeAdd, LUNodeQuery, LUNodeRemove
+from extjobs.lus.node_evacuate import LUNodeEvacuate, LUNodeMigrate
 from extjobs.lus.node_modify import LUNodeSetParams
 from extjobs.lus.pools import (
     LUClusterSetParams,
@@ -42,15 +48,20 @@ from extjobs.model.opcodes import (
     OpExtStorageInstall,
     OpGroupAdd,
     OpGroupSetParams,
+    OpInstanceActivateDisks,
     OpInstanceCreate,
+    OpInstanceDeactivateDisks,
     OpInstanceFailover,
     OpInstanceGrowDisk,
     OpInstanceMigrate,
+    OpInstanceReboot,
     OpInstanceRemove,
     OpInstanceRename,
     OpInstanceShutdown,
     OpInstanceStartup,
     OpNodeAdd,
+    OpNodeEvacuate,
+    OpNodeMigrate,
     OpNodeQuery,
     OpNodeRemove,
     OpNodeSetParams,
@@ -89,6 +100,12 @@ LU_FOR: dict[type[OpCode], type[LogicalUnit[Any]]] = {
     OpInstanceRename: LUInstanceRename,
     OpInstanceMigrate: LUInstanceMigrate,
     OpInstanceFailover: LUInstanceFailover,
+    # day-2 operations: node maintenance, instance verbs
+    OpNodeMigrate: LUNodeMigrate,
+    OpNodeEvacuate: LUNodeEvacuate,
+    OpInstanceReboot: LUInstanceReboot,
+    OpInstanceActivateDisks: LUInstanceActivateDisks,
+    OpInstanceDeactivateDisks: LUInstanceDeactivateDisks,
     # tests and benchmarks
     OpTestDelay: LUTestDelay,
 }

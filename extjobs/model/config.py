@@ -271,6 +271,19 @@ class RapiOptions:
 
 
 @attrs.frozen
+class MigrationOptions:
+    """Defaults of a live migration's settings (``instance migrate`` and ``node
+    migrate`` override them per job): the longest pause of the guest at the switch-over
+    in milliseconds, the bandwidth in MiB/s (kvm: QMP ``migrate-set-parameters``), and
+    how long the memory transfer may run before it is cancelled (the guest stays on the
+    source)."""
+
+    max_downtime: int = attrs.field(default=300, validator=_number(1, integer=True))
+    bandwidth: int = attrs.field(default=1024, validator=_number(1, integer=True))
+    converge_timeout: float = attrs.field(default=900.0, validator=_seconds)
+
+
+@attrs.frozen
 class Config:
     state_dir: Path = Path("/var/lib/extjobs")
     socket: Path | None = None
@@ -281,6 +294,7 @@ class Config:
     storage: StorageOptions = StorageOptions()
     queue: QueueOptions = QueueOptions()
     store: StoreOptions = StoreOptions()
+    migration: MigrationOptions = MigrationOptions()
 
     @property
     def socket_path(self) -> Path:
@@ -331,7 +345,10 @@ def config_from_dict(data: dict[str, Any], *, state_dir: Path | None = None) -> 
     queue = _section(data, "queue")
     store = _build(StoreOptions, _section(data, "store"), "store")
     check_store_url(store.url)
-    unknown = sorted(set(data) - {"daemon", "ssh", "storage", "queue", "store", "rapi"})
+    migration = _build(MigrationOptions, _section(data, "migration"), "migration")
+    unknown = sorted(
+        set(data) - {"daemon", "ssh", "storage", "queue", "store", "rapi", "migration"}
+    )
     if unknown:
         raise ConfigError(f"unknown section(s): {', '.join(unknown)}", section=unknown[0])
     if "search_path" in storage:
@@ -403,6 +420,7 @@ def config_from_dict(data: dict[str, Any], *, state_dir: Path | None = None) -> 
         storage=_build(StorageOptions, storage, "storage"),
         queue=_build(QueueOptions, queue, "queue"),
         store=store,
+        migration=migration,
     )
 
 

@@ -44,6 +44,7 @@ from extjobs.model.opcodes import OpCode
 from extjobs.model.remote import DEFAULT_PATH, CommandResult, Endpoint, RemoteCommand
 from extjobs.model.requests import JobRequest
 from extjobs.model.steps import (
+    SUBMIT_JOBS,
     FenceRun,
     HostKeyFetch,
     LocalRun,
@@ -326,8 +327,15 @@ class JobContext:
         if submit is None:
             raise StoreError("this master runs no job queue: jobs cannot be submitted")
         why = f"{reason} (submitted by job {self.job_id})"
-        ids = submit([JobRequest(ops=tuple(ops), reason=why) for ops in jobs])
-        await self._services.writer.flush()
+        description = f"{SUBMIT_JOBS}: {len(jobs)} job(s), {reason}"
+        number = CRASH.step(self.job_id)
+        await CRASH.check("before", self.job_id, number)
+        async with self._journalled("master", description, Entry(LocalRun())) as outcome:
+            await CRASH.check("started", self.job_id, number)
+            ids = submit([JobRequest(ops=tuple(ops), reason=why) for ops in jobs])
+            await self._services.writer.flush()
+            outcome.summary = "job(s) " + ", ".join(str(i) for i in ids)
+        await CRASH.check("after", self.job_id, number)
         return ids
 
     async def journal_records(self, kinds: tuple[StepKind, ...]) -> list[JournalRecord]:

@@ -9,9 +9,8 @@ changes meanwhile::
     per instance: its target (``pick_target``, the selection of migrate and failover,
            with instances already planned for a node counted there, so they spread)
     any instance without a valid target  →  refused, naming each one; nothing submitted
-    master: "submit the jobs" (a journalled local run: recovery learns from it that
-           jobs may have been submitted)
-    queue: one job per instance, one batch (``OP_INSTANCE_MIGRATE`` for a running
+    queue: one job per instance, one batch, journalled as a step of this opcode (its
+           ``started`` record tells recovery that jobs may have been submitted) (``OP_INSTANCE_MIGRATE`` for a running
            instance, ``OP_INSTANCE_FAILOVER`` for a stopped one — it moves without
            starting — and for every instance of ``node evacuate``), target pinned
 
@@ -41,11 +40,7 @@ from extjobs.model.opcodes import (
     OpNodeEvacuate,
     OpNodeMigrate,
 )
-from extjobs.model.steps import LocalRun
-
-#: The description of the journalled local run just before the jobs are submitted.
-SUBMIT_STEP = "submit the jobs moving the instances off node"
-SUBMIT_TIMEOUT = 30.0
+from extjobs.model.steps import SUBMIT_JOBS, LocalRun
 
 
 def node_instances(config: ClusterConfig, node: str) -> list[Instance]:
@@ -125,12 +120,6 @@ class _NodeMoveLU(LogicalUnit[Any]):
                 for (inst, target), (kind, _op) in zip(plan, jobs, strict=True)
             )
         )
-        await ctx.run_local(
-            ("true",),
-            timeout=SUBMIT_TIMEOUT,
-            description=f"{SUBMIT_STEP} {node.name}",
-            payload=LocalRun(),
-        )
         ids = await ctx.submit_jobs(
             [[job] for _kind, job in jobs],
             reason=f"node {self.verb} {node.name}",
@@ -149,7 +138,10 @@ class _NodeMoveLU(LogicalUnit[Any]):
         """Raise when the node's state forbids the move (migrate: it is offline)."""
 
     async def recover(self, ctx: StepContext, journal: Journal) -> Recovery:
-        if any(r.description.startswith(SUBMIT_STEP) for r in journal):
+        if any(
+            isinstance(r.payload, LocalRun) and r.description.startswith(SUBMIT_JOBS)
+            for r in journal
+        ):
             return Recovery(
                 RecoveryAction.FAILED,
                 f"{self.verb} {self.op.node_name} was interrupted by a daemon restart while "

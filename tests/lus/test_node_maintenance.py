@@ -82,13 +82,15 @@ async def test_one_failing_migration_does_not_stop_the_others() -> None:
         )
         job = await cluster.run(OpNodeMigrate(node_name="node1"))
         done = await children(cluster, job)
-        assert ok(done["a"]) and ok(done["c"])
+        assert ok(done["a"])
+        assert ok(done["c"])
         assert not ok(done["b"])
         assert "no path to the SAN" in error(done["b"])
         assert "b runs on node1" in error(done["b"])
         cfg = cluster.config
         assert cfg.instances["b"].primary == "node1"
-        assert cfg.instances["a"].primary != "node1" and cfg.instances["c"].primary != "node1"
+        assert cfg.instances["a"].primary != "node1"
+        assert cfg.instances["c"].primary != "node1"
 
 
 async def test_no_valid_target_refuses_before_anything_moves_naming_the_instances() -> None:
@@ -105,7 +107,8 @@ async def test_no_valid_target_refuses_before_anything_moves_naming_the_instance
         assert "cannot migrate node node1" in message
         assert "a: no node of group default can receive a" in message
         assert "b: no node of group default" in message
-        assert "node2: it is drained" in message and "nothing was moved" in message
+        assert "node2: it is drained" in message
+        assert "nothing was moved" in message
         assert job_count(cluster) == before + 1, "no job was submitted"
         assert cluster.runner.trace() == [], "nothing ran on any node"
         assert {i.primary for i in cluster.config.instances.values()} == {"node1"}
@@ -143,7 +146,8 @@ async def test_node_evacuate_fails_everything_over_to_the_given_target() -> None
 async def test_an_empty_node_has_nothing_to_move() -> None:
     async with scripted_cluster() as cluster:
         job = await cluster.run(OpNodeMigrate(node_name="node2"))
-        assert ok(job) and job.ops[0].result["jobs"] == []
+        assert ok(job)
+        assert job.ops[0].result["jobs"] == []
 
 
 async def test_reboot_of_a_fake_guest_is_hard_and_starts_it_again() -> None:
@@ -163,7 +167,8 @@ async def test_reboot_of_a_stopped_instance_is_refused() -> None:
         await add_instance(cluster, "a")
         await cluster.run(OpInstanceShutdown(instance_name="a"))
         job = await cluster.run(OpInstanceReboot(instance_name="a"))
-        assert "marked down" in error(job) and "instance startup a" in error(job)
+        assert "marked down" in error(job)
+        assert "instance startup a" in error(job)
 
 
 async def test_activate_then_deactivate_disks_of_a_stopped_instance() -> None:
@@ -175,7 +180,8 @@ async def test_activate_then_deactivate_disks_of_a_stopped_instance() -> None:
         job = await cluster.run(OpInstanceActivateDisks(instance_name="a"))
         assert ok(job), error(job)
         disks = job.ops[0].result["disks"]
-        assert [d["index"] for d in disks] == [0, 1] and all(d["path"] for d in disks)
+        assert [d["index"] for d in disks] == [0, 1]
+        assert all(d["path"] for d in disks)
         assert all(v.attached == {"node1"} for v in storage.volumes.values())
         assert cluster.runner.running() == {}, "the guest was not started"
         job = await cluster.run(OpInstanceDeactivateDisks(instance_name="a"))
@@ -187,6 +193,7 @@ async def test_deactivate_disks_is_refused_while_the_guest_runs() -> None:
     async with scripted_cluster() as cluster:
         await add_instance(cluster, "a")
         job = await cluster.run(OpInstanceDeactivateDisks(instance_name="a"))
-        assert "runs on node1" in error(job) and "shut it down first" in error(job)
+        assert "runs on node1" in error(job)
+        assert "shut it down first" in error(job)
         storage = cluster.runner.storage
         assert all(v.attached == {"node1"} for v in storage.volumes.values())

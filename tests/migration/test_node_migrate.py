@@ -63,7 +63,8 @@ def test_drain_then_node_migrate_moves_each_instance_and_one_failure_stays_alone
         check(cluster, "nm3", on=stopped.group(1), running=False)
         # The job log of the failed instance says what failed and where it runs.
         log = cluster.log_text(cluster.tc.client.job(int(failed.group(1))))
-        assert "injected attach failure" in log and "nm2 runs on node1" in log
+        assert "injected attach failure" in log
+        assert "nm2 runs on node1" in log
         # The node migrate job itself lists the batch it submitted.
         parent = cluster.last("OP_NODE_MIGRATE")
         entries = parent["ops"][0]["result"]["jobs"]
@@ -136,7 +137,8 @@ def test_a_reinstalled_node_is_refused_until_its_key_is_re_pinned(cluster: MoveC
     assert cluster.tc.run_job([delay])["status"] == "error", "still refused"
     out = cluster.ok("node", "modify", "node3", "--accept-new-host-key")
     match = re.search(r"host key re-pinned, (SHA256:\S+) → (SHA256:\S+)", out)
-    assert match and match.group(1) != match.group(2), out
+    assert match, out
+    assert match.group(1) != match.group(2), out
     parent = cluster.last("OP_NODE_SET_PARAMS")
     log = cluster.log_text(parent)
     assert f"host key re-pinned: {match.group(1)} → {match.group(2)}" in log

@@ -197,3 +197,42 @@ async def test_deactivate_disks_is_refused_while_the_guest_runs() -> None:
         assert "shut it down first" in error(job)
         storage = cluster.runner.storage
         assert all(v.attached == {"node1"} for v in storage.volumes.values())
+
+
+async def test_evacuating_an_offline_node_fails_its_instances_over_and_migrate_refuses() -> None:
+    async with scripted_cluster() as cluster:
+        for name in ("a", "b"):
+            await add_instance(cluster, name)
+        # node1 died: its guests are gone and it holds no volume any more.
+        cluster.runner.unreachable("node1")
+        cluster.runner.power_off("node1")
+        assert ok(await cluster.run(OpNodeSetParams(node_name="node1", offline=True)))
+        job = await cluster.run(OpNodeMigrate(node_name="node1"))
+        assert "node node1 is offline" in error(job)
+        assert "node evacuate node1" in error(job)
+        job = await cluster.run(OpNodeEvacuate(node_name="node1"))
+        done = await children(cluster, job)
+        assert all(ok(j) for j in done.values()), [error(j) for j in done.values()]
+        primaries = {cluster.config.instances[n].primary for n in ("a", "b")}
+        assert primaries == {"node2", "node3"}, "spread over the two other nodes"
+        assert cluster.runner.trace(node="node1") == [], "nothing ran on the offline node"
+
+
+async def test_allow_failover_moves_an_instance_whose_guest_died() -> None:
+    async with scripted_cluster() as cluster:
+        await add_instance(cluster, "a")
+        await add_instance(cluster, "b")
+        # The guest of b died on its own: the instance is still marked up.
+        cluster.runner.guests.pop(("node1", cluster.config.instances["b"].uuid))
+        job = await cluster.run(OpNodeMigrate(node_name="node1", target_node="node2"))
+        done = await children(cluster, job)
+        assert not ok(done["b"])
+        assert "does not run on node1, so it cannot migrate" in error(done["b"])
+        assert ok(done["a"])
+        job = await cluster.run(
+            OpNodeMigrate(node_name="node1", target_node="node2", allow_failover=True)
+        )
+        done = await children(cluster, job)
+        assert ok(done["b"]), error(done["b"])
+        assert done["b"].ops[0].result["mode"] == "failover"
+        assert cluster.config.instances["b"].primary == "node2"

@@ -136,13 +136,14 @@ async def pick_target(
     requested: str | None,
     *,
     also: Sequence[Node] = (),
-    planned: Mapping[str, int] | None = None,
+    planned: Mapping[str, Sequence[Instance]] | None = None,
 ) -> tuple[Node, dict[str, Mapping[str, ProviderStatus] | BaseException]]:
     """The target node and the provider reports of every node asked (candidates and
     ``also``, concurrently). Raises PrerequisiteError when no node qualifies.
 
-    ``planned``: instances already planned to move to each node (``node migrate``
-    spreads a node's instances), counted as if they were there."""
+    ``planned``: the instances already planned to move to each node (``node migrate``
+    spreads a node's instances), counted as if they were there (a check of a node's
+    resources should count them too)."""
     cfg = ctx.config
     providers = sorted({d.provider for d in inst.disks})
     group_nodes = sorted(
@@ -176,9 +177,9 @@ async def pick_target(
     for other in cfg.instances.values():
         if other.primary in counts:
             counts[other.primary] += 1
-    for planned_node, more in (planned or {}).items():
+    for planned_node, coming in (planned or {}).items():
         if planned_node in counts:
-            counts[planned_node] += more
+            counts[planned_node] += len(coming)
     chosen = min(usable, key=lambda n: (counts[n.name], n.name))
     valid = f"provider(s) {', '.join(providers)} valid there"
     if requested is not None:

@@ -28,7 +28,7 @@ from typing import Any
 
 from extjobs.errors import ExtJobsError, PrerequisiteError, ProviderError
 from extjobs.hypervisors import get_hypervisor
-from extjobs.hypervisors.base import instance_key
+from extjobs.hypervisors.base import RuntimeStatus, instance_key
 from extjobs.lus.base import LogicalUnit, Recovery, RecoveryAction, StepContext
 from extjobs.lus.instance_hv import hypervisor_status, start_guest, stop_guest
 from extjobs.lus.instance_ops import instance_locks, usable_instance
@@ -93,7 +93,7 @@ class LUInstanceReboot(LogicalUnit[OpInstanceReboot]):
         method = "hard"
         self._stopped = (inst, node)
         if not op.hard:
-            method = await self._soft(ctx, inst, node, status.pid)
+            method = await self._soft(ctx, inst, node, status)
         if method == "hard":
             await stop_guest(ctx, inst, node.name, grace=HARD_GRACE)
             ctx.log(f"{node.name}: the guest of {inst.name} was stopped hard")
@@ -102,11 +102,13 @@ class LUInstanceReboot(LogicalUnit[OpInstanceReboot]):
         ctx.log(f"{inst.name} rebooted on {node.name} ({method}): pid {old_pid} → {pid}")
         return {"instance": inst.name, "node": node.name, "method": method, "pid": pid}
 
-    async def _soft(self, ctx: StepContext, inst: Instance, node: Node, pid: int | None) -> str:
-        """Ask the guest to power down and wait for it; ``soft`` when it stopped, else
-        ``hard`` (what must happen next), saying why in the job log."""
+    async def _soft(
+        self, ctx: StepContext, inst: Instance, node: Node, status: RuntimeStatus
+    ) -> str:
+        """Ask the guest (running as ``status`` says) to power down and wait for it;
+        ``soft`` when it stopped, else ``hard`` (what must happen next), saying why in
+        the job log."""
         hv = get_hypervisor(inst.hypervisor)
-        status = await hypervisor_status(ctx, inst, node.name)
         socket = hv.control_socket(instance_key(inst), status)
         asked = False
         if socket is not None:

@@ -87,7 +87,7 @@ class _NodeMoveLU(LogicalUnit[Any]):
             ctx.log(f"node {node.name} is primary of no instance: nothing to move")
             return {"node": node.name, "jobs": []}
         self.check_source(node.offline)
-        planned: dict[str, int] = {}
+        planned: dict[str, list[Instance]] = {}
         plan: list[tuple[Instance, str]] = []
         problems: list[str] = []
         for inst in instances:
@@ -104,7 +104,7 @@ class _NodeMoveLU(LogicalUnit[Any]):
             except ExtJobsError as exc:
                 problems.append(f"{inst.name}: {exc.message}")
                 continue
-            planned[target.name] = planned.get(target.name, 0) + 1
+            planned.setdefault(target.name, []).append(inst)
             plan.append((inst, target.name))
         if problems:
             raise PrerequisiteError(

@@ -208,8 +208,8 @@ def _create_opcode(body: dict[str, Any]) -> OpInstanceCreate:
     template = body["disk_template"]
     if template != "ext":
         raise bad_request(
-            f"Disk template {template!r} is not supported; extjobs only manages "
-            "external storage ('ext')"
+            f"Disk template {template!r} does not exist here: only 'ext' exists "
+            "(extjobs only manages external storage)"
         )
     disks = _typed(body, "disks", list, None)
     beparams = _typed(body, "beparams", dict, {})

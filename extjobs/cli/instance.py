@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -19,11 +20,14 @@ from extjobs.cli.common import Ctx, output_option, pass_ctx, run_opcode, submit_
 from extjobs.model.opcodes import (
     HYPERVISOR_NAMES,
     DiskSpec,
+    OpInstanceActivateDisks,
     OpInstanceChangeGroup,
     OpInstanceCreate,
+    OpInstanceDeactivateDisks,
     OpInstanceFailover,
     OpInstanceGrowDisk,
     OpInstanceMigrate,
+    OpInstanceReboot,
     OpInstanceRemove,
     OpInstanceRename,
     OpInstanceShutdown,
@@ -33,6 +37,20 @@ from extjobs.model.opcodes import (
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*([mgt]?)(?:i?b)?", re.IGNORECASE)
 _FACTOR = {"": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
 _DISK_FIELDS = ("size", "provider", "pool", "name", "access")
+F = TypeVar("F", bound=Callable[..., Any])
+#: The only disk template: every disk lives on external storage (``-t ext`` is accepted
+#: so that Ganeti command lines work unchanged).
+DISK_TEMPLATE = "ext"
+
+
+def check_disk_template(_ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    """Accept ``ext`` (or nothing); refuse every other Ganeti template, naming it."""
+    if value is not None and value != DISK_TEMPLATE:
+        raise click.BadParameter(
+            f"disk template {value!r} does not exist here: only 'ext' exists (every disk "
+            "lives on external storage through an ExtStorage provider)",
+            param_hint="'-t' / '--disk-template'",
+        )
 
 
 def parse_size(text: str) -> int:
@@ -137,6 +155,15 @@ def instance() -> None:
 @click.option("--memory", default="64M", show_default=True, help="Guest memory (M/G suffix).")
 @click.option("--vcpus", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--no-start", is_flag=True, help="Create the disks but do not start the guest.")
+@click.option(
+    "--disk-template",
+    "-t",
+    "disk_template",
+    metavar="ext",
+    callback=check_disk_template,
+    expose_value=False,
+    help="Accepted for Ganeti compatibility: 'ext' is the only template.",
+)
 @click.option(
     "--force",
     is_flag=True,
@@ -337,6 +364,37 @@ force_option = click.option(
 )
 
 
+def migration_options(func: F) -> F:
+    """``--max-downtime``, ``--bandwidth`` and ``--converge-timeout`` (defaults: the
+    daemon's ``[migration]`` section)."""
+    for option in reversed(
+        [
+            click.option(
+                "--max-downtime",
+                type=click.IntRange(min=1),
+                metavar="MS",
+                help="Longest pause of the guest at the switch-over, in ms "
+                "(default: [migration] max_downtime).",
+            ),
+            click.option(
+                "--bandwidth",
+                type=click.IntRange(min=1),
+                metavar="MIB_PER_S",
+                help="Bandwidth of the memory transfer (default: [migration] bandwidth).",
+            ),
+            click.option(
+                "--converge-timeout",
+                type=click.FloatRange(min=0, min_open=True),
+                metavar="SECONDS",
+                help="Cancel a transfer that has not completed by then; the guest stays "
+                "on the source (default: [migration] converge_timeout).",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
 @instance.command("migrate")
 @click.argument("name")
 @click.option("--target", "-n", "target", metavar="NODE", help="Target node (default: chosen).")
@@ -358,6 +416,7 @@ force_option = click.option(
     help="TCP port the target listens on (default: any free port).",
 )
 @force_option
+@migration_options
 @submit_option
 @pass_ctx
 def instance_migrate(
@@ -369,10 +428,16 @@ def instance_migrate(
     allow_failover: bool,
     migration_port: int | None,
     force: bool,
+    max_downtime: int | None,
+    bandwidth: int | None,
+    converge_timeout: float | None,
     submit_only: bool,
 ) -> None:
     """Move a running instance to another node of its group without stopping it."""
-    if cleanup and (target or non_live or allow_failover or migration_port or force):
+    settings = (max_downtime, bandwidth, converge_timeout)
+    if cleanup and (
+        target or non_live or allow_failover or migration_port or force or any(settings)
+    ):
         raise click.UsageError("--cleanup takes no other option")
     op = OpInstanceMigrate(
         instance_name=name,
@@ -382,6 +447,9 @@ def instance_migrate(
         allow_failover=allow_failover,
         migration_port=migration_port,
         force=force,
+        max_downtime=max_downtime,
+        bandwidth=bandwidth,
+        converge_timeout=converge_timeout,
     )
     job = run_opcode(ctx, op, submit_only=submit_only)
     if not job:
@@ -393,7 +461,10 @@ def instance_migrate(
     elif result.get("mode") == "failover":
         click.echo(f"instance {name} failed over from {result['source']} to {result['target']}")
     else:
-        click.echo(f"instance {name} migrated from {result['source']} to {result['target']}")
+        click.echo(
+            f"instance {name} migrated from {result['source']} to {result['target']} "
+            f"(max downtime {result['max_downtime']} ms, bandwidth {result['bandwidth']} MiB/s)"
+        )
 
 
 @instance.command("failover")
@@ -463,3 +534,52 @@ def instance_change_group(
         click.echo(
             f"instance {name} {how} from {result['source']} to {result['target']} (group {group})"
         )
+
+
+@instance.command("reboot")
+@click.argument("name")
+@click.option(
+    "--timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds the guest gets to power down (ACPI) before it is stopped hard.",
+)
+@click.option("--hard", is_flag=True, help="Stop and start the guest without asking it first.")
+@submit_option
+@pass_ctx
+def instance_reboot(ctx: Ctx, name: str, timeout: float, hard: bool, submit_only: bool) -> None:
+    """Reboot a running instance on its primary: soft (ACPI power-down), then hard."""
+    op = OpInstanceReboot(instance_name=name, timeout=timeout, hard=hard)
+    job = run_opcode(ctx, op, submit_only=submit_only)
+    if job:
+        result = job["ops"][0]["result"]
+        click.echo(
+            f"instance {name} rebooted on {result['node']} ({result['method']}), "
+            f"pid {result['pid']}"
+        )
+
+
+@instance.command("activate-disks")
+@click.argument("name")
+@submit_option
+@pass_ctx
+def instance_activate_disks(ctx: Ctx, name: str, submit_only: bool) -> None:
+    """Attach and open the disks on the primary without starting the guest; print the
+    device paths (for repairs on the node)."""
+    job = run_opcode(ctx, OpInstanceActivateDisks(instance_name=name), submit_only=submit_only)
+    if job:
+        result = job["ops"][0]["result"]
+        for disk in result["disks"]:
+            click.echo(f"{result['node']}:disk{disk['index']}:{disk['path']}")
+
+
+@instance.command("deactivate-disks")
+@click.argument("name")
+@submit_option
+@pass_ctx
+def instance_deactivate_disks(ctx: Ctx, name: str, submit_only: bool) -> None:
+    """Close and detach the disks on the primary (refused while the guest runs)."""
+    op = OpInstanceDeactivateDisks(instance_name=name)
+    if run_opcode(ctx, op, submit_only=submit_only):
+        click.echo(f"instance {name}: disks deactivated")

@@ -41,8 +41,11 @@ from extjobs.model.cluster import ClusterConfig
 from extjobs.model.config import Config
 from extjobs.model.jobs import LogKind
 from extjobs.model.journal import Entry, JournalRecord, StepStatus
+from extjobs.model.opcodes import OpCode
 from extjobs.model.remote import DEFAULT_PATH, CommandResult, Endpoint, RemoteCommand
+from extjobs.model.requests import JobRequest
 from extjobs.model.steps import (
+    SUBMIT_JOBS,
     FenceRun,
     HostKeyFetch,
     LocalRun,
@@ -145,6 +148,9 @@ class Services:
     may_act: Callable[[], bool] = lambda: True
     #: The daemon's metrics (None: not measured, as in unit tests).
     metrics: Metrics | None = None
+    #: Queues a batch of jobs atomically (the queue's ``submit``); ``None`` where no
+    #: queue runs the job (an opcode that expands into jobs then refuses).
+    submit: Callable[[Sequence[JobRequest]], list[int]] | None = None
 
 
 class JobLogger(Protocol):
@@ -328,6 +334,22 @@ class JobContext:
                 timeout=self.options.storage.timeout("install"),
             )
         await CRASH.check("after", self.job_id, number)
+
+    async def submit_jobs(self, jobs: Sequence[Sequence[OpCode]], *, reason: str) -> list[int]:
+        submit = self._services.submit
+        if submit is None:
+            raise StoreError("this master runs no job queue: jobs cannot be submitted")
+        why = f"{reason} (submitted by job {self.job_id})"
+        description = f"{SUBMIT_JOBS}: {len(jobs)} job(s), {reason}"
+        number = CRASH.step(self.job_id)
+        await CRASH.check("before", self.job_id, number)
+        async with self._journalled("master", description, Entry(LocalRun())) as outcome:
+            await CRASH.check("started", self.job_id, number)
+            ids = submit([JobRequest(ops=tuple(ops), reason=why) for ops in jobs])
+            await self._services.writer.flush()
+            outcome.summary = "job(s) " + ", ".join(str(i) for i in ids)
+        await CRASH.check("after", self.job_id, number)
+        return ids
 
     async def journal_records(self, kinds: tuple[StepKind, ...]) -> list[JournalRecord]:
         await self._services.writer.flush()

@@ -88,7 +88,15 @@ class JobQueue:
         #: configuration manager must write through the same one, in the same order.
         self.writer: Writer = writer or SyncWriter(store)
         self._services = Services(
-            configmgr, runner, options, self.memo, store, self.writer, may_act, metrics
+            configmgr,
+            runner,
+            options,
+            self.memo,
+            store,
+            self.writer,
+            may_act,
+            metrics=metrics,
+            submit=self.submit,
         )
         self._store = store
         self._wakeup = anyio.Event()

@@ -208,6 +208,12 @@ class Hypervisor(abc.ABC):
         """Continue a guest paused on ``node`` (a non-live migration paused it)."""
         raise HypervisorError(f"the {self.name.value} hypervisor has no control socket")
 
+    async def powerdown(self, link: GuestLink, node: str, socket: str) -> bool:
+        """Ask the guest behind ``socket`` on ``node`` to power itself down (ACPI); True
+        when asked, False when the backend has no way to (the caller stops it hard).
+        The guest may ignore the request. Raises HypervisorError."""
+        return False
+
     # -- migration (see extjobs.hypervisors.migration) --------------------------------
 
     #: Whether a running guest moves by a memory transfer between two processes over
@@ -226,11 +232,13 @@ class Hypervisor(abc.ABC):
         host: str,
         port: int | None,
         live: bool,
+        settings: MigrationSettings | None = None,
     ) -> None:
         """Move a running guest's memory from ``source`` to the receiving side started
         on ``target`` (:meth:`incoming_command`), over ``host:port`` (any free port when
-        ``None``; ``live``: without pausing it first). Returns once the guest runs on
-        the target; the source process is left for the caller to stop.
+        ``None``; ``live``: without pausing it first) with ``settings`` (downtime,
+        bandwidth, the time it may take). Returns once the guest runs on the target;
+        the source process is left for the caller to stop.
 
         Raises HypervisorError (and the node layer's errors for the connections).
         Only backends with :attr:`transfers_memory` implement it.
@@ -245,6 +253,22 @@ class Hypervisor(abc.ABC):
         Default: the ordinary start (the guest simply starts on the target).
         """
         return self.start_command(instance, disk_paths, run_dir, timeout=timeout)
+
+
+@attrs.frozen
+class MigrationSettings:
+    """How a memory transfer may go: the longest pause of the guest at the switch-over
+    (ms), the bandwidth (MiB/s), and how long it may run before it is cancelled (s)."""
+
+    max_downtime: int
+    bandwidth: int
+    converge_timeout: float
+
+    def describe(self) -> str:
+        return (
+            f"max downtime {self.max_downtime} ms, bandwidth {self.bandwidth} MiB/s, "
+            f"cancelled after {self.converge_timeout:g} s without converging"
+        )
 
 
 def userspace_or_device(

@@ -30,6 +30,7 @@ from extjobs.extstorage.attach import AttachInfo
 from extjobs.hypervisors import migration, qmp
 from extjobs.hypervisors.base import (
     Hypervisor,
+    MigrationSettings,
     RuntimeStatus,
     instance_key,
     userspace_or_device,
@@ -140,6 +141,11 @@ class KvmHypervisor(Hypervisor):
     async def guest_state(self, link: GuestLink, node: str, socket: str) -> str:
         return await migration.guest_state(link, node, socket)
 
+    async def powerdown(self, link: GuestLink, node: str, socket: str) -> bool:
+        """QMP ``system_powerdown``: an ACPI power-button press the guest may ignore."""
+        await qmp.execute_all(link, node, socket, [("system_powerdown", {})])
+        return True
+
     def is_leftover(self, state: str) -> bool:
         return migration.is_leftover(state)
 
@@ -167,6 +173,7 @@ class KvmHypervisor(Hypervisor):
         host: str,
         port: int | None,
         live: bool,
+        settings: MigrationSettings | None = None,
     ) -> None:
         await migration.transfer(
             link,
@@ -177,4 +184,5 @@ class KvmHypervisor(Hypervisor):
             host=host,
             port=port,
             live=live,
+            settings=settings,
         )

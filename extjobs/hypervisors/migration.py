@@ -6,9 +6,13 @@ QMP part is :func:`transfer`, reached through ``KvmHypervisor.transfer_memory``)
     T: qemu … -incoming defer                      (Hypervisor.incoming_command, a step)
     T: migrate-incoming {"uri": "tcp:HOST:PORT"}   PORT 0: qemu picks a free port
     T: query-migrate → socket-address[0].port      the port it really listens on
+    S: migrate-set-parameters {downtime-limit, max-bandwidth}   the settings
     S: stop                                        (non-live only: pause first)
     S: migrate {"uri": "tcp:HOST:PORT"}
     S: query-migrate …                             until completed / failed / cancelled
+       — not completed within the converge timeout: S: migrate_cancel, wait until
+         qemu says cancelled; the guest keeps running on S (the LU stops T's qemu and
+         releases T's disks)
     T: query-status → running                      (non-live: cont first)
     S: the source qemu, now "postmigrate", is stopped   (a step of the LU)
 
@@ -28,6 +32,7 @@ from typing import Any
 import attrs
 
 from extjobs.errors import HypervisorError
+from extjobs.hypervisors.base import MigrationSettings
 from extjobs.hypervisors.link import GuestLink
 from extjobs.hypervisors.qmp import QmpSession, open_session
 from extjobs.model.jobs import LogKind
@@ -79,9 +84,26 @@ def listening_port(query_migrate: Any, *, where: str) -> int:
     )
 
 
-def migrate_commands(host: str, port: int, *, live: bool) -> list[Command]:
-    """On the source: (pause when not live, then) send the guest to ``host:port``."""
-    commands: list[Command] = [] if live else [("stop", {})]
+def settings_commands(settings: MigrationSettings | None) -> list[Command]:
+    """On the source, before ``migrate``: the downtime limit (ms) and bandwidth
+    (bytes/s) of the transfer (nothing when ``settings`` is ``None``)."""
+    if settings is None:
+        return []
+    parameters = {
+        "downtime-limit": settings.max_downtime,
+        "max-bandwidth": settings.bandwidth * MIB,
+    }
+    return [("migrate-set-parameters", parameters)]
+
+
+def migrate_commands(
+    host: str, port: int, *, live: bool, settings: MigrationSettings | None = None
+) -> list[Command]:
+    """On the source: the settings, (pause when not live, then) send the guest to
+    ``host:port``."""
+    commands: list[Command] = settings_commands(settings)
+    if not live:
+        commands.append(("stop", {}))
     return [*commands, ("migrate", {"uri": tcp_uri(host, port)})]
 
 
@@ -173,13 +195,15 @@ async def transfer(
     host: str,
     port: int | None,
     live: bool,
+    settings: MigrationSettings | None = None,
 ) -> Progress:
     """Move the guest's memory from the qemu on ``source`` to the one waiting on
     ``target`` (``-incoming defer``), listening on ``host:port`` (any free port when
     ``None``); returns once the guest runs on the target. Progress goes to the job log.
 
     Raises :class:`HypervisorError` when qemu refuses, the transfer fails or outlasts
-    :data:`MIGRATE_TIMEOUT` (it is cancelled then), or the target does not run the
+    ``settings.converge_timeout`` (default :data:`MIGRATE_TIMEOUT`; it is cancelled
+    then and the guest keeps running on the source), or the target does not run the
     guest afterwards; the node layer's errors for the connections. Cancellable; a
     cancelled transfer may still be under way in qemu (``guest_state`` cancels it).
     """
@@ -188,9 +212,12 @@ async def transfer(
     port = listening_port(replies[-1], where=target)
     link.log(f"{target}: waiting for the guest on {host}:{port}")
     async with open_session(link, source, source_socket, description="QMP migrate") as qs:
-        for command, arguments in migrate_commands(host, port, live=live):
+        if settings is not None:
+            link.log(f"{source}: migration settings: {settings.describe()}")
+        for command, arguments in migrate_commands(host, port, live=live, settings=settings):
             await qs.execute(command, arguments)
-        progress = await _watch(link, source, qs)
+        limit = settings.converge_timeout if settings is not None else MIGRATE_TIMEOUT
+        progress = await _watch(link, source, qs, limit)
     if progress.status != "completed":
         raise HypervisorError(
             f"qemu on {source} reports the migration {progress.describe()}", node=source
@@ -208,7 +235,7 @@ async def transfer(
     return progress
 
 
-async def _watch(link: GuestLink, source: str, qs: QmpSession) -> Progress:
+async def _watch(link: GuestLink, source: str, qs: QmpSession, limit: float) -> Progress:
     started = time.monotonic()
     logged_at, logged_percent = started, -100
     while True:
@@ -220,11 +247,27 @@ async def _watch(link: GuestLink, source: str, qs: QmpSession) -> Progress:
         if progress.percent >= logged_percent + 10 or now - logged_at >= PROGRESS_EVERY:
             link.log(f"{source}: migration {progress.describe()}", kind=LogKind.PROGRESS)
             logged_at, logged_percent = now, progress.percent
-        if now - started > MIGRATE_TIMEOUT:
+        if now - started > limit:
             await qs.execute("migrate_cancel")
+            deadline = time.monotonic() + CANCEL_WAIT
+            while not progress.final and time.monotonic() < deadline:
+                await link.sleep(POLL_INTERVAL)
+                progress = parse_progress(await qs.execute("query-migrate", quiet=True))
+            state = run_state(await qs.execute("query-status", quiet=True))
+            if state == "paused" and progress.status == "cancelled":
+                # A cancel during the switch-over can leave the source paused.
+                await qs.execute("cont")
+                state = run_state(await qs.execute("query-status", quiet=True))
+            link.log(
+                f"{source}: the migration did not converge within {limit:g} s and was "
+                f"cancelled (migrate_cancel: {progress.status}); the guest is {state} on "
+                f"{source}",
+                kind=LogKind.WARNING,
+            )
             raise HypervisorError(
-                f"the migration from {source} took longer than {MIGRATE_TIMEOUT:g}s and "
-                "was cancelled",
+                f"the migration from {source} did not converge within {limit:g} s "
+                f"({progress.describe()}) and was cancelled: the guest keeps running on "
+                f"{source}",
                 node=source,
             )
         await link.sleep(POLL_INTERVAL)

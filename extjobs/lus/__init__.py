@@ -21,8 +21,14 @@ from extjobs.lus.instance_ops import (
     LUInstanceShutdown,
     LUInstanceStartup,
 )
+from extjobs.lus.instance_reboot import (
+    LUInstanceActivateDisks,
+    LUInstanceDeactivateDisks,
+    LUInstanceReboot,
+)
 from extjobs.lus.migrate import LUInstanceMigrate
 from extjobs.lus.node import LUNodeAdd, LUNodeQuery, LUNodeRemove
+from extjobs.lus.node_evacuate import LUNodeEvacuate, LUNodeMigrate
 from extjobs.lus.node_modify import LUNodeSetParams
 from extjobs.lus.pools import (
     LUClusterSetParams,
@@ -43,16 +49,21 @@ from extjobs.model.opcodes import (
     OpExtStorageInstall,
     OpGroupAdd,
     OpGroupSetParams,
+    OpInstanceActivateDisks,
     OpInstanceChangeGroup,
     OpInstanceCreate,
+    OpInstanceDeactivateDisks,
     OpInstanceFailover,
     OpInstanceGrowDisk,
     OpInstanceMigrate,
+    OpInstanceReboot,
     OpInstanceRemove,
     OpInstanceRename,
     OpInstanceShutdown,
     OpInstanceStartup,
     OpNodeAdd,
+    OpNodeEvacuate,
+    OpNodeMigrate,
     OpNodeQuery,
     OpNodeRemove,
     OpNodeSetParams,
@@ -92,6 +103,12 @@ LU_FOR: dict[type[OpCode], type[LogicalUnit[Any]]] = {
     OpInstanceMigrate: LUInstanceMigrate,
     OpInstanceFailover: LUInstanceFailover,
     OpInstanceChangeGroup: LUInstanceChangeGroup,
+    # day-2 operations: node maintenance, instance verbs
+    OpNodeMigrate: LUNodeMigrate,
+    OpNodeEvacuate: LUNodeEvacuate,
+    OpInstanceReboot: LUInstanceReboot,
+    OpInstanceActivateDisks: LUInstanceActivateDisks,
+    OpInstanceDeactivateDisks: LUInstanceDeactivateDisks,
     # tests and benchmarks
     OpTestDelay: LUTestDelay,
 }

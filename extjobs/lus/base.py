@@ -101,6 +101,11 @@ class StepContext(Protocol):
 
     async def sleep(self, seconds: float) -> None: ...
 
+    async def submit_jobs(self, jobs: Sequence[Sequence[OpCode]], *, reason: str) -> list[int]:
+        """Queue one job per entry of ``jobs`` (its opcodes), all in one batch, each with
+        ``reason``; returns their ids once the batch is stored. Raises QueueFullError
+        (nothing queued). The jobs run on their own: this job does not wait for them."""
+
     async def journal_records(self, kinds: tuple[StepKind, ...]) -> list[JournalRecord]:
         """Every journal record of these step kinds, across all jobs (read-only)."""
 

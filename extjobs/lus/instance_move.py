@@ -146,11 +146,16 @@ async def pick_target(
     also: Sequence[Node] = (),
     force: bool = False,
     group: str | None = None,
+    planned: Mapping[str, Sequence[Instance]] | None = None,
 ) -> tuple[Node, dict[str, Mapping[str, ProviderStatus] | BaseException]]:
     """The target node and the provider reports of every node asked (candidates and
     ``also``, concurrently). ``group``: where the target must be (default: the
     source's group). Raises PrerequisiteError when no node qualifies, or when the
-    requested one lacks the memory for a running instance and not ``force``."""
+    requested one lacks the memory for a running instance and not ``force``.
+
+    ``planned``: the instances already planned to move to each node (``node migrate``
+    spreads a node's instances), counted there as if they had arrived: in the number of
+    instances and, for those marked up, in the memory held."""
     cfg = ctx.config
     group = group or source.group
     providers = sorted({d.provider for d in inst.disks})
@@ -183,6 +188,10 @@ async def pick_target(
                 need=inst.memory,
                 pinned=requested is not None,
                 force=force,
+                reserved={
+                    node: sum(i.memory for i in coming if i.admin_up)
+                    for node, coming in (planned or {}).items()
+                },
             )
         )
     usable = [n for n in candidates if n.name not in passed_over]
@@ -197,6 +206,9 @@ async def pick_target(
     for other in cfg.instances.values():
         if other.primary in counts:
             counts[other.primary] += 1
+    for planned_node, coming in (planned or {}).items():
+        if planned_node in counts:
+            counts[planned_node] += len(coming)
     chosen = min(usable, key=lambda n: (counts[n.name], n.name))
     valid = f"provider(s) {', '.join(providers)} valid there"
     if inst.admin_up and not force:

@@ -43,7 +43,13 @@ from extjobs.errors import (
 )
 from extjobs.extstorage.names import Action
 from extjobs.hypervisors import get_hypervisor
-from extjobs.hypervisors.base import RuntimeStatus, instance_key, parse_status, run_dir_for
+from extjobs.hypervisors.base import (
+    MigrationSettings,
+    RuntimeStatus,
+    instance_key,
+    parse_status,
+    run_dir_for,
+)
 from extjobs.lus.base import LogicalUnit, Recovery, RecoveryAction, StepContext
 from extjobs.lus.failover import LUInstanceFailover
 from extjobs.lus.instance_hv import hypervisor_status, incoming_step, start_guest, stop_guest
@@ -103,6 +109,17 @@ class LUInstanceMigrate(LogicalUnit[OpInstanceMigrate]):
 
     def locks(self, config: ClusterConfig) -> list[LockRequest]:
         return move_locks(config, self.op.instance_name, self.op.target_node)
+
+    @property
+    def settings(self) -> MigrationSettings:
+        """The opcode's migration settings, the daemon's ``[migration]`` defaults for
+        those it does not give."""
+        op, default = self.op, self.options.migration
+        return MigrationSettings(
+            max_downtime=op.max_downtime or default.max_downtime,
+            bandwidth=op.bandwidth or default.bandwidth,
+            converge_timeout=op.converge_timeout or default.converge_timeout,
+        )
 
     def check(self, config: ClusterConfig) -> None:
         op = self.op
@@ -168,7 +185,10 @@ class LUInstanceMigrate(LogicalUnit[OpInstanceMigrate]):
         flight = self._flight = _Flight(
             inst, source.name, target.name, reports, live=op.mode == "live"
         )
-        ctx.log(f"migrating {inst.name} ({op.mode}) from {source.name} to {target.name}")
+        ctx.log(
+            f"migrating {inst.name} ({op.mode}) from {source.name} to {target.name}; "
+            f"{self.settings.describe()}"
+        )
         try:
             await self._move(mctx, flight, runtime, target)
         except ExtJobsError as exc:
@@ -211,7 +231,8 @@ class LUInstanceMigrate(LogicalUnit[OpInstanceMigrate]):
             await stop_guest(ctx, inst, source, grace=SOURCE_GRACE)
             ctx.log(
                 f"the {inst.hypervisor} guest moved: started on {target.name} "
-                f"(pid {status.pid}) holding the disks, then stopped on {source}",
+                f"(pid {status.pid}) holding the disks, then stopped on {source}; no "
+                f"memory moves, so the settings are only recorded ({self.settings.describe()})",
                 kind=LogKind.PROGRESS,
             )
         flight.phase = "moved"
@@ -246,6 +267,7 @@ class LUInstanceMigrate(LogicalUnit[OpInstanceMigrate]):
             host=target.host,
             port=self.op.migration_port,
             live=flight.live,
+            settings=self.settings,
         )
         await stop_guest(ctx, inst, source, grace=SOURCE_GRACE)
         ctx.log(f"{source}: the source qemu, left behind by the migration, is stopped")
@@ -290,12 +312,16 @@ class LUInstanceMigrate(LogicalUnit[OpInstanceMigrate]):
             f"{inst.name} migrated from {source} to {target}: disks detached from {source}, "
             f"open exclusively on {target}"
         )
+        settings = self.settings
         return {
             "instance": inst.name,
             "mode": self.op.mode,
             "source": source,
             "target": target,
             "primary": target,
+            "max_downtime": settings.max_downtime,
+            "bandwidth": settings.bandwidth,
+            "converge_timeout": settings.converge_timeout,
         }
 
     async def _settle(self, ctx: StepContext, flight: _Flight) -> str:

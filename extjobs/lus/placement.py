@@ -86,10 +86,16 @@ def node_info_step(ctx: StepContext, node: str, hypervisor: str) -> Step:
 
 
 async def memory_rooms(
-    ctx: StepContext, nodes: Sequence[str], hypervisor: str, *, besides: str | None = None
+    ctx: StepContext,
+    nodes: Sequence[str],
+    hypervisor: str,
+    *,
+    besides: str | None = None,
+    reserved: Mapping[str, int] | None = None,
 ) -> dict[str, MemoryRoom | str]:
     """Per node (asked concurrently), its :class:`MemoryRoom` for guests of
-    ``hypervisor``, or why it could not be told."""
+    ``hypervisor``, or why it could not be told. ``reserved``: MiB per node already
+    promised to instances planned to move there, counted as held."""
     answers = await ctx.run_many([node_info_step(ctx, n, hypervisor) for n in nodes])
     rooms: dict[str, MemoryRoom | str] = {}
     for node, answer in zip(nodes, answers, strict=True):
@@ -101,9 +107,8 @@ async def memory_rooms(
         except ExtJobsError as exc:
             rooms[node] = f"cannot tell its memory: {exc.message}"
             continue
-        rooms[node] = MemoryRoom(
-            node, info.memory_total, held_memory(ctx.config, node, besides=besides)
-        )
+        held = held_memory(ctx.config, node, besides=besides)
+        rooms[node] = MemoryRoom(node, info.memory_total, held + (reserved or {}).get(node, 0))
     return rooms
 
 
@@ -123,12 +128,13 @@ async def memory_problems(
     hypervisor: str,
     need: int,
     besides: str | None = None,
+    reserved: Mapping[str, int] | None = None,
 ) -> dict[str, str]:
     """The nodes of ``nodes`` that cannot run a guest of ``need`` MiB, and why; the
     figures of each node are logged."""
     if not nodes:
         return {}
-    rooms = await memory_rooms(ctx, nodes, hypervisor, besides=besides)
+    rooms = await memory_rooms(ctx, nodes, hypervisor, besides=besides, reserved=reserved)
     problems = {}
     for node, room in rooms.items():
         problem = memory_problem(room, need)
@@ -148,13 +154,19 @@ async def target_memory(
     need: int,
     pinned: bool,
     force: bool,
+    reserved: Mapping[str, int] | None = None,
 ) -> dict[str, str]:
     """The memory check of a move (migrate, failover, change-group): the candidates
     without room, and why, to be passed over. A ``pinned`` target without room is
     refused (PrerequisiteError with the figures); with ``force`` a shortage is only a
-    warning and nothing is passed over."""
+    warning and nothing is passed over. ``reserved``: as for :func:`memory_rooms`."""
     problems = await memory_problems(
-        ctx, [n.name for n in candidates], hypervisor=hypervisor, need=need, besides=instance
+        ctx,
+        [n.name for n in candidates],
+        hypervisor=hypervisor,
+        need=need,
+        besides=instance,
+        reserved=reserved,
     )
     if force:
         for node, problem in problems.items():

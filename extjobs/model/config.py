@@ -286,6 +286,19 @@ class MetricsOptions:
 
 
 @attrs.frozen
+class MigrationOptions:
+    """Defaults of a live migration's settings (``instance migrate`` and ``node
+    migrate`` override them per job): the longest pause of the guest at the switch-over
+    in milliseconds, the bandwidth in MiB/s (kvm: QMP ``migrate-set-parameters``), and
+    how long the memory transfer may run before it is cancelled (the guest stays on the
+    source)."""
+
+    max_downtime: int = attrs.field(default=300, validator=_number(1, integer=True))
+    bandwidth: int = attrs.field(default=1024, validator=_number(1, integer=True))
+    converge_timeout: float = attrs.field(default=900.0, validator=_seconds)
+
+
+@attrs.frozen
 class Config:
     state_dir: Path = Path("/var/lib/extjobs")
     socket: Path | None = None
@@ -297,6 +310,7 @@ class Config:
     queue: QueueOptions = QueueOptions()
     store: StoreOptions = StoreOptions()
     metrics: MetricsOptions = MetricsOptions()
+    migration: MigrationOptions = MigrationOptions()
 
     @property
     def socket_path(self) -> Path:
@@ -347,8 +361,9 @@ def config_from_dict(data: dict[str, Any], *, state_dir: Path | None = None) -> 
     queue = _section(data, "queue")
     store = _build(StoreOptions, _section(data, "store"), "store")
     check_store_url(store.url)
-    known_sections = {"daemon", "ssh", "storage", "queue", "store", "rapi"}
-    known_sections.add("metrics")
+    migration = _build(MigrationOptions, _section(data, "migration"), "migration")
+    known_sections = {"daemon", "ssh", "storage", "queue", "store", "rapi", "metrics"}
+    known_sections |= {"migration"}
     unknown = sorted(set(data) - known_sections)
     if unknown:
         raise ConfigError(f"unknown section(s): {', '.join(unknown)}", section=unknown[0])
@@ -422,6 +437,7 @@ def config_from_dict(data: dict[str, Any], *, state_dir: Path | None = None) -> 
         queue=_build(QueueOptions, queue, "queue"),
         store=store,
         metrics=_build(MetricsOptions, _section(data, "metrics"), "metrics"),
+        migration=migration,
     )
 
 

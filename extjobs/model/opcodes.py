@@ -557,6 +557,22 @@ def _port_or_none(_inst: object, _attr: object, value: int | None) -> None:
         raise InputError(f"port {value} is out of range 1..65535", field="migration_port")
 
 
+def _positive_or_none(_inst: object, attr: attrs.Attribute[int | None], value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise InputError(f"{attr.name} must be a whole number >= 1, not {value!r}", field=attr.name)
+
+
+def _seconds_or_none(
+    _inst: object, attr: attrs.Attribute[float | None], value: float | None
+) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e7
+    ):
+        raise InputError(
+            f"{attr.name} must be a number of seconds > 0, not {value!r}", field=attr.name
+        )
+
+
 @register_opcode
 @attrs.frozen
 class OpInstanceMigrate(OpCode):
@@ -578,6 +594,12 @@ class OpInstanceMigrate(OpCode):
     allow_failover: bool = False
     migration_port: int | None = attrs.field(default=None, validator=_port_or_none)
     force: bool = False
+    #: Migration settings (``None``: the daemon's ``[migration]`` defaults): the longest
+    #: pause of the guest at the switch-over (ms), the bandwidth (MiB/s), and how long
+    #: the memory transfer may run before it is cancelled (s).
+    max_downtime: int | None = attrs.field(default=None, validator=_positive_or_none)
+    bandwidth: int | None = attrs.field(default=None, validator=_positive_or_none)
+    converge_timeout: float | None = attrs.field(default=None, validator=_seconds_or_none)
 
     def __attrs_post_init__(self) -> None:
         if self.cleanup and self.target_node is not None:
@@ -623,6 +645,18 @@ def _fence_command(_inst: object, _attr: object, value: tuple[str, ...] | None) 
         raise InputError("fence_command needs a program as its first word", field="fence_command")
 
 
+def _host_key_line(_inst: object, attr: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is None:
+        return
+    words = value.split() if isinstance(value, str) else []
+    if len(words) < 2 or not words[0].startswith(("ssh-", "ecdsa-", "sk-")) or "\0" in value:
+        raise InputError(
+            f"invalid host key {str(value)[:60]!r}: give an OpenSSH public key line "
+            "('ssh-ed25519 AAAA...')",
+            field=attr.name,
+        )
+
+
 @register_opcode
 @attrs.frozen
 class OpNodeSetParams(OpCode):
@@ -636,11 +670,27 @@ class OpNodeSetParams(OpCode):
     offline: bool | None = None
     drained: bool | None = None
     fence_command: tuple[str, ...] | None = attrs.field(default=None, validator=_fence_command)
+    #: Re-pin the node's SSH host key (a reinstalled node): the key it must offer now
+    #: (``ssh-ed25519 AAAA…``), or ``accept_new_host_key`` for whatever it offers.
+    host_key: str | None = attrs.field(default=None, validator=_host_key_line)
+    accept_new_host_key: bool = False
 
     def __attrs_post_init__(self) -> None:
-        if self.offline is None and self.drained is None and self.fence_command is None:
+        if self.host_key is not None and self.accept_new_host_key:
             raise InputError(
-                "nothing to change: give offline, drained or fence_command", field="node_name"
+                "give host_key or accept_new_host_key, not both", field="accept_new_host_key"
+            )
+        if (
+            self.offline is None
+            and self.drained is None
+            and self.fence_command is None
+            and self.host_key is None
+            and not self.accept_new_host_key
+        ):
+            raise InputError(
+                "nothing to change: give offline, drained, fence_command, host_key or "
+                "accept_new_host_key",
+                field="node_name",
             )
 
     def summary(self) -> str:
@@ -663,3 +713,98 @@ class OpInstanceChangeGroup(OpCode):
 
     def summary(self) -> str:
         return f"{self.OP_ID}({self.instance_name}->{self.group_name})"
+
+
+# -- day-2 operations: node maintenance, instance verbs ----------------------------------
+
+
+@register_opcode
+@attrs.frozen
+class OpNodeMigrate(OpCode):
+    """Move every primary instance off ``node_name``: one job per instance, submitted as
+    one batch once every instance has a valid target (else nothing is submitted).
+
+    A running instance is live-migrated (``OP_INSTANCE_MIGRATE``, the settings passed
+    on); a stopped one is failed over without being started. ``target_node``: every
+    instance goes there; ``None`` (``--auto``): each one's target is chosen as by
+    ``instance migrate``. ``allow_failover``: fail over an instance that cannot migrate.
+    """
+
+    OP_ID: ClassVar[str] = "OP_NODE_MIGRATE"
+    node_name: str = attrs.field(validator=_name("node name"))
+    target_node: str | None = attrs.field(default=None, validator=_name_or_none("node name"))
+    allow_failover: bool = False
+    mode: str = attrs.field(default="live", validator=_migration_mode)
+    max_downtime: int | None = attrs.field(default=None, validator=_positive_or_none)
+    bandwidth: int | None = attrs.field(default=None, validator=_positive_or_none)
+    converge_timeout: float | None = attrs.field(default=None, validator=_seconds_or_none)
+
+    def __attrs_post_init__(self) -> None:
+        if self.target_node is not None and self.target_node == self.node_name:
+            raise InputError(f"node {self.node_name} cannot be its own target", field="target_node")
+
+    def summary(self) -> str:
+        return f"{self.OP_ID}({self.node_name})"
+
+
+@register_opcode
+@attrs.frozen
+class OpNodeEvacuate(OpCode):
+    """Fail every primary instance of ``node_name`` over to other nodes (a node that is
+    going away): one ``OP_INSTANCE_FAILOVER`` job per instance, one batch, submitted
+    only once every instance has a valid target. Running instances are started on
+    their target, stopped ones stay stopped."""
+
+    OP_ID: ClassVar[str] = "OP_NODE_EVACUATE"
+    node_name: str = attrs.field(validator=_name("node name"))
+    target_node: str | None = attrs.field(default=None, validator=_name_or_none("node name"))
+    ignore_consistency: bool = False
+    shutdown_timeout: float = attrs.field(default=30.0, validator=_non_negative)
+
+    def __attrs_post_init__(self) -> None:
+        if self.target_node is not None and self.target_node == self.node_name:
+            raise InputError(f"node {self.node_name} cannot be its own target", field="target_node")
+
+    def summary(self) -> str:
+        return f"{self.OP_ID}({self.node_name})"
+
+
+@register_opcode
+@attrs.frozen
+class OpInstanceReboot(OpCode):
+    """Reboot a running instance on its primary: ask the guest to power down (ACPI,
+    kvm's ``system_powerdown``), wait ``timeout`` seconds, stop it hard if it still
+    runs, and start it again. ``hard``: skip the soft attempt."""
+
+    OP_ID: ClassVar[str] = "OP_INSTANCE_REBOOT"
+    instance_name: str = attrs.field(validator=_name("instance name"))
+    timeout: float = attrs.field(default=60.0, validator=_non_negative)
+    hard: bool = False
+
+    def summary(self) -> str:
+        return f"{self.OP_ID}({self.instance_name})"
+
+
+@register_opcode
+@attrs.frozen
+class OpInstanceActivateDisks(OpCode):
+    """Attach and open an instance's disks on its primary without starting the guest;
+    the result lists each disk's device path (for repairs on the node)."""
+
+    OP_ID: ClassVar[str] = "OP_INSTANCE_ACTIVATE_DISKS"
+    instance_name: str = attrs.field(validator=_name("instance name"))
+
+    def summary(self) -> str:
+        return f"{self.OP_ID}({self.instance_name})"
+
+
+@register_opcode
+@attrs.frozen
+class OpInstanceDeactivateDisks(OpCode):
+    """Close and detach an instance's disks on its primary; refused while its guest runs."""
+
+    OP_ID: ClassVar[str] = "OP_INSTANCE_DEACTIVATE_DISKS"
+    instance_name: str = attrs.field(validator=_name("instance name"))
+
+    def summary(self) -> str:
+        return f"{self.OP_ID}({self.instance_name})"

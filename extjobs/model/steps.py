@@ -205,3 +205,9 @@ class Step:
     @property
     def kind(self) -> StepKind:
         return kind_of(self.payload)
+
+
+#: How a job submission by an opcode (``StepContext.submit_jobs``) starts its journal
+#: description: a ``LocalRun`` record without a command; recovery reads it as "jobs may
+#: have been submitted".
+SUBMIT_JOBS = "submit jobs"

@@ -295,8 +295,16 @@ def create_body(**change: Any) -> dict[str, Any]:
         pytest.param(create_body(__version__=0), "version 0", id="version-0"),
         pytest.param(create_body(__version__=2), "Unsupported request data", id="version-2"),
         pytest.param(create_body(__version__=True), "Unsupported", id="version-true"),
-        pytest.param(create_body(disk_template="drbd"), "'drbd' is not supported", id="drbd"),
-        pytest.param(create_body(disk_template="plain"), "'plain' is not supported", id="plain"),
+        pytest.param(
+            create_body(disk_template="drbd"),
+            "'drbd' does not exist here: only 'ext' exists",
+            id="drbd",
+        ),
+        pytest.param(
+            create_body(disk_template="plain"),
+            "'plain' does not exist here: only 'ext' exists",
+            id="plain",
+        ),
         pytest.param(create_body(mode="import"), "mode 'import'", id="import"),
         pytest.param(create_body(instance_name=...), "'instance_name' is missing", id="no-name"),
         pytest.param(create_body(colour="red"), "unknown parameter(s) colour", id="unknown"),

@@ -41,6 +41,14 @@ cleanup    ``migrate --cleanup`` of an instance that moved but whose source kept
 install    ``storage install`` (an SFTP copy beside the provider and a swap on each
            node, then diagnose): run again, ``success``; every node has the whole
            provider, byte for byte, and no staged copy is left.
+reboot     ``success``; runs on node1 (recovery starts the guest again wherever the
+           reboot stopped; it never stays down).
+deactivate ``deactivate-disks`` of a stopped instance whose disks were activated: run
+           again, ``success``; down, its disks held nowhere.
+node-      ``node migrate node1 --target node2`` of one running instance: before the
+migrate    submission is journalled, run again, ``success``, the instance's job moves it
+           to node2. Once it is journalled: ``error`` saying the jobs may exist; the
+           instance is on node2 if its job was queued (after the step), else on node1.
 ========== ====================================================================
 
 ``canceled`` is never accepted: nobody cancels a job here, and a crash is not a cancel.
@@ -139,6 +147,9 @@ class Flow:
     #: Whether each node's steps run in a task of their own (install): their journal
     #: order across nodes then varies from run to run, and only each node's is fixed.
     per_node_order: bool = False
+    #: Waits for what the flow's job left running on its own (the per-instance jobs a
+    #: node migrate submitted) before anything is checked.
+    settle: Callable[[MoveCluster], None] = lambda c: None
 
 
 # -- ops and setups --------------------------------------------------------------------------
@@ -391,6 +402,61 @@ FLOWS = {
 }
 
 
+# -- day-2 operations: reboot, deactivate-disks, node migrate ----------------------------------
+
+
+def _add_with_disks_active(c: MoveCluster, vols: Path, names: Names) -> None:
+    """Stopped, its disks attached and open on node1 (``instance activate-disks``)."""
+    _add_stopped(c, vols, names)
+    run_all(c, [_op("OP_INSTANCE_ACTIVATE_DISKS")(vols, n) for n in names])
+
+
+def _node_migrate_op(vols: Path, name: str) -> dict[str, Any]:
+    return {"OP_ID": "OP_NODE_MIGRATE", "node_name": "node1", "target_node": "node2"}
+
+
+def _children_done(c: MoveCluster) -> None:
+    """Every job still unfinished (the per-instance jobs of a node migrate) has ended."""
+    for job in c.tc.client.jobs(statuses=["queued", "waiting", "running", "canceling"]):
+        c.tc.wait(job["id"], timeout=120)
+
+
+def expect_node_migrate(ref: list[Record], point: Point) -> Outcome:
+    """Before the submission is journalled: run again, the instance's job moves it.
+    Once it is journalled the jobs may exist: the node migrate fails saying so, and the
+    instance is where its job (if it was queued) took it."""
+    submit = index_of(ref, "submit", lambda r: r.description.startswith("submit jobs"))
+    if not point.journalled(submit):
+        return Outcome("success", "node2", True, "interrupted before any job was submitted")
+    moved = point.ran(submit)
+    return Outcome("error", "node2" if moved else "node1", True, "while it submitted")
+
+
+DAY2_FLOWS = [
+    Flow(
+        "reboot",
+        _add,
+        _op("OP_INSTANCE_REBOOT", timeout=1),
+        lambda ref, point: Outcome("success", "node1", True, "{name} runs on node1"),
+    ),
+    Flow(
+        "deactivate",
+        _add_with_disks_active,
+        _op("OP_INSTANCE_DEACTIVATE_DISKS"),
+        expect_rerun("node1", False),
+    ),
+    Flow(
+        "node-migrate",
+        _add,
+        _node_migrate_op,
+        expect_node_migrate,
+        batched=False,
+        settle=_children_done,
+    ),
+]
+FLOWS.update({f.name: f for f in DAY2_FLOWS})
+
+
 # -- checks ----------------------------------------------------------------------------------
 
 
@@ -541,6 +607,7 @@ def reference(c: MoveCluster, flow: Flow, vols: Path) -> list[Record]:
     """The flow without a crash: its steps, in the order they were journalled."""
     flow.setup(c, vols, [REF_NAME])
     job = run_ok(c, flow.op(vols, REF_NAME))
+    flow.settle(c)
     check_consistent(c, vols, f"{flow.name} without a crash")
     flow.extra_check(c, vols, REF_NAME, f"{flow.name} without a crash")
     steps = read_journal(state_dir(c), job["id"])
@@ -591,6 +658,7 @@ def crash_and_recover(
     c.tc.daemon.start()
     c.tc.client = Client(c.tc.daemon.socket)
     jobs = [c.tc.wait(i, timeout=120) for i in ids]
+    flow.settle(c)
     for point, name, job, what in zip(points, names, jobs, whats, strict=True):
         check_outcome(c, flow, vols, name, job, flow.expect(ref, point), what)
     left = c.tc.client.jobs(statuses=["queued", "waiting", "running", "canceling"])

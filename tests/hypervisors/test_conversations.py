@@ -214,3 +214,67 @@ async def test_an_error_reply_is_a_hypervisor_error() -> None:
     link = ScriptedLink({"n1": lambda command, arguments: RuntimeError("no such device")})
     with pytest.raises(HypervisorError, match="QMP cont on n1:/s failed: GenericError"):
         await get_hypervisor("kvm").resume(link, "n1", "/s")
+
+
+def test_settings_become_one_migrate_set_parameters_before_migrate() -> None:
+    from extjobs.hypervisors.base import MigrationSettings
+    from extjobs.hypervisors.migration import migrate_commands
+
+    settings = MigrationSettings(max_downtime=250, bandwidth=40, converge_timeout=60)
+    assert migrate_commands("10.0.0.2", 4711, live=False, settings=settings) == [
+        ("migrate-set-parameters", {"downtime-limit": 250, "max-bandwidth": 40 << 20}),
+        ("stop", {}),
+        ("migrate", {"uri": "tcp:10.0.0.2:4711"}),
+    ]
+    assert migrate_commands("10.0.0.2", 4711, live=True) == [
+        ("migrate", {"uri": "tcp:10.0.0.2:4711"})
+    ]
+
+
+async def test_a_transfer_that_does_not_converge_is_cancelled_and_the_source_kept() -> None:
+    from extjobs.hypervisors.base import MigrationSettings
+
+    parameters: list[dict[str, Any]] = []
+    cancelled = []
+
+    def source(command: str, arguments: dict[str, Any]) -> Any:
+        if command == "migrate-set-parameters":
+            parameters.append(arguments)
+            return {}
+        if command == "migrate":
+            return {}
+        if command == "migrate_cancel":
+            cancelled.append(True)
+            return {}
+        if command == "query-migrate":
+            ram = {"transferred": 8 << 20, "remaining": 1 << 20, "total": 64 << 20}
+            return {"status": "cancelled" if cancelled else "active", "ram": ram}
+        if command == "query-status":
+            return {"status": "running", "running": True}
+        raise AssertionError(command)
+
+    link = ScriptedLink({"n1": source, "n2": target_answers("inmigrate")})
+    settings = MigrationSettings(max_downtime=1, bandwidth=1, converge_timeout=1e-9)
+    with pytest.raises(HypervisorError, match="did not converge within") as caught:
+        await get_hypervisor("kvm").transfer_memory(
+            link,
+            source="n1",
+            source_socket="/r/n1/k.qmp",
+            target="n2",
+            target_socket="/r/n2/k.qmp",
+            host="10.0.0.2",
+            port=None,
+            live=True,
+            settings=settings,
+        )
+    assert "the guest keeps running on n1" in caught.value.message
+    assert parameters == [{"downtime-limit": 1, "max-bandwidth": 1 << 20}]
+    spoken = [c for node, c in link.said if node == "n1" and c != "qmp_capabilities"]
+    assert spoken[:3] == ["migrate-set-parameters", "migrate", "query-migrate"]
+    assert spoken[3:] == ["migrate_cancel", "query-migrate", "query-status"]
+    assert any("cancelled" in message for _, message in link.logs)
+    # Nothing more is asked of the target once the transfer was cancelled.
+    assert [c for node, c in link.said if node == "n2" and c != "qmp_capabilities"] == [
+        "migrate-incoming",
+        "query-migrate",
+    ]

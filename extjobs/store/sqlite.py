@@ -18,6 +18,7 @@ from typing import Any
 from extjobs.errors import StoreError
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
+from extjobs.model.jobquery import JobQuery
 from extjobs.model.jobs import Job, LogEntry
 from extjobs.model.journal import JournalRecord
 from extjobs.model.steps import StepKind
@@ -35,8 +36,10 @@ from extjobs.store.base import (
     log_entry,
     quarantine_where,
     row_document,
+    search_sql,
     started_row,
     stored_kinds,
+    tag_rows,
 )
 from extjobs.store.files import check_store_header, check_store_schema
 from extjobs.store.migrations import pending
@@ -153,7 +156,8 @@ def _journal_start(db: sqlite3.Connection, start: JournalStart, *, again: bool) 
     return int(db.execute(_INSERT_JOURNAL, started_row(start)).lastrowid or 0)
 
 
-def _upsert_jobs(db: sqlite3.Connection, jobs: Iterable[Job]) -> None:
+def _upsert_jobs(db: sqlite3.Connection, batch: Iterable[Job]) -> None:
+    jobs = list(batch)
     db.executemany(
         "INSERT OR REPLACE INTO jobs(id, status, archived, received, ended, doc) "
         "VALUES (?, ?, ?, ?, ?, ?)",
@@ -161,6 +165,11 @@ def _upsert_jobs(db: sqlite3.Connection, jobs: Iterable[Job]) -> None:
             (job.id, job.status.value, int(job.archived), job.received, job.ended, job_doc(job))
             for job in jobs
         ],
+    )
+    # A job's tags never change: written with its first version, kept after that.
+    db.executemany(
+        "INSERT OR IGNORE INTO job_tags(kind, name, job_id) VALUES (?, ?, ?)",
+        [row for job in jobs for row in tag_rows(job)],
     )
 
 
@@ -300,6 +309,10 @@ class SqliteStore(StoreBase):
         row = self._read_one("SELECT doc FROM jobs WHERE id=?", (job_id,))
         return None if row is None else job_from_doc(row[0], job_id)
 
+    def search_jobs(self, query: JobQuery) -> list[Job]:
+        sql, args = search_sql(query)
+        return [job_from_doc(doc, job_id) for job_id, doc in self._read(sql, args)]
+
     def purge_archived(self, before: float) -> int:
         with self._tx() as db:
             db.execute("CREATE TEMP TABLE IF NOT EXISTS purged(id INTEGER PRIMARY KEY)")
@@ -309,7 +322,7 @@ class SqliteStore(StoreBase):
                 "WHERE archived = 1 AND ended IS NOT NULL AND ended < ?",
                 (before,),
             )
-            for table in ("log", "journal"):
+            for table in ("log", "journal", "job_tags"):
                 db.execute(f"DELETE FROM {table} WHERE job_id IN (SELECT id FROM temp.purged)")
             db.execute(
                 "INSERT OR REPLACE INTO meta(key, value) SELECT 'purged_max_id', "

@@ -16,7 +16,9 @@ from extjobs.model.opcodes import encode_opcode
 from extjobs.model.requests import JobRequest
 
 
-def touched_nodes(ops: Sequence[dict[str, object]], config: ClusterConfig | None) -> tuple[str, ...]:
+def touched_nodes(
+    ops: Sequence[dict[str, object]], config: ClusterConfig | None
+) -> tuple[str, ...]:
     """The nodes a job touches that its opcodes do not name: the primary node of each
     instance they name, as ``config`` has it now (what a search by node finds later)."""
     if config is None:

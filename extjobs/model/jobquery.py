@@ -79,7 +79,7 @@ def job_tags(
     tags.update((TagKind.NODE, node) for node in touches)
     if submitter:
         tags.add((TagKind.USER, submitter))
-        source, sep, name = submitter.partition(":")
+        _source, sep, name = submitter.partition(":")
         if sep and name:
             tags.add((TagKind.USER, name))
     return tags

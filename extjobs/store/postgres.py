@@ -96,9 +96,7 @@ _UPSERT_JOB = (
     "ON CONFLICT (id) DO UPDATE SET status=EXCLUDED.status, archived=EXCLUDED.archived, "
     "received=EXCLUDED.received, ended=EXCLUDED.ended, doc=EXCLUDED.doc"
 )
-_INSERT_TAGS = (
-    "INSERT INTO job_tags(kind, name, job_id) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
-)
+_INSERT_TAGS = "INSERT INTO job_tags(kind, name, job_id) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
 _UPSERT_CONFIG = (
     "INSERT INTO config(kind, name, doc) VALUES (%s, %s, %s) "
     "ON CONFLICT (kind, name) DO UPDATE SET doc=EXCLUDED.doc"

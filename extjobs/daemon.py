@@ -25,6 +25,8 @@ from anyio.abc import TaskStatus
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from extjobs.api.auth import TokenAuth, WithSubmitter, load_tokens, unix_submitter
+from extjobs.api.dashboard import build_dashboard
+from extjobs.api.dashboard_auth import DashboardGate, Sessions
 from extjobs.api.rapi import build_rapi_app
 from extjobs.api.rapi_users import BasicAuth
 from extjobs.api.server import build_app
@@ -263,6 +265,8 @@ async def _serve_store(config: Config, store: Store, task_status: TaskStatus[Que
     if isinstance(store, SqliteStore):
         backup = functools.partial(backup_sqlite, config.db_path)
     app = build_app(queue, backup=backup)
+    tokens = load_tokens(config.tcp.token_file) if config.tcp is not None else None
+    dashboard = functools.partial(build_dashboard, queue, journal=store.load_journal_kinds)
     servers = [
         (
             _Server(_uvicorn_config(app, http=_PeerCredProtocol)),
@@ -270,20 +274,37 @@ async def _serve_store(config: Config, store: Store, task_status: TaskStatus[Que
         )
     ]
     if config.tcp is not None:
-        tokens = load_tokens(config.tcp.token_file)
+        assert tokens is not None
         tcp = socket.create_server(config.tcp.host_port, reuse_port=False)
         tcp.setblocking(False)
         servers.append(
             (
                 _Server(
                     _uvicorn_config(
-                        TokenAuth(app, tokens),
+                        # /ui/ is the dashboard (a session cookie); the rest the API.
+                        DashboardGate(
+                            dashboard(Sessions(tokens, secure=True)),
+                            TokenAuth(app, tokens),
+                            Sessions(tokens, secure=True),
+                        ),
                         ssl_certfile=str(config.tcp.tls_cert),
                         ssl_keyfile=str(config.tcp.tls_key),
                     )
                 ),
                 tcp,
             )
+        )
+    if config.dashboard is not None:
+        sessions = Sessions(tokens, secure=False)
+        plain = socket.create_server(config.dashboard.host_port, reuse_port=False)
+        plain.setblocking(False)
+        servers.append(
+            (_Server(_uvicorn_config(DashboardGate(dashboard(sessions), None, sessions))), plain)
+        )
+        log.info(
+            "dashboard on http://%s/ui/ (%s)",
+            config.dashboard.listen,
+            "token required" if tokens else "no token: anyone who can connect sees it",
         )
     rapi_auth = None
     if config.rapi is not None:

@@ -94,9 +94,15 @@ def build_dashboard(
         return None if sessions.open else request.scope.get("state", {}).get(SUBMITTER)
 
     def respond(
-        request: Request, title: str, body: str, *, nav: str = "", status: int = 200
+        request: Request,
+        title: str,
+        body: str,
+        *,
+        nav: str = "",
+        status: int = 200,
+        csrf: str | None = None,
     ) -> HTMLResponse:
-        csrf = request.cookies.get(CSRF_COOKIE) or sessions.new_csrf()
+        csrf = csrf or request.cookies.get(CSRF_COOKIE) or sessions.new_csrf()
         response = HTMLResponse(
             pages.page(title, body, nav=nav, user=user_of(request), csrf=csrf),
             status_code=status,
@@ -238,10 +244,7 @@ def build_dashboard(
     async def login_form(request: Request) -> Response:
         target = safe_next(request.query_params.get("next"))
         csrf = request.cookies.get(CSRF_COOKIE) or sessions.new_csrf()
-        response = respond(request, "Log in", pages.login_form(csrf, target, None))
-        if CSRF_COOKIE not in request.cookies:
-            sessions.set_cookie(response, CSRF_COOKIE, csrf, 3600 * 24)
-        return response
+        return respond(request, "Log in", pages.login_form(csrf, target, None), csrf=csrf)
 
     async def form_of(request: Request) -> dict[str, str]:
         body = b""
@@ -269,17 +272,17 @@ def build_dashboard(
             return respond(request, "Log in", pages.not_found(exc.message), status=400)
         target = safe_next(form.get("next"))
         if forged(request, form):
-            csrf = sessions.new_csrf()
-            response = respond(
+            # respond() sets the CSRF cookie when the browser has none (an expired form).
+            csrf = request.cookies.get(CSRF_COOKIE) or sessions.new_csrf()
+            return respond(
                 request,
                 "Log in",
                 pages.login_form(
                     csrf, target, "the form expired or came from another site; try again"
                 ),
                 status=403,
+                csrf=csrf,
             )
-            sessions.set_cookie(response, CSRF_COOKIE, csrf, 3600 * 24)
-            return response
         holder = None if sessions.open else sessions.holder(form.get("token", ""))
         if holder is None and not sessions.open:
             csrf = request.cookies[CSRF_COOKIE]

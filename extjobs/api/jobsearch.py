@@ -71,7 +71,8 @@ def parse_job_query(params: Mapping[str, str], now: float) -> JobQuery:
         if value is not None:
             check_name(kind, value, key)
         names[key] = value
-    user = params.get("user") or None
+    # An empty user is nobody's (no submitter is empty), as it always was.
+    user = params.get("user")
     if user is not None and (len(user) > 200 or any(ord(c) < 32 for c in user)):
         raise InputError("user must be a printable name of at most 200 characters", field="user")
     limit = DEFAULT_LIMIT

@@ -129,6 +129,8 @@ class PostgresStore(StoreBase):
 
     def __init__(self, url: str) -> None:
         self.url = url
+        #: Ids of the jobs whose tags this handle wrote (or found written).
+        self._tagged: set[int] = set()
         #: The URL without its password, for messages.
         self.where = redact_url(url)
         self._closed = False
@@ -288,13 +290,13 @@ class PostgresStore(StoreBase):
         insert_log, insert_journal = (
             (_LOG_AGAIN, _JOURNAL_AGAIN) if again else (_INSERT_LOG, _INSERT_JOURNAL)
         )
+        untagged = [job for job in batch.jobs.values() if job.id not in self._tagged]
         with self._write() as conn, conn.cursor() as cur:
             if batch.jobs:
                 cur.executemany(_UPSERT_JOB, [_job_row(job) for job in batch.jobs.values()])
-                # A job's tags never change: written with its first version, kept after.
-                cur.executemany(
-                    _INSERT_TAGS, [row for job in batch.jobs.values() for row in tag_rows(job)]
-                )
+                # A job's tags never change: written with its first version, kept after
+                # (a rewrite of a job this handle tagged skips them).
+                cur.executemany(_INSERT_TAGS, [row for job in untagged for row in tag_rows(job)])
             if batch.log:
                 cur.executemany(insert_log, [_log_row(e) for e in batch.log])
             started = [
@@ -318,7 +320,9 @@ class PostgresStore(StoreBase):
                     cur.executemany("DELETE FROM config WHERE kind=%s AND name=%s", deletes)
                 cur.executemany(_UPSERT_CONFIG, upserts)
             # In a pipeline the results are not there yet: fetching waits for them.
-            return [int(_fetched(c)[0]) for c in started]
+            ids = [int(_fetched(c)[0]) for c in started]
+        self._tagged.update(job.id for job in untagged)
+        return ids
 
     def load_jobs(self, *, include_archived: bool = False) -> list[Job]:
         sql = "SELECT id, doc FROM jobs"

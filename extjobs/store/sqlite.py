@@ -156,8 +156,7 @@ def _journal_start(db: sqlite3.Connection, start: JournalStart, *, again: bool) 
     return int(db.execute(_INSERT_JOURNAL, started_row(start)).lastrowid or 0)
 
 
-def _upsert_jobs(db: sqlite3.Connection, batch: Iterable[Job]) -> None:
-    jobs = list(batch)
+def _upsert_jobs(db: sqlite3.Connection, jobs: Iterable[Job], untagged: Iterable[Job]) -> None:
     db.executemany(
         "INSERT OR REPLACE INTO jobs(id, status, archived, received, ended, doc) "
         "VALUES (?, ?, ?, ?, ?, ?)",
@@ -169,7 +168,7 @@ def _upsert_jobs(db: sqlite3.Connection, batch: Iterable[Job]) -> None:
     # A job's tags never change: written with its first version, kept after that.
     db.executemany(
         "INSERT OR IGNORE INTO job_tags(kind, name, job_id) VALUES (?, ?, ?)",
-        [row for job in jobs for row in tag_rows(job)],
+        [row for job in untagged for row in tag_rows(job)],
     )
 
 
@@ -221,6 +220,8 @@ class SqliteStore(StoreBase):
             self._db.close()
             raise
         self.path = path
+        #: Ids of the jobs whose tags this handle wrote (or found written).
+        self._tagged: set[int] = set()
         try:
             row = self._read_one("SELECT COALESCE(MAX(id), 0) FROM jobs")
             # A purge may have deleted the newest jobs: their ids are never handed out again.
@@ -285,8 +286,11 @@ class SqliteStore(StoreBase):
 
     def write(self, batch: WriteBatch, *, again: bool = False) -> list[int]:
         """Commit ``batch`` in one transaction (see :meth:`Store.write`)."""
+        # Jobs this handle has not tagged yet (tags are written once; a rewrite of a
+        # job, at each change of its status, skips them).
+        untagged = [job for job in batch.jobs.values() if job.id not in self._tagged]
         with self._tx() as db:
-            _upsert_jobs(db, batch.jobs.values())
+            _upsert_jobs(db, batch.jobs.values(), untagged)
             if batch.log:
                 _insert_log(db, batch.log, again=again)
             ids = [_journal_start(db, start, again=again) for start in batch.starts]
@@ -297,6 +301,7 @@ class SqliteStore(StoreBase):
             db.executemany("UPDATE journal SET pgid=? WHERE id=?", [(g, r) for r, g in batch.pgids])
             if batch.config is not None:
                 _write_config(db, *batch.config)
+        self._tagged.update(job.id for job in untagged)
         return ids
 
     def load_jobs(self, *, include_archived: bool = False) -> list[Job]:

@@ -459,6 +459,13 @@ class OpClusterSetParams(OpCode):
                 field="hv_run_dir",
             )
 
+    def summary(self) -> str:
+        changes = [f"+pool {p}" for p in sorted(self.add_pools)]
+        changes += [f"-pool {p}" for p in self.remove_pools]
+        if self.hv_run_dir is not None:
+            changes.append(f"hv_run_dir={self.hv_run_dir}")
+        return f"{self.OP_ID}({', '.join(changes)})"
+
 
 @register_opcode
 @attrs.frozen
@@ -469,7 +476,9 @@ class OpGroupSetParams(OpCode):
     disconnect_pools: tuple[str, ...] = attrs.field(default=(), validator=_names("pool name"))
 
     def summary(self) -> str:
-        return f"{self.OP_ID}({self.group_name})"
+        changes = [f"+pool {p}" for p in self.connect_pools]
+        changes += [f"-pool {p}" for p in self.disconnect_pools]
+        return f"{self.OP_ID}({self.group_name}{': ' if changes else ''}{', '.join(changes)})"
 
 
 @register_opcode

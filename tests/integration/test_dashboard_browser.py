@@ -269,3 +269,41 @@ def test_a_session_needs_the_token_and_the_login_form_refuses_forgeries(
         assert page.goto(f"{url}/ui/nodes") is not None
         assert "/ui/login" in page.url
         browser.close()
+
+
+def test_the_plain_http_dashboard_on_loopback(tmp_path: Path) -> None:
+    """Without tokens (a laptop demo) it shows everything at once; it never serves the
+    JSON API; with the daemon's token file it asks for a token like the TLS one."""
+    port = free_port()
+    section = f'[dashboard]\nlisten = "127.0.0.1:{port}"\n'
+    with start_cluster("embedded", 1, tmp_path / "open", sections=section) as c:
+        c.init()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as plain:
+            jobs = plain.get("/ui/jobs")
+            assert jobs.status_code == 200
+            assert "OP_NODE_ADD(node1)" in jobs.text
+            assert plain.get("/ui/nodes").status_code == 200
+            api = plain.get("/v1/jobs", follow_redirects=False)
+            assert api.status_code == 303
+            assert api.headers["location"] == "/ui/jobs"
+    cert, key = make_cert(tmp_path)
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{READ} read\n")
+    tokens.chmod(0o600)
+    extra = (
+        f'tcp_listen = "127.0.0.1:{free_port()}"\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
+        f'token_file = "{tokens}"\n'
+    )
+    port = free_port()
+    section = f'[dashboard]\nlisten = "127.0.0.1:{port}"\n'
+    started = start_cluster(
+        "embedded", 1, tmp_path / "tokens-c", daemon_extra=extra, sections=section
+    )
+    with started, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as plain:
+        away = plain.get("/ui/jobs", follow_redirects=False)
+        assert away.status_code == 303
+        assert away.headers["location"].startswith("/ui/login")
+        form = plain.get("/ui/login")
+        assert form.status_code == 200
+        # Plain HTTP: the session cookie cannot be Secure, or the browser would drop it.
+        assert "secure" not in form.headers["set-cookie"].lower()

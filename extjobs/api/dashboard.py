@@ -53,7 +53,6 @@ from extjobs.lus.ledger import LEDGER_KINDS, build_ledger
 from extjobs.lus.node import node_summary
 from extjobs.model import codec
 from extjobs.model.jobquery import JobQuery
-from extjobs.model.jobs import Job
 from extjobs.model.journal import JournalRecord
 from extjobs.model.opcodes import OPCODES
 from extjobs.model.states import JobStatus
@@ -129,18 +128,17 @@ def build_dashboard(
         ledger = build_ledger(journal(LEDGER_KINDS))
         return {name: sorted(st.attached) for name, st in ledger.items() if st.exists}
 
-    def job_page_parts(params: Mapping[str, str]) -> tuple[JobQuery, list[Job], int | None]:
-        query = parse_job_query(params, time.time())
-        jobs, cursor = search_page(view, query)
-        return query, jobs, cursor
-
     def jobs_live(params: Mapping[str, str]) -> str:
-        _, jobs, cursor = job_page_parts(params)
+        jobs, cursor = search_page(view, parse_job_query(params, time.time()))
         return pages.jobs_fragment(jobs, params, cursor)
 
-    def job_live(job_id: int) -> str:
+    def job_live(job_id: int, shown: list[int] | None = None) -> str:
+        """The live part of a job's page; ``shown`` gets the last log serial in it."""
         job = view.get(job_id)
-        return pages.job_fragment(job_view(job), job, view.log_since(job_id, 0))
+        entries = view.log_since(job_id, 0)
+        if shown is not None:
+            shown[:] = [entries[-1].serial if entries else 0]
+        return pages.job_fragment(job_view(job), job, entries)
 
     def instances_live() -> str:
         cfg = view.config
@@ -349,16 +347,16 @@ def build_dashboard(
         if job_id is None:
             return not_found(request, "no such job")
 
+        # The serial of the last log line sent: the long poll waits for the next one.
+        shown = [0]
+
         async def wait() -> None:
-            job_now = view.get(job_id)
-            entries = view.log_since(job_id, 0)
-            since = entries[-1].serial if entries else 0
-            if job_now.status.finalized:
+            if view.get(job_id).status.finalized:
                 await anyio.sleep(KEEPALIVE)
                 return
-            await view.wait_for_change(job_id, since, KEEPALIVE)
+            await view.wait_for_change(job_id, shown[0], KEEPALIVE)
 
-        return stream(lambda: job_live(job_id), wait)
+        return stream(lambda: job_live(job_id, shown), wait)
 
     async def instances_events(request: Request) -> Response:
         return stream(instances_live, every_period)

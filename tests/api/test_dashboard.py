@@ -211,3 +211,28 @@ def test_a_loopback_dashboard_is_accepted(listen: str) -> None:
     config = config_from_dict({"dashboard": {"listen": listen}})
     assert config.dashboard is not None
     assert config.dashboard.host_port[1] == 8080
+
+
+def test_the_observed_state_is_shown_when_the_instance_view_has_one() -> None:
+    from extjobs.api.dashboard_pages import instances_fragment
+
+    base = {
+        "name": "web1",
+        "state": "up",
+        "primary": "n1",
+        "group": "default",
+        "hypervisor": "fake",
+        "disks": [{"index": 0, "provider": "p", "pool": None, "size": 64, "volume": "u.ext.disk0"}],
+    }
+    without = instances_fragment([base], {"u.ext.disk0": ["n1", "n2"]})
+    assert "not observed" in without
+    # Attached on two nodes at once is shown as such (only a migration may do that).
+    assert '<span class="attached two">n1, n2</span>' in without
+    seen = instances_fragment(
+        [{**base, "observed": {"state": "stopped", "node": "n1", "at": 0.0}}], {}
+    )
+    assert '<span class="badge stopped">stopped</span> on n1' in seen
+    assert "no record" in seen
+    plain = instances_fragment([{**base, "observed": "running"}], {"u.ext.disk0": []})
+    assert '<span class="badge running">running</span>' in plain
+    assert "not attached" in plain

@@ -168,6 +168,7 @@ def build_dashboard(
             connections,
             diagnose if isinstance(diagnose, dict) else None,
             found[0] if found else None,
+            cfg.cluster.pools if cfg.cluster is not None else {},
         )
 
     # -- pages ----------------------------------------------------------------------

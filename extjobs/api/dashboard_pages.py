@@ -319,13 +319,25 @@ def instance_fragment(
 # -- nodes and groups -----------------------------------------------------------------
 
 
+def _pool(name: str, provider: str | None, validity: Mapping[str, Any]) -> str:
+    """A pool of a group, its provider, and whether the provider is valid there."""
+    if provider is None:
+        return e(name)
+    known = validity.get(provider)
+    verdict = "" if known is None else " " + badge("valid" if known.get("valid") else "invalid")
+    return f"{e(name)} → {e(provider)}{verdict}"
+
+
 def nodes_fragment(
     nodes: Sequence[Mapping[str, Any]],
     groups: Mapping[str, Mapping[str, Any]],
     connections: Mapping[str, int],
     diagnose: Mapping[str, Any] | None,
     diagnose_job: Job | None,
+    pools: Mapping[str, str] | None = None,
 ) -> str:
+    """Nodes and groups; ``pools`` maps each pool to its provider (the cluster's)."""
+    pools = pools or {}
     per_node = (diagnose or {}).get("nodes", {})
     per_group = (diagnose or {}).get("groups", {})
 
@@ -369,10 +381,11 @@ def nodes_fragment(
             )
             for provider, st in sorted(providers.items())
         )
+
         group_rows.append(
             (
                 e(name),
-                e(", ".join(group.get("pools", ())) or ""),
+                "<br>".join(_pool(p, pools.get(p), providers) for p in group.get("pools", ())),
                 validity or '<span class="unknown">no diagnose yet</span>',
                 ", ".join(e(n["name"]) for n in nodes if n["group"] == name),
             )
@@ -389,7 +402,9 @@ def nodes_fragment(
         "<h2>Nodes</h2>"
         + table(["Node", "Group", "Address", "Reachability", "State", "Instances"], node_rows)
         + "<h2>Groups</h2>"
-        + table(["Group", "Pools", "Providers (storage diagnose)", "Nodes"], group_rows)
+        + table(
+            ["Group", "Pools (→ provider)", "Providers (storage diagnose)", "Nodes"], group_rows
+        )
         + source
     )
 

@@ -236,3 +236,62 @@ def test_the_observed_state_is_shown_when_the_instance_view_has_one() -> None:
     plain = instances_fragment([{**base, "observed": "running"}], {"u.ext.disk0": []})
     assert '<span class="badge running">running</span>' in plain
     assert "not attached" in plain
+
+
+def test_nodes_and_groups_show_diagnose_validity_per_provider_and_pool() -> None:
+    from extjobs.api.dashboard_pages import nodes_fragment
+
+    nodes = [
+        {
+            "name": "n1",
+            "group": "g1",
+            "host": "10.0.0.1",
+            "port": 22,
+            "user": "root",
+            "instances": ["web1"],
+        },
+        {
+            "name": "n2",
+            "group": "g1",
+            "host": "10.0.0.2",
+            "port": 22,
+            "user": "root",
+            "drained": True,
+            "instances": [],
+        },
+        {
+            "name": "n3",
+            "group": "g2",
+            "host": "10.0.0.3",
+            "port": 22,
+            "user": "root",
+            "offline": True,
+            "instances": [],
+        },
+    ]
+    diagnose = {
+        "nodes": {"n1": {"providers": {}}, "n2": {"error": "node n2 did not answer"}},
+        "groups": {
+            "g1": {
+                "rbd": {"valid": False, "reasons": {"n2": "node did not answer"}},
+                "sharedfile": {"valid": True, "reasons": {}},
+            }
+        },
+    }
+    job = Job(id=9, ops=(OpState(0, {"OP_ID": "OP_EXTSTORAGE_DIAGNOSE"}),), ended=5.0)
+    html = nodes_fragment(
+        nodes,
+        {"g1": {"pools": ["fast", "ceph"]}, "g2": {"pools": []}},
+        {"n1": 1},
+        diagnose,
+        job,
+        {"fast": "sharedfile", "ceph": "rbd"},
+    )
+    assert 'fast → sharedfile <span class="badge valid">valid</span>' in html
+    assert 'ceph → rbd <span class="badge invalid">invalid</span>' in html
+    assert "rbd (n2: node did not answer)" in html
+    assert 'last diagnose: <span class="failed">node n2 did not answer</span>' in html
+    assert '<span class="badge drained">drained</span>' in html
+    assert '<span class="badge offline">offline</span>' in html
+    assert '<a href="/ui/jobs/9">9</a>' in html
+    assert "no diagnose yet" in html  # g2

@@ -11,6 +11,7 @@ holds one of each)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import ssl
@@ -286,6 +287,18 @@ def test_the_plain_http_dashboard_on_loopback(tmp_path: Path) -> None:
             api = plain.get("/v1/jobs", follow_redirects=False)
             assert api.status_code == 303
             assert api.headers["location"] == "/ui/jobs"
+        # The CLI's search, on the same cluster: one page, and how to get the next.
+        listed = c.cli("job", "list", "--opcode", "OP_NODE_ADD", "--limit", "1")
+        assert listed.returncode == 0, listed.stderr
+        assert "OP_NODE_ADD(node1)" in listed.stdout
+        assert "more jobs" not in listed.stderr
+        listed = c.cli("job", "list", "--limit", "1", "--output", "json")
+        assert listed.returncode == 0, listed.stderr
+        (newest,) = json.loads(listed.stdout)
+        assert f"more jobs: add --cursor {newest['id']}" in listed.stderr
+        bad = c.cli("job", "list", "--since", "yesterday")
+        assert bad.returncode == 1
+        assert "since must be a duration" in bad.stderr
     cert, key = make_cert(tmp_path)
     tokens = tmp_path / "tokens"
     tokens.write_text(f"{READ} read\n")

@@ -191,7 +191,7 @@ def job_info(ctx: Ctx, job_id: int, fmt: str) -> None:
         say("  depends on " + ", ".join(f"job {d[0]} ({'/'.join(d[1])})" for d in data["depends"]))
     for op in data["ops"]:
         say(
-            f"  opcode {op['index']} {op['input']['OP_ID']}: {op['status']}, "
+            f"  opcode {op['index']} {data['summary'][op['index']]}: {op['status']}, "
             f"{output.duration(op['duration'])}"
         )
         if op["error"]:

@@ -273,8 +273,8 @@ async def _serve_store(config: Config, store: Store, task_status: TaskStatus[Que
             bind_unix_socket(config.socket_path),
         )
     ]
-    if config.tcp is not None:
-        assert tokens is not None
+    if config.tcp is not None and tokens is not None:
+        sessions = Sessions(tokens, secure=True)
         tcp = socket.create_server(config.tcp.host_port, reuse_port=False)
         tcp.setblocking(False)
         servers.append(
@@ -282,11 +282,7 @@ async def _serve_store(config: Config, store: Store, task_status: TaskStatus[Que
                 _Server(
                     _uvicorn_config(
                         # /ui/ is the dashboard (a session cookie); the rest the API.
-                        DashboardGate(
-                            dashboard(Sessions(tokens, secure=True)),
-                            TokenAuth(app, tokens),
-                            Sessions(tokens, secure=True),
-                        ),
+                        DashboardGate(dashboard(sessions), TokenAuth(app, tokens), sessions),
                         ssl_certfile=str(config.tcp.tls_cert),
                         ssl_keyfile=str(config.tcp.tls_key),
                     )
@@ -295,11 +291,12 @@ async def _serve_store(config: Config, store: Store, task_status: TaskStatus[Que
             )
         )
     if config.dashboard is not None:
-        sessions = Sessions(tokens, secure=False)
+        # Plain HTTP on loopback: the session cookie cannot be Secure there.
+        local = Sessions(tokens, secure=False)
         plain = socket.create_server(config.dashboard.host_port, reuse_port=False)
         plain.setblocking(False)
         servers.append(
-            (_Server(_uvicorn_config(DashboardGate(dashboard(sessions), None, sessions))), plain)
+            (_Server(_uvicorn_config(DashboardGate(dashboard(local), None, local))), plain)
         )
         log.info(
             "dashboard on http://%s/ui/ (%s)",

@@ -26,6 +26,8 @@ from prometheus_client import disable_created_metrics
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from extjobs.api.auth import TokenAuth, WithSubmitter, load_tokens, unix_submitter
+from extjobs.api.dashboard import build_dashboard
+from extjobs.api.dashboard_auth import DashboardGate, Sessions
 from extjobs.api.metrics import build_metrics_app
 from extjobs.api.rapi import build_rapi_app
 from extjobs.api.rapi_users import BasicAuth
@@ -298,27 +300,43 @@ async def _serve_store(config: Config, store: Store, task_status: TaskStatus[Que
     if isinstance(store, SqliteStore):
         backup = functools.partial(backup_sqlite, config.db_path)
     app = build_app(queue, backup=backup, metrics=metrics.registry)
+    tokens = load_tokens(config.tcp.token_file) if config.tcp is not None else None
+    dashboard = functools.partial(build_dashboard, queue, journal=store.load_journal_kinds)
     servers = [
         (
             _Server(_uvicorn_config(app, http=_PeerCredProtocol)),
             bind_unix_socket(config.socket_path),
         )
     ]
-    if config.tcp is not None:
-        tokens = load_tokens(config.tcp.token_file)
+    if config.tcp is not None and tokens is not None:
+        sessions = Sessions(tokens, secure=True)
         tcp = socket.create_server(config.tcp.host_port, reuse_port=False)
         tcp.setblocking(False)
         servers.append(
             (
                 _Server(
                     _uvicorn_config(
-                        TokenAuth(app, tokens),
+                        # /ui/ is the dashboard (a session cookie); the rest the API.
+                        DashboardGate(dashboard(sessions), TokenAuth(app, tokens), sessions),
                         ssl_certfile=str(config.tcp.tls_cert),
                         ssl_keyfile=str(config.tcp.tls_key),
                     )
                 ),
                 tcp,
             )
+        )
+    if config.dashboard is not None:
+        # Plain HTTP on loopback: the session cookie cannot be Secure there.
+        local = Sessions(tokens, secure=False)
+        plain = socket.create_server(config.dashboard.host_port, reuse_port=False)
+        plain.setblocking(False)
+        servers.append(
+            (_Server(_uvicorn_config(DashboardGate(dashboard(local), None, local))), plain)
+        )
+        log.info(
+            "dashboard on http://%s/ui/ (%s)",
+            config.dashboard.listen,
+            "token required" if tokens else "no token: anyone who can connect sees it",
         )
     rapi_auth = None
     if config.rapi is not None:

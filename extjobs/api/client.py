@@ -109,10 +109,33 @@ class Client:
         archived: bool = False,
         user: str | None = None,
     ) -> list[Any]:
+        """Every job matching, oldest first (all pages of :meth:`search_jobs`)."""
+        found: list[Any] = []
+        cursor = None
+        while True:
+            page = self.search_jobs(
+                statuses=statuses, archived=archived, user=user, limit=1000, cursor=cursor
+            )
+            found.extend(page["jobs"])
+            cursor = page["next"]
+            if cursor is None:
+                return found[::-1]
+
+    def search_jobs(
+        self,
+        *,
+        statuses: list[str] | None = None,
+        archived: bool = False,
+        cursor: str | None = None,
+        **filters: Any,
+    ) -> dict[str, Any]:
+        """One page of a job search, newest first: ``{"jobs", "next"}``; ``filters``:
+        opcode, instance, node, user, since, limit (see docs/api.md)."""
         params = {"status": ",".join(statuses or []), "archived": "1" if archived else "0"}
-        if user is not None:
-            params["user"] = user
-        return list(self.request("GET", "/v1/jobs", params=params)["jobs"])
+        params.update({k: str(v) for k, v in filters.items() if v is not None})
+        if cursor is not None:
+            params["cursor"] = cursor
+        return dict(self.request("GET", "/v1/jobs", params=params))
 
     def job(self, job_id: int) -> dict[str, Any]:
         return dict(self.request("GET", f"/v1/jobs/{job_id}"))

@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import extjobs
+from extjobs.api import jobsearch
 from extjobs.api.auth import SUBMITTER
 from extjobs.api.metrics import metrics_route
 from extjobs.api.views import http_status, job_view, log_view
@@ -37,7 +38,6 @@ from extjobs.errors import (
 )
 from extjobs.model import codec
 from extjobs.model.requests import decode_submission
-from extjobs.model.states import JobStatus
 
 log = logging.getLogger("extjobs.api")
 
@@ -226,22 +226,7 @@ def build_app(
 
     @_endpoint
     async def list_jobs(request: Request) -> Response:
-        raw = request.query_params.get("status", "")
-        statuses = []
-        for name in filter(None, raw.split(",")):
-            try:
-                statuses.append(JobStatus(name))
-            except ValueError:
-                raise InputError(
-                    f"unknown status {name!r}; use {', '.join(s.value for s in JobStatus)}",
-                    field="status",
-                ) from None
-        archived = request.query_params.get("archived", "0") in ("1", "true", "yes")
-        jobs = queue.list_jobs(statuses=statuses, archived=archived)
-        user = request.query_params.get("user")
-        if user is not None:
-            jobs = [j for j in jobs if submitted_by(j.submitter, user)]
-        return JSONResponse({"jobs": [job_view(j, detail=False) for j in jobs]})
+        return await jobsearch.list_jobs(queue, request)
 
     @_endpoint
     async def get_job(request: Request) -> Response:

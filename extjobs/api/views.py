@@ -32,7 +32,7 @@ def job_view(job: Job, *, detail: bool = True) -> dict[str, Any]:
         "id": job.id,
         "status": job.status.value,
         "priority": job.priority,
-        "summary": [op.op_id for op in job.ops],
+        "summary": job.summaries(),
         "received": job.received,
         "started": job.started,
         "ended": job.ended,

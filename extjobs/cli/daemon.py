@@ -75,8 +75,20 @@ def daemon(
 
 @click.command()
 @click.option("--keep", is_flag=True, help="Leave the temporary directory in place.")
-def demo(keep: bool) -> None:
+@click.option(
+    "--dashboard-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="The web dashboard's port on 127.0.0.1 (0: any free port).",
+)
+@click.option(
+    "--stay",
+    is_flag=True,
+    help="After the mission, keep the cluster (and the dashboard) running until Ctrl-C.",
+)
+def demo(keep: bool, dashboard_port: int, stay: bool) -> None:
     """Start embedded nodes and a daemon in a temporary directory and run the mission."""
     from extjobs.cli.demo import run_demo
 
-    sys.exit(run_demo(keep=keep))
+    sys.exit(run_demo(keep=keep, dashboard_port=dashboard_port, stay=stay))

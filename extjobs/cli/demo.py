@@ -10,10 +10,12 @@ them with their output. Works as a non-root user.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +26,7 @@ import anyio.to_thread
 from rich.console import Console
 
 from extjobs.testing.cluster import TestCluster, open_test_cluster
+from extjobs.testing.processes import ClientKey, write_daemon_config
 
 console = Console(highlight=False)
 
@@ -94,10 +97,12 @@ def _release(base: Path) -> None:
                 subprocess.run(["losetup", "-d", dev], check=False)
 
 
-def run_demo(*, keep: bool = False) -> int:
+def run_demo(*, keep: bool = False, dashboard_port: int = 0, stay: bool = False) -> int:
     base = Path(tempfile.mkdtemp(prefix="extjobs-demo-"))
     try:
-        return anyio.run(_demo, base)
+        return anyio.run(_demo, base, dashboard_port or _free_port(), stay)
+    except KeyboardInterrupt:
+        return 0
     finally:
         _release(base)
         if keep:
@@ -106,7 +111,13 @@ def run_demo(*, keep: bool = False) -> int:
             shutil.rmtree(base, ignore_errors=True)
 
 
-async def _demo(base: Path) -> int:
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _demo(base: Path, dashboard_port: int, stay: bool) -> int:
     provider = "sharedfile"
     # Block devices need root: as root the first disk comes from loop devices.
     block = "loopfile" if os.geteuid() == 0 and shutil.which("losetup") else None
@@ -127,6 +138,7 @@ async def _demo(base: Path) -> int:
         prepare=break_node3,
         node_logs=False,
         daemon_log_level="warning",
+        daemon_config=functools.partial(_daemon_config, dashboard_port),
     ) as cluster:
         assert cluster.daemon is not None
         console.print(
@@ -135,7 +147,31 @@ async def _demo(base: Path) -> int:
         )
         console.print(f"node3's copy of {provider} is broken: {broken.name} is not executable")
         console.print(f"[bold]Daemon[/bold] serving the API on {cluster.daemon.socket}")
-        return await anyio.to_thread.run_sync(_mission, cluster, base, provider, block, shared)
+        console.print(
+            f"[bold]Dashboard[/bold] on http://127.0.0.1:{dashboard_port}/ui/ "
+            "(this machine only, no token: the demo has no TCP listener)"
+        )
+        status = await anyio.to_thread.run_sync(_mission, cluster, base, provider, block, shared)
+        if stay:
+            console.print(
+                f"\nThe cluster stays up: http://127.0.0.1:{dashboard_port}/ui/ "
+                f"(EXTJOBS_SOCKET={cluster.daemon.socket}); Ctrl-C ends the demo."
+            )
+            await anyio.sleep_forever()
+        return status
+
+
+def _daemon_config(dashboard_port: int, base: Path, key: ClientKey) -> Path:
+    """The daemon's configuration: the test kit's, plus the plain-HTTP dashboard."""
+    path = base / "extjobs.toml"
+    write_daemon_config(
+        path,
+        state_dir=base / "state",
+        socket=base / "run" / "api.sock",
+        identity_file=key.private_key,
+        extra=f'[dashboard]\nlisten = "127.0.0.1:{dashboard_port}"\n',
+    )
+    return path
 
 
 def _mission(

@@ -77,6 +77,27 @@ def job() -> None:
 
 @job.command("list")
 @click.option("--status", "statuses", multiple=True, help="Only jobs in this status (repeatable).")
+@click.option("--instance", default=None, metavar="NAME", help="Only jobs touching this instance.")
+@click.option(
+    "--node",
+    default=None,
+    metavar="NAME",
+    help="Only jobs touching this node (named, or the primary of an instance named).",
+)
+@click.option("--opcode", default=None, metavar="OP", help="Only jobs running this opcode.")
+@click.option(
+    "--since", default=None, metavar="AGE", help="Only jobs received in the last AGE (2h, 30m, 1d)."
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 1000),
+    default=100,
+    show_default=True,
+    help="At most this many jobs (the newest).",
+)
+@click.option(
+    "--cursor", default=None, metavar="NEXT", help="The page after the one that printed NEXT."
+)
 @click.option("--archived", is_flag=True, help="Include archived jobs.")
 @click.option(
     "--user",
@@ -88,23 +109,47 @@ def job() -> None:
 @output_option
 @pass_ctx
 def job_list(
-    ctx: Ctx, statuses: tuple[str, ...], archived: bool, user: str | None, fmt: str
+    ctx: Ctx,
+    statuses: tuple[str, ...],
+    instance: str | None,
+    node: str | None,
+    opcode: str | None,
+    since: str | None,
+    limit: int,
+    cursor: str | None,
+    archived: bool,
+    user: str | None,
+    fmt: str,
 ) -> None:
-    """List jobs."""
+    """List jobs, newest first."""
     with ctx.client() as client:
-        jobs = client.jobs(statuses=list(statuses), archived=archived, user=user)
+        page = client.search_jobs(
+            statuses=list(statuses),
+            archived=archived,
+            cursor=cursor,
+            user=user,
+            instance=instance,
+            node=node,
+            opcode=opcode,
+            since=since,
+            limit=limit,
+        )
+    jobs = page["jobs"]
+    if page["next"] is not None:
+        # On stderr, so that the table or the JSON list stays what it was.
+        click.echo(f"more jobs: add --cursor {page['next']}", err=True)
     if fmt == "json":
         output.emit_json(jobs)
         return
     output.table(
         None,
-        ["ID", "Status", "Prio", "Opcodes", "Received", "Submitter", "Waiting for"],
+        ["ID", "Status", "Prio", "Summary", "Received", "Submitter", "Waiting for"],
         [
             (
                 j["id"],
                 j["status"] + (" (archived)" if j["archived"] else ""),
                 j["priority"],
-                ",".join(j["summary"]),
+                ", ".join(j["summary"]),
                 output.when(j["received"]),
                 j.get("submitter") or "",
                 j["waiting_for"] or "",
@@ -146,7 +191,7 @@ def job_info(ctx: Ctx, job_id: int, fmt: str) -> None:
         say("  depends on " + ", ".join(f"job {d[0]} ({'/'.join(d[1])})" for d in data["depends"]))
     for op in data["ops"]:
         say(
-            f"  opcode {op['index']} {op['input']['OP_ID']}: {op['status']}, "
+            f"  opcode {op['index']} {data['summary'][op['index']]}: {op['status']}, "
             f"{output.duration(op['duration'])}"
         )
         if op["error"]:

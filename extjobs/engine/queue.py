@@ -46,6 +46,7 @@ from extjobs.engine.writer import SyncWriter, Writer
 from extjobs.errors import ExtJobsError, QueueFullError, StateError, StoreError
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.config import Config
+from extjobs.model.jobquery import JobQuery
 from extjobs.model.jobs import Job, LogEntry, LogKind
 from extjobs.model.masters import Request, RequestKind
 from extjobs.model.requests import JobRequest
@@ -136,6 +137,11 @@ class JobQueue:
             jobs = [j for j in jobs if j.status in statuses]
         return sorted(jobs, key=lambda j: j.id)
 
+    def search_jobs(self, query: JobQuery) -> list[Job]:
+        """A page of a job search, from the store's index: what it holds is what has
+        been shown (the book changes its shown view only once a write committed)."""
+        return self._store.search_jobs(query)
+
     def log_since(self, job_id: int, since: int = 0) -> list[LogEntry]:
         self.get(job_id)
         return self._store.load_log(job_id, since)
@@ -196,7 +202,7 @@ class JobQueue:
             )
         ids = self._store.next_job_ids(len(batch))
         # The whole batch and each job's first log line are one transaction.
-        jobs, entries = build_jobs(batch, ids, time.time())
+        jobs, entries = build_jobs(batch, ids, time.time(), self.config)
         self._book.add(jobs, entries)
         self._submitted += len(jobs)
         return [j.id for j in jobs]

@@ -22,6 +22,7 @@ from extjobs.engine.queue import JobQueue
 from extjobs.engine.submission import build_jobs
 from extjobs.errors import NotFoundError, StateError
 from extjobs.model.cluster import ClusterConfig
+from extjobs.model.jobquery import JobQuery
 from extjobs.model.jobs import Job, LogEntry
 from extjobs.model.masters import Lease, MasterInfo, RequestKind
 from extjobs.model.requests import JobRequest
@@ -41,6 +42,10 @@ class QueueView(Protocol):
     def list_jobs(
         self, *, statuses: Sequence[JobStatus] = (), archived: bool = False
     ) -> list[Job]: ...
+    def search_jobs(self, query: JobQuery) -> list[Job]:
+        """A page of a job search, answered by the store (``Store.search_jobs``)."""
+        ...
+
     def log_since(self, job_id: int, since: int = 0) -> list[LogEntry]: ...
     async def wait_for_change(
         self, job_id: int, since: int, timeout: float
@@ -78,6 +83,9 @@ class StandbyQueue:
             jobs = [j for j in jobs if j.status in statuses]
         return sorted(jobs, key=lambda j: j.id)
 
+    def search_jobs(self, query: JobQuery) -> list[Job]:
+        return self._store.search_jobs(query)
+
     def log_since(self, job_id: int, since: int = 0) -> list[LogEntry]:
         self.get(job_id)
         return self._store.load_log(job_id, since)
@@ -98,7 +106,7 @@ class StandbyQueue:
     def submit(self, batch: Sequence[JobRequest]) -> list[int]:
         """Queue the batch in the store for the leader; returns the ids at once."""
         ids = self._store.next_job_ids(len(batch))
-        jobs, entries = build_jobs(batch, ids, time.time())
+        jobs, entries = build_jobs(batch, ids, time.time(), self.config)
         self._store.submit_jobs(jobs, entries)
         return ids
 
@@ -166,6 +174,9 @@ class Master:
 
     def list_jobs(self, *, statuses: Sequence[JobStatus] = (), archived: bool = False) -> list[Job]:
         return self.current.list_jobs(statuses=statuses, archived=archived)
+
+    def search_jobs(self, query: JobQuery) -> list[Job]:
+        return self.current.search_jobs(query)
 
     def log_since(self, job_id: int, since: int = 0) -> list[LogEntry]:
         return self.current.log_since(job_id, since)

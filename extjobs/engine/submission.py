@@ -9,15 +9,38 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from extjobs.errors import InputError
+from extjobs.model.cluster import ClusterConfig
+from extjobs.model.jobquery import TagKind, job_tags
 from extjobs.model.jobs import Dependency, Job, LogEntry, LogKind, OpState
 from extjobs.model.opcodes import encode_opcode
 from extjobs.model.requests import JobRequest
 
 
+def touched_nodes(
+    ops: Sequence[dict[str, object]], config: ClusterConfig | None
+) -> tuple[str, ...]:
+    """The nodes a job touches that its opcodes do not name: the primary node of each
+    instance they name, as ``config`` has it now (what a search by node finds later)."""
+    if config is None:
+        return ()
+    tags = job_tags(ops)
+    named = {name for kind, name in tags if kind is TagKind.NODE}
+    primaries = {
+        instance.primary
+        for kind, name in tags
+        if kind is TagKind.INSTANCE and (instance := config.instances.get(name)) is not None
+    }
+    return tuple(sorted(primaries - named))
+
+
 def build_jobs(
-    batch: Sequence[JobRequest], ids: Sequence[int], now: float
+    batch: Sequence[JobRequest],
+    ids: Sequence[int],
+    now: float,
+    config: ClusterConfig | None = None,
 ) -> tuple[list[Job], list[LogEntry]]:
-    """The jobs of ``batch`` with ``ids`` (in order), and the first log line of each.
+    """The jobs of ``batch`` with ``ids`` (in order), and the first log line of each;
+    ``config`` (the configuration at submission) tells which nodes they touch.
 
     A negative dependency ``-k`` is the job ``k`` places earlier in the batch (ids from a
     shared sequence need not be consecutive); a positive one must be an earlier job.
@@ -52,6 +75,7 @@ def build_jobs(
                 received=now,
                 submitter=req.submitter,
                 reason=req.reason,
+                touches=touched_nodes([op.input for op in ops], config),
             )
         )
     entries = [
@@ -60,7 +84,7 @@ def build_jobs(
             1,
             now,
             LogKind.STATUS,
-            f"job submitted: {job.summary()}",
+            f"job submitted: {', '.join(job.summaries())}",
             {"job_status": "queued"},
         )
         for job in jobs

@@ -6,6 +6,7 @@ that an empty file is a valid configuration.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import tomllib
@@ -270,6 +271,37 @@ class RapiOptions:
         return host.strip("[]"), int(port)
 
 
+def _loopback(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
+    _listen(_inst, attr, value)
+    host = value.rpartition(":")[0].strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise InputError(
+            f"{attr.name} {value!r} serves plain HTTP: only a loopback address "
+            "(127.0.0.1, [::1], localhost); elsewhere the dashboard is on the TLS "
+            "listener (tcp_listen) under /ui/",
+            field=attr.name,
+        )
+
+
+@attrs.frozen
+class DashboardOptions:
+    """``[dashboard]``: a plain-HTTP listener serving only the dashboard, on a loopback
+    address (a laptop demo). It asks for a token from the daemon's token file when
+    there is one, and shows everything to anyone who can connect otherwise. With TLS
+    and tokens (``tcp_listen``) the dashboard is served there anyway, under ``/ui/``."""
+
+    listen: str = attrs.field(validator=_loopback)
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 @attrs.frozen
 class MetricsOptions:
     """``GET /metrics`` (docs/monitoring.md): always on the API's listeners (the Unix
@@ -311,6 +343,8 @@ class Config:
     store: StoreOptions = StoreOptions()
     metrics: MetricsOptions = MetricsOptions()
     migration: MigrationOptions = MigrationOptions()
+    #: The plain-HTTP loopback dashboard; off unless the file has a [dashboard] section.
+    dashboard: DashboardOptions | None = None
 
     @property
     def socket_path(self) -> Path:
@@ -363,7 +397,7 @@ def config_from_dict(data: dict[str, Any], *, state_dir: Path | None = None) -> 
     check_store_url(store.url)
     migration = _build(MigrationOptions, _section(data, "migration"), "migration")
     known_sections = {"daemon", "ssh", "storage", "queue", "store", "rapi", "metrics"}
-    known_sections |= {"migration"}
+    known_sections |= {"migration", "dashboard"}
     unknown = sorted(set(data) - known_sections)
     if unknown:
         raise ConfigError(f"unknown section(s): {', '.join(unknown)}", section=unknown[0])
@@ -427,11 +461,15 @@ def config_from_dict(data: dict[str, Any], *, state_dir: Path | None = None) -> 
                 section="rapi",
             )
         rapi = _build(RapiOptions, section, "rapi")
+    dashboard = None
+    if "dashboard" in data:
+        dashboard = _build(DashboardOptions, _section(data, "dashboard"), "dashboard")
     return Config(
         state_dir=Path(sd),
         socket=Path(sock) if sock else None,
         tcp=tcp,
         rapi=rapi,
+        dashboard=dashboard,
         ssh=_build(SSHOptions, ssh, "ssh"),
         storage=_build(StorageOptions, storage, "storage"),
         queue=_build(QueueOptions, queue, "queue"),

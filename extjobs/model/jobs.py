@@ -12,7 +12,8 @@ from typing import Any
 
 import attrs
 
-from extjobs.errors import InputError
+from extjobs.errors import ExtJobsError, InputError
+from extjobs.model.opcodes import decode_opcode
 from extjobs.model.states import JobStatus, OpStatus, derive_job_status
 
 PRIORITY_MIN, PRIORITY_MAX = -20, 19
@@ -93,6 +94,10 @@ class Job:
     submitter: str | None = None
     #: Why, in the submitter's words (``reason``); None when none was given.
     reason: str | None = None
+    #: Nodes the job touches that its opcodes do not name: the primary node of each
+    #: instance named, as the configuration said at submission (what a search by node
+    #: finds, :mod:`extjobs.model.jobquery`).
+    touches: tuple[str, ...] = ()
 
     @property
     def status(self) -> JobStatus:
@@ -105,6 +110,17 @@ class Job:
 
     def summary(self) -> str:
         return ", ".join(op.op_id for op in self.ops)
+
+    def summaries(self) -> list[str]:
+        """Each opcode's summary (``OP_INSTANCE_MIGRATE(web1 → node2)``), or its ``OP_ID``
+        where the stored input no longer decodes."""
+        out = []
+        for op in self.ops:
+            try:
+                out.append(decode_opcode(op.input).summary())
+            except ExtJobsError:
+                out.append(op.op_id or "?")
+        return out
 
 
 class LogKind(enum.StrEnum):

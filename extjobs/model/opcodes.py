@@ -207,6 +207,10 @@ class OpExtStorageDiagnose(OpCode):
     #: Also ask each provider valid in a group for its capacity (``storage info``).
     capacity: bool = False
 
+    def summary(self) -> str:
+        what = ",".join(self.providers) or "all providers"
+        return f"{self.OP_ID}({what}@{','.join(self.nodes) or 'all nodes'})"
+
 
 @register_opcode
 @attrs.frozen
@@ -366,7 +370,8 @@ class OpInstanceCreate(OpCode):
     force: bool = False
 
     def summary(self) -> str:
-        return f"{self.OP_ID}({self.instance_name})"
+        where = f" on {self.pnode}" if self.pnode else ""
+        return f"{self.OP_ID}({self.instance_name}{where}, {len(self.disks)} disk(s))"
 
 
 @register_opcode
@@ -392,7 +397,8 @@ class OpInstanceGrowDisk(OpCode):
     absolute: bool = False
 
     def summary(self) -> str:
-        return f"{self.OP_ID}({self.instance_name}/disk{self.disk})"
+        change = f"to {self.amount} MiB" if self.absolute else f"+{self.amount} MiB"
+        return f"{self.OP_ID}({self.instance_name}/disk{self.disk} {change})"
 
 
 @register_opcode
@@ -453,6 +459,13 @@ class OpClusterSetParams(OpCode):
                 field="hv_run_dir",
             )
 
+    def summary(self) -> str:
+        changes = [f"+pool {p}" for p in sorted(self.add_pools)]
+        changes += [f"-pool {p}" for p in self.remove_pools]
+        if self.hv_run_dir is not None:
+            changes.append(f"hv_run_dir={self.hv_run_dir}")
+        return f"{self.OP_ID}({', '.join(changes)})"
+
 
 @register_opcode
 @attrs.frozen
@@ -463,7 +476,9 @@ class OpGroupSetParams(OpCode):
     disconnect_pools: tuple[str, ...] = attrs.field(default=(), validator=_names("pool name"))
 
     def summary(self) -> str:
-        return f"{self.OP_ID}({self.group_name})"
+        changes = [f"+pool {p}" for p in self.connect_pools]
+        changes += [f"-pool {p}" for p in self.disconnect_pools]
+        return f"{self.OP_ID}({self.group_name}{': ' if changes else ''}{', '.join(changes)})"
 
 
 @register_opcode
@@ -609,7 +624,11 @@ class OpInstanceMigrate(OpCode):
             )
 
     def summary(self) -> str:
-        return f"{self.OP_ID}({self.instance_name})"
+        if self.cleanup:
+            return f"{self.OP_ID}({self.instance_name}, cleanup)"
+        target = f" → {self.target_node}" if self.target_node else ""
+        mode = "" if self.mode == "live" else f", {self.mode}"
+        return f"{self.OP_ID}({self.instance_name}{target}{mode})"
 
 
 @register_opcode
@@ -630,7 +649,9 @@ class OpInstanceFailover(OpCode):
     force: bool = False
 
     def summary(self) -> str:
-        return f"{self.OP_ID}({self.instance_name})"
+        target = f" → {self.target_node}" if self.target_node else ""
+        forced = ", ignore consistency" if self.ignore_consistency else ""
+        return f"{self.OP_ID}({self.instance_name}{target}{forced})"
 
 
 def _fence_command(_inst: object, _attr: object, value: tuple[str, ...] | None) -> None:
@@ -694,7 +715,16 @@ class OpNodeSetParams(OpCode):
             )
 
     def summary(self) -> str:
-        return f"{self.OP_ID}({self.node_name})"
+        changes = [
+            f"{name}={value}"
+            for name, value in (("offline", self.offline), ("drained", self.drained))
+            if value is not None
+        ]
+        if self.fence_command is not None:
+            changes.append("fence command" if self.fence_command else "no fence command")
+        if self.host_key is not None or self.accept_new_host_key:
+            changes.append("new host key")
+        return f"{self.OP_ID}({self.node_name}: {', '.join(changes)})"
 
 
 @register_opcode

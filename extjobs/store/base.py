@@ -20,6 +20,7 @@ import attrs
 from extjobs.errors import InputError, StoreError, UnreadableRowError
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
+from extjobs.model.jobquery import JobQuery, job_tags
 from extjobs.model.jobs import Job, LogEntry, LogKind
 from extjobs.model.journal import Entry, JournalRecord, StepStatus, decode_entry, encode_entry
 from extjobs.model.steps import StepKind
@@ -103,6 +104,14 @@ class Store(Protocol):
 
     def load_jobs(self, *, include_archived: bool = False) -> list[Job]: ...
     def load_job(self, job_id: int) -> Job | None: ...
+    def search_jobs(self, query: JobQuery) -> list[Job]:
+        """At most ``query.limit`` jobs matching ``query``, newest (highest id) first.
+
+        Answered from the index of job tags (written with a job's first version, see
+        :func:`tag_rows`) and the ``status``, ``archived`` and ``received`` columns; only
+        the documents of the jobs returned are read."""
+        ...
+
     def next_job_id(self) -> int: ...
     def next_job_ids(self, count: int) -> list[int]: ...
     def save_jobs(self, jobs: list[Job], log: Sequence[LogEntry] = ()) -> None: ...
@@ -144,6 +153,52 @@ _JOURNAL_COLUMNS = (
 )
 
 CONFIG_KINDS = ("groups", "nodes", "instances")
+
+
+def tag_rows(job: Job) -> list[tuple[str, str, int]]:
+    """The ``(kind, name, job_id)`` rows of the job tag index for ``job``."""
+    tags = job_tags([op.input for op in job.ops], job.submitter, job.touches)
+    return sorted((kind.value, name, job.id) for kind, name in tags)
+
+
+def search_sql(query: JobQuery) -> tuple[str, list[Any]]:
+    """The ``SELECT id, doc`` (``?`` placeholders) and its arguments answering ``query``
+    (see :meth:`Store.search_jobs`): driven by the tag index when a tag filter is given
+    (walked from the newest job down), else by the jobs' primary key."""
+    tags = query.tags
+    args: list[Any] = []
+    if tags:
+        kind, name = tags[0]
+        sql = (
+            "SELECT j.id, j.doc FROM job_tags t JOIN jobs j ON j.id = t.job_id "
+            "WHERE t.kind = ? AND t.name = ?"
+        )
+        args += [kind.value, name]
+        key = "t.job_id"
+    else:
+        sql = "SELECT j.id, j.doc FROM jobs j WHERE 1 = 1"
+        key = "j.id"
+    for kind, name in tags[1:]:
+        sql += (
+            " AND EXISTS (SELECT 1 FROM job_tags o WHERE o.kind = ? AND o.name = ? "
+            "AND o.job_id = j.id)"
+        )
+        args += [kind.value, name]
+    if query.before is not None:
+        sql += f" AND {key} < ?"
+        args.append(query.before)
+    if query.statuses:
+        sql += f" AND j.status IN ({','.join('?' for _ in query.statuses)})"
+        args += [s.value for s in query.statuses]
+    if not query.archived:
+        sql += " AND j.archived = ?"
+        args.append(False)
+    if query.since is not None:
+        sql += " AND j.received >= ?"
+        args.append(query.since)
+    sql += f" ORDER BY {key} DESC LIMIT ?"
+    args.append(query.limit)
+    return sql, args
 
 
 def job_doc(job: Job) -> str:

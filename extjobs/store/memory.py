@@ -13,6 +13,7 @@ from typing import Any
 from extjobs.errors import StoreError
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
+from extjobs.model.jobquery import JobQuery
 from extjobs.model.jobs import Job, LogEntry
 from extjobs.model.journal import JournalRecord
 from extjobs.model.steps import StepKind
@@ -27,6 +28,7 @@ from extjobs.store.base import (
     quarantine_where,
     started_row,
     stored_kinds,
+    tag_rows,
 )
 
 
@@ -35,6 +37,9 @@ class MemoryStore(StoreBase):
 
     def __init__(self) -> None:
         self._jobs: dict[int, tuple[bool, str]] = {}
+        #: The columns a search filters on (status, received) and the tag index.
+        self._columns: dict[int, tuple[str, float]] = {}
+        self._tags: dict[tuple[str, str], set[int]] = {}
         self._log: dict[int, dict[int, LogEntry]] = {}
         self._journal: dict[int, list[Any]] = {}
         self._config: dict[tuple[str, str], str] = {}
@@ -68,6 +73,9 @@ class MemoryStore(StoreBase):
                 raise StoreError(f"store write failed: no journal record {record_id}")
         for job in batch.jobs.values():
             self._jobs[job.id] = (job.archived, job_doc(job))
+            self._columns[job.id] = (job.status.value, job.received)
+            for kind, name, job_id in tag_rows(job):
+                self._tags.setdefault((kind, name), set()).add(job_id)
         for entry in batch.log:
             self._log.setdefault(entry.job_id, {}).setdefault(entry.serial, entry)
         ids = []
@@ -106,6 +114,27 @@ class MemoryStore(StoreBase):
         found = self._jobs.get(job_id)
         return None if found is None else job_from_doc(found[1], job_id)
 
+    def search_jobs(self, query: JobQuery) -> list[Job]:
+        sets = [self._tags.get((kind.value, name), set()) for kind, name in query.tags]
+        candidates = set.intersection(*sets) if sets else set(self._jobs)
+        statuses = {s.value for s in query.statuses}
+        found: list[Job] = []
+        for job_id in sorted(candidates, reverse=True):
+            if len(found) == query.limit:
+                break
+            if job_id not in self._jobs or (query.before is not None and job_id >= query.before):
+                continue
+            archived, doc = self._jobs[job_id]
+            status, received = self._columns[job_id]
+            if (
+                (archived and not query.archived)
+                or (statuses and status not in statuses)
+                or (query.since is not None and received < query.since)
+            ):
+                continue
+            found.append(job_from_doc(doc, job_id))
+        return found
+
     def purge_archived(self, before: float) -> int:
         self._open()
         doomed = [
@@ -115,8 +144,11 @@ class MemoryStore(StoreBase):
         ]
         for job_id in doomed:
             del self._jobs[job_id]
+            del self._columns[job_id]
             self._log.pop(job_id, None)
         gone = set(doomed)
+        for ids in self._tags.values():
+            ids -= gone
         self._journal = {k: row for k, row in self._journal.items() if row[1] not in gone}
         return len(doomed)
 

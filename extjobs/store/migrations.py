@@ -18,13 +18,15 @@ SQLite history:
    column was added, and added it ad hoc at every open: a version-1 store may or may not
    have it, so this migration adds it only where it is missing;
 3. the log table rebuilt ``WITHOUT ROWID`` (write amplification, ``bench/amplification.py``);
-4. ``quarantine``: rows set aside as unreadable (``extjobs daemon --quarantine``).
+4. ``quarantine``: rows set aside as unreadable (``extjobs daemon --quarantine``);
+5. ``job_tags``: the index a job search walks (:mod:`extjobs.model.jobquery`), filled
+   from the stored jobs.
 
 PostgreSQL history starts with one migration: the same tables, with a ``SEQUENCE`` for
 job ids (durable, and safe with several writers) and an identity column for journal ids;
 2 adds what several masters share (lease, fence, masters, requests); 3 makes a step's
-journal record unique, so that a batch is safely written again (``Store.write``); 4 is
-SQLite's 4.
+journal record unique, so that a batch is safely written again (``Store.write``); 4 and
+5 are SQLite's 4 and 5.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from typing import Any
 import attrs
 
 from extjobs.errors import StoreError
+from extjobs.model import codec
+from extjobs.model.jobquery import job_tags
 
 
 @attrs.frozen
@@ -156,6 +160,55 @@ DROP TABLE log;
 ALTER TABLE log_clustered RENAME TO log;
 """
 
+# What a job search walks: one row per (tag, job), clustered on the tag, newest job last;
+# written once, with a job's first version (extjobs.model.jobquery).
+JOB_TAGS_SCHEMA = """
+CREATE TABLE job_tags (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    job_id BIGINT NOT NULL,
+    PRIMARY KEY (kind, name, job_id)
+) WITHOUT_ROWID;
+CREATE INDEX job_tags_job ON job_tags(job_id);
+"""
+
+
+def stored_job_tags(doc: str, job_id: int) -> list[tuple[str, str, int]]:
+    """The tag rows of a stored job document (read as JSON: a migration must not depend
+    on today's model classes); none for a document that cannot be read."""
+    try:
+        job = codec.loads(doc)["job"]
+        ops = [op["input"] for op in job["ops"]]
+        tags = job_tags(ops, job.get("submitter"), job.get("touches") or ())
+    except (ValueError, KeyError, TypeError):
+        return []
+    return sorted((kind.value, name, job_id) for kind, name in tags)
+
+
+def _sqlite_job_tags(db: Any) -> None:
+    for statement in JOB_TAGS_SCHEMA.replace("WITHOUT_ROWID", "WITHOUT ROWID").split(";"):
+        if statement.strip():
+            db.execute(statement)
+    for job_id, doc in db.execute("SELECT id, doc FROM jobs").fetchall():
+        db.executemany(
+            "INSERT OR IGNORE INTO job_tags(kind, name, job_id) VALUES (?, ?, ?)",
+            stored_job_tags(doc, job_id),
+        )
+
+
+def _postgres_job_tags(conn: Any) -> None:
+    conn.execute(JOB_TAGS_SCHEMA.replace("WITHOUT_ROWID", ""))
+    with conn.cursor() as cur:
+        for job_id, doc in conn.execute("SELECT id, doc FROM jobs").fetchall():
+            rows = stored_job_tags(doc, job_id)
+            if rows:
+                cur.executemany(
+                    "INSERT INTO job_tags(kind, name, job_id) VALUES (%s, %s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    rows,
+                )
+
+
 SQLITE = (
     Migration(1, "the schema of release 0.1", SQLITE_SCHEMA_1),
     Migration(2, "journal.pgid, where a store of 0.1 made before it lacks it", _sqlite_add_pgid),
@@ -165,6 +218,7 @@ SQLITE = (
         "rows set aside as unreadable",
         QUARANTINE_SCHEMA.replace("SERIAL_ID", "INTEGER PRIMARY KEY AUTOINCREMENT"),
     ),
+    Migration(5, "the job tags a search walks, filled from the stored jobs", _sqlite_job_tags),
 )
 
 # -- PostgreSQL --------------------------------------------------------------------------
@@ -265,6 +319,7 @@ POSTGRES = (
             "SERIAL_ID", "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
         ).replace("at REAL", "at DOUBLE PRECISION"),
     ),
+    Migration(5, "the job tags a search walks, filled from the stored jobs", _postgres_job_tags),
 )
 
 check_numbering(SQLITE)

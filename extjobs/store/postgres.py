@@ -35,6 +35,7 @@ from extjobs.errors import FencedError, StoreError
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.config import redact_url
+from extjobs.model.jobquery import JobQuery
 from extjobs.model.jobs import Job, LogEntry
 from extjobs.model.journal import JournalRecord
 from extjobs.model.masters import Lease, MasterInfo, Request, RequestKind
@@ -52,8 +53,10 @@ from extjobs.store.base import (
     log_entry,
     quarantine_where,
     row_document,
+    search_sql,
     started_row,
     stored_kinds,
+    tag_rows,
 )
 from extjobs.store.migrations import pending
 
@@ -93,6 +96,7 @@ _UPSERT_JOB = (
     "ON CONFLICT (id) DO UPDATE SET status=EXCLUDED.status, archived=EXCLUDED.archived, "
     "received=EXCLUDED.received, ended=EXCLUDED.ended, doc=EXCLUDED.doc"
 )
+_INSERT_TAGS = "INSERT INTO job_tags(kind, name, job_id) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
 _UPSERT_CONFIG = (
     "INSERT INTO config(kind, name, doc) VALUES (%s, %s, %s) "
     "ON CONFLICT (kind, name) DO UPDATE SET doc=EXCLUDED.doc"
@@ -125,6 +129,8 @@ class PostgresStore(StoreBase):
 
     def __init__(self, url: str) -> None:
         self.url = url
+        #: Ids of the jobs whose tags this handle wrote (or found written).
+        self._tagged: set[int] = set()
         #: The URL without its password, for messages.
         self.where = redact_url(url)
         self._closed = False
@@ -245,9 +251,10 @@ class PostgresStore(StoreBase):
                 version = self.schema_version()
                 todo = pending(migrations.POSTGRES, version, where=self.where)
                 for migration in todo:
-                    if not isinstance(migration.step, str):
-                        raise TypeError(f"PostgreSQL migration {migration.number} is not SQL")
-                    conn.execute(migration.step)  # no parameters: several statements
+                    if isinstance(migration.step, str):
+                        conn.execute(migration.step)  # no parameters: several statements
+                    else:
+                        migration.step(conn)
                 if todo:
                     conn.execute(
                         "INSERT INTO meta(key, value) VALUES ('schema_version', %s) "
@@ -283,9 +290,13 @@ class PostgresStore(StoreBase):
         insert_log, insert_journal = (
             (_LOG_AGAIN, _JOURNAL_AGAIN) if again else (_INSERT_LOG, _INSERT_JOURNAL)
         )
+        untagged = [job for job in batch.jobs.values() if job.id not in self._tagged]
         with self._write() as conn, conn.cursor() as cur:
             if batch.jobs:
                 cur.executemany(_UPSERT_JOB, [_job_row(job) for job in batch.jobs.values()])
+                # A job's tags never change: written with its first version, kept after
+                # (a rewrite of a job this handle tagged skips them).
+                cur.executemany(_INSERT_TAGS, [row for job in untagged for row in tag_rows(job)])
             if batch.log:
                 cur.executemany(insert_log, [_log_row(e) for e in batch.log])
             started = [
@@ -309,7 +320,9 @@ class PostgresStore(StoreBase):
                     cur.executemany("DELETE FROM config WHERE kind=%s AND name=%s", deletes)
                 cur.executemany(_UPSERT_CONFIG, upserts)
             # In a pipeline the results are not there yet: fetching waits for them.
-            return [int(_fetched(c)[0]) for c in started]
+            ids = [int(_fetched(c)[0]) for c in started]
+        self._tagged.update(job.id for job in untagged)
+        return ids
 
     def load_jobs(self, *, include_archived: bool = False) -> list[Job]:
         sql = "SELECT id, doc FROM jobs"
@@ -321,13 +334,19 @@ class PostgresStore(StoreBase):
         rows = self._read("SELECT doc FROM jobs WHERE id=%s", (job_id,))
         return job_from_doc(rows[0][0], job_id) if rows else None
 
+    def search_jobs(self, query: JobQuery) -> list[Job]:
+        sql, args = search_sql(query)
+        rows = self._read(sql.replace("?", "%s"), args)
+        return [job_from_doc(doc, job_id) for job_id, doc in rows]
+
     def purge_archived(self, before: float) -> int:
         """Delete the archived jobs that ended before ``before`` (epoch seconds), with
         their log lines and journal records, in one transaction; how many jobs."""
         rows = self._write_one(
             "WITH gone AS (DELETE FROM jobs WHERE archived AND ended < %s RETURNING id), "
             "log_gone AS (DELETE FROM log WHERE job_id IN (SELECT id FROM gone)), "
-            "journal_gone AS (DELETE FROM journal WHERE job_id IN (SELECT id FROM gone)) "
+            "journal_gone AS (DELETE FROM journal WHERE job_id IN (SELECT id FROM gone)), "
+            "tags_gone AS (DELETE FROM job_tags WHERE job_id IN (SELECT id FROM gone)) "
             "SELECT count(*) FROM gone",
             (before,),
         )
@@ -425,6 +444,7 @@ class PostgresStore(StoreBase):
         rows = [_job_row(job) for job in jobs]
         with self._write() as conn, conn.cursor() as cur:
             cur.executemany(_UPSERT_JOB, rows)
+            cur.executemany(_INSERT_TAGS, [row for job in jobs for row in tag_rows(job)])
             if log:
                 cur.executemany(_INSERT_LOG, [_log_row(e) for e in log])
             cur.executemany(

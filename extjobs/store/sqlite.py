@@ -18,6 +18,7 @@ from typing import Any
 from extjobs.errors import StoreError
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig
+from extjobs.model.jobquery import JobQuery
 from extjobs.model.jobs import Job, LogEntry
 from extjobs.model.journal import JournalRecord
 from extjobs.model.steps import StepKind
@@ -35,8 +36,10 @@ from extjobs.store.base import (
     log_entry,
     quarantine_where,
     row_document,
+    search_sql,
     started_row,
     stored_kinds,
+    tag_rows,
 )
 from extjobs.store.files import check_store_header, check_store_schema
 from extjobs.store.migrations import pending
@@ -153,7 +156,7 @@ def _journal_start(db: sqlite3.Connection, start: JournalStart, *, again: bool) 
     return int(db.execute(_INSERT_JOURNAL, started_row(start)).lastrowid or 0)
 
 
-def _upsert_jobs(db: sqlite3.Connection, jobs: Iterable[Job]) -> None:
+def _upsert_jobs(db: sqlite3.Connection, jobs: Iterable[Job], untagged: Iterable[Job]) -> None:
     db.executemany(
         "INSERT OR REPLACE INTO jobs(id, status, archived, received, ended, doc) "
         "VALUES (?, ?, ?, ?, ?, ?)",
@@ -161,6 +164,11 @@ def _upsert_jobs(db: sqlite3.Connection, jobs: Iterable[Job]) -> None:
             (job.id, job.status.value, int(job.archived), job.received, job.ended, job_doc(job))
             for job in jobs
         ],
+    )
+    # A job's tags never change: written with its first version, kept after that.
+    db.executemany(
+        "INSERT OR IGNORE INTO job_tags(kind, name, job_id) VALUES (?, ?, ?)",
+        [row for job in untagged for row in tag_rows(job)],
     )
 
 
@@ -212,6 +220,8 @@ class SqliteStore(StoreBase):
             self._db.close()
             raise
         self.path = path
+        #: Ids of the jobs whose tags this handle wrote (or found written).
+        self._tagged: set[int] = set()
         try:
             row = self._read_one("SELECT COALESCE(MAX(id), 0) FROM jobs")
             # A purge may have deleted the newest jobs: their ids are never handed out again.
@@ -276,8 +286,11 @@ class SqliteStore(StoreBase):
 
     def write(self, batch: WriteBatch, *, again: bool = False) -> list[int]:
         """Commit ``batch`` in one transaction (see :meth:`Store.write`)."""
+        # Jobs this handle has not tagged yet (tags are written once; a rewrite of a
+        # job, at each change of its status, skips them).
+        untagged = [job for job in batch.jobs.values() if job.id not in self._tagged]
         with self._tx() as db:
-            _upsert_jobs(db, batch.jobs.values())
+            _upsert_jobs(db, batch.jobs.values(), untagged)
             if batch.log:
                 _insert_log(db, batch.log, again=again)
             ids = [_journal_start(db, start, again=again) for start in batch.starts]
@@ -288,6 +301,7 @@ class SqliteStore(StoreBase):
             db.executemany("UPDATE journal SET pgid=? WHERE id=?", [(g, r) for r, g in batch.pgids])
             if batch.config is not None:
                 _write_config(db, *batch.config)
+        self._tagged.update(job.id for job in untagged)
         return ids
 
     def load_jobs(self, *, include_archived: bool = False) -> list[Job]:
@@ -300,6 +314,10 @@ class SqliteStore(StoreBase):
         row = self._read_one("SELECT doc FROM jobs WHERE id=?", (job_id,))
         return None if row is None else job_from_doc(row[0], job_id)
 
+    def search_jobs(self, query: JobQuery) -> list[Job]:
+        sql, args = search_sql(query)
+        return [job_from_doc(doc, job_id) for job_id, doc in self._read(sql, args)]
+
     def purge_archived(self, before: float) -> int:
         with self._tx() as db:
             db.execute("CREATE TEMP TABLE IF NOT EXISTS purged(id INTEGER PRIMARY KEY)")
@@ -309,7 +327,7 @@ class SqliteStore(StoreBase):
                 "WHERE archived = 1 AND ended IS NOT NULL AND ended < ?",
                 (before,),
             )
-            for table in ("log", "journal"):
+            for table in ("log", "journal", "job_tags"):
                 db.execute(f"DELETE FROM {table} WHERE job_id IN (SELECT id FROM temp.purged)")
             db.execute(
                 "INSERT OR REPLACE INTO meta(key, value) SELECT 'purged_max_id', "

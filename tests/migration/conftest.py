@@ -73,7 +73,7 @@ class MoveCluster(Cluster):
     def last(self, op_id: str = "OP_INSTANCE_MIGRATE") -> dict[str, Any]:
         """The newest job whose first opcode is ``op_id``."""
         for job in reversed(self.tc.client.jobs()):
-            if job["summary"][:1] == [op_id]:
+            if job["summary"][:1] and job["summary"][0].partition("(")[0] == op_id:
                 return self.tc.client.job(job["id"])
         raise AssertionError(f"no {op_id} job")
 

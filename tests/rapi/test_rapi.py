@@ -154,7 +154,7 @@ def test_instance_lifecycle_through_rapi(
     assert "reason: ticket OPS-12" in shown
     assert "rapi:admin" in cluster.ok("job", "list")
     assert job["opstatus"] == ["success"]
-    assert job["summary"] == ["INSTANCE_CREATE(rapi1)"]
+    assert job["summary"] == ["INSTANCE_CREATE(rapi1 on node1, 2 disk(s))"]
     assert job["ops"][0]["OP_ID"] == "OP_INSTANCE_CREATE"
     assert job["ops"][0]["instance_name"] == "rapi1"
     assert job["ops"][0]["reason"][0][:2] == ["rapi:admin", "ticket OPS-12"]
@@ -174,7 +174,7 @@ def test_instance_lifecycle_through_rapi(
 
     job = admin.run("PUT", "/2/instances/rapi1/migrate", {"target_node": "node2"})
     assert job["status"] == "success", job
-    assert job["summary"] == ["INSTANCE_MIGRATE(rapi1)"]
+    assert job["summary"] == ["INSTANCE_MIGRATE(rapi1 → node2)"]
     assert admin.ok("GET", "/2/instances/rapi1")["pnode"] == "node2"
     assert cluster.guest_pid("rapi1", "node2") is not None
 

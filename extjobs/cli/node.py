@@ -9,7 +9,7 @@ import click
 
 from extjobs.cli import output
 from extjobs.cli.common import Ctx, fail, output_option, pass_ctx, run_opcode, submit_option
-from extjobs.model.opcodes import OpNodeAdd, OpNodeRemove, OpNodeSetParams
+from extjobs.model.opcodes import OpNodeAdd, OpNodeFence, OpNodeRemove, OpNodeSetParams
 
 
 @click.group()
@@ -140,3 +140,16 @@ def node_modify(
         state = "offline" if data["offline"] else ("drained" if data["drained"] else "online")
         shown = shlex.join(data["fence_command"]) if data["fence_command"] else "none"
         click.echo(f"node {name}: {state}, fence command: {shown}")
+
+
+@node.command("fence")
+@click.argument("name")
+@click.option("--yes", "confirmed", is_flag=True, help="Do not ask for confirmation.")
+@submit_option
+@pass_ctx
+def node_fence(ctx: Ctx, name: str, confirmed: bool, submit_only: bool) -> None:
+    """Run the node's fence command (power it off), then mark it offline and fenced."""
+    if not confirmed:
+        click.confirm(f"Fence node {name} (power it off) and mark it offline?", abort=True)
+    if run_opcode(ctx, OpNodeFence(node_name=name), submit_only=submit_only):
+        click.echo(f"node {name} fenced and marked offline")

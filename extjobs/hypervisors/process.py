@@ -13,6 +13,10 @@ Status output, one line::
 
     running <pid> <absolute run dir>
     stopped [<absolute run dir>]
+
+The guest listing (the watcher asks each node once per round, whatever the backend:
+every backend keeps its pid files the same way) prints ``guests [<absolute run dir>]``,
+then ``running <key> <pid>`` for every guest whose pid file is trusted.
 """
 
 from __future__ import annotations
@@ -83,6 +87,23 @@ if pid=$(running_pid "$key"); then
 fi
 rm -f -- "$key.pid" "$key.qmp"
 printf 'stopped %s\n' "$dir"
+"""
+)
+
+
+# Arguments: RUNDIR
+GUESTS_SCRIPT = (
+    PROCESS_FUNCTIONS
+    + r"""
+cd -- "$1" 2>/dev/null || { printf 'guests\n'; exit 0; }
+printf 'guests %s\n' "$(pwd -P)"
+for f in *.pid; do
+  [ -e "$f" ] || continue
+  key=${f%.pid}
+  if pid=$(running_pid "$key"); then
+    printf 'running %s %s\n' "$key" "$pid"
+  fi
+done
 """
 )
 

@@ -32,6 +32,7 @@ from extjobs.lus.pools import (
 )
 from extjobs.lus.storage import LUExtStorageDiagnose, LUExtStorageInstall
 from extjobs.lus.verify import LUClusterVerify, LUVolumeCleanup
+from extjobs.lus.watcher import LUInstanceSetAutoRepair, LUNodeFence, LUWatcherSetPause
 from extjobs.model.opcodes import (
     OpClusterInit,
     OpClusterQuery,
@@ -48,9 +49,11 @@ from extjobs.model.opcodes import (
     OpInstanceMigrate,
     OpInstanceRemove,
     OpInstanceRename,
+    OpInstanceSetAutoRepair,
     OpInstanceShutdown,
     OpInstanceStartup,
     OpNodeAdd,
+    OpNodeFence,
     OpNodeQuery,
     OpNodeRemove,
     OpNodeSetParams,
@@ -59,6 +62,7 @@ from extjobs.model.opcodes import (
     OpStoragePoolQuery,
     OpTestDelay,
     OpVolumeCleanup,
+    OpWatcherSetPause,
 )
 
 LU_FOR: dict[type[OpCode], type[LogicalUnit[Any]]] = {
@@ -89,6 +93,10 @@ LU_FOR: dict[type[OpCode], type[LogicalUnit[Any]]] = {
     OpInstanceRename: LUInstanceRename,
     OpInstanceMigrate: LUInstanceMigrate,
     OpInstanceFailover: LUInstanceFailover,
+    # the watcher and its switches
+    OpInstanceSetAutoRepair: LUInstanceSetAutoRepair,
+    OpNodeFence: LUNodeFence,
+    OpWatcherSetPause: LUWatcherSetPause,
     # tests and benchmarks
     OpTestDelay: LUTestDelay,
 }

@@ -148,6 +148,28 @@ class QueueOptions:
     aging_interval: float = attrs.field(default=30.0, validator=_seconds)
 
 
+@attrs.frozen
+class WatcherOptions:
+    """The watcher inside the daemon (``docs/watcher.md``).
+
+    Every ``interval`` seconds (0: no watcher) each online node is asked once, within
+    ``probe_timeout``, which guests run there. An instance that should run and does not
+    is restarted; restarts of one instance back off exponentially from
+    ``restart_backoff`` up to ``restart_backoff_max`` seconds, and after
+    ``max_restarts`` within ``restart_window`` seconds the watcher gives up on it. A
+    node that has not answered for ``node_dead_after`` seconds is fenced and its
+    instances failed over, where the group (or the instance) asks for it.
+    """
+
+    interval: float = attrs.field(default=60.0, validator=_number(0))
+    node_dead_after: float = attrs.field(default=60.0, validator=_number(0))
+    probe_timeout: float = attrs.field(default=10.0, validator=_seconds)
+    restart_backoff: float = attrs.field(default=30.0, validator=_number(0))
+    restart_backoff_max: float = attrs.field(default=900.0, validator=_number(0))
+    max_restarts: int = attrs.field(default=5, validator=_number(1, integer=True))
+    restart_window: float = attrs.field(default=3600.0, validator=_seconds)
+
+
 #: The longest path a Unix socket can be bound to (``sun_path`` less its final NUL).
 MAX_SOCKET_PATH = 107
 
@@ -281,6 +303,7 @@ class Config:
     storage: StorageOptions = StorageOptions()
     queue: QueueOptions = QueueOptions()
     store: StoreOptions = StoreOptions()
+    watcher: WatcherOptions = WatcherOptions()
 
     @property
     def socket_path(self) -> Path:
@@ -331,7 +354,8 @@ def config_from_dict(data: dict[str, Any], *, state_dir: Path | None = None) -> 
     queue = _section(data, "queue")
     store = _build(StoreOptions, _section(data, "store"), "store")
     check_store_url(store.url)
-    unknown = sorted(set(data) - {"daemon", "ssh", "storage", "queue", "store", "rapi"})
+    watcher = _build(WatcherOptions, _section(data, "watcher"), "watcher")
+    unknown = sorted(set(data) - {"daemon", "ssh", "storage", "queue", "store", "rapi", "watcher"})
     if unknown:
         raise ConfigError(f"unknown section(s): {', '.join(unknown)}", section=unknown[0])
     if "search_path" in storage:
@@ -403,6 +427,7 @@ def config_from_dict(data: dict[str, Any], *, state_dir: Path | None = None) -> 
         storage=_build(StorageOptions, storage, "storage"),
         queue=_build(QueueOptions, queue, "queue"),
         store=store,
+        watcher=watcher,
     )
 
 

@@ -109,6 +109,8 @@ class NodeWatch:
     #: The outage's fence: ``None`` (not yet), or what happened (submitted, refused …).
     fence: str | None = None
     fence_job: int | None = None
+    #: Why the node cannot be fenced now (no fence command); asked again every round.
+    no_fence: str | None = None
 
 
 class Watcher:
@@ -327,6 +329,7 @@ class Watcher:
                 seen.last_answer = wall
                 seen.fence = None
                 seen.fence_job = None
+                seen.no_fence = None
             else:
                 if seen.unreachable_since is None:
                     log.warning("node %s does not answer: %s", name, answer)
@@ -341,7 +344,7 @@ class Watcher:
                 state = "offline (fenced)" if node.fenced else "offline"
             elif seen.unreachable_since is None:
                 state = "ok" if seen.last_answer is not None else "not asked yet"
-            elif seen.fence is not None and seen.fence_job is None:
+            elif seen.no_fence is not None or (seen.fence is not None and seen.fence_job is None):
                 state = "unreachable, not fenced"
             else:
                 state = "unreachable"
@@ -352,7 +355,7 @@ class Watcher:
                 if seen.unreachable_since is None or node.offline
                 else round(now - seen.unreachable_since, 3),
                 "error": seen.error if not node.offline else None,
-                "fence": seen.fence if not node.offline else None,
+                "fence": (seen.fence or seen.no_fence) if not node.offline else None,
                 "fence_job": seen.fence_job,
             }
         return out
@@ -477,14 +480,17 @@ class Watcher:
             if not wanted or now - seen.unreachable_since < dead_after:
                 continue
             if not node.fence_command:
-                seen.fence = (
-                    f"unreachable, not fenced: node {name} has no fence command, so nothing "
-                    f"is failed over ({', '.join(wanted)}); power it off and run 'extjobs "
-                    f"node fence {name}', or set a fence command"
-                )
-                log.error("%s", seen.fence)
-                actions.append({"kind": "not-fenced", "node": name, "message": seen.fence})
+                # Asked again every round: a fence command set meanwhile is used.
+                if seen.no_fence is None:
+                    seen.no_fence = (
+                        f"unreachable, not fenced: node {name} has no fence command, so "
+                        f"nothing is failed over ({', '.join(wanted)}); power it off and run "
+                        f"'extjobs node fence {name}', or set a fence command"
+                    )
+                    log.error("%s", seen.no_fence)
+                    actions.append({"kind": "not-fenced", "node": name, "message": seen.no_fence})
                 continue
+            seen.no_fence = None
             if name in busy_nodes or any(i in busy for i in wanted):
                 continue
             down_for = now - seen.unreachable_since

@@ -316,6 +316,7 @@ def test_daemon_restart_during_a_watcher_failover_is_recovered(
 ) -> None:
     add(cluster, "wc", "node3")
     cluster.ok("node", "modify", "node3", "--fence-command", fences.power_off)
+    before = fences.calls()
     slow = 'sleep 3\nexec "${0%/*}/attach.real"\n'
     with cluster.replaced("node1", "attach", slow), cluster.replaced("node2", "attach", slow):
         cluster.tc.node("node3").stop()
@@ -337,8 +338,7 @@ def test_daemon_restart_during_a_watcher_failover_is_recovered(
         done = cluster.tc.wait(int(job["id"]))
     assert done["status"] == "success", cluster.log_text(done)
     assert any(e["type"] == "recovery" for e in done["log"])
-    assert fences.calls()[-1:] == ["node3"]
-    assert fences.calls().count("node3") == 1
+    assert fences.calls()[len(before) :] == ["node3"]
     assert len(jobs_for(cluster, FAILOVER, "wc")) == 1
     target = cluster.instance("wc")["primary"]
     assert target in ("node1", "node2")

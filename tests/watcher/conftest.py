@@ -117,3 +117,54 @@ def kill_guest(cluster: MoveCluster, name: str, node: str) -> int:
         os.kill(pid, signal.SIGKILL)
     wait_for(f"{name}'s guest to die", lambda: guest_pid(cluster.run_dir, node, uuid) is None)
     return pid
+
+
+#: A fence command for tests: records the call, then "powers the node off": kills its
+#: guests, drops its hold on the strict provider's volumes, and leaves a mark that the
+#: node is off (the tests never start its SSH server again). Arguments: LOG RUN_DIR
+#: VOLS_ROOT OFF_DIR.
+POWER_OFF = r"""#!/bin/sh
+set -u
+log=$1 run=$2 vols=$3 off=$4
+node=${EXTJOBS_NODE:?}
+printf '%s %s\n' "$node" "${EXTJOBS_NODE_HOST:-}" >>"$log"
+for pidfile in "$run/$node"/*.pid; do
+  [ -e "$pidfile" ] || continue
+  pid=$(cat "$pidfile")
+  kill -s KILL -- "-$pid" 2>/dev/null
+  kill -s KILL "$pid" 2>/dev/null
+  rm -f -- "$pidfile"
+done
+find "$vols" -path "*.attached/$node" -delete 2>/dev/null
+find "$vols" -path "*.open/$node.*" -delete 2>/dev/null
+: >"$off/$node"
+exit 0
+"""
+
+#: A fence command whose power controller does not answer. Arguments: LOG.
+FENCE_FAILS = r"""#!/bin/sh
+printf '%s\n' "${EXTJOBS_NODE:?}" >>"$1"
+echo "power controller of $EXTJOBS_NODE does not answer" >&2
+exit 1
+"""
+
+
+class Fences:
+    def __init__(self, cluster: MoveCluster) -> None:
+        base = cluster.tc.base
+        self.log = base / "fence-calls.log"
+        self.off = base / "powered-off"
+        self.off.mkdir(exist_ok=True)
+        power_off = base / "power-off.sh"
+        power_off.write_text(POWER_OFF)
+        power_off.chmod(0o755)
+        fails = base / "fence-fails.sh"
+        fails.write_text(FENCE_FAILS)
+        fails.chmod(0o755)
+        self.power_off = f"{power_off} {self.log} {cluster.run_dir} {base / 'vols'} {self.off}"
+        self.fails = f"{fails} {self.log}"
+
+    def calls(self) -> list[str]:
+        if not self.log.exists():
+            return []
+        return [line.split()[0] for line in self.log.read_text().splitlines()]

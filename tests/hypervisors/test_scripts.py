@@ -155,3 +155,26 @@ def test_kvm_guest_starts_daemonised_with_a_qmp_socket(tmp_path: Path) -> None:
         for pidfile in home.rglob("*.pid"):
             subprocess.run(["kill", pidfile.read_text().strip()], check=False)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_the_guest_listing_names_every_live_guest_and_nothing_else(home: Path) -> None:
+    from extjobs.hypervisors.base import guests_command, parse_guests
+
+    hv = get_hypervisor("fake")
+    assert parse_guests(run(guests_command("run/n1", timeout=5), home).stdout, node="n1") == {}
+    pids = {}
+    for uuid in ("aaaa-1", "bbbb-2"):
+        inst = Instance(name=f"i{uuid}", primary="n1", uuid=uuid)
+        started = run(hv.start_command(inst, [], "run/n1", timeout=30), home)
+        assert started.returncode == 0, started.stderr
+        pids[uuid] = parse_status(started.stdout, node="n1").pid
+    rundir = home / "run" / "n1"
+    # A stale pid file (a pid reused by a process that is not the guest) is not listed.
+    (rundir / "cccc-3.pid").write_text(f"{os.getpid()}\n")
+    listed = parse_guests(run(guests_command("run/n1", timeout=5), home).stdout, node="n1")
+    # (The fixture's teardown kills what pid files name: not this process.)
+    (rundir / "cccc-3.pid").unlink()
+    assert listed == pids
+    assert run(hv.stop_command("aaaa-1", "run/n1", grace=5, timeout=30), home).returncode == 0
+    listed = parse_guests(run(guests_command("run/n1", timeout=5), home).stdout, node="n1")
+    assert listed == {"bbbb-2": pids["bbbb-2"]}

@@ -110,3 +110,12 @@ def test_guest_listing_is_parsed_or_refused() -> None:
         parse_guests("stopped\n", node="n")
     with pytest.raises(HypervisorError, match="guest listing on node 'n'"):
         parse_guests("guests /d\nrunning abc x\n", node="n")
+
+
+def test_the_example_configuration_lists_the_watcher_defaults() -> None:
+    from pathlib import Path
+
+    from extjobs.model.config import WatcherOptions, load_config
+
+    example = Path(__file__).resolve().parents[2] / "config" / "extjobs.example.toml"
+    assert load_config(example).watcher == WatcherOptions()

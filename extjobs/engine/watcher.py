@@ -139,6 +139,8 @@ class Watcher:
         self._rounds_done = 0
         self._kick = anyio.Event()
         self._round_done = anyio.Event()
+        #: The last ledger read: (jobs finished then, instance → nodes with its disks).
+        self._ledger: tuple[int, dict[str, set[str]]] | None = None
 
     @property
     def options(self) -> WatcherOptions:
@@ -254,12 +256,7 @@ class Watcher:
         async with anyio.create_task_group() as tg:
             for node in online:
                 tg.start_soon(probe, node)
-        await self._services.writer.flush()
-        ledger = build_ledger(self._services.store.load_journal_kinds(LEDGER_KINDS))
-        attached: dict[str, set[str]] = {}
-        for volume in ledger.values():
-            if volume.exists and volume.instance is not None:
-                attached.setdefault(volume.instance, set()).update(volume.attached)
+        attached = await self._attachments()
         # Decide synchronously from here on: the configuration may have changed while
         # the nodes answered, so the newest one is used (an instance removed meanwhile
         # is not acted on).
@@ -306,6 +303,22 @@ class Watcher:
             },
             "actions": actions,
         }
+
+    async def _attachments(self) -> dict[str, set[str]]:
+        """Instance → nodes where the ledger says its disks are attached. The journal is
+        read again only when a job may have changed it since the last read (one is
+        unfinished, or one finished since): an idle cluster costs no read."""
+        key = self._book.finished
+        if self._ledger is not None and self._ledger[0] == key and not self._book.unfinished():
+            return self._ledger[1]
+        await self._services.writer.flush()
+        ledger = build_ledger(self._services.store.load_journal_kinds(LEDGER_KINDS))
+        attached: dict[str, set[str]] = {}
+        for volume in ledger.values():
+            if volume.exists and volume.instance is not None:
+                attached.setdefault(volume.instance, set()).update(volume.attached)
+        self._ledger = (key, attached)
+        return attached
 
     # -- nodes -------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""The watcher against a real daemon and embedded SSH nodes (fake hypervisor, strict
-provider): restarts, backoff, leaving operators' work alone, pause, and automatic
+"""The watcher against a real daemon and SSH nodes, embedded and OpenSSH (fake
+hypervisor, strict provider): restarts, backoff, leaving operators' work alone, pause, and automatic
 failover only after a successful fence.
 
 The cases share one cluster and run in order: the last ones kill nodes for good
@@ -17,6 +17,7 @@ import pytest
 
 from extjobs.model.journal import StepStatus
 from tests.harness.journal import wait_record
+from tests.instances.conftest import KINDS
 from tests.migration.conftest import MoveCluster
 from tests.migration.invariants import check, guest_pid
 from tests.watcher.conftest import (
@@ -37,10 +38,12 @@ STARTUP = "OP_INSTANCE_STARTUP"
 FAILOVER = "OP_INSTANCE_FAILOVER"
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MoveCluster]:
-    base = tmp_path_factory.mktemp("watcher")
-    with open_watched_cluster("embedded", base) as c:
+@pytest.fixture(scope="module", params=KINDS)
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MoveCluster]:
+    base = tmp_path_factory.mktemp(f"watcher-{request.param}")
+    with open_watched_cluster(request.param, base) as c:
         yield c
 
 

@@ -20,7 +20,7 @@ Theory of operation. Every ``[watcher] interval`` seconds a round:
      marked up when it runs), backing off per instance (``RestartHistory``) and giving
      up after ``max_restarts`` within ``restart_window``: it then stays ``ERROR_down``
      with the reason in ``instance info`` and the last restart job's log;
-   - a node unreachable for ``node_dead_after`` seconds that is the primary of
+   - a node unreachable for ``node_dead_after`` seconds (and two rounds) that is the primary of
      instances with automatic failover (theirs, or their group's): with a fence
      command, one batch — ``OP_NODE_FENCE`` (fence, then mark offline) and, depending
      on its success, an ``OP_INSTANCE_FAILOVER`` with ``ignore_consistency`` per
@@ -68,6 +68,8 @@ log = logging.getLogger("extjobs.watcher")
 SUBMITTER = "watcher"
 #: Priority of the watcher's jobs (the CLI's ``low``): an operator's jobs go first.
 PRIORITY = 10
+#: Rounds in a row a node must fail to answer before it counts as dead.
+MIN_FAILED_ROUNDS = 2
 #: How many of the watcher's latest actions ``watcher status`` shows.
 RECENT = 50
 
@@ -111,6 +113,8 @@ class NodeWatch:
     fence_job: int | None = None
     #: Why the node cannot be fenced now (no fence command); asked again every round.
     no_fence: str | None = None
+    #: Rounds in a row the node did not answer.
+    failed_rounds: int = 0
 
 
 class Watcher:
@@ -343,7 +347,9 @@ class Watcher:
                 seen.fence = None
                 seen.fence_job = None
                 seen.no_fence = None
+                seen.failed_rounds = 0
             else:
+                seen.failed_rounds += 1
                 if seen.unreachable_since is None:
                     log.warning("node %s does not answer: %s", name, answer)
                     seen.unreachable_since = now
@@ -490,7 +496,13 @@ class Watcher:
                 for i in cfg.instances.values()
                 if i.primary == name and not i.cleanup and auto_failover_of(i, cfg)
             )
-            if not wanted or now - seen.unreachable_since < dead_after:
+            # Dead: silent for node_dead_after seconds, and in two rounds at least (one
+            # slow answer is not a death).
+            if (
+                not wanted
+                or now - seen.unreachable_since < dead_after
+                or seen.failed_rounds < MIN_FAILED_ROUNDS
+            ):
                 continue
             if not node.fence_command:
                 # Asked again every round: a fence command set meanwhile is used.

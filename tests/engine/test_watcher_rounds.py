@@ -189,6 +189,10 @@ async def test_a_dead_node_without_a_fence_command_moves_nothing(tmp_path: Path)
         assert ok(await cluster.run(OpGroupSetParams(group_name="default", auto_failover=True)))
         cluster.runner.unreachable("node1")
         w = watcher_of(cluster)
+        # One silent round is not a death.
+        report = await w.run_round()
+        assert report["actions"] == []
+        assert report["nodes"]["node1"]["state"] == "unreachable"
         report = await w.run_round()
         (action,) = report["actions"]
         assert action["kind"] == "not-fenced"

@@ -25,7 +25,8 @@ T = TypeVar("T")
 WATCHER = {
     "interval": 0.5,
     "node_dead_after": 1.0,
-    "probe_timeout": 2.0,
+    # A loaded machine must not make a node look dead (a stopped server refuses at once).
+    "probe_timeout": 10.0,
     "restart_backoff": 0.5,
     "restart_backoff_max": 1.0,
     "max_restarts": 3,

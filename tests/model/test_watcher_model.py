@@ -119,3 +119,30 @@ def test_the_example_configuration_lists_the_watcher_defaults() -> None:
 
     example = Path(__file__).resolve().parents[2] / "config" / "extjobs.example.toml"
     assert load_config(example).watcher == WatcherOptions()
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90", 90.0),
+        ("90s", 90.0),
+        ("30m", 1800.0),
+        ("1h", 3600.0),
+        ("1.5h", 5400.0),
+        ("2d", 172800.0),
+    ],
+)
+def test_pause_durations(text: str, seconds: float) -> None:
+    from extjobs.cli.watcher import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "h", "-1h", "0", "1w", "1 hour"])
+def test_bad_pause_durations_are_refused(text: str) -> None:
+    import click
+
+    from extjobs.cli.watcher import parse_duration
+
+    with pytest.raises(click.BadParameter, match="no duration"):
+        parse_duration(text)

@@ -187,8 +187,21 @@ class Client:
     def nodes(self) -> list[Any]:
         return list(self.request("GET", "/v1/nodes")["nodes"])
 
-    def instances(self) -> list[Any]:
-        return list(self.request("GET", "/v1/instances")["instances"])
+    def instances(self, *, refresh: float | None = None) -> list[Any]:
+        """Every instance; with ``refresh``, after waiting up to that many seconds for a
+        fresh observation of the watcher."""
+        return list(self.request("GET", "/v1/instances", **_refresh(refresh))["instances"])
 
-    def instance(self, name: str) -> dict[str, Any]:
-        return dict(self.request("GET", f"/v1/instances/{quote(name, safe='')}"))
+    def instance(self, name: str, *, refresh: float | None = None) -> dict[str, Any]:
+        return dict(
+            self.request("GET", f"/v1/instances/{quote(name, safe='')}", **_refresh(refresh))
+        )
+
+    def watcher(self) -> dict[str, Any]:
+        return dict(self.request("GET", "/v1/watcher"))
+
+
+def _refresh(refresh: float | None) -> dict[str, Any]:
+    if refresh is None:
+        return {}
+    return {"params": {"refresh": "1", "timeout": str(refresh)}, "patience": refresh}

@@ -354,19 +354,21 @@ def build_rapi_app(queue: QueueView, options: Config) -> Starlette:
     @_endpoint
     async def instances(request: Request) -> Any:
         cfg = queue.config
+        observed = queue.observed()
         items = [i for _, i in sorted(cfg.instances.items())]
         return views.listing(
             items,
             "instances",
             _flag(request, "bulk"),
-            lambda i: views.instance_view(i, cfg),
+            lambda i: views.instance_view(i, cfg, observed.get(i.name)),
             _name,
         )
 
     @_endpoint
     async def instance(request: Request) -> Any:
         cfg = queue.config
-        return views.instance_view(cfg.instance(request.path_params["name"]), cfg)
+        inst = cfg.instance(request.path_params["name"])
+        return views.instance_view(inst, cfg, queue.observed().get(inst.name))
 
     @_endpoint
     async def create_instance(request: Request) -> Any:

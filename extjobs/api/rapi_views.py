@@ -156,15 +156,29 @@ def group_view(group: NodeGroup, config: ClusterConfig) -> dict[str, Any]:
     }
 
 
-def instance_status(instance: Instance) -> str:
-    """Ganeti's ``status``: from the admin state (extjobs does not ask the nodes here)."""
+#: The watcher's observed states (docs/watcher.md) in Ganeti's ``status`` words.
+_GANETI_STATUS = {"stopped": "ADMIN_down", "unknown": "ERROR_nodedown"}
+
+
+def instance_status(instance: Instance, observed: dict[str, Any] | None = None) -> str:
+    """Ganeti's ``status``: the watcher's last observation when there is one, else from
+    the admin state."""
     if instance.cleanup:
         return "ERROR_down"
+    if observed is not None:
+        state = str(observed["state"])
+        return _GANETI_STATUS.get(state, state)
     return "running" if instance.admin_up else "ADMIN_down"
 
 
-def instance_view(instance: Instance, config: ClusterConfig) -> dict[str, Any]:
+def instance_view(
+    instance: Instance, config: ClusterConfig, observed: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Ganeti's instance fields; ``observed``: the watcher's last look at it, if any
+    (``oper_state`` is then whether its guest was found running on its primary)."""
     up = instance.admin_up and not instance.cleanup
+    if observed is not None and not instance.cleanup:
+        up = observed["state"] in ("running", "ERROR_up")
     return {
         "name": instance.name,
         "uuid": instance.uuid,
@@ -172,7 +186,7 @@ def instance_view(instance: Instance, config: ClusterConfig) -> dict[str, Any]:
         "snodes": [],
         "admin_state": "up" if instance.admin_up else "down",
         "oper_state": up,
-        "status": instance_status(instance),
+        "status": instance_status(instance, observed),
         "disk_template": "ext",
         "disk.sizes": [d.size for d in instance.disks],
         "disk.names": [d.name for d in instance.disks],

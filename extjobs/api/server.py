@@ -276,21 +276,49 @@ def build_app(
         cfg = queue.config
         return JSONResponse({"nodes": [node_summary(n, cfg) for _, n in sorted(cfg.nodes.items())]})
 
+    async def _observe(request: Request) -> bool | None:
+        """With ``?refresh=1``: wait (``timeout``, default 10 s) for a fresh observation
+        of the watcher; whether it came (None: not asked)."""
+        if request.query_params.get("refresh", "0") not in ("1", "true", "yes"):
+            return None
+        timeout = min(_float_param(request, "timeout", 10.0), MAX_WAIT)
+        return await queue.wait_observation(timeout)
+
+    def _with_observed(data: dict[str, Any], observed: dict[str, Any]) -> dict[str, Any]:
+        data["observed"] = observed.get(data["name"])
+        return data
+
     @_endpoint
     async def instances(request: Request) -> Response:
         from extjobs.lus.instance import instance_summary
 
+        fresh = await _observe(request)
         cfg = queue.config
+        observed = queue.observed()
         return JSONResponse(
-            {"instances": [instance_summary(i, cfg) for _, i in sorted(cfg.instances.items())]}
+            {
+                "instances": [
+                    _with_observed(instance_summary(i, cfg), observed)
+                    for _, i in sorted(cfg.instances.items())
+                ],
+                "refreshed": fresh,
+            }
         )
 
     @_endpoint
     async def instance(request: Request) -> Response:
         from extjobs.lus.instance import instance_summary
 
+        fresh = await _observe(request)
         cfg = queue.config
-        return JSONResponse(instance_summary(cfg.instance(request.path_params["name"]), cfg))
+        data = instance_summary(cfg.instance(request.path_params["name"]), cfg)
+        data = _with_observed(data, queue.observed())
+        data["refreshed"] = fresh
+        return JSONResponse(data)
+
+    @_endpoint
+    async def watcher(request: Request) -> Response:
+        return JSONResponse(queue.watcher_status())
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return error_response(
@@ -316,6 +344,7 @@ def build_app(
         Route("/v1/nodes", nodes, methods=["GET"]),
         Route("/v1/instances", instances, methods=["GET"]),
         Route("/v1/instances/{name}", instance, methods=["GET"]),
+        Route("/v1/watcher", watcher, methods=["GET"]),
     ]
     if metrics is not None:
         routes.append(metrics_route(metrics))

@@ -61,6 +61,12 @@ def group_list(ctx: Ctx, fmt: str) -> None:
     metavar="POOL",
     help="Stop offering an unused storage pool (repeatable).",
 )
+@click.option(
+    "--auto-failover",
+    "auto_failover",
+    type=click.Choice(["yes", "no"]),
+    help="Whether the watcher fences a dead node of the group and fails its instances over.",
+)
 @submit_option
 @pass_ctx
 def group_modify(
@@ -68,13 +74,23 @@ def group_modify(
     name: str,
     connect: tuple[str, ...],
     disconnect: tuple[str, ...],
+    auto_failover: str | None,
     submit_only: bool,
 ) -> None:
-    """Connect storage pools to a node group, or disconnect them."""
-    if not connect and not disconnect:
-        fail("nothing to change: give --connect-pool or --disconnect-pool", 2)
-    op = OpGroupSetParams(group_name=name, connect_pools=connect, disconnect_pools=disconnect)
+    """Connect storage pools to a node group, or disconnect them; automatic failover."""
+    if not connect and not disconnect and auto_failover is None:
+        fail("nothing to change: give --connect-pool, --disconnect-pool or --auto-failover", 2)
+    op = OpGroupSetParams(
+        group_name=name,
+        connect_pools=connect,
+        disconnect_pools=disconnect,
+        auto_failover=None if auto_failover is None else auto_failover == "yes",
+    )
     job = run_opcode(ctx, op, submit_only=submit_only)
     if job:
-        pools = job["ops"][0]["result"]["pools"]
+        result = job["ops"][0]["result"]
+        pools = result["pools"]
         click.echo(f"group {name} offers pools: {', '.join(pools) or 'none'}")
+        if auto_failover is not None:
+            state = "on" if result.get("auto_failover") else "off"
+            click.echo(f"group {name}: automatic failover {state}")

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from extjobs.cli import output
-from extjobs.cli.common import Ctx, output_option, pass_ctx, run_opcode, submit_option
+from extjobs.cli.common import Ctx, fail, output_option, pass_ctx, run_opcode, submit_option
 from extjobs.model.opcodes import (
     HYPERVISOR_NAMES,
     DiskSpec,
@@ -30,6 +30,7 @@ from extjobs.model.opcodes import (
     OpInstanceReboot,
     OpInstanceRemove,
     OpInstanceRename,
+    OpInstanceSetAutoRepair,
     OpInstanceShutdown,
     OpInstanceStartup,
 )
@@ -295,19 +296,69 @@ def instance_grow_disk(
         click.echo(f"disk {disk} of {name}: {result['old_size']} → {result['new_size']} MiB{seen}")
 
 
+def _age(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def observed_text(observed: dict[str, Any] | None) -> str:
+    """The watcher's observation of an instance, with its age (``-``: none yet)."""
+    if not observed:
+        return "-"
+    return f"{observed['state']} ({_age(observed['age'])} ago)"
+
+
+refresh_option = click.option(
+    "--refresh",
+    "refresh",
+    is_flag=True,
+    help="Wait for a fresh observation of the nodes (at most --refresh-timeout seconds).",
+)
+refresh_timeout_option = click.option(
+    "--refresh-timeout",
+    type=click.FloatRange(min=0, max=60),
+    default=10.0,
+    show_default=True,
+    help="Seconds --refresh waits; the last observation is shown after that.",
+)
+
+
+def _stale_note(refreshed: bool | None, timeout: float) -> None:
+    if refreshed is False:
+        output.err_console.print(
+            f"note: no fresh observation within {timeout:g}s (a node is slow, or this "
+            "master does not lead); showing the last one"
+        )
+
+
 @instance.command("list")
 @output_option
+@refresh_option
+@refresh_timeout_option
 @pass_ctx
-def instance_list(ctx: Ctx, fmt: str) -> None:
-    """List instances."""
+def instance_list(ctx: Ctx, fmt: str, refresh: bool, refresh_timeout: float) -> None:
+    """List instances: configured state and, as the watcher last saw it, observed state."""
     with ctx.client() as client:
-        instances = client.instances()
+        if refresh:
+            body = client.request(
+                "GET",
+                "/v1/instances",
+                params={"refresh": "1", "timeout": str(refresh_timeout)},
+                patience=refresh_timeout,
+            )
+            instances, refreshed = body["instances"], body.get("refreshed")
+        else:
+            instances, refreshed = client.instances(), None
     if fmt == "json":
         output.emit_json(instances)
         return
+    _stale_note(refreshed, refresh_timeout)
     output.table(
         None,
-        ["Instance", "Primary", "Hypervisor", "Memory", "VCPUs", "State", "Disks"],
+        ["Instance", "Primary", "Hypervisor", "Memory", "VCPUs", "State", "Observed", "Disks"],
         [
             (
                 i["name"],
@@ -316,6 +367,7 @@ def instance_list(ctx: Ctx, fmt: str) -> None:
                 f"{i['memory']}M",
                 i["vcpus"],
                 i["state"],
+                observed_text(i.get("observed")),
                 " ".join(_disk_text(d) for d in i["disks"]),
             )
             for i in instances
@@ -326,16 +378,30 @@ def instance_list(ctx: Ctx, fmt: str) -> None:
 @instance.command("info")
 @click.argument("name")
 @output_option
+@refresh_option
+@refresh_timeout_option
 @pass_ctx
-def instance_info(ctx: Ctx, name: str, fmt: str) -> None:
-    """Show one instance and its disks."""
+def instance_info(ctx: Ctx, name: str, fmt: str, refresh: bool, refresh_timeout: float) -> None:
+    """Show one instance, its disks, and what the watcher last observed."""
     with ctx.client() as client:
-        data = client.instance(name)
+        data = client.instance(name, refresh=refresh_timeout if refresh else None)
     if fmt == "json":
         output.emit_json(data)
         return
+    _stale_note(data.get("refreshed"), refresh_timeout)
     say = output.say
     say(f" ({data['uuid']}): {data['state']}", title=f"Instance {data['name']}")
+    observed = data.get("observed")
+    say(f"  observed: {observed_text(observed)}")
+    if observed and observed.get("running_on"):
+        say(f"    guest runs on {', '.join(observed['running_on'])}")
+    if observed and observed.get("message"):
+        say(f"    watcher: {observed['message']}")
+    failover = data.get("auto_failover")
+    say(
+        f"  auto-repair: restart {'yes' if data.get('auto_restart', True) else 'no'}, "
+        f"failover {'group' if failover is None else ('yes' if failover else 'no')}"
+    )
     say(
         f"  primary node {data['primary']} (group {data['group']}), "
         f"hypervisor {data['hypervisor']}, {data['memory']} MiB, {data['vcpus']} vcpu(s)"
@@ -583,3 +649,39 @@ def instance_deactivate_disks(ctx: Ctx, name: str, submit_only: bool) -> None:
     op = OpInstanceDeactivateDisks(instance_name=name)
     if run_opcode(ctx, op, submit_only=submit_only):
         click.echo(f"instance {name}: disks deactivated")
+
+
+@instance.command("auto-repair")
+@click.argument("name")
+@click.option(
+    "--restart",
+    type=click.Choice(["yes", "no"]),
+    help="Whether the watcher restarts the instance when its guest is found down.",
+)
+@click.option(
+    "--failover",
+    type=click.Choice(["yes", "no", "group"]),
+    help="Whether the watcher fails it over from a dead node once the node is fenced "
+    "(group: as its node group says).",
+)
+@submit_option
+@pass_ctx
+def instance_auto_repair(
+    ctx: Ctx, name: str, restart: str | None, failover: str | None, submit_only: bool
+) -> None:
+    """What the watcher may do for an instance (OP_INSTANCE_SET_AUTO_REPAIR)."""
+    if restart is None and failover is None:
+        fail("nothing to change: give --restart or --failover", 2)
+    op = OpInstanceSetAutoRepair(
+        instance_name=name,
+        auto_restart=None if restart is None else restart == "yes",
+        auto_failover=failover,
+    )
+    job = run_opcode(ctx, op, submit_only=submit_only)
+    if job:
+        r = job["ops"][0]["result"]
+        click.echo(
+            f"instance {name}: auto-restart {'yes' if r['auto_restart'] else 'no'}, "
+            f"auto-failover {r['auto_failover']} "
+            f"({'on' if r['auto_failover_effective'] else 'off'})"
+        )

@@ -23,6 +23,7 @@ from extjobs.cli.job import job, submit
 from extjobs.cli.node import node
 from extjobs.cli.storage import storage
 from extjobs.cli.verify import verify
+from extjobs.cli.watcher import watcher
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,6 +60,7 @@ cli.add_command(storage)
 cli.add_command(instance)
 cli.add_command(verify)
 cli.add_command(backup)
+cli.add_command(watcher)
 
 
 def main() -> None:

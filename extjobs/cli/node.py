@@ -22,6 +22,7 @@ from extjobs.model.opcodes import (
     OpCode,
     OpNodeAdd,
     OpNodeEvacuate,
+    OpNodeFence,
     OpNodeMigrate,
     OpNodeRemove,
     OpNodeSetParams,
@@ -297,3 +298,16 @@ def node_evacuate(
         shutdown_timeout=shutdown_timeout,
     )
     _move_node(ctx, op, submit_only)
+
+
+@node.command("fence")
+@click.argument("name")
+@click.option("--yes", "confirmed", is_flag=True, help="Do not ask for confirmation.")
+@submit_option
+@pass_ctx
+def node_fence(ctx: Ctx, name: str, confirmed: bool, submit_only: bool) -> None:
+    """Run the node's fence command (power it off), then mark it offline and fenced."""
+    if not confirmed:
+        click.confirm(f"Fence node {name} (power it off) and mark it offline?", abort=True)
+    if run_opcode(ctx, OpNodeFence(node_name=name), submit_only=submit_only):
+        click.echo(f"node {name} fenced and marked offline")

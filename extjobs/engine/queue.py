@@ -42,6 +42,7 @@ from extjobs.engine.processor import Processor
 from extjobs.engine.purge import purge_old
 from extjobs.engine.scheduler import Fail, Wait, dependency_verdict, pick
 from extjobs.engine.submission import build_jobs
+from extjobs.engine.watcher import Watcher
 from extjobs.engine.writer import SyncWriter, Writer
 from extjobs.errors import ExtJobsError, QueueFullError, StateError, StoreError
 from extjobs.model.cluster import ClusterConfig
@@ -111,6 +112,8 @@ class JobQueue:
         #: Seconds between attempts to go on while the store refuses writes.
         self.store_retry = STORE_RETRY
         self._book.load()
+        #: The watcher (:mod:`extjobs.engine.watcher`): it runs while the queue serves.
+        self.watcher = Watcher(self._services, self._book, self.submit)
 
     def _wakeup_soon(self) -> None:
         self._wakeup.set()
@@ -170,6 +173,17 @@ class JobQueue:
     def runner_statistics(self) -> dict[str, Any]:
         stats: dict[str, Any] = self._services.runner.statistics()
         return stats
+
+    def watcher_status(self) -> dict[str, Any]:
+        return self.watcher.status()
+
+    def observed(self) -> dict[str, dict[str, Any]]:
+        """The watcher's last observation of every instance, with its age."""
+        return self.watcher.observed()
+
+    async def wait_observation(self, timeout: float) -> bool:
+        """Wait for a fresh observation (at most ``timeout`` seconds); whether one came."""
+        return await self.watcher.wait_observation(timeout)
 
     def _trouble(self) -> StoreError | None:
         """Why the store refuses writes at the moment (None: it does not)."""
@@ -359,6 +373,7 @@ class JobQueue:
             await tg.start(self.writer.serve)
             tg.start_soon(self._serve_archiver)
             tg.start_soon(self._serve_requests)
+            await tg.start(self.watcher.serve)
             task_status.started()
             while True:
                 try:

@@ -20,6 +20,7 @@ from anyio.abc import TaskStatus
 from extjobs.engine.leadership import Leadership
 from extjobs.engine.queue import JobQueue
 from extjobs.engine.submission import build_jobs
+from extjobs.engine.watcher import pause_of
 from extjobs.errors import NotFoundError, StateError
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.jobquery import JobQuery
@@ -59,6 +60,9 @@ class QueueView(Protocol):
     def archive(self, job_id: int) -> Job: ...
     def statistics(self) -> dict[str, Any]: ...
     def runner_statistics(self) -> dict[str, Any]: ...
+    def watcher_status(self) -> dict[str, Any]: ...
+    def observed(self) -> dict[str, dict[str, Any]]: ...
+    async def wait_observation(self, timeout: float) -> bool: ...
 
 
 class StandbyQueue:
@@ -141,6 +145,20 @@ class StandbyQueue:
     def runner_statistics(self) -> dict[str, Any]:
         return {}
 
+    def watcher_status(self) -> dict[str, Any]:
+        return {
+            "leader": False,
+            "message": "this master does not lead; the leader's watcher observes and acts",
+            "pause": pause_of(self.config),
+        }
+
+    def observed(self) -> dict[str, dict[str, Any]]:
+        """Nothing: only the leader observes."""
+        return {}
+
+    async def wait_observation(self, timeout: float) -> bool:
+        return False
+
 
 class Master:
     """The API's view of this master: the leader's queue while it leads, else the
@@ -203,6 +221,15 @@ class Master:
 
     def runner_statistics(self) -> dict[str, Any]:
         return self.current.runner_statistics()
+
+    def watcher_status(self) -> dict[str, Any]:
+        return self.current.watcher_status()
+
+    def observed(self) -> dict[str, dict[str, Any]]:
+        return self.current.observed()
+
+    async def wait_observation(self, timeout: float) -> bool:
+        return await self.current.wait_observation(timeout)
 
 
 async def serve_master(

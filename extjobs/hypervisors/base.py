@@ -36,6 +36,7 @@ from extjobs.errors import HypervisorError, InputError
 from extjobs.extstorage.attach import AttachInfo
 from extjobs.hypervisors.link import GuestLink
 from extjobs.hypervisors.process import (
+    GUESTS_SCRIPT,
     NODE_INFO_SCRIPT,
     STATUS_SCRIPT,
     STOP_SCRIPT,
@@ -124,6 +125,31 @@ def parse_node_info(stdout: str, *, node: str) -> NodeInfo:
         )
     total = figures["memory_total"]
     return NodeInfo(total, min(figures.get("memory_free", total), total))
+
+
+def guests_command(run_dir: str, *, timeout: float) -> RemoteCommand:
+    """Lists every guest running in ``run_dir`` on a node, whatever its backend (see
+    :data:`~extjobs.hypervisors.process.GUESTS_SCRIPT`); :func:`parse_guests` reads it."""
+    return process_command(GUESTS_SCRIPT, (run_dir,), timeout=timeout)
+
+
+def parse_guests(stdout: str, *, node: str) -> dict[str, int]:
+    """The guests :func:`guests_command` found: file key → pid. Raises HypervisorError
+    when the output is not the listing."""
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    if not lines or lines[0].split(" ", 1)[0] != "guests":
+        raise HypervisorError(
+            f"the guest listing on node {node!r} printed {stdout[-300:]!r}", node=node
+        )
+    found: dict[str, int] = {}
+    for line in lines[1:]:
+        words = line.split(" ")
+        if len(words) != 3 or words[0] != "running" or not words[2].isdigit():
+            raise HypervisorError(
+                f"the guest listing on node {node!r} printed {line[:300]!r}", node=node
+            )
+        found[words[1]] = int(words[2])
+    return found
 
 
 class Hypervisor(abc.ABC):

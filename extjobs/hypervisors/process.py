@@ -13,6 +13,10 @@ Status output, one line::
 
     running <pid> <absolute run dir>
     stopped [<absolute run dir>]
+
+The guest listing (the watcher asks each node once per round, whatever the backend:
+every backend keeps its pid files the same way) prints ``guests [<absolute run dir>]``,
+then ``running <key> <pid>`` for every guest whose pid file is trusted.
 """
 
 from __future__ import annotations
@@ -98,6 +102,22 @@ awk '/^MemTotal:/ { t = int($2 / 1024) } /^MemAvailable:/ { f = int($2 / 1024) }
 }
 """
 NODE_INFO_SCRIPT = MEMINFO
+
+# Arguments: RUNDIR
+GUESTS_SCRIPT = (
+    PROCESS_FUNCTIONS
+    + r"""
+cd -- "$1" 2>/dev/null || { printf 'guests\n'; exit 0; }
+printf 'guests %s\n' "$(pwd -P)"
+for f in *.pid; do
+  [ -e "$f" ] || continue
+  key=${f%.pid}
+  if pid=$(running_pid "$key"); then
+    printf 'running %s %s\n' "$key" "$pid"
+  fi
+done
+"""
+)
 
 
 def process_command(script: str, args: tuple[str, ...], *, timeout: float) -> RemoteCommand:

@@ -39,6 +39,7 @@ from extjobs.lus.pools import (
 )
 from extjobs.lus.storage import LUExtStorageDiagnose, LUExtStorageInstall
 from extjobs.lus.verify import LUClusterVerify, LUVolumeCleanup
+from extjobs.lus.watcher import LUInstanceSetAutoRepair, LUNodeFence, LUWatcherSetPause
 from extjobs.model.opcodes import (
     OpClusterInit,
     OpClusterQuery,
@@ -59,10 +60,12 @@ from extjobs.model.opcodes import (
     OpInstanceReboot,
     OpInstanceRemove,
     OpInstanceRename,
+    OpInstanceSetAutoRepair,
     OpInstanceShutdown,
     OpInstanceStartup,
     OpNodeAdd,
     OpNodeEvacuate,
+    OpNodeFence,
     OpNodeMigrate,
     OpNodeQuery,
     OpNodeRemove,
@@ -72,6 +75,7 @@ from extjobs.model.opcodes import (
     OpStoragePoolQuery,
     OpTestDelay,
     OpVolumeCleanup,
+    OpWatcherSetPause,
 )
 
 LU_FOR: dict[type[OpCode], type[LogicalUnit[Any]]] = {
@@ -109,6 +113,10 @@ LU_FOR: dict[type[OpCode], type[LogicalUnit[Any]]] = {
     OpInstanceReboot: LUInstanceReboot,
     OpInstanceActivateDisks: LUInstanceActivateDisks,
     OpInstanceDeactivateDisks: LUInstanceDeactivateDisks,
+    # the watcher and its switches
+    OpInstanceSetAutoRepair: LUInstanceSetAutoRepair,
+    OpNodeFence: LUNodeFence,
+    OpWatcherSetPause: LUWatcherSetPause,
     # tests and benchmarks
     OpTestDelay: LUTestDelay,
 }

@@ -90,7 +90,13 @@ class LUInstanceFailover(LogicalUnit[OpInstanceFailover]):
         try:
             unclean = await self._release_source(mctx, inst, source, reports)
             clean = unclean is None
-            if unclean is not None:
+            if unclean is not None and source.offline and source.fenced:
+                self._source = None
+                ctx.log(
+                    f"node {source.name} was fenced when it was marked offline "
+                    "('node fence'); it is not fenced again"
+                )
+            elif unclean is not None:
                 self._source = None
                 try:
                     await fence(mctx, source, unclean)

@@ -103,6 +103,9 @@ class LUInstanceStartup(LogicalUnit[OpInstanceStartup]):
 
     async def exec(self, ctx: StepContext) -> Any:
         inst, node = usable_instance(ctx.config, self.op.instance_name)
+        if self.op.only_if_marked_up and not inst.admin_up:
+            ctx.log(f"{inst.name} was marked down since this restart was asked for; not started")
+            return {"instance": inst.name, "node": node.name, "pid": None, "started": False}
         status = await hypervisor_status(ctx, inst, node.name)
         if status.running:
             ctx.log(f"{inst.name} already runs on {node.name} (pid {status.pid})")

@@ -63,6 +63,8 @@ class LUNodeSetParams(LogicalUnit[OpNodeSetParams]):
         instances = sorted(i.name for i in ctx.config.instances.values() if i.primary == node.name)
         if op.offline is not None and op.offline != node.offline:
             changes["offline"] = op.offline
+            if not op.offline:
+                changes["fenced"] = False
             if op.offline:
                 notes.append(
                     "offline: no step runs there any more"

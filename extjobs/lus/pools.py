@@ -217,12 +217,23 @@ class LUGroupSetParams(LogicalUnit[OpGroupSetParams]):
             group = config.group(op.group_name)
             pools = [p for p in group.pools if p not in op.disconnect_pools]
             pools += [p for p in op.connect_pools if p not in pools]
-            return config.with_group(attrs.evolve(group, pools=tuple(pools)))
+            auto = group.auto_failover if op.auto_failover is None else op.auto_failover
+            return config.with_group(attrs.evolve(group, pools=tuple(pools), auto_failover=auto))
 
         cfg = ctx.update_config(change)
-        pools = cfg.group(op.group_name).pools
+        group = cfg.group(op.group_name)
+        pools = group.pools
         ctx.log(f"node group {op.group_name} offers pools: {', '.join(pools) or 'none'}")
-        return {"group": op.group_name, "pools": list(pools)}
+        if op.auto_failover is not None:
+            ctx.log(
+                f"node group {op.group_name}: automatic failover "
+                + (
+                    "on (a dead node is fenced, then its instances fail over)"
+                    if group.auto_failover
+                    else "off"
+                )
+            )
+        return {"group": op.group_name, "pools": list(pools), "auto_failover": group.auto_failover}
 
 
 async def check_pool_in_group(ctx: StepContext, pool: str, provider: str, group: str) -> None:

@@ -55,6 +55,10 @@ class Cluster:
     #: ``<hv_run_dir>/<node>/``; relative to the node user's login directory unless
     #: absolute. ``None``: ``run/extjobs``.
     hv_run_dir: str | None = None
+    #: The watcher is paused (``extjobs watcher pause``): it observes, and acts on
+    #: nothing, until ``watcher_paused_until`` (``None``: until resumed).
+    watcher_paused: bool = False
+    watcher_paused_until: float | None = None
 
 
 @attrs.frozen
@@ -79,6 +83,10 @@ class Node:
     search_path: tuple[str, ...] | None = None
     #: Command run on the master to power the node off when it must be fenced.
     fence_command: tuple[str, ...] | None = None
+    #: The node was fenced (``node fence``) when it was marked offline: nothing runs or
+    #: holds a disk there, so a failover from it does not fence it again. Cleared when
+    #: the node is marked online.
+    fenced: bool = False
 
     @property
     def endpoint(self) -> Endpoint:

@@ -149,6 +149,28 @@ class QueueOptions:
     aging_interval: float = attrs.field(default=30.0, validator=_seconds)
 
 
+@attrs.frozen
+class WatcherOptions:
+    """The watcher inside the daemon (``docs/watcher.md``).
+
+    Every ``interval`` seconds (0: no watcher) each online node is asked once, within
+    ``probe_timeout``, which guests run there. An instance that should run and does not
+    is restarted; restarts of one instance back off exponentially from
+    ``restart_backoff`` up to ``restart_backoff_max`` seconds, and after
+    ``max_restarts`` within ``restart_window`` seconds the watcher gives up on it. A
+    node that has not answered for ``node_dead_after`` seconds is fenced and its
+    instances failed over, where the group (or the instance) asks for it.
+    """
+
+    interval: float = attrs.field(default=60.0, validator=_number(0))
+    node_dead_after: float = attrs.field(default=60.0, validator=_number(0))
+    probe_timeout: float = attrs.field(default=10.0, validator=_seconds)
+    restart_backoff: float = attrs.field(default=30.0, validator=_number(0))
+    restart_backoff_max: float = attrs.field(default=900.0, validator=_number(0))
+    max_restarts: int = attrs.field(default=5, validator=_number(1, integer=True))
+    restart_window: float = attrs.field(default=3600.0, validator=_seconds)
+
+
 #: The longest path a Unix socket can be bound to (``sun_path`` less its final NUL).
 MAX_SOCKET_PATH = 107
 
@@ -345,6 +367,7 @@ class Config:
     migration: MigrationOptions = MigrationOptions()
     #: The plain-HTTP loopback dashboard; off unless the file has a [dashboard] section.
     dashboard: DashboardOptions | None = None
+    watcher: WatcherOptions = WatcherOptions()
 
     @property
     def socket_path(self) -> Path:
@@ -396,8 +419,9 @@ def config_from_dict(data: dict[str, Any], *, state_dir: Path | None = None) -> 
     store = _build(StoreOptions, _section(data, "store"), "store")
     check_store_url(store.url)
     migration = _build(MigrationOptions, _section(data, "migration"), "migration")
+    watcher = _build(WatcherOptions, _section(data, "watcher"), "watcher")
     known_sections = {"daemon", "ssh", "storage", "queue", "store", "rapi", "metrics"}
-    known_sections |= {"migration", "dashboard"}
+    known_sections |= {"migration", "dashboard", "watcher"}
     unknown = sorted(set(data) - known_sections)
     if unknown:
         raise ConfigError(f"unknown section(s): {', '.join(unknown)}", section=unknown[0])
@@ -476,6 +500,7 @@ def config_from_dict(data: dict[str, Any], *, state_dir: Path | None = None) -> 
         store=store,
         metrics=_build(MetricsOptions, _section(data, "metrics"), "metrics"),
         migration=migration,
+        watcher=watcher,
     )
 
 

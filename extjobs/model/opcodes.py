@@ -406,6 +406,9 @@ class OpInstanceGrowDisk(OpCode):
 class OpInstanceStartup(OpCode):
     OP_ID: ClassVar[str] = "OP_INSTANCE_STARTUP"
     instance_name: str = attrs.field(validator=_name("instance name"))
+    #: Only when the instance is still marked up when the job runs (the watcher's
+    #: restarts: an operator's shutdown in between wins).
+    only_if_marked_up: bool = False
 
     def summary(self) -> str:
         return f"{self.OP_ID}({self.instance_name})"
@@ -474,6 +477,8 @@ class OpGroupSetParams(OpCode):
     group_name: str = attrs.field(validator=_name("group name"))
     connect_pools: tuple[str, ...] = attrs.field(default=(), validator=_names("pool name"))
     disconnect_pools: tuple[str, ...] = attrs.field(default=(), validator=_names("pool name"))
+    #: The watcher fails the group's instances over from a dead node (after a fence).
+    auto_failover: bool | None = None
 
     def summary(self) -> str:
         changes = [f"+pool {p}" for p in self.connect_pools]
@@ -838,3 +843,82 @@ class OpInstanceDeactivateDisks(OpCode):
 
     def summary(self) -> str:
         return f"{self.OP_ID}({self.instance_name})"
+
+
+# -- the watcher: auto-repair switches, fencing, pause ------------------------------------
+
+#: ``auto_failover`` of an instance: on, off, or as its node group says.
+AUTO_FAILOVER_CHOICES = ("yes", "no", "group")
+
+
+def _auto_failover(_inst: object, _attr: object, value: str | None) -> None:
+    if value is not None and value not in AUTO_FAILOVER_CHOICES:
+        raise InputError(
+            f"auto_failover must be one of {', '.join(AUTO_FAILOVER_CHOICES)}, not {value!r}",
+            field="auto_failover",
+        )
+
+
+@register_opcode
+@attrs.frozen
+class OpInstanceSetAutoRepair(OpCode):
+    """What the watcher may do for an instance: restart it when its guest is found down
+    (``auto_restart``), fail it over from a dead, fenced node (``auto_failover``: yes,
+    no, or ``group`` for its node group's setting). ``None`` leaves a switch as it is."""
+
+    OP_ID: ClassVar[str] = "OP_INSTANCE_SET_AUTO_REPAIR"
+    instance_name: str = attrs.field(validator=_name("instance name"))
+    auto_restart: bool | None = None
+    auto_failover: str | None = attrs.field(default=None, validator=_auto_failover)
+
+    def __attrs_post_init__(self) -> None:
+        if self.auto_restart is None and self.auto_failover is None:
+            raise InputError(
+                "nothing to change: give auto_restart or auto_failover", field="instance_name"
+            )
+
+    def summary(self) -> str:
+        return f"{self.OP_ID}({self.instance_name})"
+
+
+@register_opcode
+@attrs.frozen
+class OpNodeFence(OpCode):
+    """Run a node's fence command on the master; once it succeeded, mark the node
+    offline and fenced (its instances can then be failed over without fencing again)."""
+
+    OP_ID: ClassVar[str] = "OP_NODE_FENCE"
+    node_name: str = attrs.field(validator=_name("node name"))
+
+    def summary(self) -> str:
+        return f"{self.OP_ID}({self.node_name})"
+
+
+def _pause_duration(_inst: object, _attr: object, value: float | None) -> None:
+    if value is None:
+        return
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not 0 < value <= 366 * 86400
+    ):
+        raise InputError(
+            f"duration must be a number of seconds > 0 and at most a year, not {value!r}",
+            field="duration",
+        )
+
+
+@register_opcode
+@attrs.frozen
+class OpWatcherSetPause(OpCode):
+    """Pause the watcher (for ``duration`` seconds; ``None``: until resumed), or resume
+    it (``paused`` false). Kept in the cluster configuration: it survives a restart of
+    the daemon and a change of leader."""
+
+    OP_ID: ClassVar[str] = "OP_WATCHER_SET_PAUSE"
+    paused: bool
+    duration: float | None = attrs.field(default=None, validator=_pause_duration)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.paused and self.duration is not None:
+            raise InputError("a duration only goes with paused", field="duration")

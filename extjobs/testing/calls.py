@@ -33,12 +33,22 @@ from extjobs.extstorage.diagnose import DIAGNOSE_SCRIPT
 from extjobs.extstorage.names import Action
 from extjobs.hypervisors.fake import NODE_INFO_SCRIPT as FAKE_NODE_INFO_SCRIPT
 from extjobs.hypervisors.fake import START_SCRIPT as FAKE_START_SCRIPT
-from extjobs.hypervisors.process import NODE_INFO_SCRIPT, STATUS_SCRIPT, STOP_SCRIPT
+from extjobs.hypervisors.process import (
+    GUESTS_SCRIPT,
+    NODE_INFO_SCRIPT,
+    STATUS_SCRIPT,
+    STOP_SCRIPT,
+)
 from extjobs.model.remote import Endpoint, RemoteCommand
 
 _PROVIDER_ACTIONS = {a.value for a in Action}
 _DISK_RE = re.compile(r"\.disk([0-9]+)$")
-_HV_SCRIPTS = {FAKE_START_SCRIPT: "start", STATUS_SCRIPT: "status", STOP_SCRIPT: "stop"}
+_HV_SCRIPTS = {
+    FAKE_START_SCRIPT: "start",
+    STATUS_SCRIPT: "status",
+    STOP_SCRIPT: "stop",
+    GUESTS_SCRIPT: "guests",
+}
 
 
 @attrs.frozen

@@ -105,9 +105,14 @@ class TestCluster:
 
 def engine_options(state_dir: Path) -> Config:
     """Options for an in-process engine: state in ``state_dir``, no diagnose caching
-    (each LU asks the nodes, so what it asks is visible)."""
+    (each LU asks the nodes, so what it asks is visible), no watcher (it would repair
+    what a test breaks on purpose)."""
     config = Config(state_dir=state_dir)
-    return attrs.evolve(config, storage=attrs.evolve(config.storage, diagnose_cache=0.0))
+    return attrs.evolve(
+        config,
+        storage=attrs.evolve(config.storage, diagnose_cache=0.0),
+        watcher=attrs.evolve(config.watcher, interval=0.0),
+    )
 
 
 def install_providers(

@@ -254,7 +254,10 @@ def write_daemon_config(
     extra: str = "",
 ) -> None:
     """The daemon's TOML file: ``daemon`` and ``ssh`` are further lines of those
-    sections, ``extra`` further sections."""
+    sections, ``extra`` further sections. The watcher is off (``interval = 0``) unless
+    ``extra`` has a ``[watcher]`` section: it would repair what a test breaks on purpose."""
+    if "[watcher]" not in extra:
+        extra += "\n[watcher]\ninterval = 0\n"
     path.write_text(
         f'[daemon]\nstate_dir = "{state_dir}"\nsocket = "{socket}"\n{daemon}\n'
         f'[ssh]\nidentity_file = "{identity_file}"\n{ssh}\n{extra}'

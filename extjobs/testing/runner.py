@@ -15,9 +15,10 @@ The defaults let a whole LU run: diagnose says the configured providers are vali
 (found in the first search path directory, with ``open`` and ``close``), provider
 scripts exit 0, ``attach`` prints ``/dev/xj/<VOL_NAME>``, ``test -b`` succeeds for such
 a device, the size check reports the size the volume was created or grown to, the fake
-hypervisor's start/status/stop keep track of a guest per node, ``uname -n`` prints the
-node name, a hypervisor's node info reports :attr:`ScriptedRunner.memory` of the node
-(default :data:`NODE_MEMORY` MiB), and anything else exits 0 silently. An answer with exit status 0 — default
+hypervisor's start/status/stop keep track of a guest per node (the watcher's guest
+listing reports them), ``uname -n`` prints the node name, a hypervisor's node info
+reports :attr:`ScriptedRunner.memory` of the node (default :data:`NODE_MEMORY` MiB), and
+anything else exits 0 silently. An answer with exit status 0 — default
 or from a rule — updates the model; any other does not.
 
 No process is started and nothing sleeps: a call takes microseconds.
@@ -378,6 +379,17 @@ class ScriptedRunner:
         return CommandResult(0, f"memory_total {mib}\nmemory_free {mib}\n")
 
     def _hypervisor(self, call: Call) -> CommandResult:
+        if call.action == "guests":
+            # The watcher's listing: every guest this node runs.
+            where = call.args[0]
+            if not where.startswith("/"):
+                where = f"/home/{call.node}/{where}"
+            lines = [f"guests {where}"] + [
+                f"running {key} {pid}"
+                for (node, key), pid in sorted(self.guests.items())
+                if node == call.node
+            ]
+            return CommandResult(0, "\n".join(lines) + "\n")
         run_dir, key = call.args[0], call.args[1]
         where = run_dir if run_dir.startswith("/") else f"/home/{call.node}/{run_dir}"
         pid = self.guests.get((call.node, key))

@@ -189,3 +189,26 @@ def test_a_fake_node_offers_the_memory_its_run_directory_says(tmp_path: Path) ->
     result = run(command, tmp_path)
     assert result.returncode == 1
     assert "holds lots, not a number of MiB" in result.stderr
+
+
+def test_the_guest_listing_names_every_live_guest_and_nothing_else(home: Path) -> None:
+    from extjobs.hypervisors.base import guests_command, parse_guests
+
+    hv = get_hypervisor("fake")
+    assert parse_guests(run(guests_command("run/n1", timeout=5), home).stdout, node="n1") == {}
+    pids = {}
+    for uuid in ("aaaa-1", "bbbb-2"):
+        inst = Instance(name=f"i{uuid}", primary="n1", uuid=uuid)
+        started = run(hv.start_command(inst, [], "run/n1", timeout=30), home)
+        assert started.returncode == 0, started.stderr
+        pids[uuid] = parse_status(started.stdout, node="n1").pid
+    rundir = home / "run" / "n1"
+    # A stale pid file (a pid reused by a process that is not the guest) is not listed.
+    (rundir / "cccc-3.pid").write_text(f"{os.getpid()}\n")
+    listed = parse_guests(run(guests_command("run/n1", timeout=5), home).stdout, node="n1")
+    # (The fixture's teardown kills what pid files name: not this process.)
+    (rundir / "cccc-3.pid").unlink()
+    assert listed == pids
+    assert run(hv.stop_command("aaaa-1", "run/n1", grace=5, timeout=30), home).returncode == 0
+    listed = parse_guests(run(guests_command("run/n1", timeout=5), home).stdout, node="n1")
+    assert listed == {"bbbb-2": pids["bbbb-2"]}

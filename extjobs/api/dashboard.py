@@ -142,7 +142,11 @@ def build_dashboard(
 
     def instances_live() -> str:
         cfg = view.config
-        shown = [instance_summary(i, cfg) for _, i in sorted(cfg.instances.items())]
+        seen = view.observed()
+        shown = [
+            {**instance_summary(i, cfg), "observed": seen.get(name)}
+            for name, i in sorted(cfg.instances.items())
+        ]
         return pages.instances_fragment(shown, attached())
 
     def instance_live(name: str) -> str:
@@ -151,7 +155,8 @@ def build_dashboard(
         if instance is None:
             raise NotFoundError(f"instance {name!r} does not exist", instance=name)
         recent = view.search_jobs(JobQuery(instance=name, limit=10))
-        return pages.instance_fragment(instance_summary(instance, cfg), attached(), recent)
+        shown = {**instance_summary(instance, cfg), "observed": view.observed().get(name)}
+        return pages.instance_fragment(shown, attached(), recent)
 
     def nodes_live() -> str:
         cfg = view.config

@@ -267,10 +267,12 @@ def observed(instance: Mapping[str, Any]) -> str:
     if value is None:
         return '<span class="unknown">not observed</span>'
     if isinstance(value, Mapping):
-        state = value.get("state") or value.get("status") or ""
-        node = value.get("node")
-        seen = value.get("at") or value.get("seen")
-        text = badge(str(state)) + (f" on {e(node)}" if node else "")
+        state = value.get("state") or ""
+        nodes = ", ".join(value.get("running_on") or ())
+        seen = value.get("at")
+        text = badge(str(state)) + (f" on {e(nodes)}" if nodes else "")
+        if value.get("message"):
+            text += f' <span class="note">{e(value["message"])}</span>'
         return text + (f' <span class="ts">{e(when(seen))}</span>' if seen else "")
     return badge(str(value))
 

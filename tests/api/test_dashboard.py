@@ -228,10 +228,18 @@ def test_the_observed_state_is_shown_when_the_instance_view_has_one() -> None:
     assert "not observed" in without
     # Attached on two nodes at once is shown as such (only a migration may do that).
     assert '<span class="attached two">n1, n2</span>' in without
-    seen = instances_fragment(
-        [{**base, "observed": {"state": "stopped", "node": "n1", "at": 0.0}}], {}
-    )
-    assert '<span class="badge stopped">stopped</span> on n1' in seen
+    # The shape of the watcher's observation (extjobs.engine.watcher.Observation.view).
+    observation = {
+        "state": "ERROR_wrongnode",
+        "at": 0.0,
+        "age": 3.0,
+        "running_on": ["n2"],
+        "disks_attached_on": ["n2"],
+        "message": "runs on n2, not on its primary n1",
+    }
+    seen = instances_fragment([{**base, "observed": observation}], {})
+    assert '<span class="badge ERROR_wrongnode">ERROR_wrongnode</span> on n2' in seen
+    assert "runs on n2, not on its primary n1" in seen
     assert "no record" in seen
     plain = instances_fragment([{**base, "observed": "running"}], {"u.ext.disk0": []})
     assert '<span class="badge running">running</span>' in plain

@@ -14,12 +14,14 @@ from extjobs.lus.cluster import LUClusterInit, LUClusterQuery, LUGroupAdd
 from extjobs.lus.delay import LUTestDelay
 from extjobs.lus.failover import LUInstanceFailover
 from extjobs.lus.instance import LUInstanceCreate, LUInstanceRemove
+from extjobs.lus.instance_disks import LUInstanceSetParams
 from extjobs.lus.instance_ops import (
     LUInstanceGrowDisk,
     LUInstanceRename,
     LUInstanceShutdown,
     LUInstanceStartup,
 )
+from extjobs.lus.instance_snapshot import LUInstanceSnapshot
 from extjobs.lus.migrate import LUInstanceMigrate
 from extjobs.lus.node import LUNodeAdd, LUNodeQuery, LUNodeRemove
 from extjobs.lus.node_modify import LUNodeSetParams
@@ -48,7 +50,9 @@ from extjobs.model.opcodes import (
     OpInstanceMigrate,
     OpInstanceRemove,
     OpInstanceRename,
+    OpInstanceSetParams,
     OpInstanceShutdown,
+    OpInstanceSnapshot,
     OpInstanceStartup,
     OpNodeAdd,
     OpNodeQuery,
@@ -89,6 +93,8 @@ LU_FOR: dict[type[OpCode], type[LogicalUnit[Any]]] = {
     OpInstanceRename: LUInstanceRename,
     OpInstanceMigrate: LUInstanceMigrate,
     OpInstanceFailover: LUInstanceFailover,
+    OpInstanceSetParams: LUInstanceSetParams,
+    OpInstanceSnapshot: LUInstanceSnapshot,
     # tests and benchmarks
     OpTestDelay: LUTestDelay,
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from typing import Any
 
 import click
@@ -115,6 +116,10 @@ def _disk_spec(spec: dict[str, Any]) -> DiskSpec:
         params=spec["params"],
         access=spec.get("access", "kernelspace"),
     )
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
 
 
 def _disk_text(disk: dict[str, Any]) -> str:
@@ -334,6 +339,21 @@ def instance_info(ctx: Ctx, name: str, fmt: str) -> None:
         )
         if disk["needs_cleanup"]:
             say(f"    needs cleanup: {disk['needs_cleanup']}")
+    for disk in data.get("detached_disks", []):
+        say(
+            f"  detached disk {disk['index']}{' ' + disk['name'] if disk['name'] else ''}: "
+            f"{disk['size']} MiB, provider {disk['provider']}, volume {disk['volume']} "
+            f"(re-attach with --disk {disk['index']}:attach)"
+        )
+    for snap in data.get("snapshots", []):
+        say(
+            f"  snapshot {snap['name']} of disk {snap['disk']}: {snap['size']} MiB, "
+            f"taken {_when(snap['created'])}, I/O {snap['frozen_by']}"
+        )
+    failover = data.get("auto_failover")
+    shown = "default (as its node group)" if failover is None else "yes" if failover else "no"
+    restart = "yes" if data.get("auto_restart", True) else "no"
+    say(f"  auto-restart {restart}, auto-failover {shown}")
 
 
 # -- moving instances -------------------------------------------------------------

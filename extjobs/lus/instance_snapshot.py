@@ -12,9 +12,10 @@
     always thaw / resume — after a failure and a cancel too
     the configuration records one Snapshot per disk
 
-After a crash the guest is thawed whatever froze it; the disks whose snapshot step the
-journal shows done are recorded, and the job fails naming any snapshot that may or may
-not exist on the storage (the provider contract has no action to delete one).
+After a crash the guest is thawed whatever froze it. When no snapshot script had started
+on the node the job runs again; otherwise the disks whose snapshot step the journal shows
+done are recorded, and the job fails naming any snapshot that may or may not exist on the
+storage (the provider contract has no action to delete one).
 """
 
 from __future__ import annotations
@@ -222,8 +223,14 @@ class LUInstanceSnapshot(LogicalUnit[OpInstanceSnapshot]):
                         frozen_by="unknown",
                     )
                 )
+            elif record.status is StepStatus.STARTED and record.pgid is None:
+                continue  # journalled, but never started on the node
             else:
                 unsure.append(f"disk{disk.index}")
+        if not done and not unsure:
+            return Recovery(
+                RecoveryAction.RETRY, "snapshot interrupted before any snapshot ran; again"
+            )
         if done:
             ctx.update_config(lambda c: _record(c, inst.name, done))
         wanted = len(chosen_disks(inst, op.disk)) if inst.disks else 0

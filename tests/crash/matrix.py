@@ -244,14 +244,21 @@ def _modify_op(vols: Path, name: str, **change: Any) -> dict[str, Any]:
     return {"OP_ID": "OP_INSTANCE_SET_PARAMS", "instance_name": name, "disk": change}
 
 
-def _disk_add_op(vols: Path, name: str) -> dict[str, Any]:
-    spec = {"size": 4, "provider": "strict", "params": {"dir": str(vols)}}
+def _disk_add_op(vols: Path, name: str, provider: str | None = None) -> dict[str, Any]:
+    """A disk added with the strict provider installed under the instance's name (see
+    :func:`_add_own_provider`: adds share a diagnose of the same provider)."""
+    spec = {"size": 4, "provider": provider or name, "params": {"dir": str(vols)}}
     return _modify_op(vols, name, action="add", spec=spec)
+
+
+def _add_with_own_provider(c: MoveCluster, vols: Path, names: Names) -> None:
+    _strict_as(c, vols, names)
+    _add(c, vols, names)
 
 
 def _add_two_disks(c: MoveCluster, vols: Path, names: Names) -> None:
     _add(c, vols, names)
-    run_all(c, [_disk_add_op(vols, n) for n in names])
+    run_all(c, [_disk_add_op(vols, n, "strict") for n in names])
 
 
 def _holds_its_disks(c: MoveCluster, vols: Path, name: str, what: str) -> None:
@@ -422,10 +429,11 @@ FLOWS = {
         ),
         Flow(
             "disk-add",
-            _add,
+            _add_with_own_provider,
             _disk_add_op,
             expect_disk_add,
             extra_check=_holds_its_disks,
+            reset=_uninstall,
         ),
         Flow(
             "disk-rm",

@@ -147,6 +147,22 @@ def test_kvm_disks_hot_plugged_grown_snapshotted_and_unplugged(cluster: Cluster)
     [snap] = cluster.instance("plug1")["snapshots"]
     assert (snap["name"], snap["disk"], snap["frozen_by"]) == ("s1", 1, "pause")
 
+    # A snapshot script that fails: the guest is resumed all the same, nothing recorded.
+    cluster.install_copy(
+        "badsnap", "sharedfile", {"snapshot": 'echo "array offline" >&2\nexit 1\n'}
+    )
+    cluster.ok(
+        "instance", "modify", "plug1", "--disk", f"add:size=4M,provider=badsnap,dir={vols},name=b"
+    )
+    cluster.fails(
+        "instance", "snapshot", "plug1", "--disk", "b", "--name", "s2", message="array offline"
+    )
+    [status] = qmp(sock, ("query-status", {}))
+    assert status["status"] == "running"
+    assert "the guest runs again (resumed)" in cluster.log_text(cluster.last_job())
+    assert [s["name"] for s in cluster.instance("plug1")["snapshots"]] == ["s1"]
+    cluster.ok("instance", "modify", "plug1", "--disk", "b:remove")
+
     # Unplugged: qemu lets the volume go before it is detached and removed.
     out = cluster.ok("instance", "modify", "plug1", "--disk", "1:remove")
     assert "hot-unplugged from the running guest" in out

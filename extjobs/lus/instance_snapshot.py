@@ -223,8 +223,8 @@ class LUInstanceSnapshot(LogicalUnit[OpInstanceSnapshot]):
                         frozen_by="unknown",
                     )
                 )
-            elif record.status is StepStatus.STARTED and record.pgid is None:
-                continue  # journalled, but never started on the node
+            elif record.status is StepStatus.FAILED or record.pgid is None:
+                continue  # the script said it failed, or it never started on the node
             else:
                 unsure.append(f"disk{disk.index}")
         if not done and not unsure:

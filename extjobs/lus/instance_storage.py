@@ -198,8 +198,9 @@ def find_disk(instance: Instance, ref: str | int, *, detached: bool = False) -> 
         if disk.name == text:
             return disk
     kind = "detached disk" if detached else "disk"
+    shown = text if text.isdigit() else repr(text)
     raise PrerequisiteError(
-        f"instance {instance.name} has no {kind} {text!r} ({kind}s: {disk_list(disks)})",
+        f"instance {instance.name} has no {kind} {shown} ({kind}s: {disk_list(disks)})",
         instance=instance.name,
         field="disk",
         disk=text,

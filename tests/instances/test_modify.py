@@ -180,9 +180,11 @@ def test_memory_vcpus_and_watcher_flags(cluster: Cluster) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        pytest.param(["--disk", "7:remove"], "has no disk '7' (disks: 0 (root), 1)", id="index"),
+        pytest.param(["--disk", "7:remove"], "has no disk 7 (disks: 0 (root), 1)", id="index"),
         pytest.param(["--disk", "nosuch:detach"], "has no disk 'nosuch'", id="name"),
-        pytest.param(["--disk", "1:attach"], "has no detached disk '1'", id="attach"),
+        pytest.param(
+            ["--disk", "1:attach"], "has no detached disk 1 (detached disks: none)", id="attach"
+        ),
         pytest.param(
             ["--disk", "add:size=4M,provider=sharedfile,dir=/nonexistent,colour=red"],
             "colour",
@@ -273,7 +275,7 @@ def test_snapshots(cluster: Cluster) -> None:
         message="already has a snapshot 'pre-upgrade' of disk0",
     )
     cluster.fails(
-        "instance", "snapshot", "snap1", "--disk", "9", "--name", "x", message="has no disk '9'"
+        "instance", "snapshot", "snap1", "--disk", "9", "--name", "x", message="has no disk 9"
     )
     assert _state(cluster, "snap1", vols) == before
 

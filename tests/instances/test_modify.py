@@ -296,3 +296,25 @@ def test_snapshots(cluster: Cluster) -> None:
     assert [s["name"] for s in cluster.instance("snap1")["snapshots"]] == ["pre-upgrade", "second"]
     cluster.ok("instance", "remove", "snap1")
     assert sorted(p.name for p in vols.iterdir() if ".snap-" in p.name) == []
+
+
+def test_a_failed_remove_gives_the_disk_back_to_the_guest(cluster: Cluster) -> None:
+    vols = cluster.vol_dir("failrm")
+    flaky = 'if [ -e "$EXTP_DIR/refuse" ]; then echo "detach refused" >&2; exit 1; fi\n'
+    cluster.install_copy("flaky", "sharedfile", {"detach": flaky + 'exec "${0%/*}/detach.real"\n'})
+    info = _add(cluster, "failrm1", vols)
+    cluster.ok("instance", "modify", "failrm1", "--disk", f"add:size=4M,provider=flaky,dir={vols}")
+    before = _state(cluster, "failrm1", vols)
+    held = _held(cluster, "failrm1")
+    assert len(held) == 2
+    (vols / "refuse").touch()
+    cluster.fails("instance", "modify", "failrm1", "--disk", "1:remove", message="detach refused")
+    (vols / "refuse").unlink()
+    assert _state(cluster, "failrm1", vols) == before
+    assert _held(cluster, "failrm1") == held
+    volume = cluster.instance("failrm1")["disks"][1]["volume"]
+    assert sorted(p.name for p in (vols / f"{volume}.open").iterdir()) == ["node1.exclusive"]
+    assert "disk1 plugged into the guest again" in cluster.log_text(cluster.last_job())
+    cluster.ok("verify")
+    cluster.ok("instance", "remove", "failrm1")
+    assert info["disks"][0]["volume"] not in {p.stem for p in vols.glob("*.img")}

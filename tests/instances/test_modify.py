@@ -196,6 +196,16 @@ def test_memory_vcpus_and_watcher_flags(cluster: Cluster) -> None:
             id="dup-name",
         ),
         pytest.param(["--disk", "0:zap"], "'zap' is not remove, detach or attach", id="action"),
+        pytest.param(
+            ["--disk", "add:size=100T,provider=sharedfile,dir={vols}"],
+            "not enough storage: disk 2 needs 104857600 MiB of provider sharedfile",
+            id="capacity",
+        ),
+        pytest.param(
+            ["--disk", "add:size=4M,pool=nosuchpool,dir={vols}"],
+            "unknown storage pool 'nosuchpool'",
+            id="pool",
+        ),
     ],
 )
 def test_bad_disk_changes_are_refused_and_change_nothing(

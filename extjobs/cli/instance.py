@@ -10,15 +10,26 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
 from extjobs.cli import output
-from extjobs.cli.common import Ctx, fail, output_option, pass_ctx, run_opcode, submit_option
+from extjobs.cli.common import (
+    Ctx,
+    fail,
+    finish,
+    output_option,
+    pass_ctx,
+    run_opcode,
+    submit_option,
+)
 from extjobs.model.opcodes import (
+    AUTO_FAILOVER_CHOICES,
     HYPERVISOR_NAMES,
+    DiskModification,
     DiskSpec,
     OpInstanceActivateDisks,
     OpInstanceChangeGroup,
@@ -31,8 +42,11 @@ from extjobs.model.opcodes import (
     OpInstanceRemove,
     OpInstanceRename,
     OpInstanceSetAutoRepair,
+    OpInstanceSetParams,
     OpInstanceShutdown,
+    OpInstanceSnapshot,
     OpInstanceStartup,
+    encode_opcode,
 )
 
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*([mgt]?)(?:i?b)?", re.IGNORECASE)
@@ -123,6 +137,10 @@ def _disk_spec(spec: dict[str, Any]) -> DiskSpec:
         params=spec["params"],
         access=spec.get("access", "kernelspace"),
     )
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
 
 
 def _disk_text(disk: dict[str, Any]) -> str:
@@ -271,20 +289,22 @@ def instance_rename(ctx: Ctx, name: str, new_name: str, submit_only: bool) -> No
 
 @instance.command("grow-disk")
 @click.argument("name")
-@click.argument("disk", type=click.IntRange(min=0))
+@click.argument("disk")
 @click.argument("amount")
 @click.option("--absolute", is_flag=True, help="AMOUNT is the new size, not the growth.")
 @submit_option
 @pass_ctx
 def instance_grow_disk(
-    ctx: Ctx, name: str, disk: int, amount: str, absolute: bool, submit_only: bool
+    ctx: Ctx, name: str, disk: str, amount: str, absolute: bool, submit_only: bool
 ) -> None:
-    """Grow DISK of NAME by AMOUNT such as 1G; to AMOUNT with --absolute."""
+    """Grow DISK (its index or name) of NAME by AMOUNT such as 1G; to AMOUNT with
+    --absolute."""
     try:
         mib = parse_size(amount)
     except click.BadParameter as exc:
         raise click.BadParameter(exc.message, param_hint="AMOUNT") from None
-    op = OpInstanceGrowDisk(instance_name=name, disk=disk, amount=mib, absolute=absolute)
+    ref: int | str = int(disk) if disk.isdigit() else disk
+    op = OpInstanceGrowDisk(instance_name=name, disk=ref, amount=mib, absolute=absolute)
     job = run_opcode(ctx, op, submit_only=submit_only)
     if job:
         result = job["ops"][0]["result"]
@@ -416,6 +436,17 @@ def instance_info(ctx: Ctx, name: str, fmt: str, refresh: bool, refresh_timeout:
         )
         if disk["needs_cleanup"]:
             say(f"    needs cleanup: {disk['needs_cleanup']}")
+    for disk in data.get("detached_disks", []):
+        say(
+            f"  detached disk {disk['index']}{' ' + disk['name'] if disk['name'] else ''}: "
+            f"{disk['size']} MiB, provider {disk['provider']}, volume {disk['volume']} "
+            f"(re-attach with --disk {disk['index']}:attach)"
+        )
+    for snap in data.get("snapshots", []):
+        say(
+            f"  snapshot {snap['name']} of disk {snap['disk']}: {snap['size']} MiB, "
+            f"taken {_when(snap['created'])}, I/O {snap['frozen_by']}"
+        )
 
 
 # -- moving instances -------------------------------------------------------------
@@ -685,3 +716,153 @@ def instance_auto_repair(
             f"auto-failover {r['auto_failover']} "
             f"({'on' if r['auto_failover_effective'] else 'off'})"
         )
+
+
+# -- changing an instance, snapshots ---------------------------------------------------
+
+_DISK_CHANGE_HELP = (
+    "A disk change (repeatable, one job): add:size=SIZE,provider=P|pool=X[,name=N][,k=v], "
+    "N:remove, N:detach, N:attach (N: a disk's index or name)."
+)
+
+
+def parse_disk_change(text: str) -> DiskModification:
+    """``add:size=…`` or ``N:remove|detach|attach`` → the opcode's DiskModification;
+    raises click.BadParameter."""
+    head, sep, rest = text.partition(":")
+    if not sep:
+        raise click.BadParameter(
+            f"{text!r}: expected add:size=SIZE,provider=P[,...] or INDEX:remove|detach|attach",
+            param_hint="--disk",
+        )
+    if head == "add":
+        _, spec = parse_disk(f"0:{rest}")
+        return DiskModification(action="add", spec=_disk_spec(spec))
+    action = rest.strip()
+    if action == "add":
+        raise click.BadParameter(
+            f"{text!r}: a new disk gets the next free index; use add:size=SIZE,…",
+            param_hint="--disk",
+        )
+    if action not in ("remove", "detach", "attach"):
+        raise click.BadParameter(
+            f"{text!r}: {action!r} is not remove, detach or attach", param_hint="--disk"
+        )
+    return DiskModification(action=action, disk=head.strip())
+
+
+def _yes_no(value: str | None) -> bool | None:
+    return None if value is None else value == "yes"
+
+
+@instance.command("modify")
+@click.argument("name")
+@click.option("--disk", "disks", multiple=True, metavar="CHANGE", help=_DISK_CHANGE_HELP)
+@click.option("--memory", help="Guest memory (M/G suffix); used at the next start.")
+@click.option("--vcpus", type=click.IntRange(min=1), help="Virtual CPUs; used at the next start.")
+@click.option("--auto-restart", type=click.Choice(["yes", "no"]), help="Watcher restarts it.")
+@click.option(
+    "--auto-failover",
+    type=click.Choice(AUTO_FAILOVER_CHOICES),
+    help="Watcher fails it over from a dead, fenced node (group: as its node group says).",
+)
+@click.option("--force", is_flag=True, help="Add a disk even where the provider reports no room.")
+@click.option(
+    "--unplug-timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds a running guest gets to release a disk being removed or detached.",
+)
+@submit_option
+@pass_ctx
+def instance_modify(
+    ctx: Ctx,
+    name: str,
+    disks: tuple[str, ...],
+    memory: str | None,
+    vcpus: int | None,
+    auto_restart: str | None,
+    auto_failover: str | None,
+    force: bool,
+    unplug_timeout: float,
+    submit_only: bool,
+) -> None:
+    """Change an instance: add, remove, detach or attach disks (hot-plugged while it
+    runs), memory and vcpus (at the next start), the watcher's flags."""
+    changes = [parse_disk_change(text) for text in disks]
+    plain: dict[str, Any] = {
+        "memory": parse_size(memory) if memory is not None else None,
+        "vcpus": vcpus,
+        "auto_restart": _yes_no(auto_restart),
+        "auto_failover": auto_failover,
+    }
+    if not changes and all(v is None for v in plain.values()):
+        raise click.UsageError(
+            "nothing to change: give --disk, --memory, --vcpus, --auto-restart or --auto-failover"
+        )
+    common: dict[str, Any] = {
+        "instance_name": name,
+        "force": force,
+        "unplug_timeout": unplug_timeout,
+    }
+    ops = [OpInstanceSetParams(**common, disk=change) for change in changes]
+    if any(v is not None for v in plain.values()):
+        ops.append(OpInstanceSetParams(**common, **plain))
+    with ctx.client() as client:
+        job_id = client.submit_ops([encode_opcode(op) for op in ops])
+        if submit_only:
+            click.echo(job_id)
+            return
+        output.say(f"job {job_id} submitted", err=True)
+        job = finish(client, job_id)
+    for op_data in job["ops"]:
+        result = op_data["result"]
+        disk = result.get("disk")
+        if disk is not None:
+            label = f"disk {disk['index']}{' (' + disk['name'] + ')' if disk['name'] else ''}"
+            action = result.get("action")
+            done = {
+                "add": "added",
+                "remove": "removed",
+                "detach": "detached (kept; re-attach with --disk N:attach)",
+                "attach": "attached",
+            }.get(action or "", "changed")
+            where = (
+                "hot-plugged into the running guest"
+                if result.get("hotplugged") and action in ("add", "attach")
+                else "hot-unplugged from the running guest"
+                if result.get("hotplugged")
+                else "the instance is stopped: used at its next start"
+                if action in ("add", "attach")
+                else "the instance is stopped"
+            )
+            click.echo(f"{name}: {label} {done}, {disk['size']} MiB; {where}")
+        for field in result.get("changed", []):
+            click.echo(f"{name}: {field} changed")
+        later = result.get("next_start") or []
+        if later:
+            click.echo(f"{name}: {' and '.join(later)} take effect at the next start")
+
+
+@instance.command("snapshot")
+@click.argument("name")
+@click.option("--name", "snapshot", required=True, help="The snapshot's name.")
+@click.option("--disk", "disk", help="Only this disk (index or name); default: every disk.")
+@submit_option
+@pass_ctx
+def instance_snapshot(
+    ctx: Ctx, name: str, snapshot: str, disk: str | None, submit_only: bool
+) -> None:
+    """Snapshot an instance's disks through their provider, the guest's I/O frozen."""
+    op = OpInstanceSnapshot(instance_name=name, snapshot_name=snapshot, disk=disk)
+    job = run_opcode(ctx, op, submit_only=submit_only)
+    if job:
+        result = job["ops"][0]["result"]
+        how = {
+            "fsfreeze": "file systems frozen by the guest agent",
+            "pause": "guest paused (no guest agent answered)",
+            "none": "not frozen: the guest does not run or has no control socket",
+        }.get(result["frozen_by"], result["frozen_by"])
+        disks = ", ".join(str(d["index"]) for d in result["disks"])
+        click.echo(f"snapshot {snapshot} of {name} taken (disk(s) {disks}; {how})")

@@ -240,6 +240,47 @@ class Hypervisor(abc.ABC):
         The guest may ignore the request. Raises HypervisorError."""
         return False
 
+    # -- disks plugged into a running guest, I/O frozen for a snapshot ---------------
+
+    #: Whether a running guest's disks change through :meth:`replug_command` (a step
+    #: on the node) rather than through the control socket.
+    replugs: ClassVar[bool] = False
+
+    def replug_command(
+        self, key: str, run_dir: str, disk_paths: Sequence[str], *, timeout: float
+    ) -> RemoteCommand | None:
+        """For a backend without a control socket: the command that makes the running
+        guest whose files are called ``key`` hold exactly ``disk_paths`` (a disk added or
+        removed while it runs); prints what it holds. ``None``: the backend plugs disks
+        through its control socket (:meth:`hotplug_disk`, :meth:`unplug_disk`)."""
+        return None
+
+    async def hotplug_disk(
+        self, link: GuestLink, node: str, socket: str, index: int, path: str, *, block: bool
+    ) -> dict[str, Any]:
+        """Give the guest behind ``socket`` disk ``index`` at ``path`` (``block``: a block
+        device) without a restart; what the guest then shows of it. Raises
+        HypervisorError."""
+        raise HypervisorError(f"the {self.name.value} hypervisor cannot hot-plug disks")
+
+    async def unplug_disk(
+        self, link: GuestLink, node: str, socket: str, index: int, *, timeout: float
+    ) -> None:
+        """Take disk ``index`` away from the guest behind ``socket``, waiting at most
+        ``timeout`` seconds for the guest to release it; afterwards the hypervisor holds
+        nothing of it. Raises HypervisorError (the disk then stays plugged in)."""
+        raise HypervisorError(f"the {self.name.value} hypervisor cannot hot-unplug disks")
+
+    async def freeze_io(self, link: GuestLink, node: str, socket: str) -> str:
+        """Make the running guest's disks consistent for a snapshot; how (``fsfreeze``
+        or ``pause``). Raises HypervisorError."""
+        raise HypervisorError(f"the {self.name.value} hypervisor cannot freeze a guest")
+
+    async def thaw_io(self, link: GuestLink, node: str, socket: str, how: str | None) -> None:
+        """Undo :meth:`freeze_io` (``how``: what it returned; ``None``: not known, undo
+        whatever is in effect)."""
+        raise HypervisorError(f"the {self.name.value} hypervisor cannot freeze a guest")
+
     # -- migration (see extjobs.hypervisors.migration) --------------------------------
 
     #: Whether a running guest moves by a memory transfer between two processes over

@@ -49,15 +49,67 @@ fi
     + MEMINFO
 )
 
-#: The holder: opens "$@" on fds 3.. then sleeps; killed as a process group.
+#: The holder: opens "$@" on fds 3.. then sleeps; killed as a process group. On SIGHUP
+#: (a disk plugged in or out while it runs) it closes them all and opens, in order, the
+#: paths listed in ``<key>.disks`` in its run directory, then renames that file to
+#: ``<key>.disks.done`` — or ``<key>.disks.failed`` with the reason when a path cannot
+#: be opened (it then holds the ones before it). Its sleep holds no disk.
 HOLDER_SCRIPT = r"""
+key=${0#extjobs-fake-}
 n=3
 for p; do
   eval "exec $n<\"\$p\"" || exit 1
   n=$((n + 1))
 done
-while :; do sleep 3600; done
+replug() {
+  i=3
+  while [ "$i" -le 9 ]; do eval "exec $i<&-"; i=$((i + 1)); done
+  n=3
+  while IFS= read -r p; do
+    if [ ! -r "$p" ]; then
+      printf 'cannot open %s\n' "$p" >"$key.disks.failed"
+      rm -f -- "$key.disks"
+      return
+    fi
+    eval "exec $n<\"\$p\""
+    n=$((n + 1))
+  done <"$key.disks"
+  mv -f -- "$key.disks" "$key.disks.done"
+}
+trap replug HUP
+while :; do
+  sleep 3600 3<&- 4<&- 5<&- 6<&- 7<&- 8<&- 9<&- &
+  wait $!
+  kill $! 2>/dev/null
+done
 """
+
+# Arguments: RUNDIR KEY PATH...: the running holder of KEY re-opens exactly PATH...
+REPLUG_SCRIPT = (
+    PROCESS_FUNCTIONS
+    + r"""
+key=$2
+cd -- "$1" || exit 1
+shift 2
+pid=$(running_pid "$key") || { printf 'the fake guest of %s does not run\n' "$key" >&2; exit 1; }
+for p; do
+  [ -e "$p" ] || { printf 'disk %s does not exist on this node\n' "$p" >&2; exit 1; }
+done
+rm -f -- "$key.disks.done" "$key.disks.failed"
+if [ $# -gt 0 ]; then printf '%s\n' "$@"; fi >"$key.disks.tmp" || exit 1
+mv -f -- "$key.disks.tmp" "$key.disks" || exit 1
+kill -s HUP "$pid" || exit 1
+ticks=0
+while [ ! -e "$key.disks.done" ]; do
+  if [ -e "$key.disks.failed" ]; then cat -- "$key.disks.failed" >&2; exit 1; fi
+  ticks=$((ticks + 1))
+  [ "$ticks" -lt 200 ] || { printf 'the fake guest of %s did not re-open its disks\n' "$key" >&2; exit 1; }
+  sleep 0.05
+done
+rm -f -- "$key.disks.done"
+printf 'holding %s disk(s)\n' "$#"
+"""
+)
 
 # Arguments: RUNDIR KEY PATH...
 START_SCRIPT = (
@@ -100,6 +152,7 @@ class FakeHypervisor(Hypervisor):
     name: ClassVar[HypervisorName] = HypervisorName.FAKE
     stop_mode: ClassVar[str] = "group"
     max_disks: ClassVar[int | None] = MAX_DISKS
+    replugs: ClassVar[bool] = True
 
     def disk_path(self, info: AttachInfo, access: str, *, node: str, provider: str) -> str:
         path = userspace_or_device(info, access, self.name.value, node=node, provider=provider)
@@ -131,3 +184,10 @@ class FakeHypervisor(Hypervisor):
 
     def node_info_command(self, run_dir: str, *, timeout: float) -> RemoteCommand:
         return process_command(NODE_INFO_SCRIPT, (run_dir,), timeout=timeout)
+
+    def replug_command(
+        self, key: str, run_dir: str, disk_paths: Sequence[str], *, timeout: float
+    ) -> RemoteCommand | None:
+        if len(disk_paths) > MAX_DISKS:
+            raise HypervisorError(f"the fake hypervisor holds at most {MAX_DISKS} disks")
+        return process_command(REPLUG_SCRIPT, (run_dir, key, *disk_paths), timeout=timeout)

@@ -4,16 +4,23 @@ The command line is built here from the instance and the paths of its attached d
 
     qemu-system-x86_64 -name NAME -machine accel=kvm:tcg -m MEM -smp VCPUS
         -display none -nodefaults -no-user-config
-        -drive file=PATH,format=raw,if=virtio,id=disk0 ...
+        -device virtio-scsi-pci,id=scsi0
+        -drive file=PATH,format=raw,if=none,id=disk0
+        -device scsi-hd,bus=scsi0.0,drive=disk0,id=disk0-dev,scsi-id=0 ...
+        -device virtio-serial-pci,id=vser0
+        -device virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0
         -pidfile <run dir>/<key>.pid -qmp unix:<run dir>/<key>.qmp,server=on,wait=off
+        -chardev socket,id=qga0,path=<run dir>/<key>.qga,server=on,wait=off
         -daemonize
 
 ``-display none`` keeps it headless without ``-nographic`` (which would take over
 stdio). ``accel=kvm:tcg`` uses KVM where ``/dev/kvm`` exists and falls back to TCG.
 The start script resolves the run directory to an absolute path, so the pid file and
 the QMP socket are absolute (qemu changes to ``/`` when it daemonises); the daemon
-reaches the socket through SSH stream-local forwarding. Disk ``N`` is the drive
-``diskN``, which is what ``block_resize`` names.
+reaches the socket through SSH stream-local forwarding. Disk ``N`` (its index, stable
+across removals) is the drive ``diskN`` on the SCSI device ``diskN-dev`` at SCSI id N —
+what ``block_resize``, hot-plug and hot-unplug name (:mod:`.hotplug`); ``<key>.qga``
+is where a guest agent, if the guest runs one, answers.
 
 Conversations with a running qemu are QMP (:mod:`.qmp`; migration: :mod:`.migration`).
 """
@@ -27,7 +34,7 @@ import attrs
 
 from extjobs.errors import HypervisorError
 from extjobs.extstorage.attach import AttachInfo
-from extjobs.hypervisors import migration, qmp
+from extjobs.hypervisors import hotplug, migration, qmp
 from extjobs.hypervisors.base import (
     Hypervisor,
     MigrationSettings,
@@ -35,12 +42,14 @@ from extjobs.hypervisors.base import (
     instance_key,
     userspace_or_device,
 )
+from extjobs.hypervisors.hotplug import drive_id
 from extjobs.hypervisors.link import GuestLink
 from extjobs.hypervisors.process import PROCESS_FUNCTIONS, process_command
 from extjobs.model.cluster import HypervisorName, Instance
 from extjobs.model.remote import RemoteCommand
 
 QEMU = "qemu-system-x86_64"
+MIB = 1024 * 1024
 
 # Arguments: RUNDIR KEY QEMU-ARGV...
 START_SCRIPT = (
@@ -65,8 +74,9 @@ if [ "${#sock}" -gt 107 ]; then
     "$sock" >&2
   exit 1
 fi
-rm -f -- "$key.pid" "$key.qmp"
-"$@" -pidfile "$dir/$key.pid" -qmp "unix:$sock,server=on,wait=off" -daemonize || exit $?
+rm -f -- "$key.pid" "$key.qmp" "$key.qga"
+"$@" -pidfile "$dir/$key.pid" -qmp "unix:$sock,server=on,wait=off" \
+  -chardev "socket,id=qga0,path=$dir/$key.qga,server=on,wait=off" -daemonize || exit $?
 pid=$(running_pid "$key") || { printf 'qemu exited after daemonising\n' >&2; exit 1; }
 printf 'running %s %s\n' "$pid" "$dir"
 """
@@ -94,14 +104,33 @@ def qemu_argv(instance: Instance, disk_paths: Sequence[str], *, binary: str = QE
         "none",
         "-nodefaults",
         "-no-user-config",
+        "-device",
+        "virtio-scsi-pci,id=scsi0",
     ]
-    for index, path in enumerate(disk_paths):
-        argv += ["-drive", f"file={_escape(path)},format=raw,if=virtio,id=disk{index}"]
+    # Disk N keeps its index (and so its SCSI id) however many disks went before it.
+    indexes = (
+        [d.index for d in instance.disks]
+        if len(instance.disks) == len(disk_paths)
+        else list(range(len(disk_paths)))
+    )
+    for index, path in zip(indexes, disk_paths, strict=True):
+        hotplug.check_index(index)
+        argv += [
+            "-drive",
+            f"file={_escape(path)},format=raw,if=none,id={drive_id(index)}",
+            "-device",
+            (
+                f"scsi-hd,bus=scsi0.0,drive={drive_id(index)},id={hotplug.device_id(index)},"
+                f"scsi-id={index}"
+            ),
+        ]
+    argv += [
+        "-device",
+        "virtio-serial-pci,id=vser0",
+        "-device",
+        f"virtserialport,bus=vser0.0,chardev=qga0,name={hotplug.AGENT_NAME}",
+    ]
     return argv
-
-
-def drive_id(index: int) -> str:
-    return f"disk{index}"
 
 
 class KvmHypervisor(Hypervisor):
@@ -129,14 +158,36 @@ class KvmHypervisor(Hypervisor):
         return status.path(key, ".qmp") if status.running else None
 
     def resize_commands(self, disk_index: int, size_mib: int) -> list[tuple[str, dict[str, Any]]]:
-        return [("block_resize", {"device": drive_id(disk_index), "size": size_mib * 1024 * 1024})]
+        # A start-time disk is the drive diskN, a hot-plugged one the block node diskN:
+        # qemu looks the device name up first, then the node name.
+        name = drive_id(disk_index)
+        return [("block_resize", {"device": name, "node-name": name, "size": size_mib * MIB})]
 
     async def notify_resize(
         self, link: GuestLink, node: str, socket: str, disk_index: int, size_mib: int
     ) -> int | None:
         commands = [*self.resize_commands(disk_index, size_mib), ("query-block", {})]
         replies = await qmp.execute_all(link, node, socket, commands)
+        seen = hotplug.guest_disks(replies[-1]).get(hotplug.device_id(disk_index))
+        if seen is not None and isinstance(seen["size"], int):
+            return int(seen["size"])
         return qmp.block_sizes(replies[-1]).get(drive_id(disk_index))
+
+    async def hotplug_disk(
+        self, link: GuestLink, node: str, socket: str, index: int, path: str, *, block: bool
+    ) -> dict[str, Any]:
+        return await hotplug.plug(link, node, socket, index, path, block=block)
+
+    async def unplug_disk(
+        self, link: GuestLink, node: str, socket: str, index: int, *, timeout: float
+    ) -> None:
+        await hotplug.unplug(link, node, socket, index, timeout=timeout)
+
+    async def freeze_io(self, link: GuestLink, node: str, socket: str) -> str:
+        return await hotplug.freeze(link, node, socket)
+
+    async def thaw_io(self, link: GuestLink, node: str, socket: str, how: str | None) -> None:
+        await hotplug.thaw(link, node, socket, how)
 
     async def guest_state(self, link: GuestLink, node: str, socket: str) -> str:
         return await migration.guest_state(link, node, socket)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from extjobs.errors import HypervisorError
@@ -79,6 +79,11 @@ def check_greeting(message: dict[str, Any], *, where: str) -> dict[str, Any]:
     return version if isinstance(version, dict) else {}
 
 
+def _data(event: dict[str, Any]) -> dict[str, Any]:
+    data = event.get("data")
+    return data if isinstance(data, dict) else {}
+
+
 def is_event(message: dict[str, Any]) -> bool:
     return "event" in message
 
@@ -120,6 +125,8 @@ def block_sizes(query_block: Any) -> dict[str, int]:
 
 #: Longest wait for one reply (each receive) on a QMP socket.
 QMP_TIMEOUT = 30.0
+#: Events a session keeps for :meth:`QmpSession.wait_event`.
+KEPT_EVENTS = 100
 
 Command = tuple[str, dict[str, Any]]
 
@@ -135,6 +142,9 @@ class QmpSession:
         self._splitter = MessageSplitter(where=where)
         self._pending: list[dict[str, Any]] = []
         self._number = 0
+        #: Events met while waiting for replies, oldest first (the last
+        #: :data:`KEPT_EVENTS`), for :meth:`wait_event`.
+        self.events: list[dict[str, Any]] = []
 
     async def _next_message(self) -> dict[str, Any]:
         while not self._pending:
@@ -164,12 +174,34 @@ class QmpSession:
         command_id = f"extjobs-{self._number}"
         await self._stream.send(encode_command(execute, arguments, id=command_id))
         while is_event(message := await self._next_message()):
-            pass
+            self._keep(message)
         value = reply_value(message, execute, id=command_id, where=self._where)
         if not quiet:
             shown = f" {arguments}" if arguments else ""
             self._link.log(f"{self._node}: QMP {execute}{shown}: ok", kind=LogKind.QMP)
         return value
+
+    def _keep(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        del self.events[:-KEPT_EVENTS]
+
+    async def wait_event(self, name: str, match: Callable[[dict[str, Any]], bool]) -> Any:
+        """The ``data`` of the first event ``name`` whose data passes ``match``, met
+        earlier or arriving now; each receive is bounded by the session's timeout
+        (``CommandTimeoutError`` from the stream when nothing comes)."""
+        for event in self.events:
+            data = _data(event)
+            if event.get("event") == name and match(data):
+                self.events.remove(event)
+                return data
+        while True:
+            message = await self._next_message()
+            if not is_event(message):
+                continue  # no command is pending: a stray reply
+            data = _data(message)
+            if message.get("event") == name and match(data):
+                return data
+            self._keep(message)
 
 
 @contextlib.asynccontextmanager

@@ -15,6 +15,7 @@ from extjobs.lus.cluster import LUClusterInit, LUClusterQuery, LUGroupAdd
 from extjobs.lus.delay import LUTestDelay
 from extjobs.lus.failover import LUInstanceFailover
 from extjobs.lus.instance import LUInstanceCreate, LUInstanceRemove
+from extjobs.lus.instance_disks import LUInstanceSetParams
 from extjobs.lus.instance_ops import (
     LUInstanceGrowDisk,
     LUInstanceRename,
@@ -26,6 +27,7 @@ from extjobs.lus.instance_reboot import (
     LUInstanceDeactivateDisks,
     LUInstanceReboot,
 )
+from extjobs.lus.instance_snapshot import LUInstanceSnapshot
 from extjobs.lus.migrate import LUInstanceMigrate
 from extjobs.lus.node import LUNodeAdd, LUNodeQuery, LUNodeRemove
 from extjobs.lus.node_evacuate import LUNodeEvacuate, LUNodeMigrate
@@ -61,7 +63,9 @@ from extjobs.model.opcodes import (
     OpInstanceRemove,
     OpInstanceRename,
     OpInstanceSetAutoRepair,
+    OpInstanceSetParams,
     OpInstanceShutdown,
+    OpInstanceSnapshot,
     OpInstanceStartup,
     OpNodeAdd,
     OpNodeEvacuate,
@@ -117,6 +121,8 @@ LU_FOR: dict[type[OpCode], type[LogicalUnit[Any]]] = {
     OpInstanceSetAutoRepair: LUInstanceSetAutoRepair,
     OpNodeFence: LUNodeFence,
     OpWatcherSetPause: LUWatcherSetPause,
+    OpInstanceSetParams: LUInstanceSetParams,
+    OpInstanceSnapshot: LUInstanceSnapshot,
     # tests and benchmarks
     OpTestDelay: LUTestDelay,
 }

@@ -76,6 +76,13 @@ def instance_summary(instance: Instance, config: ClusterConfig) -> dict[str, Any
     for disk, out in zip(instance.disks, data["disks"], strict=True):
         out["volume"] = disk.volume_name
         out["needs_cleanup"] = instance.cleanup.get(disk.uuid)
+    for disk, out in zip(instance.detached_disks, data["detached_disks"], strict=True):
+        out["volume"] = disk.volume_name
+    every = {d.uuid: d for d in instance.disks + instance.detached_disks}
+    for out in data["snapshots"]:
+        owner = every.get(out["disk_uuid"])
+        out["disk"] = None if owner is None else owner.index
+        out["volume"] = None if owner is None else owner.volume_name
     return data
 
 
@@ -328,7 +335,9 @@ class LUInstanceRemove(LogicalUnit[OpInstanceRemove]):
         inst = cfg.instance(self.op.instance_name)
         primary = cfg.node(inst.primary)
         node = storage_node(cfg, inst)
-        statuses = await providers_on(ctx, node, {d.provider for d in inst.disks})
+        # Detached disks belong to the instance too: they go with it.
+        every = inst.disks + inst.detached_disks
+        statuses = await providers_on(ctx, node, {d.provider for d in every})
         if primary.offline:
             ctx.log(
                 f"primary node {primary.name} is offline: not stopping the guest there; "
@@ -342,7 +351,7 @@ class LUInstanceRemove(LogicalUnit[OpInstanceRemove]):
                 lambda c: c.with_instance(attrs.evolve(c.instance(inst.name), admin_up=False))
             )
         failed: dict[str, str] = {}
-        for disk in reversed(inst.disks):
+        for disk in reversed(every):
             volume = disk_volume(inst.name, disk)
             status = statuses[disk.provider]
             try:
@@ -383,20 +392,21 @@ class LUInstanceRemove(LogicalUnit[OpInstanceRemove]):
         if not failed:
             ctx.update_config(lambda c: c.without_instance(inst.name))
             ctx.log(f"instance {inst.name} removed")
-            return {"instance": inst.name, "removed_disks": len(inst.disks)}
+            return {"instance": inst.name, "removed_disks": len(every)}
 
         def keep(config: ClusterConfig) -> ClusterConfig:
             current = config.instance(inst.name)
             left = tuple(d for d in current.disks if d.uuid in failed)
+            kept = tuple(d for d in current.detached_disks if d.uuid in failed)
             return config.with_instance(
-                attrs.evolve(current, admin_up=False, disks=left, cleanup=dict(failed))
+                attrs.evolve(
+                    current, admin_up=False, disks=left, detached_disks=kept, cleanup=dict(failed)
+                )
             )
 
         ctx.update_config(keep)
         listed = "; ".join(
-            f"disk{d.index} ({d.volume_name}): {failed[d.uuid]}"
-            for d in inst.disks
-            if d.uuid in failed
+            f"disk{d.index} ({d.volume_name}): {failed[d.uuid]}" for d in every if d.uuid in failed
         )
         raise ProviderError(
             f"instance {inst.name} not fully removed: {listed}. The disk(s) stay in the "

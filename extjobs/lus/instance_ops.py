@@ -35,6 +35,7 @@ from extjobs.lus.instance_storage import (
     attach_disk,
     deactivate_disks,
     disk_volume,
+    find_disk,
     providers_on,
     run_provider,
     run_provider_result,
@@ -43,7 +44,7 @@ from extjobs.lus.instance_storage import (
 )
 from extjobs.lus.journal import Journal
 from extjobs.lus.undo import UndoLog
-from extjobs.model.cluster import ClusterConfig, Instance, Node
+from extjobs.model.cluster import ClusterConfig, Disk, Instance, Node
 from extjobs.model.config import Config
 from extjobs.model.jobs import LogKind
 from extjobs.model.locks import LockRequest, Mode
@@ -54,6 +55,11 @@ from extjobs.model.opcodes import (
     OpInstanceStartup,
 )
 from extjobs.model.steps import Step
+
+
+def _names(disk: Disk, ref: int | str) -> bool:
+    """Whether ``ref`` (an index or a name) names ``disk``."""
+    return disk.index == ref or str(ref) == str(disk.index) or disk.name == ref
 
 
 def instance_locks(config: ClusterConfig, *names: str) -> list[LockRequest]:
@@ -206,19 +212,12 @@ class LUInstanceGrowDisk(LogicalUnit[OpInstanceGrowDisk]):
     def _target(self, config: ClusterConfig) -> tuple[Instance, Node, int]:
         op = self.op
         inst, node = usable_instance(config, op.instance_name)
-        disks = {d.index: d for d in inst.disks}
-        if op.disk not in disks:
-            raise PrerequisiteError(
-                f"instance {inst.name} has no disk {op.disk} (disks: "
-                f"{', '.join(str(i) for i in sorted(disks))})",
-                instance=inst.name,
-                field="disk",
-            )
-        current = disks[op.disk].size
+        disk = find_disk(inst, op.disk)
+        current = disk.size
         target = op.amount if op.absolute else current + op.amount
         if target < current:
             raise PrerequisiteError(
-                f"refusing to shrink disk {op.disk} of {inst.name} from {current} MiB to "
+                f"refusing to shrink disk {disk.index} of {inst.name} from {current} MiB to "
                 f"{target} MiB; disks only grow",
                 instance=inst.name,
                 size=current,
@@ -226,7 +225,7 @@ class LUInstanceGrowDisk(LogicalUnit[OpInstanceGrowDisk]):
             )
         if target == current:
             raise PrerequisiteError(
-                f"disk {op.disk} of {inst.name} is already {current} MiB; nothing to grow",
+                f"disk {disk.index} of {inst.name} is already {current} MiB; nothing to grow",
                 instance=inst.name,
                 size=current,
             )
@@ -237,7 +236,7 @@ class LUInstanceGrowDisk(LogicalUnit[OpInstanceGrowDisk]):
 
     async def exec(self, ctx: StepContext) -> Any:
         inst, node, target = self._target(ctx.config)
-        disk = next(d for d in inst.disks if d.index == self.op.disk)
+        disk = find_disk(inst, self.op.disk)
         hv = get_hypervisor(inst.hypervisor)
         runtime = await hypervisor_status(ctx, inst, node.name)
         statuses = await providers_on(ctx, node, {disk.provider})
@@ -319,7 +318,8 @@ class LUInstanceGrowDisk(LogicalUnit[OpInstanceGrowDisk]):
 
     def _record_size(self, ctx: StepContext, size: int) -> None:
         """The configuration says disk ``op.disk`` is ``size`` MiB (no longer growing)."""
-        name, index = self.op.instance_name, self.op.disk
+        name = self.op.instance_name
+        index = find_disk(ctx.config.instance(name), self.op.disk).index
         self._growing = None
         ctx.update_config(
             lambda c: c.with_instance(
@@ -372,7 +372,7 @@ class LUInstanceGrowDisk(LogicalUnit[OpInstanceGrowDisk]):
         node, status = self._attached_here
         self._attached_here = None
         inst = ctx.config.instance(self.op.instance_name)
-        disk = next(d for d in inst.disks if d.index == self.op.disk)
+        disk = find_disk(inst, self.op.disk)
         await run_provider(
             ctx,
             node.name,
@@ -394,7 +394,7 @@ class LUInstanceGrowDisk(LogicalUnit[OpInstanceGrowDisk]):
         grown = journal.last_grow_size()
         inst = ctx.config.instances.get(self.op.instance_name)
         disk = (
-            None if inst is None else next((d for d in inst.disks if d.index == self.op.disk), None)
+            None if inst is None else next((d for d in inst.disks if _names(d, self.op.disk)), None)
         )
         if grown is not None and disk is not None and disk.size == grown:
             return Recovery(

@@ -177,6 +177,36 @@ def with_earlier_stderr(
     return twin
 
 
+# -- naming disks -------------------------------------------------------------------------
+
+
+def disk_list(disks: tuple[Disk, ...]) -> str:
+    """``0 (data), 1`` — how an instance's disks are named in errors."""
+    return ", ".join(f"{d.index}{f' ({d.name})' if d.name else ''}" for d in disks) or "none"
+
+
+def find_disk(instance: Instance, ref: str | int, *, detached: bool = False) -> Disk:
+    """The disk of ``instance`` that ``ref`` names: its index (digits) or its name; among
+    the detached disks when ``detached``. Raises PrerequisiteError naming the known ones."""
+    disks = instance.detached_disks if detached else instance.disks
+    text = str(ref)
+    if text.isdigit():
+        for disk in disks:
+            if disk.index == int(text):
+                return disk
+    for disk in disks:
+        if disk.name == text:
+            return disk
+    kind = "detached disk" if detached else "disk"
+    shown = text if text.isdigit() else repr(text)
+    raise PrerequisiteError(
+        f"instance {instance.name} has no {kind} {shown} ({kind}s: {disk_list(disks)})",
+        instance=instance.name,
+        field="disk",
+        disk=text,
+    )
+
+
 # -- finding providers -------------------------------------------------------------------
 
 

@@ -80,10 +80,11 @@ class Finding:
 
 
 def _config_volumes(config: ClusterConfig) -> dict[str, tuple[str, int]]:
+    """Every volume the configuration owns: the instances' disks and detached disks."""
     return {
         disk.volume_name: (inst.name, disk.index)
         for inst in config.instances.values()
-        for disk in inst.disks
+        for disk in inst.disks + inst.detached_disks
     }
 
 
@@ -113,7 +114,9 @@ def storage_findings(config: ClusterConfig, ledger: dict[str, VolumeState]) -> l
             )
             continue
         instance = config.instances[owner[0]]
-        strays = [n for n in where if n != instance.primary]
+        # A detached disk belongs attached nowhere, not even on the primary.
+        detached = any(d.volume_name == name for d in instance.detached_disks)
+        strays = [n for n in where if detached or n != instance.primary]
         online = [n for n in strays if _online(config, n)]
         offline = [n for n in strays if not _online(config, n)]
         if online:

@@ -327,6 +327,15 @@ def _hypervisor(_inst: object, _attr: object, value: str) -> None:
         )
 
 
+def _index_or_name(_inst: object, attr: attrs.Attribute[int | str], value: int | str) -> None:
+    if isinstance(value, bool):
+        raise InputError(f"{attr.name} must be a disk index or name", field=attr.name)
+    if isinstance(value, int):
+        _non_negative(_inst, attr, value)
+    else:
+        check_name("disk name or index", value, attr.name)
+
+
 @attrs.frozen
 class DiskSpec:
     """One disk of an instance to create: ``provider`` or ``pool`` (or both, agreeing)."""
@@ -392,7 +401,8 @@ class OpInstanceGrowDisk(OpCode):
 
     OP_ID: ClassVar[str] = "OP_INSTANCE_GROW_DISK"
     instance_name: str = attrs.field(validator=_name("instance name"))
-    disk: int = attrs.field(validator=_non_negative)
+    #: The disk's index, or its name.
+    disk: int | str = attrs.field(validator=_index_or_name)
     amount: int = attrs.field(validator=_non_negative)
     absolute: bool = False
 
@@ -922,3 +932,107 @@ class OpWatcherSetPause(OpCode):
     def __attrs_post_init__(self) -> None:
         if not self.paused and self.duration is not None:
             raise InputError("a duration only goes with paused", field="duration")
+
+
+# -- changing an existing instance: disks, memory, flags; snapshots ---------------------------
+
+#: What ``OpInstanceSetParams.disk`` can do to a disk (Ganeti's ``--disk N:ACTION``).
+DISK_ACTIONS = ("add", "remove", "detach", "attach")
+
+
+def _disk_ref(_inst: object, attr: attrs.Attribute[str | None], value: str | None) -> None:
+    """A disk reference: its index (digits) or its name."""
+    if value is None:
+        return
+    if isinstance(value, str) and value.isdigit() and len(value) <= 6:
+        return
+    check_name("disk name or index", value, attr.name)
+
+
+def _disk_action(_inst: object, _attr: object, value: str) -> None:
+    if value not in DISK_ACTIONS:
+        raise InputError(
+            f"unknown disk action {value!r}; use {', '.join(DISK_ACTIONS)}", field="disk"
+        )
+
+
+@attrs.frozen
+class DiskModification:
+    """One change to an instance's disks (``--disk add:…``, ``--disk N:remove`` …).
+
+    ``disk`` names an existing disk by index or name (remove, detach; attach: a detached
+    disk of the instance); ``add`` needs ``spec`` and no ``disk``.
+    """
+
+    action: str = attrs.field(validator=_disk_action)
+    disk: str | None = attrs.field(default=None, validator=_disk_ref)
+    spec: DiskSpec | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.action == "add":
+            if self.spec is None:
+                raise InputError("a disk add needs size= and provider= or pool=", field="disk")
+            if self.disk is not None:
+                raise InputError("a disk add takes no disk index or name", field="disk")
+        else:
+            if self.disk is None:
+                raise InputError(f"disk {self.action} needs a disk index or name", field="disk")
+            if self.spec is not None:
+                raise InputError(f"disk {self.action} takes no size or parameters", field="disk")
+
+
+def _optional_positive(_inst: object, attr: attrs.Attribute[int | None], value: int | None) -> None:
+    if value is not None:
+        _positive(_inst, attr, value)  # type: ignore[arg-type]
+
+
+@register_opcode
+@attrs.frozen
+class OpInstanceSetParams(OpCode):
+    """Change an existing instance: one disk (hot-plugged into a running guest), its
+    memory and vcpus (used at the next start), its watcher flags. ``None`` leaves a
+    field as it is."""
+
+    OP_ID: ClassVar[str] = "OP_INSTANCE_SET_PARAMS"
+    instance_name: str = attrs.field(validator=_name("instance name"))
+    disk: DiskModification | None = None
+    memory: int | None = attrs.field(default=None, validator=_optional_positive)  # MiB
+    vcpus: int | None = attrs.field(default=None, validator=_optional_positive)
+    auto_restart: bool | None = None
+    auto_failover: str | None = attrs.field(default=None, validator=_auto_failover)
+    #: Add the disk even where the provider reports too little free space.
+    force: bool = False
+    #: Seconds a running guest gets to release a disk being hot-unplugged.
+    unplug_timeout: float = attrs.field(default=30.0, validator=_non_negative)
+
+    def __attrs_post_init__(self) -> None:
+        if (
+            self.disk is None
+            and self.memory is None
+            and self.vcpus is None
+            and self.auto_restart is None
+            and self.auto_failover is None
+        ):
+            raise InputError(
+                "nothing to change: give disk, memory, vcpus, auto_restart or auto_failover",
+                field="instance_name",
+            )
+
+    def summary(self) -> str:
+        what = f"/{self.disk.action}" if self.disk is not None else ""
+        return f"{self.OP_ID}({self.instance_name}{what})"
+
+
+@register_opcode
+@attrs.frozen
+class OpInstanceSnapshot(OpCode):
+    """Snapshot the disks of an instance (one disk when ``disk`` names it) through the
+    provider's ``snapshot`` script, the guest's I/O frozen meanwhile."""
+
+    OP_ID: ClassVar[str] = "OP_INSTANCE_SNAPSHOT"
+    instance_name: str = attrs.field(validator=_name("instance name"))
+    snapshot_name: str = attrs.field(validator=_name("snapshot name"))
+    disk: str | None = attrs.field(default=None, validator=_disk_ref)
+
+    def summary(self) -> str:
+        return f"{self.OP_ID}({self.instance_name}:{self.snapshot_name})"

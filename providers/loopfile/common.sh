@@ -3,6 +3,8 @@
 # Layout in the volume directory (parameter "dir", shared by all nodes):
 #   <VOL_NAME>.img     the sparse volume file
 #   <VOL_NAME>.meta    the last VOL_METADATA given to setinfo
+#   <VOL_NAME>.snap-<VOL_SNAPSHOT_NAME>
+#                      a snapshot: a sparse copy of the volume file (removed with it)
 #   <VOL_NAME>.open/   one marker per node that has the volume open:
 #                      <node-id>.exclusive or <node-id>.shared
 #   <VOL_NAME>.lock    flock(1) lock serialising the scripts of one volume
@@ -170,9 +172,33 @@ remove_files() {
   take_lock
   _others=$(other_holders) || exit 1
   [ -z "$_others" ] || die "volume $VOL_NAME is still open on node(s) $_others"
-  rm -f "$IMG" "$META" "$META.tmp" || die "cannot remove $IMG"
+  rm -f "$IMG" "$META" "$META.tmp" "$IMG.snapshot.tmp" || die "cannot remove $IMG"
+  for _snap in "$VOL_DIR/$VOL_NAME".snap-*; do
+    [ -e "$_snap" ] || continue
+    rm -f -- "$_snap" || die "cannot remove snapshot $_snap"
+  done
   rm -rf "$OPEN_DIR"
   rm -f "$LOCK"
+}
+
+# snapshot_file: copy the volume file to <VOL_NAME>.snap-<VOL_SNAPSHOT_NAME> (sparse, a
+# reflink where the file system can); refuse if that snapshot exists. The caller makes
+# the data consistent first (extjobs freezes or pauses a running guest).
+snapshot_file() {
+  take_lock
+  need_volume
+  need_mib VOL_SNAPSHOT_SIZE
+  _snap=${VOL_SNAPSHOT_NAME:-}
+  case $_snap in
+    '' | .* | */*) die "invalid or missing VOL_SNAPSHOT_NAME '$_snap'" ;;
+  esac
+  _file=$VOL_DIR/$VOL_NAME.snap-$_snap
+  [ ! -e "$_file" ] || die "snapshot $_snap of $VOL_NAME already exists ($_file)"
+  cp --reflink=auto --sparse=always -- "$IMG" "$IMG.snapshot.tmp" || {
+    rm -f -- "$IMG.snapshot.tmp"
+    die "cannot copy $IMG"
+  }
+  mv -f -- "$IMG.snapshot.tmp" "$_file" || die "cannot write $_file"
 }
 
 verify_dir() {

@@ -49,6 +49,16 @@ node-      ``node migrate node1 --target node2`` of one running instance: before
 migrate    submission is journalled, run again, ``success``, the instance's job moves it
            to node2. Once it is journalled: ``error`` saying the jobs may exist; the
            instance is on node2 if its job was queued (after the step), else on node1.
+disk-add   ``instance modify --disk add:…`` of a running guest: before the first
+           provider step of the new disk, run again, ``success`` with two disks;
+           after it, ``error``: the new volume is plugged out and removed, one disk.
+           Either way the guest holds exactly its configured disks.
+disk-rm    ``--disk 1:remove`` of a running guest: run again, ``success``; one disk,
+           the volume gone, the guest holds disk 0 only.
+disk-det   ``--disk 1:detach``: run again, ``success``; the volume kept as a detached
+           disk, attached and open nowhere; the guest holds disk 0 only.
+snapshot   ``instance snapshot`` of a running guest: a snapshot step never started on
+           the node runs again; ``success``, the snapshot recorded and on the storage.
 ========== ====================================================================
 
 ``canceled`` is never accepted: nobody cancels a job here, and a crash is not a cancel.
@@ -60,6 +70,7 @@ would be a recovery that lost what the job was doing.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import stat
@@ -77,6 +88,8 @@ from tests.harness.journal import Record, read_journal
 from tests.instances.conftest import Cluster
 from tests.migration.conftest import MoveCluster
 from tests.migration.invariants import check as check_instance
+from tests.migration.invariants import guest_processes
+from tests.migration.invariants import markers as inv_markers
 
 STRICT = Path(__file__).resolve().parents[1] / "data" / "providers" / "strict"
 NAME = "crash1"
@@ -238,6 +251,65 @@ def _moved_but_source_kept(c: MoveCluster, vols: Path, names: Names) -> None:
         assert f"{name} was migrated to node2 and runs there" in message, message
 
 
+def _modify_op(vols: Path, name: str, **change: Any) -> dict[str, Any]:
+    return {"OP_ID": "OP_INSTANCE_SET_PARAMS", "instance_name": name, "disk": change}
+
+
+def _disk_add_op(vols: Path, name: str, provider: str | None = None) -> dict[str, Any]:
+    """A disk added with the strict provider installed under the instance's name (see
+    :func:`_add_own_provider`: adds share a diagnose of the same provider)."""
+    spec = {"size": 4, "provider": provider or name, "params": {"dir": str(vols)}}
+    return _modify_op(vols, name, action="add", spec=spec)
+
+
+def _add_with_own_provider(c: MoveCluster, vols: Path, names: Names) -> None:
+    _strict_as(c, vols, names)
+    _add(c, vols, names)
+
+
+def _add_two_disks(c: MoveCluster, vols: Path, names: Names) -> None:
+    _add(c, vols, names)
+    run_all(c, [_disk_add_op(vols, n, "strict") for n in names])
+
+
+def _holds_its_disks(c: MoveCluster, vols: Path, name: str, what: str) -> None:
+    """The running fake guest holds exactly the configured disks' volumes; a detached
+    disk's volume exists and is attached and open nowhere."""
+    info = c.instance(name)
+    [pid] = guest_processes(c.run_dir, info["uuid"]).values()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    held = {Path(os.readlink(fd_dir / fd)).name for fd in os.listdir(fd_dir)}
+    held = {h for h in held if h.endswith(".img")}
+    wanted = {f"{d['volume']}.img" for d in info["disks"]}
+    assert held == wanted, f"{what}: the guest holds {held}, configured {wanted}"
+    for disk in info["detached_disks"]:
+        assert (vols / f"{disk['volume']}.img").exists(), f"{what}: {disk['volume']} is gone"
+        attached, opened = inv_markers(vols, disk["volume"])
+        assert not attached, f"{what}: detached {disk['volume']} attached on {attached}"
+        assert not opened, f"{what}: detached {disk['volume']} open on {opened}"
+
+
+def _one_disk_left(c: MoveCluster, vols: Path, name: str, what: str) -> None:
+    info = c.instance(name)
+    assert [d["index"] for d in info["disks"]] == [0], f"{what}: disks {info['disks']}"
+    _holds_its_disks(c, vols, name, what)
+
+
+def _detached(c: MoveCluster, vols: Path, name: str, what: str) -> None:
+    _one_disk_left(c, vols, name, what)
+    detached = c.instance(name)["detached_disks"]
+    assert [d["index"] for d in detached] == [1], f"{what}: detached {detached}"
+
+
+def _snapshot_taken(c: MoveCluster, vols: Path, name: str, what: str) -> None:
+    info = c.instance(name)
+    [snap] = info["snapshots"]
+    assert snap["name"] == "s1", f"{what}: {snap}"
+    copy = vols / f"{info['disks'][0]['volume']}.snap-s1"
+    assert copy.exists(), f"{what}: {copy} is missing"
+    _holds_its_disks(c, vols, name, what)
+
+
 def _grown_to_8(c: MoveCluster, vols: Path, name: str, what: str) -> None:
     [disk] = c.instance(name)["disks"]
     assert disk["size"] == 8, f"{what}: the configuration says {disk['size']} MiB"
@@ -351,6 +423,13 @@ expect_failover = _expect_failover(
 expect_fenced = _expect_failover(lambda ref: index_of(ref, "fence", lambda r: r.is_fence))
 
 
+def expect_disk_add(ref: list[Record], point: Point) -> Outcome:
+    first = index_of(ref, "verify of the new disk", lambda r: r.is_provider("verify", "node1"))
+    if point.journalled(first):
+        return Outcome("error", "node1", True, "what it had done was undone")
+    return Outcome("success", "node1", True)
+
+
 FLOWS = {
     f.name: f
     for f in [
@@ -387,6 +466,35 @@ FLOWS = {
             _op("OP_INSTANCE_CHANGE_GROUP", group_name="other"),
             expect_migrate,
             reset=_node2_back,
+        ),
+        Flow(
+            "disk-add",
+            _add_with_own_provider,
+            _disk_add_op,
+            expect_disk_add,
+            extra_check=_holds_its_disks,
+            reset=_uninstall,
+        ),
+        Flow(
+            "disk-rm",
+            _add_two_disks,
+            lambda vols, name: _modify_op(vols, name, action="remove", disk="1"),
+            expect_rerun("node1", True),
+            extra_check=_one_disk_left,
+        ),
+        Flow(
+            "disk-det",
+            _add_two_disks,
+            lambda vols, name: _modify_op(vols, name, action="detach", disk="1"),
+            expect_rerun("node1", True),
+            extra_check=_detached,
+        ),
+        Flow(
+            "snapshot",
+            _add,
+            _op("OP_INSTANCE_SNAPSHOT", snapshot_name="s1"),
+            expect_rerun("node1", True),
+            extra_check=_snapshot_taken,
         ),
         Flow(
             "install",
@@ -475,7 +583,8 @@ def check_consistent(c: Cluster, vols: Path, what: str) -> None:
     verify finds nothing."""
     configured: dict[str, str] = {}
     for info in c.tc.client.instances():
-        for disk in c.instance(info["name"])["disks"]:
+        full = c.instance(info["name"])
+        for disk in full["disks"] + full.get("detached_disks", []):
             configured[disk["volume"]] = info["name"]
     images = {p.name.removesuffix(".img") for p in vols.glob("*.img")}
     assert images <= set(configured), f"{what}: leaked volumes {images - set(configured)}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
 from extjobs.errors import HypervisorError, InputError
@@ -10,7 +11,7 @@ from extjobs.hypervisors import get_hypervisor
 from extjobs.hypervisors.base import RuntimeStatus, parse_node_info, parse_status, run_dir_for
 from extjobs.hypervisors.fake import MAX_DISKS
 from extjobs.hypervisors.kvm import qemu_argv
-from extjobs.model.cluster import Cluster, Instance
+from extjobs.model.cluster import Cluster, Disk, Instance
 
 INST = Instance(name="web1", primary="n1", hypervisor="kvm", memory=96, vcpus=2, uuid="u-1")
 
@@ -51,10 +52,32 @@ def test_qemu_argv_is_headless_and_daemon_friendly() -> None:
     assert argv[argv.index("-smp") + 1] == "2"
     drives = [argv[i + 1] for i, word in enumerate(argv) if word == "-drive"]
     assert drives == [
-        "file=/dev/loop3,format=raw,if=virtio,id=disk0",
-        "file=/srv/a,,b.img,format=raw,if=virtio,id=disk1",
-        "file=rbd:pool/vol,format=raw,if=virtio,id=disk2",
+        "file=/dev/loop3,format=raw,if=none,id=disk0",
+        "file=/srv/a,,b.img,format=raw,if=none,id=disk1",
+        "file=rbd:pool/vol,format=raw,if=none,id=disk2",
     ]
+    devices = [argv[i + 1] for i, word in enumerate(argv) if word == "-device"]
+    assert devices[0] == "virtio-scsi-pci,id=scsi0"
+    assert devices[1:4] == [
+        f"scsi-hd,bus=scsi0.0,drive=disk{i},id=disk{i}-dev,scsi-id={i}" for i in range(3)
+    ]
+    assert "name=org.qemu.guest_agent.0" in devices[-1]
+
+
+def test_qemu_argv_keeps_each_disks_index_after_a_removal() -> None:
+    """Disks 0 and 2 (disk 1 was removed) stay disk0 and disk2, at SCSI ids 0 and 2:
+    a migration target started from the configuration matches the hot-plugged source."""
+    disks = (
+        Disk(uuid="a", index=0, size=1, provider="p"),
+        Disk(uuid="c", index=2, size=1, provider="p"),
+    )
+    argv = qemu_argv(attrs.evolve(INST, disks=disks), ["/dev/loop3", "/dev/loop5"])
+    drives = [argv[i + 1] for i, word in enumerate(argv) if word == "-drive"]
+    assert drives == [
+        "file=/dev/loop3,format=raw,if=none,id=disk0",
+        "file=/dev/loop5,format=raw,if=none,id=disk2",
+    ]
+    assert "scsi-hd,bus=scsi0.0,drive=disk2,id=disk2-dev,scsi-id=2" in argv
 
 
 def test_kvm_start_command_passes_everything_as_arguments() -> None:
@@ -69,7 +92,7 @@ def test_kvm_start_command_passes_everything_as_arguments() -> None:
 
 def test_kvm_resize_is_block_resize_in_bytes() -> None:
     assert get_hypervisor("kvm").resize_commands(1, 32) == [
-        ("block_resize", {"device": "disk1", "size": 32 * 1024 * 1024})
+        ("block_resize", {"device": "disk1", "node-name": "disk1", "size": 32 * 1024 * 1024})
     ]
     assert get_hypervisor("fake").resize_commands(1, 32) == []
 

@@ -180,7 +180,7 @@ async def test_the_fake_backend_moves_no_memory() -> None:
 async def test_resize_notice_reports_what_the_guest_sees() -> None:
     def answer(command: str, arguments: dict[str, Any]) -> Any:
         if command == "block_resize":
-            assert arguments == {"device": "disk1", "size": 32 << 20}
+            assert arguments == {"device": "disk1", "node-name": "disk1", "size": 32 << 20}
             return {}
         assert command == "query-block"
         return [{"device": "disk1", "inserted": {"image": {"virtual-size": 32 << 20}}}]

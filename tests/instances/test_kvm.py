@@ -92,7 +92,7 @@ def test_kvm_guest_sees_a_disk_grown_while_it_runs(cluster: Cluster) -> None:
     assert argv[argv.index("-display") + 1] == "none"
     assert argv[argv.index("-machine") + 1] == "accel=kvm:tcg"
     (device,) = loop_devices_of(vols)
-    assert f"file={device},format=raw,if=virtio,id=disk0" in argv
+    assert f"file={device},format=raw,if=none,id=disk0" in argv
     qmp = cluster.run_dir / "node1" / f"{info['uuid']}.qmp"
     assert query_block(qmp) == {"disk0": 16 * MIB, "disk1": 8 * MIB}
 

@@ -143,3 +143,15 @@ def test_a_fenced_node_holds_nothing() -> None:
     assert [f.kind for f in storage_findings(config("n1", offline=("n2",)), {VOL: unfenced})] == [
         "offline-attached"
     ]
+
+
+def test_a_detached_disk_is_owned_and_belongs_attached_nowhere() -> None:
+    disk = Disk(uuid=UUID, index=0, size=4, provider="strict")
+    cfg = config(owned=False).with_instance(Instance("web", "n1", detached_disks=(disk,)))
+    created = [record(1, "n1", "create"), record(2, "n1", "attach"), record(3, "n1", "detach")]
+    assert storage_findings(cfg, build_ledger(reversed(created))) == []
+    still = build_ledger(reversed(created[:2]))
+    [finding] = storage_findings(cfg, still)
+    assert finding.kind == "stray-attach"
+    assert finding.repair is not None
+    assert finding.repair["detach_nodes"] == ["n1"]

@@ -174,6 +174,7 @@ def build_dashboard(
             diagnose if isinstance(diagnose, dict) else None,
             found[0] if found else None,
             cfg.cluster.pools if cfg.cluster is not None else {},
+            watched=(view.watcher_status().get("last_round") or {}).get("nodes") or {},
         )
 
     # -- pages ----------------------------------------------------------------------

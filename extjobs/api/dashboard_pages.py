@@ -51,7 +51,8 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, cls: str = "
 
 
 def badge(text: str) -> str:
-    return f'<span class="badge {e(text.split()[0] if text else "")}">{e(text)}</span>'
+    kind = text.split()[0].rstrip(",;:") if text else ""
+    return f'<span class="badge {e(kind)}">{e(text)}</span>'
 
 
 def page(title: str, body: str, *, nav: str = "", user: str | None = None, csrf: str = "") -> str:
@@ -337,8 +338,10 @@ def nodes_fragment(
     diagnose: Mapping[str, Any] | None,
     diagnose_job: Job | None,
     pools: Mapping[str, str] | None = None,
+    watched: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> str:
-    """Nodes and groups; ``pools`` maps each pool to its provider (the cluster's)."""
+    """Nodes and groups; ``pools`` maps each pool to its provider (the cluster's);
+    ``watched``: the watcher's last word on each node (its status report's ``nodes``)."""
     pools = pools or {}
     per_node = (diagnose or {}).get("nodes", {})
     per_group = (diagnose or {}).get("groups", {})
@@ -356,6 +359,15 @@ def nodes_fragment(
                 else " · last diagnose: answered"
             )
         ssh = badge("connected") if open_now else '<span class="none">no open connection</span>'
+        seen = (watched or {}).get(name)
+        if seen is not None and seen.get("state") not in (None, "not asked yet"):
+            state = str(seen["state"])
+            verdict = badge("reachable") if state == "ok" else badge(state)
+            if seen.get("error"):
+                verdict += f' <span class="note">{e(seen["error"])}</span>'
+            if seen.get("last_answer"):
+                verdict += f' <span class="ts">answered {e(when(seen["last_answer"]))}</span>'
+            ssh = f"{verdict} · {ssh}"
         return ssh + last
 
     node_rows = [

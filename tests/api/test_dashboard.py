@@ -303,3 +303,26 @@ def test_nodes_and_groups_show_diagnose_validity_per_provider_and_pool() -> None
     assert '<span class="badge offline">offline</span>' in html
     assert '<a href="/ui/jobs/9">9</a>' in html
     assert "no diagnose yet" in html  # g2
+
+
+def test_nodes_show_the_watchers_verdict_on_reachability() -> None:
+    from extjobs.api.dashboard_pages import nodes_fragment
+
+    nodes = [
+        {"name": name, "group": "g1", "host": "10.0.0.1", "port": 22, "instances": []}
+        for name in ("n1", "n2", "n3")
+    ]
+    # The shape of the watcher's status report (extjobs.engine.watcher, "nodes").
+    watched = {
+        "n1": {"state": "ok", "last_answer": 100.0, "error": None},
+        "n2": {"state": "unreachable, not fenced", "last_answer": 50.0, "error": "timed out"},
+        "n3": {"state": "not asked yet", "last_answer": None, "error": None},
+    }
+    html = nodes_fragment(nodes, {}, {"n1": 1}, None, None, {}, watched=watched)
+    rows = {name: html[html.index(f"<td>{name}</td>") :] for name in ("n1", "n2", "n3")}
+    assert '<span class="badge reachable">reachable</span>' in rows["n1"].split("</tr>")[0]
+    n2 = rows["n2"].split("</tr>")[0]
+    assert '<span class="badge unreachable">unreachable, not fenced</span>' in n2
+    assert "timed out" in n2
+    n3 = rows["n3"].split("</tr>")[0]
+    assert "reachable" not in n3 and "no open connection" in n3

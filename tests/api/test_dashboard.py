@@ -325,4 +325,5 @@ def test_nodes_show_the_watchers_verdict_on_reachability() -> None:
     assert '<span class="badge unreachable">unreachable, not fenced</span>' in n2
     assert "timed out" in n2
     n3 = rows["n3"].split("</tr>")[0]
-    assert "reachable" not in n3 and "no open connection" in n3
+    assert "reachable" not in n3
+    assert "no open connection" in n3

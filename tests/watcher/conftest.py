@@ -73,7 +73,8 @@ def watcher_jobs(cluster: MoveCluster, op_id: str | None = None) -> list[dict[st
     return [
         job
         for job in cluster.tc.client.jobs()
-        if job["submitter"] == "watcher" and (op_id is None or job["summary"] == [op_id])
+        if job["submitter"] == "watcher"
+        and (op_id is None or [s.split("(")[0] for s in job["summary"]] == [op_id])
     ]
 
 

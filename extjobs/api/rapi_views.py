@@ -194,6 +194,7 @@ def instance_view(instance: Instance, config: ClusterConfig) -> dict[str, Any]:
         "pnode": instance.primary,
         "snodes": [],
         "admin_state": "up" if instance.admin_up else "down",
+        "disks_active": instance.disks_active or (instance.admin_up and not instance.cleanup),
         "oper_state": up,
         "status": instance_status(instance),
         "disk_template": "ext",

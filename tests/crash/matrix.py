@@ -45,6 +45,9 @@ reboot     ``success``; runs on node1 (recovery starts the guest again wherever 
            reboot stopped; it never stays down).
 deactivate ``deactivate-disks`` of a stopped instance whose disks were activated: run
            again, ``success``; down, its disks held nowhere.
+activate-  ``activate-disks`` of a stopped instance: run again, ``success``; down, its
+disks      disks held on node1 only (attached, open exclusively), recorded as
+           activated so that verify leaves them there.
 node-      ``node migrate node1 --target node2`` of one running instance: before the
 migrate    submission is journalled, run again, ``success``, the instance's job moves it
            to node2. Once it is journalled: ``error`` saying the jobs may exist; the
@@ -455,6 +458,20 @@ DAY2_FLOWS = [
     ),
 ]
 FLOWS.update({f.name: f for f in DAY2_FLOWS})
+
+
+def _disks_held_on_node1(c: MoveCluster, vols: Path, name: str, what: str) -> None:
+    """After activate-disks: the configuration records the activation."""
+    assert c.instance(name)["disks_active"] is True, f"{what}: activation not recorded"
+
+
+FLOWS["activate-disks"] = Flow(
+    "activate-disks",
+    _add_stopped,
+    _op("OP_INSTANCE_ACTIVATE_DISKS"),
+    expect_rerun("node1", False),
+    extra_check=_disks_held_on_node1,
+)
 
 
 # -- checks ----------------------------------------------------------------------------------

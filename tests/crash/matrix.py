@@ -508,6 +508,13 @@ def check_consistent(c: Cluster, vols: Path, what: str) -> None:
     job = run_ok(c, {"OP_ID": "OP_CLUSTER_VERIFY"})
     findings = job["ops"][0]["result"]["findings"]
     assert findings == [], f"{what}: verify found {findings}"
+    # Verify leaves every disk where it found it (activated ones of a stopped instance
+    # stay attached).
+    for name in sorted(set(configured.values())):
+        try:
+            check_instance(c, name, verify=False)
+        except AssertionError as exc:
+            raise AssertionError(f"{what}: after verify: {exc}") from None
 
 
 #: The random part of a staged copy's name (storage install).

@@ -12,7 +12,8 @@ instance holding its disks on its primary only, a stopped one holding them nowhe
 verify clean.
 
 Every flow runs on embedded nodes; add, migrate, failover, install (SFTP) and the day-2
-flows (reboot, deactivate, node-migrate, change-group) also run on OpenSSH nodes.
+flows (reboot, deactivate, activate-disks, node-migrate, change-group) also run on
+OpenSSH nodes.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ def test_crash_at_every_journal_point(embedded: Matrix, flow_name: str, where: s
         "deactivate",
         "node-migrate",
         "change-group",
+        "activate-disks",
     ],
 )
 def test_crash_on_openssh_nodes(openssh: Matrix, flow_name: str, where: str) -> None:

@@ -332,11 +332,22 @@ def test_day2_operations_through_rapi(
     [disk] = job["opresult"][0]["disks"]
     assert (job["opresult"][0]["node"], disk["index"]) == ("node1", 0)
     assert disk["path"]
+    assert admin.ok("GET", "/2/instances/d2b")["disks_active"] is True
+    # Verify leaves them attached, and moves refuse until they are deactivated.
+    cluster.ok("verify")
+    job = admin.run("PUT", "/2/instances/d2b/failover", {"target_node": "node2"})
+    assert (job["status"], job["opresult"][0][0]) == ("error", "OpPrereqError")
+    assert "deactivate them first" in job["opresult"][0][1][0]
+    job = admin.run("POST", "/2/nodes/node1/migrate", {"mode": "live"})
+    assert job["status"] == "error", job
+    assert "d2b: the disks of d2b are activated on node1" in job["opresult"][0][1][0]
+    assert admin.ok("GET", "/2/nodes/node1")["pinst_list"] == ["d2a", "d2b"]
     # The guest of d2a runs: its disks cannot be deactivated (a job error, not a 400).
     job = admin.run("PUT", "/2/instances/d2a/deactivate-disks")
     assert (job["status"], job["opresult"][0][0]) == ("error", "OpPrereqError")
     assert "shut it down first" in job["opresult"][0][1][0]
     assert admin.run("PUT", "/2/instances/d2b/deactivate-disks")["status"] == "success"
+    assert admin.ok("GET", "/2/instances/d2b")["disks_active"] is False
 
     # The maintenance recipe: drain, migrate everything off, undrain.
     assert admin.run("POST", "/2/nodes/node1/modify", {"drained": True})["status"] == "success"

@@ -562,7 +562,7 @@ def build_rapi_app(queue: QueueView, options: Config) -> Starlette:
         kind = request.query_params.get("type", "hard")
         if kind not in REBOOT_TYPES:
             raise bad_request(
-                f"Invalid value for query parameter 'type': {kind!r}, use {', '.join(REBOOT_TYPES)}"
+                f"Invalid value for query parameter 'type': {kind[:40]!r}, use {', '.join(REBOOT_TYPES)}"
             )
         # No secondary nodes: ignore_secondaries has nothing to ignore.
         _flag(request, "ignore_secondaries")

@@ -42,21 +42,37 @@ from extjobs.model.opcodes import (
     HYPERVISOR_NAMES,
     DiskSpec,
     OpCode,
+    OpInstanceActivateDisks,
+    OpInstanceChangeGroup,
     OpInstanceCreate,
+    OpInstanceDeactivateDisks,
     OpInstanceFailover,
     OpInstanceGrowDisk,
     OpInstanceMigrate,
+    OpInstanceReboot,
     OpInstanceRemove,
     OpInstanceRename,
     OpInstanceShutdown,
     OpInstanceStartup,
+    OpNodeEvacuate,
+    OpNodeMigrate,
+    OpNodeSetParams,
 )
 from extjobs.model.requests import JobRequest, check_strings
 
 log = logging.getLogger("extjobs.api.rapi")
 
 MAX_BODY = 1 << 20
-FEATURES = ("instance-create-reqv1",)
+#: Ganeti's feature strings: its client sends node migrate and evacuate requests as
+#: bodies (not the query arguments of Ganeti 2.4) only when the server lists them.
+FEATURES = ("instance-create-reqv1", "node-migrate-reqv1", "node-evac-res1")
+#: Ganeti's reboot types (``type=`` query argument; Ganeti's default is ``hard``).
+REBOOT_TYPES = ("soft", "hard", "full")
+#: Ganeti's node evacuation modes. extjobs instances have no secondary node, so
+#: ``primary-only`` and ``all`` move the same instances.
+EVAC_MODES = ("primary-only", "all")
+#: Ganeti's node roles that ``/2/nodes/NAME/role`` can set here.
+NODE_ROLES = ("regular", "drained", "offline")
 #: Version 1 instance-creation fields extjobs accepts but has nothing to do with, when
 #: they carry the value that means "nothing" (or any value, for pure hints).
 _IGNORED_CREATE: dict[str, Any] = {
@@ -274,6 +290,46 @@ def _disk_spec(index: int, disk: Any) -> DiskSpec:
     )
 
 
+def _migration_mode(body: dict[str, Any]) -> str:
+    """Ganeti's ``mode`` (``live``/``non-live``) or its older boolean ``live``."""
+    if "mode" in body and "live" in body:
+        raise bad_request("Only one of 'live' and 'mode' should be passed")
+    if "live" in body:
+        return "live" if _typed(body, "live", bool, True) else "non-live"
+    return str(_typed(body, "mode", str, "live"))
+
+
+def _no_iallocator(body: dict[str, Any], what: str) -> None:
+    if body.get("iallocator") is not None:
+        raise bad_request(
+            f"iallocator is not supported; give {what} or nothing (extjobs' own placement chooses)"
+        )
+
+
+def _ignored_bools(body: dict[str, Any], *names: str) -> None:
+    """Ganeti flags with nothing to do here: accepted when they are booleans."""
+    for flag in names:
+        _typed(body, flag, bool, False)
+
+
+async def _body_string(request: Request) -> str:
+    """A body that is one JSON string, as Ganeti's ``/role`` takes (400 otherwise)."""
+    data = await request.body()
+    if len(data) > MAX_BODY:
+        raise HttpError(413, f"request body exceeds {MAX_BODY} bytes")
+    try:
+        value = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise bad_request(f"Unable to parse JSON data: {exc}") from None
+    if not isinstance(value, str):
+        raise bad_request('Invalid body contents, not a string (give the role, e.g. "drained")')
+    try:
+        check_strings(value, "body")
+    except InputError as exc:
+        raise bad_request(exc.message) from None
+    return value
+
+
 def build_rapi_app(queue: QueueView, options: Config) -> Starlette:
     """The ASGI application of the remote API for ``queue`` (authentication is the
     :class:`~extjobs.api.rapi_users.BasicAuth` middleware's)."""
@@ -426,12 +482,15 @@ def build_rapi_app(queue: QueueView, options: Config) -> Starlette:
     @_endpoint
     async def migrate(request: Request) -> Any:
         body = await _body(request)
-        allowed = {"mode", "cleanup", "target_node", "allow_failover", "iallocator"}
-        _unknown(body, allowed | {"ignore_ipolicy"})
+        allowed = {"mode", "live", "cleanup", "target_node", "allow_failover", "iallocator"}
+        _unknown(body, allowed | {"ignore_ipolicy", "allow_runtime_changes", "ignore_hvversions"})
         if body.get("iallocator") is not None:
             raise bad_request("iallocator is not supported; give target_node or nothing")
         ignore_ipolicy = _typed(body, "ignore_ipolicy", bool, False)
-        mode = _typed(body, "mode", str, "live")
+        # Memory is never changed at run time here, and both ends run the same qemu
+        # checks whatever the versions: the two flags are accepted as booleans.
+        _ignored_bools(body, "allow_runtime_changes", "ignore_hvversions")
+        mode = _migration_mode(body)
         cleanup = _typed(body, "cleanup", bool, False)
         target = _typed(body, "target_node", (str, type(None)), None)
         allow_failover = _typed(body, "allow_failover", bool, False)
@@ -498,6 +557,182 @@ def build_rapi_app(queue: QueueView, options: Config) -> Starlette:
             f"{request.method} {request.url.path} is not implemented by extjobs: it has no "
             "opcode that modifies an instance (disks, NICs, parameters) yet; grow a disk "
             "with POST /2/instances/NAME/disk/N/grow",
+        )
+
+    @_endpoint
+    async def reboot(request: Request) -> Any:
+        kind = request.query_params.get("type", "hard")
+        if kind not in REBOOT_TYPES:
+            raise bad_request(
+                f"Invalid value for query parameter 'type': {kind[:40]!r}, use {', '.join(REBOOT_TYPES)}"
+            )
+        # No secondary nodes: ignore_secondaries has nothing to ignore.
+        _flag(request, "ignore_secondaries")
+        body = await _body(request)
+        _unknown(body, {"shutdown_timeout", "ignore_secondaries"})
+        _ignored_bools(body, "ignore_secondaries")
+        timeout = _typed(body, "shutdown_timeout", (int, float), None)
+        name = _instance_name(request)
+        # soft: ask the guest to power down (stopped hard after shutdown_timeout), start
+        # it again; hard and full: stop the guest process and start a new one (extjobs
+        # always starts a guest from the configuration, which is what full adds).
+        hard = kind != "soft"
+        return await submit(
+            request,
+            _opcode(
+                lambda: (
+                    OpInstanceReboot(instance_name=name, hard=hard)
+                    if timeout is None
+                    else OpInstanceReboot(instance_name=name, hard=hard, timeout=timeout)
+                )
+            ),
+        )
+
+    @_endpoint
+    async def activate_disks(request: Request) -> Any:
+        # ignore_size: extjobs never refuses an activation over a recorded size.
+        _flag(request, "ignore_size")
+        body = await _body(request)
+        _unknown(body, {"ignore_size", "wait_for_sync"})
+        _ignored_bools(body, "ignore_size", "wait_for_sync")
+        name = _instance_name(request)
+        return await submit(request, _opcode(lambda: OpInstanceActivateDisks(instance_name=name)))
+
+    @_endpoint
+    async def deactivate_disks(request: Request) -> Any:
+        body = await _body(request)
+        _unknown(body, {"force"})
+        if _flag(request, "force") or _typed(body, "force", bool, False):
+            raise bad_request(
+                "force is not supported: extjobs never deactivates the disks of a running "
+                "guest; shut the instance down first"
+            )
+        name = _instance_name(request)
+        return await submit(request, _opcode(lambda: OpInstanceDeactivateDisks(instance_name=name)))
+
+    @_endpoint
+    async def change_group(request: Request) -> Any:
+        body = await _body(request)
+        _unknown(body, {"target_groups", "iallocator", "early_release"})
+        # Ganeti always places through an iallocator; extjobs' built-in placement is
+        # that allocator, so any name (or none) is accepted.
+        _typed(body, "iallocator", (str, type(None)), None)
+        _ignored_bools(body, "early_release")
+        groups = _typed(body, "target_groups", (list, type(None)), None)
+        if not groups:
+            raise bad_request(
+                "Required parameter 'target_groups' is missing: extjobs moves an instance "
+                "to the one group given (['GROUP'])"
+            )
+        if len(groups) != 1 or not isinstance(groups[0], str):
+            raise bad_request(
+                "Invalid body parameters: target_groups must list exactly one group name, "
+                f"not {groups!r}"
+            )
+        name, group = _instance_name(request), groups[0]
+        return await submit(
+            request,
+            _opcode(lambda: OpInstanceChangeGroup(instance_name=name, group_name=group)),
+        )
+
+    def _node_name(request: Request) -> str:
+        return str(request.path_params["name"])
+
+    @_endpoint
+    async def node_migrate(request: Request) -> Any:
+        body = await _body(request)
+        query = request.query_params
+        if "mode" in query or "live" in query:
+            # Ganeti 2.4's query arguments, which its server still takes.
+            if body:
+                raise bad_request("give the migration mode as query arguments or a body, not both")
+            if "mode" in query and "live" in query:
+                raise bad_request("Only one of 'live' and 'mode' should be passed")
+            if "live" in query:
+                body = {"mode": "live" if _flag(request, "live") else "non-live"}
+            else:
+                body = {"mode": query["mode"]}
+        allowed = {"mode", "live", "target_node", "iallocator", "allow_runtime_changes"}
+        _unknown(body, allowed | {"ignore_ipolicy"})
+        _no_iallocator(body, "target_node")
+        _ignored_bools(body, "allow_runtime_changes")
+        if _typed(body, "ignore_ipolicy", bool, False):
+            raise bad_request(
+                "ignore_ipolicy is not supported by node migrate: move the instance that "
+                "does not fit with PUT /2/instances/NAME/migrate and ignore_ipolicy"
+            )
+        mode = _migration_mode(body)
+        target = _typed(body, "target_node", (str, type(None)), None)
+        name = _node_name(request)
+        return await submit(
+            request,
+            _opcode(lambda: OpNodeMigrate(node_name=name, target_node=target, mode=mode)),
+        )
+
+    @_endpoint
+    async def node_evacuate(request: Request) -> Any:
+        body = await _body(request)
+        _unknown(body, {"mode", "remote_node", "iallocator", "early_release"})
+        _no_iallocator(body, "remote_node")
+        _ignored_bools(body, "early_release")
+        if "mode" not in body:
+            raise bad_request(
+                f"Required parameter 'mode' is missing; use {' or '.join(EVAC_MODES)}"
+            )
+        mode = body["mode"]
+        if mode == "secondary-only":
+            raise bad_request(
+                "Evacuation mode 'secondary-only' has nothing to move: extjobs instances "
+                "have no secondary node; use primary-only or all"
+            )
+        if mode not in EVAC_MODES:
+            raise bad_request(
+                f"Invalid body parameters: invalid evacuation mode {mode!r}; use "
+                f"{' or '.join(EVAC_MODES)}"
+            )
+        target = _typed(body, "remote_node", (str, type(None)), None)
+        name = _node_name(request)
+        return await submit(
+            request, _opcode(lambda: OpNodeEvacuate(node_name=name, target_node=target))
+        )
+
+    @_endpoint
+    async def node_modify(request: Request) -> Any:
+        body = await _body(request)
+        _unknown(body, {"offline", "drained", "master_candidate", "force", "auto_promote"})
+        _ignored_bools(body, "force", "auto_promote")
+        if _typed(body, "master_candidate", (bool, type(None)), None):
+            raise bad_request(
+                "master_candidate is not supported: extjobs nodes are never master "
+                "candidates (the master is the daemon, not a node)"
+            )
+        offline = _typed(body, "offline", (bool, type(None)), None)
+        drained = _typed(body, "drained", (bool, type(None)), None)
+        name = _node_name(request)
+        return await submit(
+            request,
+            _opcode(lambda: OpNodeSetParams(node_name=name, offline=offline, drained=drained)),
+        )
+
+    @_endpoint
+    async def node_role(request: Request) -> Any:
+        return views.node_role(queue.config.node(_node_name(request)))
+
+    @_endpoint
+    async def set_node_role(request: Request) -> Any:
+        _flag(request, "force")
+        _flag(request, "auto-promote")
+        role = await _body_string(request)
+        if role not in NODE_ROLES:
+            raise bad_request(
+                f"Can't set {role!r} role: extjobs nodes take {', '.join(NODE_ROLES)}"
+            )
+        offline = role == "offline" if role != "drained" else None
+        drained = role == "drained" if role != "offline" else None
+        name = _node_name(request)
+        return await submit(
+            request,
+            _opcode(lambda: OpNodeSetParams(node_name=name, offline=offline, drained=drained)),
         )
 
     def _job_id(request: Request) -> int:
@@ -604,6 +839,15 @@ def build_rapi_app(queue: QueueView, options: Config) -> Starlette:
         Route("/2/instances/{name}/failover", failover, methods=["PUT"]),
         Route("/2/instances/{name}/rename", rename, methods=["PUT"]),
         Route("/2/instances/{name}/modify", modify, methods=["PUT"]),
+        Route("/2/instances/{name}/reboot", reboot, methods=["POST"]),
+        Route("/2/instances/{name}/activate-disks", activate_disks, methods=["PUT"]),
+        Route("/2/instances/{name}/deactivate-disks", deactivate_disks, methods=["PUT"]),
+        Route("/2/instances/{name}/change-group", change_group, methods=["PUT"]),
+        Route("/2/nodes/{name}/migrate", node_migrate, methods=["POST"]),
+        Route("/2/nodes/{name}/evacuate", node_evacuate, methods=["POST"]),
+        Route("/2/nodes/{name}/modify", node_modify, methods=["POST"]),
+        Route("/2/nodes/{name}/role", node_role, methods=["GET"]),
+        Route("/2/nodes/{name}/role", set_node_role, methods=["PUT"]),
         Route("/2/jobs", jobs, methods=["GET"]),
         Route("/2/jobs/{job_id}", job, methods=["GET"]),
         Route("/2/jobs/{job_id}", cancel_job, methods=["DELETE"]),

@@ -52,9 +52,26 @@ def timestamp(value: float | None) -> list[int] | None:
     return [micros // 1_000_000, micros % 1_000_000]
 
 
+#: Opcodes whose result is, in Ganeti, the jobs they submitted (``JobIdListOnly``).
+_JOB_LIST_OPS = ("OP_NODE_MIGRATE", "OP_NODE_EVACUATE")
+
+
+def job_list_result(result: dict[str, Any]) -> dict[str, Any]:
+    """A node migrate/evacuate result in Ganeti's shape, ``{"jobs": [[true, ID], …]}``,
+    with extjobs' per-instance moves (instance, target, op, job_id) as ``moves``."""
+    moves = result.get("jobs") or []
+    return {
+        **result,
+        "jobs": [[True, m.get("job_id")] for m in moves if isinstance(m, dict)],
+        "moves": moves,
+    }
+
+
 def op_result(op: OpState) -> Any:
     """An opcode's ``opresult``: its result, or the encoded error Ganeti would give."""
     if op.status is OpStatus.SUCCESS:
+        if op.op_id in _JOB_LIST_OPS and isinstance(op.result, dict):
+            return job_list_result(op.result)
         return op.result
     if op.status is OpStatus.CANCELED:
         return "Job canceled by request"
@@ -145,6 +162,12 @@ def node_view(node: Node, config: ClusterConfig) -> dict[str, Any]:
     }
 
 
+def node_role(node: Node) -> str:
+    """Ganeti's role name (``/2/nodes/NAME/role``): extjobs nodes are never master or
+    master candidates."""
+    return "offline" if node.offline else "drained" if node.drained else "regular"
+
+
 def group_view(group: NodeGroup, config: ClusterConfig) -> dict[str, Any]:
     members = sorted(n.name for n in config.nodes.values() if n.group == group.name)
     return {
@@ -185,6 +208,7 @@ def instance_view(
         "pnode": instance.primary,
         "snodes": [],
         "admin_state": "up" if instance.admin_up else "down",
+        "disks_active": instance.disks_active or (instance.admin_up and not instance.cleanup),
         "oper_state": up,
         "status": instance_status(instance, observed),
         "disk_template": "ext",

@@ -422,6 +422,8 @@ def instance_info(ctx: Ctx, name: str, fmt: str, refresh: bool, refresh_timeout:
         f"  auto-repair: restart {'yes' if data.get('auto_restart', True) else 'no'}, "
         f"failover {'group' if failover is None else ('yes' if failover else 'no')}"
     )
+    if data.get("disks_active") and data["state"] != "up":
+        say(f"  disks activated on {data['primary']} (instance deactivate-disks releases them)")
     say(
         f"  primary node {data['primary']} (group {data['group']}), "
         f"hypervisor {data['hypervisor']}, {data['memory']} MiB, {data['vcpus']} vcpu(s)"

@@ -70,13 +70,17 @@ class LUInstanceFailover(LogicalUnit[OpInstanceFailover]):
         return move_locks(config, self.op.instance_name, self.op.target_node)
 
     def check(self, config: ClusterConfig) -> None:
-        _inst, source = movable_instance(config, self.op.instance_name)
+        _inst, source = movable_instance(
+            config, self.op.instance_name, release_active=self.op.ignore_consistency
+        )
         if self.op.target_node is not None:
             check_target(config, source, self.op.target_node)
 
     async def exec(self, ctx: StepContext) -> Any:
         op = self.op
-        inst, source = movable_instance(ctx.config, op.instance_name)
+        inst, source = movable_instance(
+            ctx.config, op.instance_name, release_active=op.ignore_consistency
+        )
         target, reports = await pick_target(
             ctx,
             inst,
@@ -214,8 +218,11 @@ class LUInstanceFailover(LogicalUnit[OpInstanceFailover]):
                 ) from exc
         else:
             ctx.log(f"{inst.name} is marked down: its disks stay detached until it starts")
+        # Disks activated on the source (a stopped instance) were released there.
         ctx.update_config(
-            lambda c: c.with_instance(attrs.evolve(c.instance(inst.name), primary=target.name))
+            lambda c: c.with_instance(
+                attrs.evolve(c.instance(inst.name), primary=target.name, disks_active=False)
+            )
         )
         self._source = None
         self._undo = UndoLog()

@@ -66,13 +66,24 @@ def move_locks(config: ClusterConfig, name: str, target: str | None) -> list[Loc
     return wanted + [LockRequest.node(n, Mode.SHARED) for n in sorted(names)]
 
 
-def movable_instance(config: ClusterConfig, name: str) -> tuple[Instance, Node]:
-    """The instance and its primary; refuses an instance whose removal is incomplete."""
+def movable_instance(
+    config: ClusterConfig, name: str, *, release_active: bool = False
+) -> tuple[Instance, Node]:
+    """The instance and its primary; refuses an instance whose removal is incomplete,
+    and a stopped one whose disks were activated on its primary for a repair (moving it
+    would pull them from under the repair) unless ``release_active`` (a failover that
+    ignores the consistency of a lost primary)."""
     inst = config.instance(name)
     if inst.cleanup:
         raise PrerequisiteError(
             f"instance {name} is being removed ({len(inst.cleanup)} disk(s) need cleanup); "
             f"finish with 'extjobs instance remove {name}'",
+            instance=name,
+        )
+    if inst.disks_active and not inst.admin_up and not release_active:
+        raise PrerequisiteError(
+            f"the disks of {name} are activated on {inst.primary} (activate-disks); "
+            f"deactivate them first ('extjobs instance deactivate-disks {name}')",
             instance=name,
         )
     return inst, config.node(inst.primary)

@@ -142,7 +142,12 @@ class LUInstanceShutdown(LogicalUnit[OpInstanceShutdown]):
     async def exec(self, ctx: StepContext) -> Any:
         inst, node = usable_instance(ctx.config, self.op.instance_name)
         await stop_guest(ctx, inst, node.name, grace=self.op.timeout)
-        ctx.update_config(lambda c: _set_admin(c, inst.name, False))
+        # The shutdown releases the disks, activated ones (activate-disks) too.
+        ctx.update_config(
+            lambda c: c.with_instance(
+                attrs.evolve(c.instance(inst.name), admin_up=False, disks_active=False)
+            )
+        )
         statuses = await providers_on(ctx, node, {d.provider for d in inst.disks})
         await deactivate_disks(ctx, inst, node.name, statuses)
         ctx.log(f"{inst.name} stopped on {node.name}; its disks are closed and detached")

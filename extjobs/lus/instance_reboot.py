@@ -26,6 +26,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import attrs
+
 from extjobs.errors import ExtJobsError, PrerequisiteError, ProviderError
 from extjobs.hypervisors import get_hypervisor
 from extjobs.hypervisors.base import RuntimeStatus, instance_key
@@ -186,6 +188,9 @@ class LUInstanceActivateDisks(LogicalUnit[OpInstanceActivateDisks]):
             {"index": d.index, "name": d.name, "path": path}
             for d, path in zip(inst.disks, paths, strict=True)
         ]
+        ctx.update_config(
+            lambda c: c.with_instance(attrs.evolve(c.instance(inst.name), disks_active=True))
+        )
         ctx.log(
             f"{node.name}: disks of {inst.name} attached and open: "
             + ", ".join(f"disk{d['index']} {d['path']}" for d in disks)
@@ -221,5 +226,8 @@ class LUInstanceDeactivateDisks(LogicalUnit[OpInstanceDeactivateDisks]):
             )
         statuses = await providers_on(ctx, node, {d.provider for d in inst.disks})
         await deactivate_disks(ctx, inst, node.name, statuses)
+        ctx.update_config(
+            lambda c: c.with_instance(attrs.evolve(c.instance(inst.name), disks_active=False))
+        )
         ctx.log(f"{node.name}: disks of {inst.name} closed and detached")
         return {"instance": inst.name, "node": node.name}

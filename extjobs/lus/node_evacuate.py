@@ -92,7 +92,9 @@ class _NodeMoveLU(LogicalUnit[Any]):
         problems: list[str] = []
         for inst in instances:
             try:
-                _inst, source = movable_instance(ctx.config, inst.name)
+                _inst, source = movable_instance(
+                    ctx.config, inst.name, release_active=self.releases_active()
+                )
                 target, _reports = await pick_target(
                     ctx,
                     inst,
@@ -136,6 +138,11 @@ class _NodeMoveLU(LogicalUnit[Any]):
 
     def check_source(self, offline: bool) -> None:
         """Raise when the node's state forbids the move (migrate: it is offline)."""
+
+    def releases_active(self) -> bool:
+        """Whether the instance jobs release disks activated on the node (a failover
+        ignoring consistency), so that such an instance may move."""
+        return False
 
     async def recover(self, ctx: StepContext, journal: Journal) -> Recovery:
         if any(
@@ -188,6 +195,9 @@ class LUNodeMigrate(_NodeMoveLU):
 class LUNodeEvacuate(_NodeMoveLU):
     OPCODE = OpNodeEvacuate
     verb = "evacuate"
+
+    def releases_active(self) -> bool:
+        return bool(self.op.ignore_consistency)
 
     def job_for(self, inst: Instance, target: str) -> tuple[str, OpCode]:
         return "failover", OpInstanceFailover(

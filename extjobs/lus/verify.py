@@ -323,8 +323,13 @@ class LUClusterVerify(LogicalUnit[OpClusterVerify]):
             index: int, inst: Instance, usable: list[tuple[Disk, ProviderStatus]]
         ) -> None:
             # Detached again unless it is meant to be attached there: a guest runs there,
-            # or the instance is marked up (its disks stay with its primary).
-            detach = not inst.admin_up and inst.primary not in running.get(inst.name, [])
+            # the instance is marked up (its disks stay with its primary), or its disks
+            # were activated for a repair (activate-disks).
+            detach = (
+                not inst.admin_up
+                and not inst.disks_active
+                and inst.primary not in running.get(inst.name, [])
+            )
             for disk, status in usable:
                 found = await self._check_disk(ctx, inst, disk, status, detach=detach)
                 if found is not None:

@@ -153,6 +153,11 @@ class Instance:
     detached_disks: tuple[Disk, ...] = ()
     #: Snapshots taken of the instance's disks, oldest first.
     snapshots: tuple[Snapshot, ...] = ()
+    #: The disks were activated on the primary (``instance activate-disks``) and are
+    #: meant to stay attached and open there while the guest is stopped (a repair on
+    #: the node): verify leaves them attached, and moves refuse until they are
+    #: deactivated. Cleared by ``deactivate-disks`` and by a shutdown.
+    disks_active: bool = False
 
 
 @attrs.frozen

@@ -203,7 +203,11 @@ async def test_reload_applies_a_changed_file_and_keeps_users_on_a_bad_one(app: A
 
 async def test_read_only_resources(app: App) -> None:
     get = app.client.get
-    assert (await get("/2/features", headers=READER)).json() == ["instance-create-reqv1"]
+    assert (await get("/2/features", headers=READER)).json() == [
+        "instance-create-reqv1",
+        "node-migrate-reqv1",
+        "node-evac-res1",
+    ]
     assert (await get("/2/os", headers=READER)).json() == []
     assert (await get("/2/instances", headers=READER)).json() == []
     assert (await get("/2/nodes?bulk=1", headers=READER)).json() == []
@@ -220,11 +224,12 @@ async def test_read_only_resources(app: App) -> None:
     ("method", "path"),
     [
         pytest.param("GET", "/2/networks", id="networks"),
-        pytest.param("POST", "/2/instances/web/reboot", id="reboot"),
         pytest.param("PUT", "/2/instances/web/reboot", id="reboot-put"),
         pytest.param("PUT", "/2/instances/web/modify", id="modify"),
         pytest.param("GET", "/2/instances/web/rename", id="rename-get"),
-        pytest.param("POST", "/2/nodes/n1/evacuate", id="evacuate"),
+        pytest.param("PUT", "/2/nodes/n1/evacuate", id="evacuate-put"),
+        pytest.param("PUT", "/2/nodes/n1/modify", id="node-modify-put"),
+        pytest.param("POST", "/2/instances/web/activate-disks", id="activate-post"),
         pytest.param("PUT", "/2/info", id="wrong-method"),
     ],
 )
@@ -396,7 +401,10 @@ async def test_malformed_bodies_are_400(app: App, content: bytes, text: str) -> 
         pytest.param("POST", "/2/instances/w/disk/0/grow", {"amount": "8"}, "integer", id="amt"),
         pytest.param("POST", "/2/instances/w/disk/0/grow", {"amount": -8}, "negative", id="neg"),
         pytest.param("PUT", "/2/instances/w/migrate", {"mode": "fast"}, "mode", id="mode"),
-        pytest.param("PUT", "/2/instances/w/migrate", {"live": True}, "unknown", id="live"),
+        pytest.param("PUT", "/2/instances/w/migrate", {"live": 1}, "live must be bool", id="live"),
+        pytest.param(
+            "PUT", "/2/instances/w/migrate", {"live": True, "mode": "live"}, "Only one", id="both"
+        ),
         pytest.param("PUT", "/2/instances/w/migrate", {"cleanup": 1}, "bool", id="cleanup"),
         pytest.param("PUT", "/2/instances/w/failover", {"iallocator": "h"}, "iallocator", id="ia"),
         pytest.param("PUT", "/2/instances/w/shutdown", {"timeout": "x"}, "timeout", id="timeout"),
@@ -529,3 +537,193 @@ async def test_jobs_record_their_submitter_and_reason(app: App) -> None:
     response = await app.client.put("/2/instances/web/startup?reason=a%0Ab", headers=WRITER)
     assert "control characters" in ganeti_error(response, 400)
     assert app.job_count() == 2
+
+
+# -- day-2 operations ---------------------------------------------------------------------
+
+
+async def submitted(app: App, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    """The opcode one accepted request queued."""
+    before = app.job_count()
+    response = await app.client.request(method, path, json=body, headers=WRITER)
+    assert response.status_code == 200, response.text
+    job = app.queue.get(response.json())
+    assert app.job_count() == before + 1
+    [op] = job.ops
+    return dict(op.input)
+
+
+async def test_reboot_maps_ganeti_types_onto_the_reboot_opcode(app: App) -> None:
+    # Ganeti's default type is hard.
+    op = await submitted(app, "POST", "/2/instances/web/reboot")
+    assert (op["OP_ID"], op["instance_name"], op["hard"]) == ("OP_INSTANCE_REBOOT", "web", True)
+    op = await submitted(app, "POST", "/2/instances/web/reboot?type=soft", {"shutdown_timeout": 12})
+    assert (op["hard"], op["timeout"]) == (False, 12)
+    op = await submitted(app, "POST", "/2/instances/web/reboot?type=full&ignore_secondaries=1")
+    assert op["hard"] is True
+    fields = (await app.client.get("/2/jobs/1", headers=READER)).json()
+    assert fields["summary"] == ["INSTANCE_REBOOT(web)"]
+
+
+async def test_disk_activation_and_change_group_submit_their_opcodes(app: App) -> None:
+    op = await submitted(app, "PUT", "/2/instances/web/activate-disks?ignore_size=1")
+    assert op == {"OP_ID": "OP_INSTANCE_ACTIVATE_DISKS", "instance_name": "web"}
+    op = await submitted(app, "PUT", "/2/instances/web/deactivate-disks")
+    assert op == {"OP_ID": "OP_INSTANCE_DEACTIVATE_DISKS", "instance_name": "web"}
+    body = {"target_groups": ["g2"], "iallocator": "hail", "early_release": False}
+    op = await submitted(app, "PUT", "/2/instances/web/change-group", body)
+    assert (op["OP_ID"], op["instance_name"], op["group_name"]) == (
+        "OP_INSTANCE_CHANGE_GROUP",
+        "web",
+        "g2",
+    )
+    assert op.get("target_node") is None
+
+
+async def test_node_migrate_evacuate_modify_and_role(app: App) -> None:
+    op = await submitted(app, "POST", "/2/nodes/n1/migrate", {"mode": "non-live"})
+    assert (op["OP_ID"], op["node_name"], op["mode"]) == ("OP_NODE_MIGRATE", "n1", "non-live")
+    op = await submitted(app, "POST", "/2/nodes/n1/migrate", {"live": True, "target_node": "n2"})
+    assert (op["mode"], op["target_node"]) == ("live", "n2")
+    # Ganeti 2.4's query arguments.
+    op = await submitted(app, "POST", "/2/nodes/n1/migrate?live=0")
+    assert op["mode"] == "non-live"
+    op = await submitted(app, "POST", "/2/nodes/n1/evacuate", {"mode": "all", "remote_node": "n3"})
+    assert (op["OP_ID"], op["node_name"], op["target_node"]) == ("OP_NODE_EVACUATE", "n1", "n3")
+    op = await submitted(app, "POST", "/2/nodes/n1/evacuate", {"mode": "primary-only"})
+    assert op.get("target_node") is None
+    op = await submitted(app, "POST", "/2/nodes/n1/modify", {"drained": True, "force": False})
+    assert (op["OP_ID"], op["drained"], op.get("offline")) == ("OP_NODE_SET_PARAMS", True, None)
+    op = await submitted(app, "PUT", "/2/nodes/n1/role", "regular")
+    assert (op["drained"], op["offline"]) == (False, False)
+    op = await submitted(app, "PUT", "/2/nodes/n1/role", "offline")
+    assert (op["offline"], op.get("drained")) == (True, None)
+    ganeti_error(await app.client.get("/2/nodes/n1/role", headers=READER), 404)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "text"),
+    [
+        pytest.param("POST", "/2/instances/w/reboot?type=warm", {}, "'type'", id="reboot-type"),
+        pytest.param(
+            "POST", "/2/instances/w/reboot", {"shutdown_timeout": "x"}, "shutdown_timeout", id="st"
+        ),
+        pytest.param("POST", "/2/instances/w/reboot", {"reason": "x"}, "unknown", id="reboot-x"),
+        pytest.param(
+            "POST", "/2/instances/w/reboot", {"shutdown_timeout": -1}, "negative", id="st-neg"
+        ),
+        pytest.param(
+            "PUT", "/2/instances/w/activate-disks", {"ignore_size": 1}, "bool", id="act-bool"
+        ),
+        pytest.param("PUT", "/2/instances/w/activate-disks", {"disks": []}, "unknown", id="act-x"),
+        pytest.param(
+            "PUT", "/2/instances/w/deactivate-disks", {"force": True}, "running", id="deact-force"
+        ),
+        pytest.param(
+            "PUT", "/2/instances/w/deactivate-disks?force=1", {}, "running", id="deact-force-q"
+        ),
+        pytest.param("PUT", "/2/instances/w/change-group", {}, "target_groups", id="cg-none"),
+        pytest.param(
+            "PUT",
+            "/2/instances/w/change-group",
+            {"target_groups": ["a", "b"]},
+            "exactly one",
+            id="cg-two",
+        ),
+        pytest.param(
+            "PUT", "/2/instances/w/change-group", {"target_groups": "a"}, "list", id="cg-str"
+        ),
+        pytest.param(
+            "PUT",
+            "/2/instances/w/change-group",
+            {"target_groups": ["a b"]},
+            "group name",
+            id="cg-bad",
+        ),
+        pytest.param(
+            "PUT",
+            "/2/instances/w/change-group",
+            {"target_groups": ["a"], "target_node": "n"},
+            "unknown parameter(s) target_node",
+            id="cg-node",
+        ),
+        pytest.param("POST", "/2/nodes/n/migrate", {"mode": "warp"}, "mode", id="nm-mode"),
+        pytest.param(
+            "POST", "/2/nodes/n/migrate", {"iallocator": "hail"}, "iallocator", id="nm-ia"
+        ),
+        pytest.param(
+            "POST", "/2/nodes/n/migrate", {"ignore_ipolicy": True}, "ignore_ipolicy", id="nm-ip"
+        ),
+        pytest.param(
+            "POST", "/2/nodes/n/migrate", {"max_downtime": 30}, "max_downtime", id="nm-extra"
+        ),
+        pytest.param(
+            "POST", "/2/nodes/n/migrate", {"target_node": "n"}, "own target", id="nm-self"
+        ),
+        pytest.param("POST", "/2/nodes/n/migrate?mode=live&live=1", {}, "Only one", id="nm-both"),
+        pytest.param("POST", "/2/nodes/n/evacuate", {}, "'mode' is missing", id="ne-none"),
+        pytest.param(
+            "POST", "/2/nodes/n/evacuate", {"mode": "secondary-only"}, "no secondary", id="ne-sec"
+        ),
+        pytest.param("POST", "/2/nodes/n/evacuate", {"mode": "some"}, "primary-only", id="ne-mode"),
+        pytest.param(
+            "POST",
+            "/2/nodes/n/evacuate",
+            {"mode": "all", "iallocator": "hail"},
+            "iallocator",
+            id="ne-ia",
+        ),
+        pytest.param(
+            "POST",
+            "/2/nodes/n/evacuate",
+            {"mode": "all", "remote_node": 3},
+            "remote_node",
+            id="ne-rn",
+        ),
+        pytest.param("POST", "/2/nodes/n/modify", {}, "nothing to change", id="nmod-empty"),
+        pytest.param("POST", "/2/nodes/n/modify", {"drained": "yes"}, "drained", id="nmod-str"),
+        pytest.param(
+            "POST", "/2/nodes/n/modify", {"master_candidate": True}, "master_candidate", id="mc"
+        ),
+        pytest.param(
+            "POST", "/2/nodes/n/modify", {"secondary_ip": "10.0.0.1"}, "secondary_ip", id="sip"
+        ),
+        pytest.param("PUT", "/2/nodes/n/role", "master-candidate", "Can't set", id="role-mc"),
+        pytest.param("PUT", "/2/nodes/n/role", {"role": "drained"}, "not a string", id="role-obj"),
+    ],
+)
+async def test_bad_day2_requests_are_400(
+    app: App, method: str, path: str, body: Any, text: str
+) -> None:
+    response = await app.client.request(method, path, json=body, headers=WRITER)
+    assert text in ganeti_error(response, 400)
+    assert app.job_count() == 0
+
+
+async def test_day2_mutations_need_write(app: App) -> None:
+    for method, path in (
+        ("POST", "/2/instances/w/reboot"),
+        ("PUT", "/2/instances/w/activate-disks"),
+        ("PUT", "/2/instances/w/change-group"),
+        ("POST", "/2/nodes/n/migrate"),
+        ("POST", "/2/nodes/n/evacuate"),
+        ("POST", "/2/nodes/n/modify"),
+        ("PUT", "/2/nodes/n/role"),
+    ):
+        ganeti_error(await app.client.request(method, path, json={}, headers=READER), 403)
+    assert app.job_count() == 0
+
+
+async def test_day2_dry_run_checks_against_the_configuration(app: App) -> None:
+    for method, path, body in (
+        ("POST", "/2/instances/web/reboot?dry-run=1", None),
+        ("PUT", "/2/instances/web/activate-disks?dry-run=1", None),
+        ("PUT", "/2/instances/web/change-group?dry-run=1", {"target_groups": ["g"]}),
+    ):
+        response = await app.client.request(method, path, json=body, headers=WRITER)
+        assert "unknown instance 'web'" in ganeti_error(response, 400)
+    response = await app.client.post(
+        "/2/nodes/n1/migrate?dry-run=1", json={"mode": "live"}, headers=WRITER
+    )
+    assert "unknown node 'n1'" in ganeti_error(response, 400)
+    assert app.job_count() == 0

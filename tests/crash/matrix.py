@@ -45,6 +45,9 @@ reboot     ``success``; runs on node1 (recovery starts the guest again wherever 
            reboot stopped; it never stays down).
 deactivate ``deactivate-disks`` of a stopped instance whose disks were activated: run
            again, ``success``; down, its disks held nowhere.
+activate-  ``activate-disks`` of a stopped instance: run again, ``success``; down, its
+disks      disks held on node1 only (attached, open exclusively), recorded as
+           activated so that verify leaves them there.
 node-      ``node migrate node1 --target node2`` of one running instance: before the
 migrate    submission is journalled, run again, ``success``, the instance's job moves it
            to node2. Once it is journalled: ``error`` saying the jobs may exist; the
@@ -565,6 +568,20 @@ DAY2_FLOWS = [
 FLOWS.update({f.name: f for f in DAY2_FLOWS})
 
 
+def _disks_held_on_node1(c: MoveCluster, vols: Path, name: str, what: str) -> None:
+    """After activate-disks: the configuration records the activation."""
+    assert c.instance(name)["disks_active"] is True, f"{what}: activation not recorded"
+
+
+FLOWS["activate-disks"] = Flow(
+    "activate-disks",
+    _add_stopped,
+    _op("OP_INSTANCE_ACTIVATE_DISKS"),
+    expect_rerun("node1", False),
+    extra_check=_disks_held_on_node1,
+)
+
+
 # -- checks ----------------------------------------------------------------------------------
 
 
@@ -600,6 +617,13 @@ def check_consistent(c: Cluster, vols: Path, what: str) -> None:
     job = run_ok(c, {"OP_ID": "OP_CLUSTER_VERIFY"})
     findings = job["ops"][0]["result"]["findings"]
     assert findings == [], f"{what}: verify found {findings}"
+    # Verify leaves every disk where it found it (activated ones of a stopped instance
+    # stay attached).
+    for name in sorted(set(configured.values())):
+        try:
+            check_instance(c, name, verify=False)
+        except AssertionError as exc:
+            raise AssertionError(f"{what}: after verify: {exc}") from None
 
 
 #: The random part of a staged copy's name (storage install).

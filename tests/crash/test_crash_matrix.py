@@ -11,8 +11,9 @@ cluster must be consistent: no volume the configuration does not know, a running
 instance holding its disks on its primary only, a stopped one holding them nowhere, and
 verify clean.
 
-Every flow runs on embedded nodes; add, migrate, failover, install (SFTP) and disk-add also
-run on OpenSSH nodes.
+Every flow runs on embedded nodes; add, migrate, failover, install (SFTP), disk-add and the
+day-2 flows (reboot, deactivate, activate-disks, node-migrate, change-group) also run on
+OpenSSH nodes.
 """
 
 from __future__ import annotations
@@ -104,6 +105,20 @@ def test_crash_at_every_journal_point(embedded: Matrix, flow_name: str, where: s
 
 @pytest.mark.openssh
 @pytest.mark.parametrize("where", POSITIONS)
-@pytest.mark.parametrize("flow_name", ["add", "migrate", "failover", "install", "disk-add"])
+@pytest.mark.parametrize(
+    "flow_name",
+    [
+        "add",
+        "migrate",
+        "failover",
+        "install",
+        "reboot",
+        "deactivate",
+        "node-migrate",
+        "change-group",
+        "activate-disks",
+        "disk-add",
+    ],
+)
 def test_crash_on_openssh_nodes(openssh: Matrix, flow_name: str, where: str) -> None:
     openssh.run(flow_name, where)

@@ -328,3 +328,26 @@ def test_a_failed_remove_gives_the_disk_back_to_the_guest(cluster: Cluster) -> N
     cluster.ok("verify")
     cluster.ok("instance", "remove", "failrm1")
     assert info["disks"][0]["volume"] not in {p.stem for p in vols.glob("*.img")}
+
+
+def test_reboot_and_disks_activated_for_a_repair_through_the_cli(cluster: Cluster) -> None:
+    vols = cluster.vol_dir("verbs")
+    info = _add(cluster, "verbs1", vols)
+    pid = cluster.guest_pid("verbs1")
+    out = cluster.ok("instance", "reboot", "verbs1", "--timeout", "5")
+    assert "instance verbs1 rebooted on node1" in out
+    assert cluster.guest_pid("verbs1") not in (None, pid)
+
+    cluster.ok("instance", "shutdown", "verbs1")
+    assert "disks activated" not in cluster.ok("instance", "info", "verbs1")
+    out = cluster.ok("instance", "activate-disks", "verbs1")
+    volume = info["disks"][0]["volume"]
+    assert f"node1:disk0:{vols}/{volume}.img" in out.splitlines()
+    assert cluster.guest_pid("verbs1") is None
+    assert "disks activated on node1" in cluster.ok("instance", "info", "verbs1")
+    # A move would pull the disks from under the repair: refused.
+    cluster.fails("instance", "failover", "verbs1", message="deactivate")
+    assert "deactivated" in cluster.ok("instance", "deactivate-disks", "verbs1")
+    assert "disks activated" not in cluster.ok("instance", "info", "verbs1")
+    cluster.ok("instance", "remove", "verbs1")
+    assert not [p for p in vols.iterdir() if p.name.endswith(".img")]

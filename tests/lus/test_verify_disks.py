@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from extjobs.errors import CommandTimeoutError
-from extjobs.model.opcodes import OpClusterVerify
+from extjobs.model.opcodes import (
+    OpClusterVerify,
+    OpInstanceActivateDisks,
+    OpInstanceDeactivateDisks,
+    OpInstanceFailover,
+    OpInstanceShutdown,
+    OpNodeMigrate,
+)
 from extjobs.testing import TestCluster
 from tests.lus.scenario import add_instance, error, ok, scripted_cluster
 
@@ -56,6 +63,44 @@ async def test_the_disks_of_a_down_instance_are_detached_again() -> None:
             "attach disk1",
             "detach disk1",
         ]
+        assert cluster.runner.storage.attached_anywhere() == {}
+
+
+async def test_the_activated_disks_of_a_down_instance_stay_attached() -> None:
+    async with scripted_cluster(2) as cluster:
+        web = await add_instance(cluster, start=False)
+        job = await cluster.run(OpInstanceActivateDisks(instance_name="web"))
+        assert ok(job), error(job)
+        assert cluster.config.instance("web").disks_active is True
+        before = cluster.runner.storage.attached_anywhere()
+        assert set(before) == {d.volume_name for d in web.disks}
+        assert await _findings(cluster) == []
+        # Checked (attach is idempotent), never detached: the repair keeps its disks.
+        labels = cluster.runner.labels("node1", "provider")
+        assert "detach disk0" not in labels
+        assert "detach disk1" not in labels
+        assert cluster.runner.storage.attached_anywhere() == before
+        job = await cluster.run(OpInstanceDeactivateDisks(instance_name="web"))
+        assert ok(job), error(job)
+        assert cluster.config.instance("web").disks_active is False
+        assert cluster.runner.storage.attached_anywhere() == {}
+
+
+async def test_a_stopped_instance_with_activated_disks_does_not_move() -> None:
+    async with scripted_cluster(2) as cluster:
+        await add_instance(cluster, start=False)
+        assert ok(await cluster.run(OpInstanceActivateDisks(instance_name="web")))
+        for op in (
+            OpInstanceFailover(instance_name="web", target_node="node2"),
+            OpNodeMigrate(node_name="node1", target_node="node2"),
+        ):
+            job = await cluster.run(op)
+            assert not ok(job)
+            assert "deactivate them first" in error(job), error(job)
+        assert cluster.config.instance("web").primary == "node1"
+        # A shutdown releases them too.
+        assert ok(await cluster.run(OpInstanceShutdown(instance_name="web")))
+        assert cluster.config.instance("web").disks_active is False
         assert cluster.runner.storage.attached_anywhere() == {}
 
 

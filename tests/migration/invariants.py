@@ -11,7 +11,9 @@ For each instance, from three independent sources:
 
 They must agree: the guest process exists on at most one node, and that is the
 primary; there the disks are attached and open exclusively, and nowhere else; when the
-guest runs nowhere the disks are attached nowhere. Reading the nodes locally keeps the
+guest runs nowhere the disks are attached nowhere — unless the instance is stopped with
+its disks activated for a repair (``disks_active``): then they are attached and open
+exclusively on its primary only. Reading the nodes locally keeps the
 check valid while a node's SSH server is stopped.
 """
 
@@ -42,6 +44,9 @@ class Snapshot:
     attached: dict[str, set[str]]
     #: volume → node → ``exclusive``/``shared``
     opened: dict[str, dict[str, str]]
+    #: The disks were activated for a repair (``activate-disks``): a stopped instance
+    #: holds them on its primary.
+    disks_active: bool = False
 
     @property
     def running_on(self) -> list[str]:
@@ -140,7 +145,14 @@ def snapshot(cluster: Cluster, name: str) -> Snapshot:
         attached[disk["volume"]], opened[disk["volume"]] = markers(
             Path(disk["params"]["dir"]), disk["volume"]
         )
-    return Snapshot(info["primary"], info["state"] == "up", guests, attached, opened)
+    return Snapshot(
+        info["primary"],
+        info["state"] == "up",
+        guests,
+        attached,
+        opened,
+        bool(info.get("disks_active")),
+    )
 
 
 def check(
@@ -171,6 +183,11 @@ def check(
         for volume in snap.attached:
             assert snap.attached[volume] == {node}, f"{volume} attached elsewhere: {where}"
             assert snap.opened[volume] == {node: "exclusive"}, f"{volume} open: {where}"
+    elif snap.disks_active and not snap.admin_up:
+        for volume in snap.attached:
+            held = snap.primary
+            assert snap.attached[volume] == {held}, f"{volume} activated elsewhere: {where}"
+            assert snap.opened[volume] == {held: "exclusive"}, f"{volume} open: {where}"
     else:
         for volume in snap.attached:
             assert snap.attached[volume] == set(), f"{volume} attached while down: {where}"

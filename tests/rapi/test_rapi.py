@@ -292,3 +292,111 @@ def test_rights_and_users_reloaded_on_sighup(setup: tuple[Cluster, str, Path, Pa
         os.kill(cluster.tc.daemon.pid, signal.SIGHUP)
         viewer.close()
         wrong.close()
+
+
+def test_day2_operations_through_rapi(
+    setup: tuple[Cluster, str, Path, Path], admin: RapiClient
+) -> None:
+    """Reboot, disk activation, node maintenance (drain, migrate, evacuate) and the
+    refusals a Ganeti client meets, each followed as a Ganeti client follows jobs."""
+    cluster = setup[0]
+    vols = cluster.vol_dir("day2")
+    for name in ("d2a", "d2b"):
+        create = {
+            "__version__": 1,
+            "mode": "create",
+            "instance_name": name,
+            "pnode": "node1",
+            "disk_template": "ext",
+            "disks": [{"size": 8, "provider": "sharedfile", "dir": str(vols)}],
+            "beparams": {"maxmem": 32},
+        }
+        assert admin.run("POST", "/2/instances", create)["status"] == "success"
+
+    # Ganeti's default reboot type is hard: a new guest process.
+    pid = cluster.guest_pid("d2a", "node1")
+    job = admin.run("POST", "/2/instances/d2a/reboot")
+    assert (job["status"], job["summary"]) == ("success", ["INSTANCE_REBOOT(d2a)"])
+    assert job["ops"][0]["hard"] is True
+    assert job["opresult"][0]["method"] == "hard"
+    assert cluster.guest_pid("d2a", "node1") not in (None, pid)
+    job = admin.run("POST", "/2/instances/d2a/reboot?type=soft", {"shutdown_timeout": 5})
+    assert job["status"] == "success", job
+    assert job["ops"][0]["hard"] is False
+    assert admin.ok("GET", "/2/instances/d2a")["status"] == "running"
+
+    # Disks of a stopped instance activated for a repair, then deactivated.
+    assert admin.run("PUT", "/2/instances/d2b/shutdown")["status"] == "success"
+    job = admin.run("PUT", "/2/instances/d2b/activate-disks")
+    assert job["status"] == "success", job
+    [disk] = job["opresult"][0]["disks"]
+    assert (job["opresult"][0]["node"], disk["index"]) == ("node1", 0)
+    assert disk["path"]
+    assert admin.ok("GET", "/2/instances/d2b")["disks_active"] is True
+    # Verify leaves them attached, and moves refuse until they are deactivated.
+    cluster.ok("verify")
+    job = admin.run("PUT", "/2/instances/d2b/failover", {"target_node": "node2"})
+    assert (job["status"], job["opresult"][0][0]) == ("error", "OpPrereqError")
+    assert "deactivate them first" in job["opresult"][0][1][0]
+    job = admin.run("POST", "/2/nodes/node1/migrate", {"mode": "live"})
+    assert job["status"] == "error", job
+    assert "d2b: the disks of d2b are activated on node1" in job["opresult"][0][1][0]
+    assert admin.ok("GET", "/2/nodes/node1")["pinst_list"] == ["d2a", "d2b"]
+    # The guest of d2a runs: its disks cannot be deactivated (a job error, not a 400).
+    job = admin.run("PUT", "/2/instances/d2a/deactivate-disks")
+    assert (job["status"], job["opresult"][0][0]) == ("error", "OpPrereqError")
+    assert "shut it down first" in job["opresult"][0][1][0]
+    assert admin.run("PUT", "/2/instances/d2b/deactivate-disks")["status"] == "success"
+    assert admin.ok("GET", "/2/instances/d2b")["disks_active"] is False
+
+    # The maintenance recipe: drain, migrate everything off, undrain.
+    assert admin.run("POST", "/2/nodes/node1/modify", {"drained": True})["status"] == "success"
+    assert admin.ok("GET", "/2/nodes/node1/role") == "drained"
+    job = admin.run("POST", "/2/nodes/node1/migrate", {"mode": "live"})
+    assert (job["status"], job["summary"]) == ("success", ["NODE_MIGRATE(node1)"]), job
+    result = job["opresult"][0]
+    assert [ok for ok, _ in result["jobs"]] == [True, True]
+    assert sorted((m["instance"], m["target"]) for m in result["moves"]) == [
+        ("d2a", "node2"),
+        ("d2b", "node2"),
+    ]
+    for _ok, job_id in result["jobs"]:
+        admin.wait_for_job(job_id)
+        assert admin.ok("GET", f"/2/jobs/{job_id}")["status"] == "success"
+    assert admin.ok("GET", "/2/nodes/node1")["pinst_cnt"] == 0
+    assert admin.ok("GET", "/2/instances/d2a")["status"] == "running"
+    assert admin.ok("GET", "/2/instances/d2b")["status"] == "ADMIN_down"
+    assert cluster.guest_pid("d2a", "node2") is not None
+
+    # node1 is drained: evacuating node2 has nowhere to go, and nothing moves.
+    job = admin.run("POST", "/2/nodes/node2/evacuate", {"mode": "all"})
+    assert (job["status"], job["opresult"][0][0]) == ("error", "OpPrereqError")
+    assert "nothing was moved" in job["opresult"][0][1][0]
+    assert admin.ok("GET", "/2/nodes/node2")["pinst_cnt"] == 2
+    assert admin.run("PUT", "/2/nodes/node1/role", "regular")["status"] == "success"
+    assert admin.ok("GET", "/2/nodes/node1/role") == "regular"
+    job = admin.run("POST", "/2/nodes/node2/evacuate", {"mode": "primary-only"})
+    assert job["status"] == "success", job
+    for _ok, job_id in job["opresult"][0]["jobs"]:
+        admin.wait_for_job(job_id)
+        assert admin.ok("GET", f"/2/jobs/{job_id}")["status"] == "success"
+    assert admin.ok("GET", "/2/nodes/node1")["pinst_list"] == ["d2a", "d2b"]
+    assert admin.ok("GET", "/2/instances/d2a")["status"] == "running"
+
+    # change-group to a group that does not exist fails the job naming it.
+    job = admin.run("PUT", "/2/instances/d2a/change-group", {"target_groups": ["nosuch"]})
+    assert (job["status"], job["opresult"][0][0]) == ("error", "OpPrereqError")
+    assert "nosuch" in job["opresult"][0][1][0]
+    # Refused requests queue nothing.
+    jobs_before = admin.ok("GET", "/2/jobs")
+    assert (
+        admin.request("POST", "/2/nodes/node1/evacuate", {"mode": "secondary-only"}).status_code
+        == 400
+    )
+    assert admin.request("PUT", "/2/instances/d2a/deactivate-disks?force=1").status_code == 400
+    assert admin.ok("GET", "/2/jobs") == jobs_before
+
+    for name in ("d2a", "d2b"):
+        assert admin.run("DELETE", f"/2/instances/{name}")["status"] == "success"
+    assert sorted(p.name for p in vols.iterdir()) == []
+    cluster.ok("verify")

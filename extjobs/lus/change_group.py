@@ -30,7 +30,6 @@ from typing import Any
 import attrs
 
 from extjobs.errors import ExtJobsError, PrerequisiteError
-from extjobs.extstorage.parameters import check_params
 from extjobs.lus.base import LogicalUnit, Recovery, RecoveryAction, StepContext
 from extjobs.lus.instance_hv import hypervisor_status
 from extjobs.lus.instance_move import (
@@ -42,6 +41,7 @@ from extjobs.lus.instance_move import (
 from extjobs.lus.instance_storage import deactivate_disks, validate_in_group
 from extjobs.lus.journal import Journal
 from extjobs.lus.migrate import LUInstanceMigrate
+from extjobs.lus.pools import check_declared
 from extjobs.model.cluster import ClusterConfig, Instance, Node
 from extjobs.model.config import Config
 from extjobs.model.locks import LockRequest, Mode
@@ -74,11 +74,9 @@ async def check_disks_in_group(ctx: StepContext, inst: Instance, group: str) -> 
         names = ", ".join(f"disk {d.index}" for d in inst.disks if d.provider == provider)
         try:
             reports = await validate_in_group(ctx, group, [provider])
-            declared = [r[provider].parameters for r in reports.values()]
             for disk in inst.disks:
-                if disk.provider == provider and declared:
-                    common = {k: v for k, v in declared[0].items() if all(k in d for d in declared)}
-                    check_params(provider, disk.params, common)
+                if disk.provider == provider:
+                    check_declared(reports, provider, disk.params)
         except ExtJobsError as exc:
             raise PrerequisiteError(
                 f"cannot move {inst.name} to node group {group}: {names} (provider "

@@ -29,7 +29,6 @@ import attrs
 from extjobs.errors import ExtJobsError, PrerequisiteError, ProviderError
 from extjobs.extstorage.diagnose import ProviderStatus
 from extjobs.extstorage.names import Action
-from extjobs.extstorage.parameters import check_params
 from extjobs.hypervisors import get_hypervisor
 from extjobs.hypervisors.base import run_dir_for
 from extjobs.lus.base import LogicalUnit, Recovery, RecoveryAction, StepContext
@@ -49,7 +48,7 @@ from extjobs.lus.instance_storage import (
 )
 from extjobs.lus.journal import Journal
 from extjobs.lus.placement import place_instance, require_memory
-from extjobs.lus.pools import disk_params, pool_provider, resolve_disk
+from extjobs.lus.pools import check_declared, new_disk, pool_provider, resolve_disk
 from extjobs.lus.undo import UndoLog
 from extjobs.model import codec
 from extjobs.model.cluster import ClusterConfig, Disk, Instance
@@ -133,22 +132,10 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
             resolve_disk(config, spec, index, node.group)
 
     def _disks(self, config: ClusterConfig, group: str) -> tuple[Disk, ...]:
-        disks = []
-        for index, spec in enumerate(self.op.disks):
-            provider, pool = resolve_disk(config, spec, index, group)
-            disks.append(
-                Disk(
-                    uuid=str(uuid.uuid4()),
-                    index=index,
-                    size=spec.size,
-                    provider=provider,
-                    pool=pool,
-                    name=spec.name,
-                    params=disk_params(config, spec),
-                    access=spec.access,
-                )
-            )
-        return tuple(disks)
+        return tuple(
+            new_disk(config, spec, index, group, uuid=str(uuid.uuid4()))
+            for index, spec in enumerate(self.op.disks)
+        )
 
     async def exec(self, ctx: StepContext) -> Any:
         op = self.op
@@ -173,9 +160,7 @@ class LUInstanceCreate(LogicalUnit[OpInstanceCreate]):
         statuses = reports[node.name]
         for disk in disks:
             # Declared on every node of the group: the instance may move within it.
-            allowed = [r[disk.provider].parameters for r in reports.values()]
-            common = {k: v for k, v in allowed[0].items() if all(k in a for a in allowed)}
-            check_params(disk.provider, disk.params, common)
+            check_declared(reports, disk.provider, disk.params)
         ctx.log(f"disk parameters accepted by {', '.join(sorted(statuses))}")
         if op.pnode is not None:  # placement checked the chosen node already
             if op.start:

@@ -38,7 +38,6 @@ import attrs
 from extjobs.errors import ExtJobsError, PrerequisiteError, ProviderError
 from extjobs.extstorage.diagnose import ProviderStatus
 from extjobs.extstorage.names import Action
-from extjobs.extstorage.parameters import check_params
 from extjobs.hypervisors import get_hypervisor
 from extjobs.hypervisors.base import RuntimeStatus, instance_key, run_dir_for
 from extjobs.lus.base import LogicalUnit, Recovery, RecoveryAction, StepContext
@@ -56,7 +55,7 @@ from extjobs.lus.instance_storage import (
     with_earlier_stderr,
 )
 from extjobs.lus.journal import Journal
-from extjobs.lus.pools import disk_params, resolve_disk
+from extjobs.lus.pools import check_declared, new_disk, resolve_disk
 from extjobs.lus.undo import UndoLog
 from extjobs.model.cluster import ClusterConfig, Disk, Instance, Node
 from extjobs.model.config import Config
@@ -194,21 +193,9 @@ class LUInstanceSetParams(LogicalUnit[OpInstanceSetParams]):
         assert spec is not None
         cfg = ctx.config
         index = next_index(inst)
-        provider, pool = resolve_disk(cfg, spec, index, node.group)
-        disk = Disk(
-            uuid=str(uuid.uuid4()),
-            index=index,
-            size=spec.size,
-            provider=provider,
-            pool=pool,
-            name=spec.name,
-            params=disk_params(cfg, spec),
-            access=spec.access,
-        )
+        disk = new_disk(cfg, spec, index, node.group, uuid=str(uuid.uuid4()))
         reports = await validate_in_group(ctx, node.group, {disk.provider})
-        declared = [r[disk.provider].parameters for r in reports.values()]
-        common = {k: v for k, v in declared[0].items() if all(k in d for d in declared)}
-        check_params(disk.provider, disk.params, common)
+        check_declared(reports, disk.provider, disk.params)
         ctx.log(f"disk parameters accepted by {disk.provider}")
         status = reports[node.name][disk.provider]
         short = await shortages(ctx, node.name, {disk.provider: status}, [disk])

@@ -27,13 +27,12 @@ import attrs
 
 from extjobs.errors import ExtJobsError, PrerequisiteError
 from extjobs.extstorage.diagnose import ProviderStatus
-from extjobs.extstorage.parameters import check_params
 from extjobs.hypervisors import get_hypervisor
 from extjobs.hypervisors.base import NodeInfo, parse_node_info, run_dir_for
 from extjobs.lus.base import StepContext
 from extjobs.lus.capacity import shortages
 from extjobs.lus.instance_storage import validate_in_group
-from extjobs.lus.pools import disk_params, resolve_disk
+from extjobs.lus.pools import check_declared, new_disk
 from extjobs.model.cluster import ClusterConfig, Disk, Node
 from extjobs.model.jobs import LogKind
 from extjobs.model.opcodes import OpInstanceCreate
@@ -213,24 +212,10 @@ async def _group_fits(
     """The provider reports of ``group``'s nodes and the disks as they would be made
     there; raises why the group cannot take them."""
     cfg = ctx.config
-    disks = []
-    for index, spec in enumerate(op.disks):
-        provider, pool = resolve_disk(cfg, spec, index, group)
-        disks.append(
-            Disk(
-                uuid="",
-                index=index,
-                size=spec.size,
-                provider=provider,
-                pool=pool,
-                params=disk_params(cfg, spec),
-            )
-        )
+    disks = [new_disk(cfg, spec, index, group) for index, spec in enumerate(op.disks)]
     reports = await validate_in_group(ctx, group, {d.provider for d in disks})
     for disk in disks:
-        declared = [r[disk.provider].parameters for r in reports.values()]
-        common = {k: v for k, v in declared[0].items() if all(k in d for d in declared)}
-        check_params(disk.provider, disk.params, common)
+        check_declared(reports, disk.provider, disk.params)
     return reports, tuple(disks)
 
 

@@ -23,14 +23,14 @@ from typing import Any
 import attrs
 
 from extjobs.errors import InputError, NotFoundError, PrerequisiteError
-from extjobs.extstorage.diagnose import GroupProviderStatus, summarise_groups
+from extjobs.extstorage.diagnose import GroupProviderStatus, ProviderStatus, summarise_groups
 from extjobs.extstorage.parameters import check_params
 from extjobs.hypervisors.base import run_dir_for
 from extjobs.lus.base import LogicalUnit, StepContext
 from extjobs.lus.capacity import group_capacity, shown
 from extjobs.lus.cluster import require_cluster
 from extjobs.lus.instance_storage import diagnose_on, validate_in_group
-from extjobs.model.cluster import ClusterConfig
+from extjobs.model.cluster import ClusterConfig, Disk
 from extjobs.model.locks import LockRequest, Mode
 from extjobs.model.opcodes import (
     DiskSpec,
@@ -455,3 +455,33 @@ def disk_params(config: ClusterConfig, spec: DiskSpec) -> dict[str, str]:
     win). Copied into the disk, so a later change of the pool does not reach it."""
     pool = require_cluster(config).pool_params.get(spec.pool, {}) if spec.pool else {}
     return {**pool, **spec.params}
+
+
+def new_disk(
+    config: ClusterConfig, spec: DiskSpec, index: int, group: str, *, uuid: str = ""
+) -> Disk:
+    """Disk ``index`` of ``spec`` as it is made in node group ``group``: its provider and
+    pool resolved there (raises why not), the pool's parameters under its own."""
+    provider, pool = resolve_disk(config, spec, index, group)
+    return Disk(
+        uuid=uuid,
+        index=index,
+        size=spec.size,
+        provider=provider,
+        pool=pool,
+        name=spec.name,
+        params=disk_params(config, spec),
+        access=spec.access,
+    )
+
+
+def check_declared(
+    reports: Mapping[str, Mapping[str, ProviderStatus]], provider: str, params: Mapping[str, str]
+) -> None:
+    """Refuse (InputError naming it) a parameter of ``params`` that ``provider`` does not
+    declare in its ``parameters.list`` on every node of ``reports`` (a group's nodes)."""
+    declared = [r[provider].parameters for r in reports.values()]
+    if not declared:
+        return
+    common = {k: v for k, v in declared[0].items() if all(k in d for d in declared)}
+    check_params(provider, dict(params), common)

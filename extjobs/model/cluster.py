@@ -105,10 +105,14 @@ class Disk:
     name: str | None = None
     params: dict[str, str] = attrs.field(factory=dict)
     access: str = "kernelspace"
+    #: The provider's name of the volume when it is not ``<uuid>.ext.disk<index>``: a
+    #: disk attached from another instance at another index keeps addressing the
+    #: volume it was created as.
+    volume: str | None = None
 
     @property
     def volume_name(self) -> str:
-        return f"{self.uuid}.ext.disk{self.index}"
+        return self.volume or f"{self.uuid}.ext.disk{self.index}"
 
 
 @attrs.frozen

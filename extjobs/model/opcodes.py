@@ -961,14 +961,35 @@ class DiskModification:
     """One change to an instance's disks (``--disk add:…``, ``--disk N:remove`` …).
 
     ``disk`` names an existing disk by index or name (remove, detach; attach: a detached
-    disk of the instance); ``add`` needs ``spec`` and no ``disk``.
+    disk of the instance, or of ``source_instance`` when given); ``add`` needs ``spec``
+    and no ``disk``. ``new_name`` renames a disk attached from another instance.
     """
 
     action: str = attrs.field(validator=_disk_action)
     disk: str | None = attrs.field(default=None, validator=_disk_ref)
     spec: DiskSpec | None = None
+    #: attach only: the instance the disk was detached from (default: this one).
+    source_instance: str | None = attrs.field(
+        default=None, validator=_optional_name("instance name")
+    )
+    new_name: str | None = attrs.field(default=None, validator=_optional_name("disk name"))
 
     def __attrs_post_init__(self) -> None:
+        if self.action != "attach" and self.source_instance is not None:
+            raise InputError(
+                f"disk {self.action} takes no source instance (only attach:from=… does)",
+                field="disk",
+            )
+        if self.new_name is not None and self.source_instance is None:
+            raise InputError(
+                "a new disk name is only given when attaching a disk of another instance",
+                field="disk",
+            )
+        if self.new_name is not None and self.new_name.isdigit():
+            raise InputError(
+                f"disk name {self.new_name!r} would read as an index; use a name with a letter",
+                field="disk",
+            )
         if self.action == "add":
             if self.spec is None:
                 raise InputError("a disk add needs size= and provider= or pool=", field="disk")
@@ -1017,9 +1038,17 @@ class OpInstanceSetParams(OpCode):
                 "nothing to change: give disk, memory, vcpus, auto_restart or auto_failover",
                 field="instance_name",
             )
+        if self.disk is not None and self.disk.source_instance == self.instance_name:
+            raise InputError(
+                f"disk {self.disk.disk} is to be attached from {self.instance_name} itself; "
+                f"use --disk {self.disk.disk}:attach",
+                field="disk",
+            )
 
     def summary(self) -> str:
         what = f"/{self.disk.action}" if self.disk is not None else ""
+        if self.disk is not None and self.disk.source_instance is not None:
+            what += f" from {self.disk.source_instance}"
         return f"{self.OP_ID}({self.instance_name}{what})"
 
 

@@ -471,20 +471,20 @@ def migration_options(func: F) -> F:
                 type=click.IntRange(min=1),
                 metavar="MS",
                 help="Longest pause of the guest at the switch-over, in ms "
-                "(default: [migration] max_downtime).",
+                "(default: the group's, the cluster's, else [migration] max_downtime).",
             ),
             click.option(
                 "--bandwidth",
                 type=click.IntRange(min=1),
                 metavar="MIB_PER_S",
-                help="Bandwidth of the memory transfer (default: [migration] bandwidth).",
+                help="Bandwidth of the memory transfer (default: group, cluster, [migration]).",
             ),
             click.option(
                 "--converge-timeout",
                 type=click.FloatRange(min=0, min_open=True),
                 metavar="SECONDS",
                 help="Cancel a transfer that has not completed by then; the guest stays "
-                "on the source (default: [migration] converge_timeout).",
+                "on the source (default: group, cluster, [migration]).",
             ),
         ]
     ):

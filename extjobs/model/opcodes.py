@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import math
 import re
 from typing import Any, ClassVar, TypeVar
 
@@ -446,6 +447,38 @@ class OpInstanceRename(OpCode):
         return f"{self.OP_ID}({self.instance_name}->{self.new_name})"
 
 
+#: The migration settings a cluster or node group gives its instances as defaults.
+MIGRATION_FIELDS = ("max_downtime", "bandwidth", "converge_timeout")
+
+
+def _migration_default(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
+    """A migration default: a positive number, ``0`` to clear it, or ``None``."""
+    if value is None:
+        return
+    integer = attr.name != "converge_timeout"
+    kinds = (int,) if integer else (int, float)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, kinds)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise InputError(
+            f"{attr.name} must be a {'whole ' if integer else ''}number >= 0 (0: not set "
+            f"here), not {value!r}",
+            field=attr.name,
+        )
+
+
+def migration_changes(op: Any) -> list[str]:
+    """``max_downtime=…`` for each migration default an opcode sets (``-``: cleared)."""
+    return [
+        f"{field}={getattr(op, field) or '-'}"
+        for field in MIGRATION_FIELDS
+        if getattr(op, field) is not None
+    ]
+
+
 @register_opcode
 @attrs.frozen
 class OpClusterSetParams(OpCode):
@@ -455,6 +488,10 @@ class OpClusterSetParams(OpCode):
     add_pools: dict[str, str] = attrs.field(factory=dict)
     remove_pools: tuple[str, ...] = attrs.field(default=(), validator=_names("pool name"))
     hv_run_dir: str | None = None
+    #: Migration defaults of every instance; ``0`` clears one (back to ``[migration]``).
+    max_downtime: int | None = attrs.field(default=None, validator=_migration_default)
+    bandwidth: int | None = attrs.field(default=None, validator=_migration_default)
+    converge_timeout: float | None = attrs.field(default=None, validator=_migration_default)
 
     def __attrs_post_init__(self) -> None:
         for pool, provider in self.add_pools.items():
@@ -477,6 +514,7 @@ class OpClusterSetParams(OpCode):
         changes += [f"-pool {p}" for p in self.remove_pools]
         if self.hv_run_dir is not None:
             changes.append(f"hv_run_dir={self.hv_run_dir}")
+        changes += migration_changes(self)
         return f"{self.OP_ID}({', '.join(changes)})"
 
 
@@ -489,10 +527,16 @@ class OpGroupSetParams(OpCode):
     disconnect_pools: tuple[str, ...] = attrs.field(default=(), validator=_names("pool name"))
     #: The watcher fails the group's instances over from a dead node (after a fence).
     auto_failover: bool | None = None
+    #: Migration defaults of the group's instances; ``0`` clears one (back to the
+    #: cluster's).
+    max_downtime: int | None = attrs.field(default=None, validator=_migration_default)
+    bandwidth: int | None = attrs.field(default=None, validator=_migration_default)
+    converge_timeout: float | None = attrs.field(default=None, validator=_migration_default)
 
     def summary(self) -> str:
         changes = [f"+pool {p}" for p in self.connect_pools]
         changes += [f"-pool {p}" for p in self.disconnect_pools]
+        changes += migration_changes(self)
         return f"{self.OP_ID}({self.group_name}{': ' if changes else ''}{', '.join(changes)})"
 
 

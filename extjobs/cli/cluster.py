@@ -106,6 +106,14 @@ def cluster_info(ctx: Ctx, fmt: str) -> None:
             + (f", parameters {shown}" if shown else "")
             + f", connected to {', '.join(groups) or 'no group'}"
         )
+    units = {"max_downtime": "ms", "bandwidth": "MiB/s", "converge_timeout": "s"}
+    holders = [("cluster", cl), *((f"node group {g}", info) for g, info in data["groups"].items())]
+    for label, holder in holders:
+        defaults = [
+            f"{f.replace('_', ' ')} {holder[f]:g} {u}" for f, u in units.items() if holder.get(f)
+        ]
+        if defaults:
+            output.say(f"  migration defaults of the {label}: {', '.join(defaults)}")
 
 
 @cluster.command("modify")

@@ -172,6 +172,9 @@ def test_migration_defaults_from_the_group_and_the_cluster(cluster: MoveCluster)
     assert "cluster: migration bandwidth 300 MiB/s" in out
     out = cluster.ok("group", "modify", "default", "--bandwidth", "55")
     assert "group default: migration bandwidth 55 MiB/s" in out
+    info = cluster.ok("cluster", "info")
+    assert "migration defaults of the cluster: max downtime 40 ms, bandwidth 300 MiB/s" in info
+    assert "migration defaults of the node group default: bandwidth 55 MiB/s" in info
     try:
         out = cluster.ok(
             "instance", "migrate", "mig-def1", "-n", "node2", "--converge-timeout", "90"

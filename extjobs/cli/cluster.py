@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from extjobs.cli import output
-from extjobs.cli.common import Ctx, fail, output_option, pass_ctx, run_opcode, submit_option
+from extjobs.cli.common import (
+    Ctx,
+    echo_migration_defaults,
+    fail,
+    migration_default_options,
+    output_option,
+    pass_ctx,
+    run_opcode,
+    submit_option,
+)
 from extjobs.model.opcodes import OpClusterInit, OpClusterSetParams
 
 
@@ -95,6 +106,14 @@ def cluster_info(ctx: Ctx, fmt: str) -> None:
             + (f", parameters {shown}" if shown else "")
             + f", connected to {', '.join(groups) or 'no group'}"
         )
+    units = {"max_downtime": "ms", "bandwidth": "MiB/s", "converge_timeout": "s"}
+    holders = [("cluster", cl), *((f"node group {g}", info) for g, info in data["groups"].items())]
+    for label, holder in holders:
+        defaults = [
+            f"{f.replace('_', ' ')} {holder[f]:g} {u}" for f, u in units.items() if holder.get(f)
+        ]
+        if defaults:
+            output.say(f"  migration defaults of the {label}: {', '.join(defaults)}")
 
 
 @cluster.command("modify")
@@ -119,6 +138,7 @@ def cluster_info(ctx: Ctx, fmt: str) -> None:
     metavar="DIR",
     help="Where guests keep pid files and sockets on nodes (<DIR>/<node>).",
 )
+@migration_default_options("the daemon's [migration] section")
 @submit_option
 @pass_ctx
 def cluster_modify(
@@ -126,18 +146,37 @@ def cluster_modify(
     add_pools: tuple[tuple[str, str], ...],
     remove_pools: tuple[str, ...],
     hv_run_dir: str | None,
+    max_downtime: int | None,
+    bandwidth: int | None,
+    converge_timeout: float | None,
     submit_only: bool,
 ) -> None:
-    """Change cluster-wide settings: storage pools, the hypervisor run directory."""
-    if not add_pools and not remove_pools and hv_run_dir is None:
+    """Change cluster-wide settings: storage pools, the hypervisor run directory, the
+    instances' migration defaults."""
+    migration: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "max_downtime": max_downtime,
+            "bandwidth": bandwidth,
+            "converge_timeout": converge_timeout,
+        }.items()
+        if v is not None
+    }
+    if not add_pools and not remove_pools and hv_run_dir is None and not migration:
         raise click.UsageError(
-            "nothing to change: give --add-pool, --remove-pool or --hypervisor-run-dir"
+            "nothing to change: give --add-pool, --remove-pool, --hypervisor-run-dir, "
+            "--max-downtime, --bandwidth or --converge-timeout"
         )
     op = OpClusterSetParams(
-        add_pools=dict(add_pools), remove_pools=remove_pools, hv_run_dir=hv_run_dir
+        add_pools=dict(add_pools), remove_pools=remove_pools, hv_run_dir=hv_run_dir, **migration
     )
     job = run_opcode(ctx, op, submit_only=submit_only)
     if job:
         result = job["ops"][0]["result"]
         pools = ", ".join(f"{k} ({v})" for k, v in sorted(result["pools"].items()))
         click.echo(f"storage pools: {pools or 'none'}")
+        echo_migration_defaults(
+            "cluster",
+            {k: result["migration"][k] for k in migration},
+            "the daemon's [migration]",
+        )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -187,3 +187,46 @@ def run_quiet(ctx: Ctx, op: OpCode, what: str) -> Any:
         errors = [o["error"]["message"] for o in full["ops"] if o.get("error")]
         fail(f"{what} job {job_id} {full['status']}: {'; '.join(errors)}")
     return full["ops"][0]["result"]
+
+
+def migration_default_options(fallback: str) -> Callable[[Any], Any]:
+    """``--max-downtime``, ``--bandwidth`` and ``--converge-timeout`` of ``cluster
+    modify`` / ``group modify``: defaults of the instances' migrations; 0 clears one,
+    so that ``fallback`` gives it."""
+
+    def decorate(func: Any) -> Any:
+        for option in reversed(
+            [
+                click.option(
+                    "--max-downtime",
+                    type=click.IntRange(min=0),
+                    metavar="MS",
+                    help=f"Default longest pause at a migration's switch-over, in ms "
+                    f"(0: {fallback}).",
+                ),
+                click.option(
+                    "--bandwidth",
+                    type=click.IntRange(min=0),
+                    metavar="MIB_PER_S",
+                    help=f"Default bandwidth of a migration, in MiB/s (0: {fallback}).",
+                ),
+                click.option(
+                    "--converge-timeout",
+                    type=click.FloatRange(min=0),
+                    metavar="SECONDS",
+                    help=f"Default time a migration may take to converge (0: {fallback}).",
+                ),
+            ]
+        ):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def echo_migration_defaults(where: str, values: dict[str, Any], fallback: str) -> None:
+    """One line per migration default just set or cleared."""
+    units = {"max_downtime": "ms", "bandwidth": "MiB/s", "converge_timeout": "s"}
+    for field, value in values.items():
+        shown = f"{value:g} {units[field]}" if value else f"not set ({fallback})"
+        click.echo(f"{where}: migration {field.replace('_', ' ')} {shown}")

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from extjobs.cli import output
-from extjobs.cli.common import Ctx, fail, output_option, pass_ctx, run_opcode, submit_option
+from extjobs.cli.common import (
+    Ctx,
+    echo_migration_defaults,
+    fail,
+    migration_default_options,
+    output_option,
+    pass_ctx,
+    run_opcode,
+    submit_option,
+)
 from extjobs.model.opcodes import OpGroupAdd, OpGroupSetParams
 
 
@@ -67,6 +78,7 @@ def group_list(ctx: Ctx, fmt: str) -> None:
     type=click.Choice(["yes", "no"]),
     help="Whether the watcher fences a dead node of the group and fails its instances over.",
 )
+@migration_default_options("the cluster's")
 @submit_option
 @pass_ctx
 def group_modify(
@@ -75,16 +87,34 @@ def group_modify(
     connect: tuple[str, ...],
     disconnect: tuple[str, ...],
     auto_failover: str | None,
+    max_downtime: int | None,
+    bandwidth: int | None,
+    converge_timeout: float | None,
     submit_only: bool,
 ) -> None:
-    """Connect storage pools to a node group, or disconnect them; automatic failover."""
-    if not connect and not disconnect and auto_failover is None:
-        fail("nothing to change: give --connect-pool, --disconnect-pool or --auto-failover", 2)
+    """Connect storage pools to a node group, or disconnect them; automatic failover;
+    the migration defaults of the group's instances."""
+    migration: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "max_downtime": max_downtime,
+            "bandwidth": bandwidth,
+            "converge_timeout": converge_timeout,
+        }.items()
+        if v is not None
+    }
+    if not connect and not disconnect and auto_failover is None and not migration:
+        fail(
+            "nothing to change: give --connect-pool, --disconnect-pool, --auto-failover, "
+            "--max-downtime, --bandwidth or --converge-timeout",
+            2,
+        )
     op = OpGroupSetParams(
         group_name=name,
         connect_pools=connect,
         disconnect_pools=disconnect,
         auto_failover=None if auto_failover is None else auto_failover == "yes",
+        **migration,
     )
     job = run_opcode(ctx, op, submit_only=submit_only)
     if job:
@@ -94,3 +124,6 @@ def group_modify(
         if auto_failover is not None:
             state = "on" if result.get("auto_failover") else "off"
             click.echo(f"group {name}: automatic failover {state}")
+        echo_migration_defaults(
+            f"group {name}", {k: result["migration"][k] for k in migration}, "the cluster's"
+        )

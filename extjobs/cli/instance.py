@@ -473,20 +473,20 @@ def migration_options(func: F) -> F:
                 type=click.IntRange(min=1),
                 metavar="MS",
                 help="Longest pause of the guest at the switch-over, in ms "
-                "(default: [migration] max_downtime).",
+                "(default: the group's, the cluster's, else [migration] max_downtime).",
             ),
             click.option(
                 "--bandwidth",
                 type=click.IntRange(min=1),
                 metavar="MIB_PER_S",
-                help="Bandwidth of the memory transfer (default: [migration] bandwidth).",
+                help="Bandwidth of the memory transfer (default: group, cluster, [migration]).",
             ),
             click.option(
                 "--converge-timeout",
                 type=click.FloatRange(min=0, min_open=True),
                 metavar="SECONDS",
                 help="Cancel a transfer that has not completed by then; the guest stays "
-                "on the source (default: [migration] converge_timeout).",
+                "on the source (default: group, cluster, [migration]).",
             ),
         ]
     ):
@@ -724,8 +724,36 @@ def instance_auto_repair(
 
 _DISK_CHANGE_HELP = (
     "A disk change (repeatable, one job): add:size=SIZE,provider=P|pool=X[,name=N][,k=v], "
-    "N:remove, N:detach, N:attach (N: a disk's index or name)."
+    "N:remove, N:detach, N:attach (N: a disk's index or name), "
+    "attach:from=INSTANCE,disk=N[,name=NEWNAME] (a detached disk of another instance)."
 )
+
+
+def _parse_attach_from(text: str, rest: str) -> DiskModification:
+    """``attach:from=INSTANCE,disk=N|NAME[,name=NEWNAME]`` → a DiskModification."""
+    fields: dict[str, str] = {}
+    for item in rest.split(","):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or key not in ("from", "disk", "name") or key in fields:
+            raise click.BadParameter(
+                f"{text!r}: expected attach:from=INSTANCE,disk=N|NAME[,name=NEWNAME]"
+                + (f" ({key!r} given twice)" if key in fields else ""),
+                param_hint="--disk",
+            )
+        fields[key] = value.strip()
+    missing = [k for k in ("from", "disk") if not fields.get(k)]
+    if missing:
+        raise click.BadParameter(
+            f"{text!r}: attach of another instance's disk needs {' and '.join(missing)}=",
+            param_hint="--disk",
+        )
+    return DiskModification(
+        action="attach",
+        disk=fields["disk"],
+        source_instance=fields["from"],
+        new_name=fields.get("name") or None,
+    )
 
 
 def parse_disk_change(text: str) -> DiskModification:
@@ -740,6 +768,8 @@ def parse_disk_change(text: str) -> DiskModification:
     if head == "add":
         _, spec = parse_disk(f"0:{rest}")
         return DiskModification(action="add", spec=_disk_spec(spec))
+    if head == "attach":
+        return _parse_attach_from(text, rest)
     action = rest.strip()
     if action == "add":
         raise click.BadParameter(
@@ -839,6 +869,8 @@ def instance_modify(
                 if action in ("add", "attach")
                 else "the instance is stopped"
             )
+            if result.get("source"):
+                done = f"attached from {result['source']} (volume {disk['volume']})"
             click.echo(f"{name}: {label} {done}, {disk['size']} MiB; {where}")
         for field in result.get("changed", []):
             click.echo(f"{name}: {field} changed")

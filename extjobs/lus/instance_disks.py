@@ -18,6 +18,11 @@ Flows on the primary node P::
     detach   the same without remove; the disk becomes a detached disk of the instance
     attach   a detached disk: attach → open exclusive → setinfo → plug in / close+detach
              → the configuration moves it back among the disks
+    move     attach with a source instance: its detached disk is checked against P's
+             group (pool connected, provider valid on every online node), then attached
+             as above at the next free index of the receiver, keeping its uuid and its
+             volume name (recorded in ``Disk.volume``); one configuration change takes it
+             from the source's detached disks into the receiver's disks
 
 The configuration changes last. A failed or cancelled add or attach undoes its steps
 (their inverses, :class:`~extjobs.lus.undo.UndoLog`) after plugging the disk out again;
@@ -35,7 +40,7 @@ from typing import Any
 
 import attrs
 
-from extjobs.errors import ExtJobsError, PrerequisiteError, ProviderError
+from extjobs.errors import ExtJobsError, InputError, PrerequisiteError, ProviderError
 from extjobs.extstorage.diagnose import ProviderStatus
 from extjobs.extstorage.names import Action
 from extjobs.hypervisors import get_hypervisor
@@ -104,6 +109,9 @@ class LUInstanceSetParams(LogicalUnit[OpInstanceSetParams]):
             node = config.nodes.get(inst.primary)
             if node is not None and self.op.disk is not None:
                 wanted.append(LockRequest.group(node.group, Mode.SHARED))
+        source = self.op.disk.source_instance if self.op.disk is not None else None
+        if source is not None:
+            wanted.append(LockRequest.instance(source))
         return wanted
 
     def check(self, config: ClusterConfig) -> None:
@@ -124,6 +132,10 @@ class LUInstanceSetParams(LogicalUnit[OpInstanceSetParams]):
                 )
             return
         assert change.disk is not None
+        if change.action == "attach" and change.source_instance is not None:
+            self._moved_disk(config, inst, node)
+            get_hypervisor(inst.hypervisor).check_instance(disks=len(inst.disks) + 1)
+            return
         if change.action == "attach":
             find_disk(inst, change.disk, detached=True)
             get_hypervisor(inst.hypervisor).check_instance(disks=len(inst.disks) + 1)
@@ -148,6 +160,9 @@ class LUInstanceSetParams(LogicalUnit[OpInstanceSetParams]):
             runtime = await hypervisor_status(ctx, inst, node.name)
             if op.disk.action == "add":
                 result["disk"] = await self._add(ctx, inst, node, runtime)
+            elif op.disk.action == "attach" and op.disk.source_instance is not None:
+                result["disk"] = await self._attach_from(ctx, inst, node, runtime)
+                result["source"] = op.disk.source_instance
             elif op.disk.action == "attach":
                 result["disk"] = await self._attach(ctx, inst, node, runtime)
             else:
@@ -275,6 +290,136 @@ class LUInstanceSetParams(LogicalUnit[OpInstanceSetParams]):
         self._plugged = None
         self._undo = UndoLog()
         ctx.log(f"detached disk{disk.index} attached to {inst.name} again" + self._where(runtime))
+        return self._disk_result(disk, guest)
+
+    def _moved_disk(self, config: ClusterConfig, inst: Instance, node: Node) -> Disk:
+        """The detached disk of the source instance that this attach moves to ``inst``,
+        as ``inst`` will have it: its next free index, its new name if one was given,
+        the same uuid and volume. Raises when it cannot move there."""
+        change = self.op.disk
+        assert change is not None
+        assert change.source_instance is not None
+        assert change.disk is not None
+        source = config.instance(change.source_instance)
+        try:
+            disk = find_disk(source, change.disk, detached=True)
+        except PrerequisiteError as missing:
+            try:
+                attached = find_disk(source, change.disk)
+            except PrerequisiteError:
+                raise missing from None  # neither detached nor attached
+            raise PrerequisiteError(
+                f"disk {attached.index} of {source.name} is attached, not detached; detach "
+                f"it first ('extjobs instance modify {source.name} --disk "
+                f"{attached.index}:detach')",
+                instance=source.name,
+                field="disk",
+                disk=change.disk,
+            ) from None
+        if disk.uuid in source.cleanup:
+            raise PrerequisiteError(
+                f"detached disk {disk.index} of {source.name} awaits cleanup by "
+                f"'instance remove {source.name}'; it cannot move",
+                instance=source.name,
+                field="disk",
+            )
+        name = change.new_name or disk.name
+        taken = {d.name for d in inst.disks + inst.detached_disks if d.name}
+        if name is not None and name in taken:
+            raise PrerequisiteError(
+                f"instance {inst.name} already has a disk named {name!r}; give the moved "
+                "disk another name (name=NEWNAME)",
+                instance=inst.name,
+                field="disk",
+            )
+        if disk.pool is not None:
+            cluster_pools = config.cluster.pools if config.cluster is not None else {}
+            if disk.pool not in cluster_pools:
+                raise PrerequisiteError(
+                    f"detached disk {disk.index} of {source.name} is in storage pool "
+                    f"{disk.pool!r}, which no longer exists",
+                    pool=disk.pool,
+                )
+            connected = config.group(node.group).pools
+            if disk.pool not in connected:
+                raise PrerequisiteError(
+                    f"detached disk {disk.index} of {source.name} is in storage pool "
+                    f"{disk.pool!r}, which is not connected to node group {node.group!r} of "
+                    f"{inst.name} (connected: {', '.join(connected) or 'none'}); nothing "
+                    "was changed",
+                    pool=disk.pool,
+                    group=node.group,
+                )
+        return attrs.evolve(disk, index=next_index(inst), name=name, volume=disk.volume_name)
+
+    async def _attach_from(
+        self, ctx: StepContext, inst: Instance, node: Node, runtime: RuntimeStatus
+    ) -> dict[str, Any]:
+        """Attach a detached disk of another instance (module docstring: move)."""
+        assert self.op.disk is not None
+        assert self.op.disk.source_instance is not None
+        source_name = self.op.disk.source_instance
+        disk = self._moved_disk(ctx.config, inst, node)
+        old = find_disk(ctx.config.instance(source_name), str(self.op.disk.disk), detached=True)
+        try:
+            reports = await validate_in_group(ctx, node.group, {disk.provider})
+            check_declared(reports, disk.provider, disk.params)
+        except (PrerequisiteError, InputError) as exc:
+            raise PrerequisiteError(
+                f"detached disk {old.index} of {source_name} cannot move to {inst.name}: "
+                f"{exc.message}; nothing was changed",
+                instance=inst.name,
+                field="disk",
+            ) from exc
+        status = await self._statuses(ctx, node, disk)
+        volume = disk_volume(inst.name, disk, open_exclusive=True)
+        info = await attach_disk(
+            ctx, node.name, status, volume, instance=inst.name, disk=disk.index, undo=self._undo
+        )
+        for action in (Action.OPEN, Action.SETINFO):
+            await run_provider(
+                ctx,
+                node.name,
+                status,
+                action,
+                volume,
+                instance=inst.name,
+                disk=disk.index,
+                undo=self._undo,
+            )
+        guest = await self._plug_in(ctx, inst, node, runtime, disk, status, info)
+
+        def move(config: ClusterConfig) -> ClusterConfig:
+            source = config.instance(source_name)
+            left = tuple(d for d in source.detached_disks if d.uuid != disk.uuid)
+            if len(left) == len(source.detached_disks):
+                raise PrerequisiteError(
+                    f"{source_name} no longer has detached disk {old.index}",
+                    instance=source_name,
+                )
+            # The disk's snapshots (provider objects of its volume) go with it.
+            snaps = tuple(s for s in source.snapshots if s.disk_uuid == disk.uuid)
+            config = _with_disks(
+                config,
+                source_name,
+                detached_disks=left,
+                snapshots=tuple(s for s in source.snapshots if s.disk_uuid != disk.uuid),
+            )
+            current = config.instance(inst.name)
+            return _with_disks(
+                config,
+                inst.name,
+                disks=_sorted((*current.disks, disk)),
+                snapshots=(*current.snapshots, *snaps),
+            )
+
+        ctx.update_config(move)
+        self._plugged = None
+        self._undo = UndoLog()
+        ctx.log(
+            f"detached disk{old.index} of {source_name} ({disk.volume_name}) attached to "
+            f"{inst.name} as disk{disk.index}" + self._where(runtime)
+        )
         return self._disk_result(disk, guest)
 
     @staticmethod
@@ -527,8 +672,17 @@ class LUInstanceSetParams(LogicalUnit[OpInstanceSetParams]):
                 {"instance": inst.name},
             )
         if op.disk.action == "attach" and op.disk.disk is not None and not touched:
+            holder = inst
+            if op.disk.source_instance is not None:
+                source = ctx.config.instances.get(op.disk.source_instance)
+                if source is None:
+                    return Recovery(
+                        RecoveryAction.FAILED,
+                        f"instance {op.disk.source_instance} is gone; nothing was attached",
+                    )
+                holder = source
             try:
-                find_disk(inst, op.disk.disk, detached=True)
+                find_disk(holder, op.disk.disk, detached=True)
             except PrerequisiteError:
                 return Recovery(
                     RecoveryAction.DONE,

@@ -75,7 +75,7 @@ from extjobs.model.cluster import ClusterConfig, Instance, Node
 from extjobs.model.config import Config
 from extjobs.model.jobs import LogKind
 from extjobs.model.locks import LockRequest
-from extjobs.model.opcodes import OpInstanceFailover, OpInstanceMigrate
+from extjobs.model.opcodes import MIGRATION_FIELDS, OpInstanceFailover, OpInstanceMigrate
 from extjobs.model.steps import MoveTag
 
 #: Grace for the source guest process once the guest runs on the target.
@@ -96,6 +96,29 @@ class _Flight:
     settled: bool = False
 
 
+def migration_settings(
+    config: ClusterConfig, inst: Instance, op: OpInstanceMigrate, options: Config
+) -> tuple[MigrationSettings, dict[str, str]]:
+    """Each migration setting from the first level that gives it — the opcode, the
+    instance's node group, the cluster, the daemon's ``[migration]`` — and which level
+    that was, per setting."""
+    node = config.nodes.get(inst.primary)
+    group = config.groups.get(node.group) if node is not None else None
+    levels: list[tuple[str, Any]] = [("the opcode", op)]
+    if group is not None:
+        levels.append((f"node group {group.name}", group))
+    levels += [("the cluster", config.cluster), ("[migration]", options.migration)]
+    values: dict[str, Any] = {}
+    where: dict[str, str] = {}
+    for field in MIGRATION_FIELDS:
+        for label, holder in levels:
+            value = getattr(holder, field, None) if holder is not None else None
+            if value:
+                values[field], where[field] = value, label
+                break
+    return MigrationSettings(**values), where
+
+
 class LUInstanceMigrate(LogicalUnit[OpInstanceMigrate]):
     OPCODE = OpInstanceMigrate
 
@@ -106,19 +129,36 @@ class LUInstanceMigrate(LogicalUnit[OpInstanceMigrate]):
         self._pinned_target: str | None = None
         #: The group the target must be in (change-group); ``None``: the primary's.
         self._group = group
+        #: The settings and where each came from, once the job began.
+        self._resolved: tuple[MigrationSettings, dict[str, str]] | None = None
 
     def locks(self, config: ClusterConfig) -> list[LockRequest]:
         return move_locks(config, self.op.instance_name, self.op.target_node)
 
     @property
     def settings(self) -> MigrationSettings:
-        """The opcode's migration settings, the daemon's ``[migration]`` defaults for
-        those it does not give."""
+        """The migration settings (:func:`migration_settings`) as resolved when the job
+        began; before that, the opcode's over the daemon's ``[migration]``."""
+        if self._resolved is not None:
+            return self._resolved[0]
         op, default = self.op, self.options.migration
         return MigrationSettings(
             max_downtime=op.max_downtime or default.max_downtime,
             bandwidth=op.bandwidth or default.bandwidth,
             converge_timeout=op.converge_timeout or default.converge_timeout,
+        )
+
+    def _resolve_settings(self, ctx: StepContext, inst: Instance) -> None:
+        self._resolved = migration_settings(ctx.config, inst, self.op, self.options)
+        settings, levels = self._resolved
+        shown = {
+            "max_downtime": f"max downtime {settings.max_downtime} ms",
+            "bandwidth": f"bandwidth {settings.bandwidth} MiB/s",
+            "converge_timeout": f"converge timeout {settings.converge_timeout:g} s",
+        }
+        ctx.log(
+            "migration settings: "
+            + ", ".join(f"{shown[f]} (from {levels[f]})" for f in MIGRATION_FIELDS)
         )
 
     def check(self, config: ClusterConfig) -> None:
@@ -144,6 +184,7 @@ class LUInstanceMigrate(LogicalUnit[OpInstanceMigrate]):
         inst, source = movable_instance(ctx.config, op.instance_name)
         if source.offline:
             return await self._fail_over(ctx, f"its primary {source.name} is offline")
+        self._resolve_settings(ctx, inst)
         target, reports = await pick_target(
             ctx,
             inst,

@@ -33,6 +33,7 @@ from extjobs.lus.instance_storage import diagnose_on, validate_in_group
 from extjobs.model.cluster import ClusterConfig, Disk
 from extjobs.model.locks import LockRequest, Mode
 from extjobs.model.opcodes import (
+    MIGRATION_FIELDS,
     DiskSpec,
     OpClusterSetParams,
     OpGroupSetParams,
@@ -157,7 +158,13 @@ class LUClusterSetParams(LogicalUnit[OpClusterSetParams]):
             run_dir = cluster.hv_run_dir if op.hv_run_dir is None else op.hv_run_dir
             config = attrs.evolve(
                 config,
-                cluster=attrs.evolve(cluster, pools=pools, pool_params=params, hv_run_dir=run_dir),
+                cluster=attrs.evolve(
+                    cluster,
+                    pools=pools,
+                    pool_params=params,
+                    hv_run_dir=run_dir,
+                    **migration_values(cluster, op),
+                ),
             )
             for group in list(config.groups.values()):
                 kept = tuple(p for p in group.pools if p not in op.remove_pools)
@@ -173,7 +180,12 @@ class LUClusterSetParams(LogicalUnit[OpClusterSetParams]):
         if op.hv_run_dir is not None:
             ctx.log(f"hypervisor run directory: {op.hv_run_dir}")
         assert cfg.cluster is not None
-        return {"pools": dict(cfg.cluster.pools), "hv_run_dir": cfg.cluster.hv_run_dir}
+        log_migration_defaults(ctx, "cluster", cfg.cluster, op, "the daemon's [migration]")
+        return {
+            "pools": dict(cfg.cluster.pools),
+            "hv_run_dir": cfg.cluster.hv_run_dir,
+            "migration": {f: getattr(cfg.cluster, f) for f in MIGRATION_FIELDS},
+        }
 
 
 class LUGroupSetParams(LogicalUnit[OpGroupSetParams]):
@@ -218,7 +230,14 @@ class LUGroupSetParams(LogicalUnit[OpGroupSetParams]):
             pools = [p for p in group.pools if p not in op.disconnect_pools]
             pools += [p for p in op.connect_pools if p not in pools]
             auto = group.auto_failover if op.auto_failover is None else op.auto_failover
-            return config.with_group(attrs.evolve(group, pools=tuple(pools), auto_failover=auto))
+            return config.with_group(
+                attrs.evolve(
+                    group,
+                    pools=tuple(pools),
+                    auto_failover=auto,
+                    **migration_values(group, op),
+                )
+            )
 
         cfg = ctx.update_config(change)
         group = cfg.group(op.group_name)
@@ -233,7 +252,33 @@ class LUGroupSetParams(LogicalUnit[OpGroupSetParams]):
                     else "off"
                 )
             )
-        return {"group": op.group_name, "pools": list(pools), "auto_failover": group.auto_failover}
+        log_migration_defaults(ctx, f"node group {group.name}", group, op, "the cluster's")
+        return {
+            "group": op.group_name,
+            "pools": list(pools),
+            "auto_failover": group.auto_failover,
+            "migration": {f: getattr(group, f) for f in MIGRATION_FIELDS},
+        }
+
+
+def migration_values(holder: Any, op: Any) -> dict[str, Any]:
+    """The migration defaults ``holder`` (cluster or group) gets from ``op``: its value
+    where the opcode gives one, ``None`` where it gives 0 (cleared), else as it was."""
+    return {
+        f: (getattr(op, f) or None) if getattr(op, f) is not None else getattr(holder, f)
+        for f in MIGRATION_FIELDS
+    }
+
+
+def log_migration_defaults(
+    ctx: StepContext, where: str, holder: Any, op: Any, fallback: str
+) -> None:
+    for field in MIGRATION_FIELDS:
+        if getattr(op, field) is None:
+            continue
+        value = getattr(holder, field)
+        shown = f"{value:g}" if value is not None else f"not set (from {fallback})"
+        ctx.log(f"{where}: migration {field.replace('_', ' ')} {shown}")
 
 
 async def check_pool_in_group(ctx: StepContext, pool: str, provider: str, group: str) -> None:

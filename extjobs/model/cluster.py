@@ -59,6 +59,12 @@ class Cluster:
     #: nothing, until ``watcher_paused_until`` (``None``: until resumed).
     watcher_paused: bool = False
     watcher_paused_until: float | None = None
+    #: Defaults of a live migration's settings for every instance (``cluster modify
+    #: --max-downtime …``); ``None``: the daemon's ``[migration]`` section. A node
+    #: group's own values win over these, an opcode's over both.
+    max_downtime: int | None = None  # ms
+    bandwidth: int | None = None  # MiB/s
+    converge_timeout: float | None = None  # s
 
 
 @attrs.frozen
@@ -67,6 +73,11 @@ class NodeGroup:
     pools: tuple[str, ...] = ()
     #: The watcher fails the instances of a dead node over (after its fence succeeded).
     auto_failover: bool = False
+    #: Defaults of a live migration's settings for the group's instances (``group
+    #: modify --max-downtime …``); ``None``: the cluster's.
+    max_downtime: int | None = None  # ms
+    bandwidth: int | None = None  # MiB/s
+    converge_timeout: float | None = None  # s
 
 
 @attrs.frozen
@@ -105,10 +116,14 @@ class Disk:
     name: str | None = None
     params: dict[str, str] = attrs.field(factory=dict)
     access: str = "kernelspace"
+    #: The provider's name of the volume when it is not ``<uuid>.ext.disk<index>``: a
+    #: disk attached from another instance at another index keeps addressing the
+    #: volume it was created as.
+    volume: str | None = None
 
     @property
     def volume_name(self) -> str:
-        return f"{self.uuid}.ext.disk{self.index}"
+        return self.volume or f"{self.uuid}.ext.disk{self.index}"
 
 
 @attrs.frozen

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import math
 import re
 from typing import Any, ClassVar, TypeVar
 
@@ -446,6 +447,38 @@ class OpInstanceRename(OpCode):
         return f"{self.OP_ID}({self.instance_name}->{self.new_name})"
 
 
+#: The migration settings a cluster or node group gives its instances as defaults.
+MIGRATION_FIELDS = ("max_downtime", "bandwidth", "converge_timeout")
+
+
+def _migration_default(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
+    """A migration default: a positive number, ``0`` to clear it, or ``None``."""
+    if value is None:
+        return
+    integer = attr.name != "converge_timeout"
+    kinds = (int,) if integer else (int, float)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, kinds)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise InputError(
+            f"{attr.name} must be a {'whole ' if integer else ''}number >= 0 (0: not set "
+            f"here), not {value!r}",
+            field=attr.name,
+        )
+
+
+def migration_changes(op: Any) -> list[str]:
+    """``max_downtime=…`` for each migration default an opcode sets (``-``: cleared)."""
+    return [
+        f"{field}={getattr(op, field) or '-'}"
+        for field in MIGRATION_FIELDS
+        if getattr(op, field) is not None
+    ]
+
+
 @register_opcode
 @attrs.frozen
 class OpClusterSetParams(OpCode):
@@ -455,6 +488,10 @@ class OpClusterSetParams(OpCode):
     add_pools: dict[str, str] = attrs.field(factory=dict)
     remove_pools: tuple[str, ...] = attrs.field(default=(), validator=_names("pool name"))
     hv_run_dir: str | None = None
+    #: Migration defaults of every instance; ``0`` clears one (back to ``[migration]``).
+    max_downtime: int | None = attrs.field(default=None, validator=_migration_default)
+    bandwidth: int | None = attrs.field(default=None, validator=_migration_default)
+    converge_timeout: float | None = attrs.field(default=None, validator=_migration_default)
 
     def __attrs_post_init__(self) -> None:
         for pool, provider in self.add_pools.items():
@@ -477,6 +514,7 @@ class OpClusterSetParams(OpCode):
         changes += [f"-pool {p}" for p in self.remove_pools]
         if self.hv_run_dir is not None:
             changes.append(f"hv_run_dir={self.hv_run_dir}")
+        changes += migration_changes(self)
         return f"{self.OP_ID}({', '.join(changes)})"
 
 
@@ -489,10 +527,16 @@ class OpGroupSetParams(OpCode):
     disconnect_pools: tuple[str, ...] = attrs.field(default=(), validator=_names("pool name"))
     #: The watcher fails the group's instances over from a dead node (after a fence).
     auto_failover: bool | None = None
+    #: Migration defaults of the group's instances; ``0`` clears one (back to the
+    #: cluster's).
+    max_downtime: int | None = attrs.field(default=None, validator=_migration_default)
+    bandwidth: int | None = attrs.field(default=None, validator=_migration_default)
+    converge_timeout: float | None = attrs.field(default=None, validator=_migration_default)
 
     def summary(self) -> str:
         changes = [f"+pool {p}" for p in self.connect_pools]
         changes += [f"-pool {p}" for p in self.disconnect_pools]
+        changes += migration_changes(self)
         return f"{self.OP_ID}({self.group_name}{': ' if changes else ''}{', '.join(changes)})"
 
 
@@ -961,14 +1005,35 @@ class DiskModification:
     """One change to an instance's disks (``--disk add:…``, ``--disk N:remove`` …).
 
     ``disk`` names an existing disk by index or name (remove, detach; attach: a detached
-    disk of the instance); ``add`` needs ``spec`` and no ``disk``.
+    disk of the instance, or of ``source_instance`` when given); ``add`` needs ``spec``
+    and no ``disk``. ``new_name`` renames a disk attached from another instance.
     """
 
     action: str = attrs.field(validator=_disk_action)
     disk: str | None = attrs.field(default=None, validator=_disk_ref)
     spec: DiskSpec | None = None
+    #: attach only: the instance the disk was detached from (default: this one).
+    source_instance: str | None = attrs.field(
+        default=None, validator=_optional_name("instance name")
+    )
+    new_name: str | None = attrs.field(default=None, validator=_optional_name("disk name"))
 
     def __attrs_post_init__(self) -> None:
+        if self.action != "attach" and self.source_instance is not None:
+            raise InputError(
+                f"disk {self.action} takes no source instance (only attach:from=… does)",
+                field="disk",
+            )
+        if self.new_name is not None and self.source_instance is None:
+            raise InputError(
+                "a new disk name is only given when attaching a disk of another instance",
+                field="disk",
+            )
+        if self.new_name is not None and self.new_name.isdigit():
+            raise InputError(
+                f"disk name {self.new_name!r} would read as an index; use a name with a letter",
+                field="disk",
+            )
         if self.action == "add":
             if self.spec is None:
                 raise InputError("a disk add needs size= and provider= or pool=", field="disk")
@@ -1017,9 +1082,17 @@ class OpInstanceSetParams(OpCode):
                 "nothing to change: give disk, memory, vcpus, auto_restart or auto_failover",
                 field="instance_name",
             )
+        if self.disk is not None and self.disk.source_instance == self.instance_name:
+            raise InputError(
+                f"disk {self.disk.disk} is to be attached from {self.instance_name} itself; "
+                f"use --disk {self.disk.disk}:attach",
+                field="disk",
+            )
 
     def summary(self) -> str:
         what = f"/{self.disk.action}" if self.disk is not None else ""
+        if self.disk is not None and self.disk.source_instance is not None:
+            what += f" from {self.disk.source_instance}"
         return f"{self.OP_ID}({self.instance_name}{what})"
 
 

@@ -62,6 +62,10 @@ disk-det   ``--disk 1:detach``: run again, ``success``; the volume kept as a det
            disk, attached and open nowhere; the guest holds disk 0 only.
 snapshot   ``instance snapshot`` of a running guest: a snapshot step never started on
            the node runs again; ``success``, the snapshot recorded and on the storage.
+disk-move  ``--disk attach:from=<name>-src,disk=0`` (a detached disk of an instance on
+           node2 into a running guest on node1): before the disk's first step on node1,
+           run again, ``success``; after it, ``error``, its steps undone. Either way the
+           disk is the receiver's or still its source's detached disk, never both.
 ========== ====================================================================
 
 ``canceled`` is never accepted: nobody cancels a job here, and a crash is not a cancel.
@@ -800,3 +804,73 @@ def crash_and_recover(
     reset(c, vols, names)
     flow.reset(c, vols, names)
     return jobs
+
+
+# -- a detached disk moved to another instance (--disk attach:from=…) -------------------------
+
+
+def _src_vols(vols: Path) -> Path:
+    """Where the source instances' disks live: not ``vols``, which :func:`reset` wants
+    empty once the receivers are gone (the sources go in the flow's own reset)."""
+    path = vols.parent / f"{vols.name}-src"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def _with_detached_source(c: MoveCluster, vols: Path, names: Names) -> None:
+    """Each receiver running on node1; its source ``<name>-src``, stopped on node2, has
+    its only disk (the strict provider installed under the receiver's name, so that no
+    two jobs share a diagnose) detached."""
+    _strict_as(c, vols, names)
+    _add(c, vols, names)
+    src = _src_vols(vols)
+    adds = [{**add_op(src, f"{n}-src", start=False, provider=n), "pnode": "node2"} for n in names]
+    run_all(c, adds)
+    run_all(c, [_modify_op(vols, f"{n}-src", action="detach", disk="0") for n in names])
+
+
+def _disk_move_op(vols: Path, name: str) -> dict[str, Any]:
+    return _modify_op(vols, name, action="attach", disk="0", source_instance=f"{name}-src")
+
+
+def expect_disk_move(ref: list[Record], point: Point) -> Outcome:
+    """Before the moved disk's first step on node1: run again, ``success``. After it:
+    ``error``, its steps undone; the disk stays a detached disk of its source."""
+    first = min(i for i, r in enumerate(ref, 1) if r.is_provider("attach", "node1"))
+    if point.journalled(first):
+        return Outcome("error", "node1", True, "what it had done was undone")
+    return Outcome("success", "node1", True)
+
+
+def _moved_or_kept(c: MoveCluster, vols: Path, name: str, what: str) -> None:
+    """The disk is the receiver's disk 1 or its source's detached disk, never both nor
+    neither; its volume exists, under its old name, held only by a guest that has it."""
+    _holds_its_disks(c, vols, name, what)
+    src, dst = c.instance(f"{name}-src"), c.instance(name)
+    moved = [d for d in dst["disks"] if d["index"] == 1]
+    kept = src["detached_disks"]
+    assert len(moved) + len(kept) == 1, f"{what}: moved {moved}, kept {kept}"
+    assert src["disks"] == [], f"{what}: the source has {src['disks']}"
+    [disk] = moved or kept
+    assert disk["volume"].endswith(".ext.disk0"), f"{what}: {disk['volume']}"
+    image = _src_vols(vols) / f"{disk['volume']}.img"
+    assert image.exists(), f"{what}: {image} is gone"
+    if kept:
+        attached, opened = inv_markers(_src_vols(vols), disk["volume"])
+        assert not attached, f"{what}: the kept disk is attached on {attached}"
+        assert not opened, f"{what}: the kept disk is open on {opened}"
+
+
+def _remove_sources(c: MoveCluster, vols: Path, names: Names) -> None:
+    reset(c, _src_vols(vols), [f"{n}-src" for n in names])
+    _uninstall(c, vols, names)
+
+
+FLOWS["disk-move"] = Flow(
+    "disk-move",
+    _with_detached_source,
+    _disk_move_op,
+    expect_disk_move,
+    extra_check=_moved_or_kept,
+    reset=_remove_sources,
+)

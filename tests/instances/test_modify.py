@@ -351,3 +351,120 @@ def test_reboot_and_disks_activated_for_a_repair_through_the_cli(cluster: Cluste
     assert "disks activated" not in cluster.ok("instance", "info", "verbs1")
     cluster.ok("instance", "remove", "verbs1")
     assert not [p for p in vols.iterdir() if p.name.endswith(".img")]
+
+
+def test_a_detached_disk_moves_to_another_instance_with_its_data(cluster: Cluster) -> None:
+    vols = cluster.vol_dir("move")
+    _add(cluster, "src1", vols)
+    _add(cluster, "dst1", vols)
+    cluster.ok(
+        "instance",
+        "modify",
+        "dst1",
+        "--disk",
+        f"add:size=2M,provider=sharedfile,dir={vols},name=scratch",
+    )
+    cluster.ok(
+        "instance",
+        "modify",
+        "src1",
+        "--disk",
+        f"add:size=4M,provider=sharedfile,dir={vols},name=data",
+    )
+    [data] = [d for d in cluster.instance("src1")["disks"] if d["name"] == "data"]
+    image = f"{data['volume']}.img"
+    assert image in _held(cluster, "src1")
+    # Written through the disk the running guest of src1 holds.
+    with (vols / image).open("r+b") as f:
+        f.write(b"moved between instances")
+
+    # An attached disk does not move: refused, naming it, nothing changed.
+    before = (_state(cluster, "src1", vols), _state(cluster, "dst1", vols))
+    cluster.fails(
+        "instance",
+        "modify",
+        "dst1",
+        "--disk",
+        "attach:from=src1,disk=data",
+        message="disk 1 of src1 is attached, not detached; detach it first",
+    )
+    cluster.fails(
+        "instance",
+        "modify",
+        "dst1",
+        "--disk",
+        "attach:from=nosuch,disk=1",
+        message="unknown instance 'nosuch'",
+    )
+    cluster.fails(
+        "instance",
+        "modify",
+        "dst1",
+        "--disk",
+        "attach:from=src1",
+        message="needs disk=",
+    )
+    assert (_state(cluster, "src1", vols), _state(cluster, "dst1", vols)) == before
+
+    cluster.ok("instance", "modify", "src1", "--disk", "data:detach")
+    out = cluster.ok(
+        "instance", "modify", "dst1", "--disk", "attach:from=src1,disk=data,name=moved"
+    )
+    assert (
+        f"dst1: disk 2 (moved) attached from src1 (volume {data['volume']}), 4 MiB; "
+        "hot-plugged into the running guest"
+    ) in out
+    src, dst = cluster.instance("src1"), cluster.instance("dst1")
+    assert src["detached_disks"] == []
+    assert [d["index"] for d in src["disks"]] == [0]
+    [moved] = [d for d in dst["disks"] if d["index"] == 2]
+    assert (moved["name"], moved["uuid"], moved["volume"]) == (
+        "moved",
+        data["uuid"],
+        data["volume"],
+    )
+    assert image in _held(cluster, "dst1")
+    assert (vols / image).read_bytes()[:23] == b"moved between instances"
+    cluster.ok("verify")
+
+    # Moved back while dst1 is stopped, at src1's next free index, used at its next start.
+    cluster.ok("instance", "shutdown", "dst1")
+    cluster.ok("instance", "modify", "dst1", "--disk", "moved:detach")
+    out = cluster.ok("instance", "modify", "src1", "--disk", "attach:from=dst1,disk=2")
+    assert "src1: disk 1 (moved) attached from dst1" in out
+    assert (vols / image).read_bytes()[:23] == b"moved between instances"
+    assert image in _held(cluster, "src1")
+    cluster.ok("instance", "startup", "dst1")
+    assert image not in _held(cluster, "dst1")
+    cluster.ok("verify")
+    cluster.ok("instance", "remove", "src1")
+    assert not (vols / image).exists()
+    cluster.ok("instance", "remove", "dst1")
+
+
+def test_a_disk_in_a_pool_not_connected_to_the_receiver_does_not_move(cluster: Cluster) -> None:
+    vols = cluster.vol_dir("movepool")
+    cluster.ok("cluster", "modify", "--add-pool", "movable", "sharedfile")
+    cluster.ok("group", "modify", "default", "--connect-pool", "movable")
+    _add(cluster, "psrc1", vols)
+    _add(cluster, "pdst1", vols)
+    cluster.ok("instance", "modify", "psrc1", "--disk", f"add:size=2M,pool=movable,dir={vols}")
+    cluster.ok("instance", "modify", "psrc1", "--disk", "1:detach")
+    cluster.ok("group", "modify", "default", "--disconnect-pool", "movable")
+    before = (_state(cluster, "psrc1", vols), _state(cluster, "pdst1", vols))
+    cluster.fails(
+        "instance",
+        "modify",
+        "pdst1",
+        "--disk",
+        "attach:from=psrc1,disk=1",
+        message="storage pool 'movable', which is not connected to node group 'default' of pdst1",
+    )
+    assert (_state(cluster, "psrc1", vols), _state(cluster, "pdst1", vols)) == before
+    cluster.ok("group", "modify", "default", "--connect-pool", "movable")
+    cluster.ok("instance", "modify", "pdst1", "--disk", "attach:from=psrc1,disk=1")
+    assert [d["pool"] for d in cluster.instance("pdst1")["disks"]] == [None, "movable"]
+    cluster.ok("verify")
+    cluster.ok("instance", "remove", "psrc1")
+    cluster.ok("instance", "remove", "pdst1")
+    assert sorted(p.name for p in vols.glob("*.img")) == []

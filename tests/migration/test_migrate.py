@@ -162,3 +162,41 @@ def test_migration_refusals(cluster: MoveCluster) -> None:
     assert "instance mig5 failed over from node1 to node2" in out
     check(cluster, "mig5", on="node2", running=False)
     cluster.ok("instance", "remove", "mig5")
+
+
+def test_migration_defaults_from_the_group_and_the_cluster(cluster: MoveCluster) -> None:
+    vols = cluster.vol_dir("defaults")
+    cluster.add("mig-def1", "node1", vols)
+    out = cluster.ok("cluster", "modify", "--max-downtime", "40", "--bandwidth", "300")
+    assert "cluster: migration max downtime 40 ms" in out
+    assert "cluster: migration bandwidth 300 MiB/s" in out
+    out = cluster.ok("group", "modify", "default", "--bandwidth", "55")
+    assert "group default: migration bandwidth 55 MiB/s" in out
+    info = cluster.ok("cluster", "info")
+    assert "migration defaults of the cluster: max downtime 40 ms, bandwidth 300 MiB/s" in info
+    assert "migration defaults of the node group default: bandwidth 55 MiB/s" in info
+    try:
+        out = cluster.ok(
+            "instance", "migrate", "mig-def1", "-n", "node2", "--converge-timeout", "90"
+        )
+        assert "(max downtime 40 ms, bandwidth 55 MiB/s)" in out
+        log = cluster.log_text(cluster.last())
+        assert (
+            "migration settings: max downtime 40 ms (from the cluster), bandwidth 55 MiB/s "
+            "(from node group default), converge timeout 90 s (from the opcode)"
+        ) in log
+        check(cluster, "mig-def1", on="node2", running=True)
+        out = cluster.ok("group", "modify", "default", "--bandwidth", "0")
+        assert "group default: migration bandwidth not set (the cluster's)" in out
+        out = cluster.ok("instance", "migrate", "mig-def1", "-n", "node1")
+        assert "(max downtime 40 ms, bandwidth 300 MiB/s)" in out
+        cluster.fails(
+            "group", "modify", "default", "--max-downtime", "-3", message="-3 is not in the range"
+        )
+    finally:
+        cluster.ok("group", "modify", "default", "--bandwidth", "0")
+        cluster.ok("cluster", "modify", "--max-downtime", "0", "--bandwidth", "0")
+    out = cluster.ok("instance", "migrate", "mig-def1", "-n", "node2")
+    assert "(max downtime 300 ms, bandwidth 1024 MiB/s)" in out
+    check(cluster, "mig-def1", on="node2", running=True)
+    cluster.ok("instance", "remove", "mig-def1")

@@ -32,7 +32,7 @@ from extjobs.testing.postgres import PostgresServer, find_bindir
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-PARTS = ("calls", "curve", "queue", "scale", "flows")
+PARTS = ("calls", "curve", "queue", "scale", "flows", "api", "cli")
 
 
 class Plan:
@@ -113,18 +113,24 @@ def _log(message: str) -> None:
 async def run_calls(plan: Plan, work: Path, out: dict[str, Any], parts: set[str]) -> None:
     key = make_key(work / "key")
     openssh = ["openssh_master", "openssh_fresh"] if have_openssh_client() else []
-    names = ["asyncssh", "runner", "extjobs", "extjobs_api", *openssh]
+    names = ["asyncssh", "runner", "extjobs", *calls_bench.API_CONTENDERS, *openssh]
     if not plan.quick:
         names.insert(1, "asyncssh_run")
+    if not parts & {"calls", "curve"}:
+        # The API part alone: the reference, the engine and the API's ways of calling.
+        names = ["asyncssh", "extjobs", *calls_bench.API_CONTENDERS]
     with start_embedded_nodes(4, work / "nodes", key) as nodes:
         async with calls_bench.open_contenders(names, nodes, key, work) as calls:
-            if "calls" in parts:
+            if parts & {"calls", "api"}:
                 _log("engine alone (a node runner that costs nothing)")
                 out["engine_only"] = await calls_bench.engine_only(work / "engine-only", 2000)
                 _log("where the time of one call goes")
                 out["cost"] = {
-                    k: await calls_bench.where_time_goes(calls[k], nodes, plan.call_n * 2)
-                    for k in ("asyncssh", "extjobs")
+                    k: await calls_bench.where_time_goes(
+                        calls[k], nodes, plan.call_n * 2, calls_bench.SERVER_PIDS.get(k)
+                    )
+                    for k in calls
+                    if k in ("asyncssh", "extjobs") or k.startswith("extjobs_api")
                 }
                 _log("per-call overhead, one call in flight")
                 n = {k: plan.fresh_n if k == "openssh_fresh" else plan.call_n for k in calls}
@@ -140,15 +146,16 @@ async def run_calls(plan: Plan, work: Path, out: dict[str, Any], parts: set[str]
                 out["serial_ratios_api"] = {
                     k: calls_bench.ratio(serial, "extjobs_api", k, "p50_ms") for k in calls
                 }
+                out["serial_ratios_api_oneshot"] = {
+                    k: calls_bench.ratio(serial, "extjobs_api_oneshot", k, "p50_ms") for k in calls
+                }
                 out["serial_ratios_mean"] = {
                     k: calls_bench.ratio(serial, "extjobs", k, "per_call_ms") for k in calls
                 }
                 _log("throughput, 32 calls in flight over 4 nodes")
                 # The quick run spends its time on more rounds of the two that the
                 # target compares, rather than on the other contenders.
-                skip = {"openssh_fresh"} | (
-                    {"extjobs_api", "openssh_master"} if plan.quick else set()
-                )
+                skip = {"openssh_fresh"} | ({"openssh_master"} if plan.quick else set())
                 tp_calls = {k: v for k, v in calls.items() if k not in skip}
                 n = {k: plan.tp_n // 2 if k.startswith("openssh") else plan.tp_n for k in tp_calls}
                 tp = await calls_bench.compare(
@@ -160,6 +167,10 @@ async def run_calls(plan: Plan, work: Path, out: dict[str, Any], parts: set[str]
                 }
                 out["inflight32_ratios_api"] = {
                     k: calls_bench.ratio(tp, "extjobs_api", k, "calls_per_s") for k in tp_calls
+                }
+                out["inflight32_ratios_api_oneshot"] = {
+                    k: calls_bench.ratio(tp, "extjobs_api_oneshot", k, "calls_per_s")
+                    for k in tp_calls
                 }
             if "curve" in parts and plan.curve:
                 curve_names = ["asyncssh", "runner", "extjobs", "extjobs_api", *openssh[:1]]
@@ -201,10 +212,16 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         "call_overhead_ratio": r(serial.get("asyncssh")),
         "call_overhead_ratio_mean": r(calls.get("serial_ratios_mean", {}).get("asyncssh")),
         "call_overhead_ratio_api": r(calls.get("serial_ratios_api", {}).get("asyncssh")),
+        "call_overhead_ratio_api_oneshot": r(
+            calls.get("serial_ratios_api_oneshot", {}).get("asyncssh")
+        ),
         "call_overhead_vs_openssh_master": r(serial.get("openssh_master")),
         "call_overhead_vs_openssh_fresh": r(serial.get("openssh_fresh")),
         "throughput_ratio_32": r(tp.get("asyncssh")),
         "throughput_ratio_32_api": r(calls.get("inflight32_ratios_api", {}).get("asyncssh")),
+        "throughput_ratio_32_api_oneshot": r(
+            calls.get("inflight32_ratios_api_oneshot", {}).get("asyncssh")
+        ),
         "throughput_vs_openssh_master_32": r(tp.get("openssh_master")),
         "engine_us_per_job": calls.get("engine_only", {}).get("serial_us_per_job"),
         "jobs_per_s": queue.get("jobs_per_s"),
@@ -251,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="extjobs-bench-") as tmp:
         work = Path(tmp)
-        if parts & {"calls", "curve"}:
+        if parts & {"calls", "curve", "api"}:
             results["calls"] = {}
             anyio.run(run_calls, plan, work / "calls", results["calls"], parts)
         if "queue" in parts:

@@ -35,6 +35,11 @@ from extjobs.model.remote import CommandResult
 
 Opener = Callable[[], AbstractAsyncContextManager[c.Call]]
 
+#: The ways of calling through a daemon process and its HTTP API (see bench.contenders).
+API_CONTENDERS = ("extjobs_api", "extjobs_api_oneshot")
+#: The process serving a contender, where it is not this one (its CPU is measured too).
+SERVER_PIDS: dict[str, int] = {}
+
 
 async def measure(call: c.Call, n: int, in_flight: int, *, spread: bool) -> dict[str, Any]:
     """``n`` calls with ``in_flight`` concurrent workers; worker ``w`` uses node ``w``
@@ -97,12 +102,14 @@ async def open_contenders(
                 engine = await stack.enter_async_context(open_engine(workdir / "engine", key))
                 await add_nodes_in_engine(engine, nodes, user)
                 calls[name] = await stack.enter_async_context(c.open_extjobs(engine, nodes))
-            elif name == "extjobs_api":
-                daemon = DaemonProcess(workdir / "daemon", key)
+            elif name in API_CONTENDERS:
+                daemon = DaemonProcess(workdir / name, key)
                 daemon.start()
                 stack.callback(daemon.stop)
                 await anyio.to_thread.run_sync(add_nodes_via_api, daemon, nodes, user)
-                calls[name] = await stack.enter_async_context(c.open_extjobs_api(daemon, nodes))
+                SERVER_PIDS[name] = daemon.pid
+                opener = c.open_extjobs_api if name == "extjobs_api" else c.open_extjobs_api_oneshot
+                calls[name] = await stack.enter_async_context(opener(daemon, nodes))
             else:
                 raise ValueError(f"unknown contender {name}")
         yield calls
@@ -158,16 +165,23 @@ async def engine_only(workdir: Path, n: int, store_url: str = "") -> dict[str, A
     return out
 
 
-async def where_time_goes(call: c.Call, nodes: list[Node], n: int) -> dict[str, float]:
-    """``n`` calls one at a time: wall time, this process's CPU and the node servers' CPU
-    (each server with the commands it forked) per call."""
+async def where_time_goes(
+    call: c.Call, nodes: list[Node], n: int, server_pid: int | None = None
+) -> dict[str, float | None]:
+    """``n`` calls one at a time: wall time, this process's CPU, the node servers' CPU
+    (each server with the commands it forked) and, for a call through a daemon process
+    (``server_pid``), the daemon's CPU per call."""
     before = sum(cpu_seconds(node.process.pid) for node in nodes)
+    server = cpu_seconds(server_pid) if server_pid is not None else 0.0
     row = await measure(call, n, 1, spread=False)
     after = sum(cpu_seconds(node.process.pid) for node in nodes)
     return {
         "wall_ms_per_call": round(row["per_call_ms"], 3),
         "client_cpu_ms_per_call": round(row["cpu_ms_per_call"], 3),
         "node_cpu_ms_per_call": round((after - before) / n * 1000, 3),
+        "daemon_cpu_ms_per_call": None
+        if server_pid is None
+        else round((cpu_seconds(server_pid) - server) / n * 1000, 3),
     }
 
 

@@ -21,11 +21,13 @@ END = "<!-- bench:results:end -->"
 TARGETS: list[tuple[str, str, Any]] = [
     ("call_overhead_ratio", "≤ 1.5", lambda v: v <= 1.5),
     ("call_overhead_ratio_mean", "—", None),
-    ("call_overhead_ratio_api", "—", None),
+    ("call_overhead_ratio_api", "≤ 1.4", lambda v: v <= 1.4),
+    ("call_overhead_ratio_api_oneshot", "—", None),
     ("call_overhead_vs_openssh_master", "—", None),
     ("call_overhead_vs_openssh_fresh", "—", None),
     ("throughput_ratio_32", "≥ 0.7", lambda v: v >= 0.7),
-    ("throughput_ratio_32_api", "—", None),
+    ("throughput_ratio_32_api", "≥ 0.6", lambda v: v >= 0.6),
+    ("throughput_ratio_32_api_oneshot", "—", None),
     ("throughput_vs_openssh_master_32", "—", None),
     ("engine_us_per_job", "—", None),
     ("jobs_per_s", "≥ 500", lambda v: v >= 500),
@@ -152,13 +154,16 @@ def render(results: dict[str, Any]) -> str:
             "",
             "Where one call's time goes (one in flight; CPU per call):",
             "",
-            "| contender | wall ms | client process CPU ms | node server CPU ms |",
-            "| --- | --- | --- | --- |",
+            "| contender | wall ms | client process CPU ms | daemon CPU ms | node server CPU ms |",
+            "| --- | --- | --- | --- | --- |",
         ]
         for name, row in cost.items():
+            daemon = row.get("daemon_cpu_ms_per_call")
             lines.append(
                 f"| {name} | {row['wall_ms_per_call']:.2f} | "
-                f"{row['client_cpu_ms_per_call']:.3f} | {row['node_cpu_ms_per_call']:.3f} |"
+                f"{row['client_cpu_ms_per_call']:.3f} | "
+                f"{'—' if daemon is None else f'{daemon:.3f}'} | "
+                f"{row['node_cpu_ms_per_call']:.3f} |"
             )
     engine = calls.get("engine_only")
     if engine:

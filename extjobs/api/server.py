@@ -212,10 +212,26 @@ def build_app(target: QueueView, *, backup: Backup | None = None) -> Starlette:
         submitter = request.scope.get("state", {}).get(SUBMITTER)
         if submitter is not None:
             batch = [attrs.evolve(job, submitter=submitter) for job in batch]
+        # ``?wait=S``: submit and answer once every job of the batch has ended (or after
+        # S seconds), with the jobs: one round trip for a caller that wants the result.
+        wait = (
+            min(_float_param(request, "wait", 0.0), MAX_WAIT)
+            if "wait" in request.query_params
+            else None
+        )
         ids = queue.submit(batch)
         # Answered once the jobs are in the store: an id given out is never lost.
         await queue.flush()
-        return JSONResponse({"job_ids": ids}, status_code=201)
+        if wait is None:
+            return JSONResponse({"job_ids": ids}, status_code=201)
+        jobs = []
+        with anyio.move_on_after(wait):
+            for job_id in ids:
+                # A serial beyond any entry: the wait ends only when the job has ended.
+                job, _ = await queue.wait_for_change(job_id, MAX_JOB_ID, MAX_WAIT)
+                jobs.append(job)
+        jobs += [queue.get(job_id) for job_id in ids[len(jobs) :]]
+        return JSONResponse({"job_ids": ids, "jobs": [job_view(j) for j in jobs]}, status_code=201)
 
     @_endpoint
     async def list_jobs(request: Request) -> Response:

@@ -140,6 +140,9 @@ def _uvicorn_config(app: Any, **extra: Any) -> uvicorn.Config:
         lifespan="off",
         log_level="warning",
         access_log=False,
+        # No proxy stands in front of the daemon: uvicorn's X-Forwarded-* middleware
+        # would only add a layer to every request.
+        proxy_headers=False,
         timeout_graceful_shutdown=2,
         **extra,
     )

@@ -238,6 +238,7 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         "takeover_s_max": takeover.get("takeover_s_max"),
         "scale_ratio_64": scale.get("scale_ratio"),
         "rss_mb_per_node": scale.get("rss_mb_per_node"),
+        "cli_job_list_over_floor_ms": results.get("cli", {}).get("cli_job_list_over_floor_ms"),
         "failover_overhead_ms": r(flows.get("failover", {}).get("overhead_ms"), 1),
         "migrate_overhead_ms": r(flows.get("migrate", {}).get("overhead_ms"), 1),
         "notes": {
@@ -305,6 +306,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
             one_group = [r for r in runs if r.get("group_size") in (None, r.get("nodes"))]
             results["scale"] = {"runs": runs, "headline": one_group[-1]}
+        if "cli" in parts:
+            from bench.cli import run_cli_bench
+
+            _log("CLI start-up: extjobs job list beside python -c pass")
+            results["cli"] = run_cli_bench(work / "cli", rounds=15 if plan.quick else 30)
         if "flows" in parts:
             _log(f"flows: {plan.flow_rounds} live migrations and failovers, fake hypervisor")
             results["flows"] = run_flows_bench(

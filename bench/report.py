@@ -36,6 +36,7 @@ TARGETS: list[tuple[str, str, Any]] = [
     ("jobs_per_s_history_20k", "—", None),
     ("scale_ratio_64", "≤ 1.25", lambda v: v <= 1.25),
     ("rss_mb_per_node", "—", None),
+    ("cli_job_list_over_floor_ms", "≤ 150", lambda v: v <= 150),
     ("failover_overhead_ms", "≤ 50", lambda v: v <= 50),
     ("migrate_overhead_ms", "≤ 50", lambda v: v <= 50),
 ]

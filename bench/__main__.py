@@ -9,6 +9,7 @@ redraws ``docs/benchmarks-scaling.png`` and the generated part of
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -32,7 +33,7 @@ from extjobs.testing.postgres import PostgresServer, find_bindir
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-PARTS = ("calls", "curve", "queue", "scale", "flows", "api", "cli")
+PARTS = ("calls", "curve", "queue", "scale", "flows", "api", "cli", "thousand")
 
 
 class Plan:
@@ -58,6 +59,8 @@ class Plan:
             [(64, 16, 0)] if quick else [(8, 32, 0), (16, 64, 0), (32, 128, 0), (64, 256, 0)]
         )
         self.scale_grouped = [] if quick else [(64, 256, 8)]
+        # bench/thousand.py: nodes served by one process, one add per node.
+        self.thousand = [64] if quick else [64, 1000]
         # Timed migrations and failovers each (directions alternate).
         self.flow_rounds = 4 if quick else 10
         # Leader kills timed (two masters on PostgreSQL).
@@ -239,11 +242,35 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         "scale_ratio_64": scale.get("scale_ratio"),
         "rss_mb_per_node": scale.get("rss_mb_per_node"),
         "cli_job_list_over_floor_ms": results.get("cli", {}).get("cli_job_list_over_floor_ms"),
+        **thousand_headline(results),
         "failover_overhead_ms": r(flows.get("failover", {}).get("overhead_ms"), 1),
         "migrate_overhead_ms": r(flows.get("migrate", {}).get("overhead_ms"), 1),
         "notes": {
             **({"scale_ratio_64": scale["note"]} if "note" in scale else {}),
         },
+    }
+
+
+def thousand_headline(results: dict[str, Any]) -> dict[str, Any]:
+    """The largest thousand-node run's figures, and the engine's cost per job by size."""
+    scale = results.get("scale", {})
+    runs = scale.get("thousand") or [{}]
+    big = runs[-1]
+    engine = {row["nodes"]: row for row in scale.get("engine_by_nodes", [])}
+
+    def us(size: int) -> Any:
+        return engine.get(size, {}).get("serial_cpu_us_per_job")
+
+    return {
+        "cluster_nodes": big.get("nodes"),
+        "cluster_node_add_s": big.get("node_add_s"),
+        "cluster_rss_mb_per_node": big.get("rss_mb_per_node"),
+        "cluster_diagnose_s": big.get("diagnose_s"),
+        "cluster_node_list_ms_p50": big.get("node_list_ms_p50"),
+        "cluster_instance_list_ms_p50": big.get("instance_list_ms_p50"),
+        "cluster_add_ratio": big.get("add_ratio"),
+        "engine_cpu_us_per_job_64_nodes": us(64),
+        "engine_cpu_us_per_job_1000_nodes": us(1000),
     }
 
 
@@ -306,6 +333,33 @@ def main(argv: list[str] | None = None) -> int:
                 )
             one_group = [r for r in runs if r.get("group_size") in (None, r.get("nodes"))]
             results["scale"] = {"runs": runs, "headline": one_group[-1]}
+        if parts & {"scale", "thousand"}:
+            from bench.thousand import run_thousand_bench
+
+            key = make_key(work / "thousand-key")
+            results.setdefault("scale", {})
+
+            sizes = (64, 1000)
+            results["scale"]["engine_by_nodes"] = []
+            for size in sizes:
+                _log(f"engine alone in a cluster of {size} nodes, {4 * size} instances")
+                results["scale"]["engine_by_nodes"].append(
+                    anyio.run(
+                        functools.partial(
+                            calls_bench.engine_only,
+                            work / f"engine-{size}",
+                            1000,
+                            nodes=size,
+                            instances=4 * size,
+                        )
+                    )
+                )
+            results["scale"]["thousand"] = []
+            for size in plan.thousand:
+                _log(f"{size} nodes in one process: node adds, diagnose, {size} adds, lists")
+                results["scale"]["thousand"].append(
+                    run_thousand_bench(work / f"thousand-{size}", key, nodes=size)
+                )
         if "cli" in parts:
             from bench.cli import run_cli_bench
 

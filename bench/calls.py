@@ -129,12 +129,50 @@ class NullRunner:
         return {}
 
 
-async def engine_only(workdir: Path, n: int, store_url: str = "") -> dict[str, Any]:
+def seeded(cfg: Any, nodes: int, instances: int) -> Any:
+    """``cfg`` with ``nodes`` nodes (node1…) and ``instances`` stopped instances of one
+    disk each (inst1…, spread over the nodes), added in one change."""
+    import attrs
+
+    from extjobs.model.cluster import Disk, Instance
+    from extjobs.model.cluster import Node as ClusterNode
+
+    added = {
+        f"node{i + 1}": ClusterNode(
+            name=f"node{i + 1}", host="127.0.0.1", port=22 + i, host_key="x y"
+        )
+        for i in range(nodes)
+    }
+    made = {
+        f"inst{i + 1}": Instance(
+            name=f"inst{i + 1}",
+            primary=f"node{i % nodes + 1}",
+            admin_up=False,
+            uuid=f"00000000-0000-4000-8000-{i:012d}",
+            disks=(
+                Disk(
+                    uuid=f"00000000-0000-4000-9000-{i:012d}",
+                    index=0,
+                    size=16,
+                    provider="benchsleep",
+                    access="userspace",
+                ),
+            ),
+        )
+        for i in range(instances)
+    }
+    return attrs.evolve(cfg, nodes={**cfg.nodes, **added}, instances={**cfg.instances, **made})
+
+
+async def engine_only(
+    workdir: Path, n: int, store_url: str = "", *, nodes: int = 1, instances: int = 0
+) -> dict[str, Any]:
     """CPU and wall time per OP_TEST_DELAY job with a node runner that costs nothing:
     submit, queue, locks, LU, journal, store and wake-up, without any transport.
     ``store_url``: on PostgreSQL, through the group writer, as a leading master (the CPU
-    is this process's, all threads; the database server's is not in it)."""
-    from extjobs.model.cluster import Node as ClusterNode
+    is this process's, all threads; the database server's is not in it). ``nodes`` and
+    ``instances``: the size of the cluster configuration the jobs run in (each job
+    still runs on node1 alone): what the engine does per job must not grow with it."""
     from extjobs.model.config import Config, config_from_dict
     from extjobs.model.opcodes import OpClusterInit, OpTestDelay
     from extjobs.testing.engine import open_engine as open_kit_engine
@@ -142,15 +180,19 @@ async def engine_only(workdir: Path, n: int, store_url: str = "") -> dict[str, A
     config = Config(state_dir=workdir)
     if store_url:
         config = config_from_dict({"store": {"url": store_url}}, state_dir=workdir)
-    out: dict[str, Any] = {"jobs": n, "store": "postgresql" if store_url else "sqlite"}
+    out: dict[str, Any] = {
+        "jobs": n,
+        "store": "postgresql" if store_url else "sqlite",
+        "nodes": nodes,
+        "instances": instances,
+    }
     async with open_kit_engine(
         config,
         NullRunner(),  # type: ignore[arg-type]
         group_commit=bool(store_url),
     ) as engine:
         await engine.run(OpClusterInit(cluster_name="bench"))
-        node = ClusterNode(name="node1", host="127.0.0.1", port=22, host_key="x y")
-        engine.configmgr.update(lambda cfg: cfg.with_node(node))
+        engine.configmgr.update(lambda cfg: seeded(cfg, nodes, instances))
         op = OpTestDelay(duration=0.0, on_master=False, on_nodes=("node1",))
         for _ in range(100):
             await engine.run(op)

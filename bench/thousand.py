@@ -154,18 +154,24 @@ def run_thousand_bench(workdir: Path, key: ClientKey, *, nodes: int) -> dict[str
             daemon_cpu = cpu_seconds(daemon.pid) - daemon_cpu
             nodes_cpu = cpu_seconds(group.pid) - nodes_cpu
             listed = {j["id"]: j for j in client.jobs()}
+            first_error = None
+            for job_id in ids:
+                if listed[job_id]["status"] != "success":
+                    first_error = str(client.job(job_id)["ops"][0]["error"])[:300]
+                    break
             peak = peak_rss_mb(daemon.pid)
         finally:
             daemon.stop()
         done = [listed[i] for i in ids]
-        failed = [j for j in done if j["status"] != "success"]
-        if failed:
-            raise RuntimeError(f"{len(failed)} adds failed, e.g. {failed[:2]}")
+        # Recorded, not raised: a run whose adds partly failed (a diagnose of every node
+        # timing out on a saturated machine) still says what it measured.
+        failed = [j["id"] for j in done if j["status"] != "success"]
         wall = max(j["ended"] for j in done) - t0
         ideal = math.ceil(nodes / MAX_RUNNING) * STEPS_PER_ADD * STEP_SLEEP
 
-        # Four instances per node: three more per node, written while it is stopped.
-        seed_instances(daemon, nodes, nodes + 1, 3 * nodes)
+        # Four instances per node: the rest, written while the daemon is stopped.
+        made = len(done) - len(failed)
+        seed_instances(daemon, nodes, nodes + 1, 4 * nodes - made)
         client = daemon.start()
         try:
             assert len(client.instances()) == 4 * nodes
@@ -191,6 +197,8 @@ def run_thousand_bench(workdir: Path, key: ClientKey, *, nodes: int) -> dict[str
         "rss_mb_per_node": round((connected_rss - base_rss) / nodes, 3),
         "diagnose_s": round(diagnose_s, 2),
         "adds": nodes,
+        "adds_failed": len(failed),
+        "first_error": first_error,
         "max_running": MAX_RUNNING,
         "step_s": STEP_SLEEP,
         "add_wall_s": round(wall, 2),

@@ -17,12 +17,14 @@ import http.client
 import json
 import select
 import socket as socketlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from urllib.parse import quote, urlencode
 
 from extjobs.errors import ExtJobsError
+
+T = TypeVar("T")
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -49,6 +51,22 @@ class _UnixConnection(http.client.HTTPConnection):
             return False
         readable, _, _ = select.select([self.sock], [], [], 0)
         return bool(readable)
+
+
+def _decoded(status: int, raw: bytes) -> Any:
+    """The JSON of an answer; raises :class:`ApiError` for an error status."""
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        answer = {"error": {"kind": "http", "message": raw.decode(errors="replace")[:500]}}
+    if status >= 400:
+        err = answer.get("error", {}) if isinstance(answer, dict) else {}
+        raise ApiError(
+            str(err.get("message", f"HTTP {status}")),
+            status=status,
+            **{k: v for k, v in err.items() if k not in ("message",)},
+        )
+    return answer
 
 
 class ApiError(ExtJobsError):
@@ -92,30 +110,46 @@ class Client:
 
         Raises :class:`DaemonUnavailableError` when the daemon cannot be reached or does
         not answer in time, :class:`ApiError` when it answers with an error."""
-        limit = self.timeout + patience
-        target = path
         params = kwargs.pop("params", None)
-        if params:
-            target += "?" + urlencode(params)
-        headers = {"Accept": "application/json"}
         body: bytes | None = None
         if "json" in kwargs:
             body = json.dumps(kwargs.pop("json")).encode()
-            headers["Content-Type"] = "application/json"
         if kwargs:
             raise TypeError(f"unexpected arguments: {', '.join(sorted(kwargs))}")
-        try:
+        response = self._send(method, path, params, body, patience)
+        raw = self._guard(method, path, self.timeout + patience, response.read)
+        status = response.status
+        if response.will_close:
+            self.close()
+        return _decoded(status, raw)
+
+    def _send(
+        self, method: str, path: str, params: Any, body: bytes | None, patience: float
+    ) -> http.client.HTTPResponse:
+        """Send a request and read the head of its answer (the daemon has ``timeout``
+        plus ``patience`` seconds for it); the caller reads the body."""
+        target = path + ("?" + urlencode(params) if params else "")
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+
+        def send() -> http.client.HTTPResponse:
             conn = self._connection()
             conn.request(method, target, body=body, headers=headers)
-            # The daemon has ``limit`` seconds from here for its whole answer.
             assert conn.sock is not None
-            conn.sock.settimeout(limit)
-            response = conn.getresponse()
-            status, raw = response.status, response.read()
-            if response.will_close:
-                self.close()
-            else:
-                conn.sock.settimeout(self.timeout)
+            conn.sock.settimeout(self.timeout + patience)
+            return conn.getresponse()
+
+        return self._guard(method, path, self.timeout + patience, send)
+
+    def _guard(self, method: str, path: str, limit: float, step: Callable[[], T]) -> T:
+        """Run one step of an exchange with the daemon (the socket's timeout set to
+        ``limit``); its failures as :class:`DaemonUnavailableError`, the connection
+        closed then."""
+        try:
+            if self._conn is not None and self._conn.sock is not None:
+                self._conn.sock.settimeout(limit)
+            return step()
         except TimeoutError as exc:
             self.close()
             raise DaemonUnavailableError(
@@ -131,18 +165,6 @@ class Client:
                 f"cannot reach the extjobs daemon at {self.socket}: {exc}",
                 socket=str(self.socket),
             ) from None
-        try:
-            answer = json.loads(raw)
-        except ValueError:
-            answer = {"error": {"kind": "http", "message": raw.decode(errors="replace")[:500]}}
-        if status >= 400:
-            err = answer.get("error", {}) if isinstance(answer, dict) else {}
-            raise ApiError(
-                str(err.get("message", f"HTTP {status}")),
-                status=status,
-                **{k: v for k, v in err.items() if k not in ("message",)},
-            )
-        return answer
 
     def _connection(self) -> _UnixConnection:
         """The kept-alive connection, or a new one when there is none or the daemon
@@ -192,20 +214,40 @@ class Client:
         )
 
     def follow(self, job_id: int) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
-        """Yield (job, new log entries) until the job has ended."""
-        since = 0
-        # The first poll asks for what is there at once (every job has log entries), so
-        # a daemon that does not answer is found within timeout, not POLL + timeout.
-        poll = 0.0
-        while True:
-            answer = self.wait(job_id, since, poll)
-            poll = POLL
-            entries = answer["log"]
-            if entries:
-                since = entries[-1]["serial"]
-            yield answer["job"], entries
-            if answer["job"]["status"] in ("success", "error", "canceled") and not entries:
-                return
+        """Yield (job, new log entries) until the job has ended: one streamed request
+        (``GET /v1/jobs/ID/watch``) whose lines come as the job changes, at least
+        every :data:`POLL` seconds, so a daemon that stops answering is noticed within
+        ``POLL`` + ``timeout`` (the first line comes at once: within ``timeout``)."""
+        path = f"/v1/jobs/{job_id}/watch"
+        response = self._send("GET", path, {"since": 0, "heartbeat": POLL}, None, 0.0)
+        if response.status >= 400:
+            raw = self._guard("GET", path, self.timeout, response.read)
+            if response.will_close:
+                self.close()
+            _decoded(response.status, raw)
+        finished = False
+        try:
+            while True:
+                line = self._guard("GET", path, self.timeout + POLL, response.readline)
+                if not line:
+                    raise DaemonUnavailableError(
+                        f"the extjobs daemon at {self.socket} ended the watch of job "
+                        f"{job_id} before the job ended",
+                        socket=str(self.socket),
+                    )
+                answer = json.loads(line)
+                yield answer["job"], answer["log"]
+                if (
+                    answer["job"]["status"] in ("success", "error", "canceled")
+                    and not (answer["log"])
+                ):
+                    # The end of the stream: the connection can carry the next request.
+                    self._guard("GET", path, self.timeout, response.read)
+                    finished = True
+                    return
+        finally:
+            if not finished or response.will_close:
+                self.close()
 
     def cancel(self, job_id: int) -> dict[str, Any]:
         return dict(self.request("POST", f"/v1/jobs/{job_id}/cancel"))

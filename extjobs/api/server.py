@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import anyio
 import attrs
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 import extjobs
@@ -46,6 +46,11 @@ MAX_JOB_ID = 1 << 63
 Handler = Callable[[Request], Awaitable[Response]]
 #: Copies the store to a new file and describes the copy (``{"path", "bytes", …}``).
 Backup = Callable[[Path], dict[str, Any]]
+
+
+def _line(data: Any) -> bytes:
+    """One line of a streamed answer (``application/x-ndjson``)."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
 def error_response(status: int, kind: str, message: str, **fields: Any) -> JSONResponse:
@@ -269,6 +274,30 @@ def build_app(target: QueueView, *, backup: Backup | None = None) -> Starlette:
         return JSONResponse({"job": job_view(job), "log": [log_view(e) for e in entries]})
 
     @_endpoint
+    async def watch_job(request: Request) -> Response:
+        """One streamed answer per watcher: a line of JSON (``{"job", "log"}``) each time
+        the job has new log entries, at least every ``heartbeat`` seconds, and last once
+        it has ended; what a series of long polls gives, on one request."""
+        job_id = _job_id(request)
+        since = _int_param(request, "since", 0)
+        heartbeat = min(_float_param(request, "heartbeat", 30.0), MAX_WAIT)
+        # The first line is what is there now: an unknown job is a 404, not a stream.
+        first = await queue.wait_for_change(job_id, since, 0.0)
+
+        async def lines() -> AsyncIterator[bytes]:
+            nonlocal since
+            job, entries = first
+            while True:
+                if entries:
+                    since = entries[-1].serial
+                yield _line({"job": job_view(job), "log": [log_view(e) for e in entries]})
+                if job.status.finalized and not entries:
+                    return
+                job, entries = await queue.wait_for_change(job_id, since, heartbeat)
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    @_endpoint
     async def cancel_job(request: Request) -> Response:
         job = queue.cancel(_job_id(request))
         await queue.flush()
@@ -333,6 +362,7 @@ def build_app(target: QueueView, *, backup: Backup | None = None) -> Starlette:
         Route("/v1/jobs", list_jobs, methods=["GET"]),
         Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
         Route("/v1/jobs/{job_id}/wait", wait_job, methods=["GET"]),
+        Route("/v1/jobs/{job_id}/watch", watch_job, methods=["GET"]),
         Route("/v1/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
         Route("/v1/jobs/{job_id}/archive", archive_job, methods=["POST"]),
         Route("/v1/backup", backup_store, methods=["POST"]),

@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 import extjobs
 from extjobs.api.auth import SUBMITTER
+from extjobs.api.listings import Listings
 from extjobs.api.views import http_status, job_view, log_view
 from extjobs.engine.standby import Master, QueueView
 from extjobs.errors import (
@@ -161,6 +162,7 @@ def build_app(target: QueueView, *, backup: Backup | None = None) -> Starlette:
     copied online."""
     master = target if isinstance(target, Master) else Master(target)
     queue: QueueView = master
+    listings = Listings()
 
     @_endpoint
     async def masters(request: Request) -> Response:
@@ -324,19 +326,11 @@ def build_app(target: QueueView, *, backup: Backup | None = None) -> Starlette:
 
     @_endpoint
     async def nodes(request: Request) -> Response:
-        from extjobs.lus.node import node_summary
-
-        cfg = queue.config
-        return JSONResponse({"nodes": [node_summary(n, cfg) for _, n in sorted(cfg.nodes.items())]})
+        return Response(listings.nodes(queue.config), media_type="application/json")
 
     @_endpoint
     async def instances(request: Request) -> Response:
-        from extjobs.lus.instance import instance_summary
-
-        cfg = queue.config
-        return JSONResponse(
-            {"instances": [instance_summary(i, cfg) for _, i in sorted(cfg.instances.items())]}
-        )
+        return Response(listings.instances(queue.config), media_type="application/json")
 
     @_endpoint
     async def instance(request: Request) -> Response:

@@ -105,7 +105,11 @@ def _latency_ms(call: Any, n: int) -> list[float]:
     return out
 
 
-def run_thousand_bench(workdir: Path, key: ClientKey, *, nodes: int) -> dict[str, Any]:
+def run_thousand_bench(
+    workdir: Path, key: ClientKey, *, nodes: int, sections: str = ""
+) -> dict[str, Any]:
+    """One run; ``sections``: further sections of the daemon's configuration (a longer
+    ``[storage] diagnose_cache``, to compare)."""
     op_id = instance_opcode()
     assert op_id is not None
     group = EmbeddedNodeGroup(workdir / "nodes", nodes, key.authorized_keys)
@@ -113,7 +117,9 @@ def run_thousand_bench(workdir: Path, key: ClientKey, *, nodes: int) -> dict[str
     try:
         node_server_rss = rss_mb(group.pid)
         _install(started)
-        daemon = DaemonProcess(workdir / "daemon", key, queue=f"max_running = {MAX_RUNNING}")
+        daemon = DaemonProcess(
+            workdir / "daemon", key, queue=f"max_running = {MAX_RUNNING}\n{sections}"
+        )
         client = daemon.start()
         try:
             base_rss = rss_mb(daemon.pid)
@@ -154,6 +160,7 @@ def run_thousand_bench(workdir: Path, key: ClientKey, *, nodes: int) -> dict[str
             daemon_cpu = cpu_seconds(daemon.pid) - daemon_cpu
             nodes_cpu = cpu_seconds(group.pid) - nodes_cpu
             listed = {j["id"]: j for j in client.jobs()}
+            commands = client.info()["statistics"]["runner"].get("commands_run")
             first_error = None
             for job_id in ids:
                 if listed[job_id]["status"] != "success":
@@ -198,6 +205,7 @@ def run_thousand_bench(workdir: Path, key: ClientKey, *, nodes: int) -> dict[str
         "diagnose_s": round(diagnose_s, 2),
         "adds": nodes,
         "adds_failed": len(failed),
+        "commands_run": commands,
         "first_error": first_error,
         "max_running": MAX_RUNNING,
         "step_s": STEP_SLEEP,

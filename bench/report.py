@@ -380,26 +380,46 @@ def plot(results: dict[str, Any], path: Path) -> None:
         right.text(0.5, 0.5, "scale benchmark pending", ha="center", va="center")
         right.set_axis_off()
     if thousand:
-        xs = [r["nodes"] for r in thousand]
-        for key, label, marker in (
-            ("add_wall_s", "instance adds (one per node), wall", "o"),
-            ("add_ideal_s", "instance adds, critical-path ideal", "s"),
-            ("node_add_s", "adding every node (keys pinned)", "^"),
-            ("diagnose_s", "storage diagnose over every node", "v"),
-        ):
-            third.plot(xs, [r[key] for r in thousand], marker=marker, label=label)
-        third.set_xscale("log", base=2)
-        third.set_yscale("log")
-        third.set_xlabel("embedded nodes, one process serving them all")
-        third.set_ylabel("seconds")
-        third.set_title("Up to a thousand nodes, 1 s provider steps, 256 running")
-        third.grid(True, alpha=0.3)
-        third.legend(fontsize=8)
+        thousand_panel(third, thousand)
     else:
         third.text(0.5, 0.5, "thousand-node benchmark not run", ha="center", va="center")
         third.set_axis_off()
     m = results["machine"]
     fig.suptitle(f"extjobs benchmarks — {m['cores']} cores, {m['date']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def thousand_panel(ax: Any, runs: list[dict[str, Any]]) -> None:
+    """The thousand-node runs (bench/thousand.py) against their node count."""
+    xs = [r["nodes"] for r in runs]
+    for key, label, marker in (
+        ("add_wall_s", "instance adds (one per node), wall", "o"),
+        ("add_ideal_s", "instance adds, critical-path ideal", "s"),
+        ("node_add_s", "adding every node (keys pinned)", "^"),
+        ("diagnose_s", "storage diagnose over every node", "v"),
+    ):
+        ax.plot(xs, [r[key] for r in runs], marker=marker, label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("embedded nodes, one process serving them all")
+    ax.set_ylabel("seconds")
+    ax.set_title("Up to a thousand nodes, 1 s provider steps, 256 running")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def plot_thousand(runs: list[dict[str, Any]], path: Path, title: str) -> None:
+    """The thousand-node panel alone, as its own figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    thousand_panel(ax, runs)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

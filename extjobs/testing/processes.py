@@ -329,35 +329,43 @@ class EmbeddedNodeGroup:
                 stderr.close()
         assert self.process.stdout is not None
         deadline = time.monotonic() + timeout
-        nodes: list[ServedNode] = []
         fd = self.process.stdout.fileno()
+        lines: list[bytes] = []
         pending = b""
         with selectors.DefaultSelector() as sel:
             sel.register(fd, selectors.EVENT_READ)
             # Unbuffered reads: a buffered readline could hold lines the selector no
             # longer reports as readable.
-            while sel.select(max(0.0, deadline - time.monotonic())):
+            while (not lines or lines[-1] != b"ready") and sel.select(
+                max(0.0, deadline - time.monotonic())
+            ):
                 chunk = os.read(fd, 65536)
                 if not chunk:
                     break
-                *lines, pending = (pending + chunk).split(b"\n")
-                for line in lines:
-                    words = line.split()
-                    if words == [b"ready"] and len(nodes) == self.count:
-                        self.nodes = nodes
-                        return nodes
-                    if len(words) != 3 or words[0] != b"listening" or not words[2].isdigit():
-                        break
-                    name = words[1].decode()
-                    nodes.append(
-                        ServedNode(name, self.base / name, self.host, int(words[2]), self.process)
-                    )
-                else:
-                    continue
-                break
+                *complete, pending = (pending + chunk).split(b"\n")
+                lines += [line.strip() for line in complete]
+        nodes = self._announced(lines)
+        if nodes is not None:
+            self.nodes = nodes
+            return nodes
         self.stop()
         where = f"; see {self.log}" if self.log is not None else ""
         raise RuntimeError(f"embedded node group under {self.base} did not start{where}")
+
+    def _announced(self, lines: list[bytes]) -> list[ServedNode] | None:
+        """The nodes of ``listening NAME PORT`` lines ending in ``ready``, or None when
+        the process said anything else or not all of it."""
+        if not lines or lines[-1] != b"ready" or len(lines) != self.count + 1:
+            return None
+        assert self.process is not None
+        nodes = []
+        for line in lines[:-1]:
+            words = line.split()
+            if len(words) != 3 or words[0] != b"listening" or not words[2].isdigit():
+                return None
+            name = words[1].decode()
+            nodes.append(ServedNode(name, self.base / name, self.host, int(words[2]), self.process))
+        return nodes
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM (every node kills what it started), SIGKILL after ``timeout``."""

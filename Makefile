@@ -56,7 +56,7 @@ clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
 
 # Benchmarks (docs/benchmarks.md). bench-quick: about a minute, prints one JSON line
-# last; bench: the full set (under 10 minutes), also redraws the docs' figures.
+# last; bench: the full set (~20 minutes with 1,000 nodes), also redraws the docs' figures.
 BENCHSTAMP := $(VENV)/.installed-bench
 
 $(BENCHSTAMP): $(BIN)/python pyproject.toml

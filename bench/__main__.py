@@ -9,6 +9,7 @@ redraws ``docs/benchmarks-scaling.png`` and the generated part of
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -32,7 +33,7 @@ from extjobs.testing.postgres import PostgresServer, find_bindir
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-PARTS = ("calls", "curve", "queue", "scale", "flows")
+PARTS = ("calls", "curve", "queue", "scale", "flows", "api", "cli", "thousand")
 
 
 class Plan:
@@ -58,6 +59,8 @@ class Plan:
             [(64, 16, 0)] if quick else [(8, 32, 0), (16, 64, 0), (32, 128, 0), (64, 256, 0)]
         )
         self.scale_grouped = [] if quick else [(64, 256, 8)]
+        # bench/thousand.py: nodes served by one process, one add per node.
+        self.thousand = [64] if quick else [64, 1000]
         # Timed migrations and failovers each (directions alternate).
         self.flow_rounds = 4 if quick else 10
         # Leader kills timed (two masters on PostgreSQL).
@@ -113,18 +116,24 @@ def _log(message: str) -> None:
 async def run_calls(plan: Plan, work: Path, out: dict[str, Any], parts: set[str]) -> None:
     key = make_key(work / "key")
     openssh = ["openssh_master", "openssh_fresh"] if have_openssh_client() else []
-    names = ["asyncssh", "runner", "extjobs", "extjobs_api", *openssh]
+    names = ["asyncssh", "runner", "extjobs", *calls_bench.API_CONTENDERS, *openssh]
     if not plan.quick:
         names.insert(1, "asyncssh_run")
+    if not parts & {"calls", "curve"}:
+        # The API part alone: the reference, the engine and the API's ways of calling.
+        names = ["asyncssh", "extjobs", *calls_bench.API_CONTENDERS]
     with start_embedded_nodes(4, work / "nodes", key) as nodes:
         async with calls_bench.open_contenders(names, nodes, key, work) as calls:
-            if "calls" in parts:
+            if parts & {"calls", "api"}:
                 _log("engine alone (a node runner that costs nothing)")
                 out["engine_only"] = await calls_bench.engine_only(work / "engine-only", 2000)
                 _log("where the time of one call goes")
                 out["cost"] = {
-                    k: await calls_bench.where_time_goes(calls[k], nodes, plan.call_n * 2)
-                    for k in ("asyncssh", "extjobs")
+                    k: await calls_bench.where_time_goes(
+                        calls[k], nodes, plan.call_n * 2, calls_bench.SERVER_PIDS.get(k)
+                    )
+                    for k in calls
+                    if k in ("asyncssh", "extjobs") or k.startswith("extjobs_api")
                 }
                 _log("per-call overhead, one call in flight")
                 n = {k: plan.fresh_n if k == "openssh_fresh" else plan.call_n for k in calls}
@@ -140,15 +149,16 @@ async def run_calls(plan: Plan, work: Path, out: dict[str, Any], parts: set[str]
                 out["serial_ratios_api"] = {
                     k: calls_bench.ratio(serial, "extjobs_api", k, "p50_ms") for k in calls
                 }
+                out["serial_ratios_api_oneshot"] = {
+                    k: calls_bench.ratio(serial, "extjobs_api_oneshot", k, "p50_ms") for k in calls
+                }
                 out["serial_ratios_mean"] = {
                     k: calls_bench.ratio(serial, "extjobs", k, "per_call_ms") for k in calls
                 }
                 _log("throughput, 32 calls in flight over 4 nodes")
                 # The quick run spends its time on more rounds of the two that the
                 # target compares, rather than on the other contenders.
-                skip = {"openssh_fresh"} | (
-                    {"extjobs_api", "openssh_master"} if plan.quick else set()
-                )
+                skip = {"openssh_fresh"} | ({"openssh_master"} if plan.quick else set())
                 tp_calls = {k: v for k, v in calls.items() if k not in skip}
                 n = {k: plan.tp_n // 2 if k.startswith("openssh") else plan.tp_n for k in tp_calls}
                 tp = await calls_bench.compare(
@@ -160,6 +170,10 @@ async def run_calls(plan: Plan, work: Path, out: dict[str, Any], parts: set[str]
                 }
                 out["inflight32_ratios_api"] = {
                     k: calls_bench.ratio(tp, "extjobs_api", k, "calls_per_s") for k in tp_calls
+                }
+                out["inflight32_ratios_api_oneshot"] = {
+                    k: calls_bench.ratio(tp, "extjobs_api_oneshot", k, "calls_per_s")
+                    for k in tp_calls
                 }
             if "curve" in parts and plan.curve:
                 curve_names = ["asyncssh", "runner", "extjobs", "extjobs_api", *openssh[:1]]
@@ -201,10 +215,16 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         "call_overhead_ratio": r(serial.get("asyncssh")),
         "call_overhead_ratio_mean": r(calls.get("serial_ratios_mean", {}).get("asyncssh")),
         "call_overhead_ratio_api": r(calls.get("serial_ratios_api", {}).get("asyncssh")),
+        "call_overhead_ratio_api_oneshot": r(
+            calls.get("serial_ratios_api_oneshot", {}).get("asyncssh")
+        ),
         "call_overhead_vs_openssh_master": r(serial.get("openssh_master")),
         "call_overhead_vs_openssh_fresh": r(serial.get("openssh_fresh")),
         "throughput_ratio_32": r(tp.get("asyncssh")),
         "throughput_ratio_32_api": r(calls.get("inflight32_ratios_api", {}).get("asyncssh")),
+        "throughput_ratio_32_api_oneshot": r(
+            calls.get("inflight32_ratios_api_oneshot", {}).get("asyncssh")
+        ),
         "throughput_vs_openssh_master_32": r(tp.get("openssh_master")),
         "engine_us_per_job": calls.get("engine_only", {}).get("serial_us_per_job"),
         "jobs_per_s": queue.get("jobs_per_s"),
@@ -221,11 +241,36 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         "takeover_s_max": takeover.get("takeover_s_max"),
         "scale_ratio_64": scale.get("scale_ratio"),
         "rss_mb_per_node": scale.get("rss_mb_per_node"),
+        "cli_job_list_over_floor_ms": results.get("cli", {}).get("cli_job_list_over_floor_ms"),
+        **thousand_headline(results),
         "failover_overhead_ms": r(flows.get("failover", {}).get("overhead_ms"), 1),
         "migrate_overhead_ms": r(flows.get("migrate", {}).get("overhead_ms"), 1),
         "notes": {
             **({"scale_ratio_64": scale["note"]} if "note" in scale else {}),
         },
+    }
+
+
+def thousand_headline(results: dict[str, Any]) -> dict[str, Any]:
+    """The largest thousand-node run's figures, and the engine's cost per job by size."""
+    scale = results.get("scale", {})
+    runs = scale.get("thousand") or [{}]
+    big = runs[-1]
+    engine = {row["nodes"]: row for row in scale.get("engine_by_nodes", [])}
+
+    def us(size: int) -> Any:
+        return engine.get(size, {}).get("serial_cpu_us_per_job")
+
+    return {
+        "cluster_nodes": big.get("nodes"),
+        "cluster_node_add_s": big.get("node_add_s"),
+        "cluster_rss_mb_per_node": big.get("rss_mb_per_node"),
+        "cluster_diagnose_s": big.get("diagnose_s"),
+        "cluster_node_list_ms_p50": big.get("node_list_ms_p50"),
+        "cluster_instance_list_ms_p50": big.get("instance_list_ms_p50"),
+        "cluster_add_ratio": big.get("add_ratio"),
+        "engine_cpu_us_per_job_64_nodes": us(64),
+        "engine_cpu_us_per_job_1000_nodes": us(1000),
     }
 
 
@@ -251,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="extjobs-bench-") as tmp:
         work = Path(tmp)
-        if parts & {"calls", "curve"}:
+        if parts & {"calls", "curve", "api"}:
             results["calls"] = {}
             anyio.run(run_calls, plan, work / "calls", results["calls"], parts)
         if "queue" in parts:
@@ -288,6 +333,38 @@ def main(argv: list[str] | None = None) -> int:
                 )
             one_group = [r for r in runs if r.get("group_size") in (None, r.get("nodes"))]
             results["scale"] = {"runs": runs, "headline": one_group[-1]}
+        if parts & {"scale", "thousand"}:
+            from bench.thousand import run_thousand_bench
+
+            key = make_key(work / "thousand-key")
+            results.setdefault("scale", {})
+
+            sizes = (64, 1000)
+            results["scale"]["engine_by_nodes"] = []
+            for size in sizes:
+                _log(f"engine alone in a cluster of {size} nodes, {4 * size} instances")
+                results["scale"]["engine_by_nodes"].append(
+                    anyio.run(
+                        functools.partial(
+                            calls_bench.engine_only,
+                            work / f"engine-{size}",
+                            1000,
+                            nodes=size,
+                            instances=4 * size,
+                        )
+                    )
+                )
+            results["scale"]["thousand"] = []
+            for size in plan.thousand:
+                _log(f"{size} nodes in one process: node adds, diagnose, {size} adds, lists")
+                results["scale"]["thousand"].append(
+                    run_thousand_bench(work / f"thousand-{size}", key, nodes=size)
+                )
+        if "cli" in parts:
+            from bench.cli import run_cli_bench
+
+            _log("CLI start-up: extjobs job list beside python -c pass")
+            results["cli"] = run_cli_bench(work / "cli", rounds=15 if plan.quick else 30)
         if "flows" in parts:
             _log(f"flows: {plan.flow_rounds} live migrations and failovers, fake hypervisor")
             results["flows"] = run_flows_bench(

@@ -35,6 +35,11 @@ from extjobs.model.remote import CommandResult
 
 Opener = Callable[[], AbstractAsyncContextManager[c.Call]]
 
+#: The ways of calling through a daemon process and its HTTP API (see bench.contenders).
+API_CONTENDERS = ("extjobs_api", "extjobs_api_oneshot")
+#: The process serving a contender, where it is not this one (its CPU is measured too).
+SERVER_PIDS: dict[str, int] = {}
+
 
 async def measure(call: c.Call, n: int, in_flight: int, *, spread: bool) -> dict[str, Any]:
     """``n`` calls with ``in_flight`` concurrent workers; worker ``w`` uses node ``w``
@@ -97,12 +102,14 @@ async def open_contenders(
                 engine = await stack.enter_async_context(open_engine(workdir / "engine", key))
                 await add_nodes_in_engine(engine, nodes, user)
                 calls[name] = await stack.enter_async_context(c.open_extjobs(engine, nodes))
-            elif name == "extjobs_api":
-                daemon = DaemonProcess(workdir / "daemon", key)
+            elif name in API_CONTENDERS:
+                daemon = DaemonProcess(workdir / name, key)
                 daemon.start()
                 stack.callback(daemon.stop)
                 await anyio.to_thread.run_sync(add_nodes_via_api, daemon, nodes, user)
-                calls[name] = await stack.enter_async_context(c.open_extjobs_api(daemon, nodes))
+                SERVER_PIDS[name] = daemon.pid
+                opener = c.open_extjobs_api if name == "extjobs_api" else c.open_extjobs_api_oneshot
+                calls[name] = await stack.enter_async_context(opener(daemon, nodes))
             else:
                 raise ValueError(f"unknown contender {name}")
         yield calls
@@ -122,12 +129,50 @@ class NullRunner:
         return {}
 
 
-async def engine_only(workdir: Path, n: int, store_url: str = "") -> dict[str, Any]:
+def seeded(cfg: Any, nodes: int, instances: int) -> Any:
+    """``cfg`` with ``nodes`` nodes (node1…) and ``instances`` stopped instances of one
+    disk each (inst1…, spread over the nodes), added in one change."""
+    import attrs
+
+    from extjobs.model.cluster import Disk, Instance
+    from extjobs.model.cluster import Node as ClusterNode
+
+    added = {
+        f"node{i + 1}": ClusterNode(
+            name=f"node{i + 1}", host="127.0.0.1", port=22 + i, host_key="x y"
+        )
+        for i in range(nodes)
+    }
+    made = {
+        f"inst{i + 1}": Instance(
+            name=f"inst{i + 1}",
+            primary=f"node{i % nodes + 1}",
+            admin_up=False,
+            uuid=f"00000000-0000-4000-8000-{i:012d}",
+            disks=(
+                Disk(
+                    uuid=f"00000000-0000-4000-9000-{i:012d}",
+                    index=0,
+                    size=16,
+                    provider="benchsleep",
+                    access="userspace",
+                ),
+            ),
+        )
+        for i in range(instances)
+    }
+    return attrs.evolve(cfg, nodes={**cfg.nodes, **added}, instances={**cfg.instances, **made})
+
+
+async def engine_only(
+    workdir: Path, n: int, store_url: str = "", *, nodes: int = 1, instances: int = 0
+) -> dict[str, Any]:
     """CPU and wall time per OP_TEST_DELAY job with a node runner that costs nothing:
     submit, queue, locks, LU, journal, store and wake-up, without any transport.
     ``store_url``: on PostgreSQL, through the group writer, as a leading master (the CPU
-    is this process's, all threads; the database server's is not in it)."""
-    from extjobs.model.cluster import Node as ClusterNode
+    is this process's, all threads; the database server's is not in it). ``nodes`` and
+    ``instances``: the size of the cluster configuration the jobs run in (each job
+    still runs on node1 alone): what the engine does per job must not grow with it."""
     from extjobs.model.config import Config, config_from_dict
     from extjobs.model.opcodes import OpClusterInit, OpTestDelay
     from extjobs.testing.engine import open_engine as open_kit_engine
@@ -135,15 +180,19 @@ async def engine_only(workdir: Path, n: int, store_url: str = "") -> dict[str, A
     config = Config(state_dir=workdir)
     if store_url:
         config = config_from_dict({"store": {"url": store_url}}, state_dir=workdir)
-    out: dict[str, Any] = {"jobs": n, "store": "postgresql" if store_url else "sqlite"}
+    out: dict[str, Any] = {
+        "jobs": n,
+        "store": "postgresql" if store_url else "sqlite",
+        "nodes": nodes,
+        "instances": instances,
+    }
     async with open_kit_engine(
         config,
         NullRunner(),  # type: ignore[arg-type]
         group_commit=bool(store_url),
     ) as engine:
         await engine.run(OpClusterInit(cluster_name="bench"))
-        node = ClusterNode(name="node1", host="127.0.0.1", port=22, host_key="x y")
-        engine.configmgr.update(lambda cfg: cfg.with_node(node))
+        engine.configmgr.update(lambda cfg: seeded(cfg, nodes, instances))
         op = OpTestDelay(duration=0.0, on_master=False, on_nodes=("node1",))
         for _ in range(100):
             await engine.run(op)
@@ -158,16 +207,23 @@ async def engine_only(workdir: Path, n: int, store_url: str = "") -> dict[str, A
     return out
 
 
-async def where_time_goes(call: c.Call, nodes: list[Node], n: int) -> dict[str, float]:
-    """``n`` calls one at a time: wall time, this process's CPU and the node servers' CPU
-    (each server with the commands it forked) per call."""
+async def where_time_goes(
+    call: c.Call, nodes: list[Node], n: int, server_pid: int | None = None
+) -> dict[str, float | None]:
+    """``n`` calls one at a time: wall time, this process's CPU, the node servers' CPU
+    (each server with the commands it forked) and, for a call through a daemon process
+    (``server_pid``), the daemon's CPU per call."""
     before = sum(cpu_seconds(node.process.pid) for node in nodes)
+    server = cpu_seconds(server_pid) if server_pid is not None else 0.0
     row = await measure(call, n, 1, spread=False)
     after = sum(cpu_seconds(node.process.pid) for node in nodes)
     return {
         "wall_ms_per_call": round(row["per_call_ms"], 3),
         "client_cpu_ms_per_call": round(row["cpu_ms_per_call"], 3),
         "node_cpu_ms_per_call": round((after - before) / n * 1000, 3),
+        "daemon_cpu_ms_per_call": None
+        if server_pid is None
+        else round((cpu_seconds(server_pid) - server) / n * 1000, 3),
     }
 
 

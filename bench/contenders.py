@@ -18,6 +18,8 @@ work is identical and the differences are what each client stack costs:
   and job stored → the waiter woken.
 * ``extjobs_api``: the same job through a daemon process and its HTTP API (one
   ``POST /v1/jobs`` and one long-polling ``GET /v1/jobs/ID/wait`` per call).
+* ``extjobs_api_oneshot``: the same through one request that submits and answers when
+  the job has ended (``POST /v1/jobs?wait=60``).
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anyio
 import asyncssh
-import httpx
 
 from bench.infra import ClientKey, DaemonProcess, Engine, Node
 from extjobs.model.config import SSHOptions
@@ -231,10 +233,8 @@ async def open_extjobs(engine: Engine, nodes: list[Node]) -> AsyncIterator[Call]
     yield call
 
 
-@contextlib.asynccontextmanager
-async def open_extjobs_api(daemon: DaemonProcess, nodes: list[Node]) -> AsyncIterator[Call]:
-    """One OP_TEST_DELAY job per call through the daemon's HTTP API (Unix socket)."""
-    bodies = [
+def _bodies(nodes: list[Node]) -> list[dict[str, Any]]:
+    return [
         {
             "ops": [
                 {"OP_ID": "OP_TEST_DELAY", "duration": 0, "on_master": False, "on_nodes": [n.name]}
@@ -242,23 +242,57 @@ async def open_extjobs_api(daemon: DaemonProcess, nodes: list[Node]) -> AsyncIte
         }
         for n in nodes
     ]
-    transport = httpx.AsyncHTTPTransport(uds=str(daemon.socket))
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://extjobs", timeout=120
+
+
+@contextlib.asynccontextmanager
+async def open_http(daemon: DaemonProcess) -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client of the daemon's Unix socket: aiohttp, connections kept alive and
+    reused (as many as calls in flight). httpx was the client here at first; at 32
+    calls in flight its connection pool cost ~3x aiohttp's CPU per request in this
+    process, which the node servers then lacked (docs/benchmarks.md)."""
+    connector = aiohttp.UnixConnector(path=str(daemon.socket), limit=0)
+    async with aiohttp.ClientSession(
+        connector=connector,
+        base_url="http://extjobs",
+        timeout=aiohttp.ClientTimeout(total=120),
     ) as http:
+        yield http
+
+
+@contextlib.asynccontextmanager
+async def open_extjobs_api(daemon: DaemonProcess, nodes: list[Node]) -> AsyncIterator[Call]:
+    """One OP_TEST_DELAY job per call through the daemon's HTTP API (Unix socket)."""
+    bodies = _bodies(nodes)
+    async with open_http(daemon) as http:
 
         async def call(i: int) -> None:
-            answer = await http.post("/v1/jobs", json=bodies[i % len(bodies)])
-            job_id = answer.json()["job_ids"][0]
+            async with http.post("/v1/jobs", json=bodies[i % len(bodies)]) as answer:
+                job_id = (await answer.json())["job_ids"][0]
             while True:
                 # A serial beyond any entry: the answer comes when the job has ended.
-                wait = await http.get(
+                async with http.get(
                     f"/v1/jobs/{job_id}/wait", params={"since": 1 << 40, "timeout": 60}
-                )
-                job = wait.json()["job"]
+                ) as wait:
+                    job = (await wait.json())["job"]
                 if job["status"] in ("success", "error", "canceled"):
                     _check_job(job["status"], job["ops"][0]["error"])
                     return
+
+        yield call
+
+
+@contextlib.asynccontextmanager
+async def open_extjobs_api_oneshot(daemon: DaemonProcess, nodes: list[Node]) -> AsyncIterator[Call]:
+    """One OP_TEST_DELAY job per call, submitted and awaited in one request."""
+    bodies = _bodies(nodes)
+    async with open_http(daemon) as http:
+
+        async def call(i: int) -> None:
+            async with http.post(
+                "/v1/jobs", params={"wait": 60}, json=bodies[i % len(bodies)]
+            ) as answer:
+                job = (await answer.json())["jobs"][0]
+            _check_job(job["status"], job["ops"][0]["error"])
 
         yield call
 

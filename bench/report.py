@@ -21,11 +21,13 @@ END = "<!-- bench:results:end -->"
 TARGETS: list[tuple[str, str, Any]] = [
     ("call_overhead_ratio", "≤ 1.5", lambda v: v <= 1.5),
     ("call_overhead_ratio_mean", "—", None),
-    ("call_overhead_ratio_api", "—", None),
+    ("call_overhead_ratio_api", "≤ 1.4", lambda v: v <= 1.4),
+    ("call_overhead_ratio_api_oneshot", "—", None),
     ("call_overhead_vs_openssh_master", "—", None),
     ("call_overhead_vs_openssh_fresh", "—", None),
     ("throughput_ratio_32", "≥ 0.7", lambda v: v >= 0.7),
-    ("throughput_ratio_32_api", "—", None),
+    ("throughput_ratio_32_api", "≥ 0.6", lambda v: v >= 0.6),
+    ("throughput_ratio_32_api_oneshot", "—", None),
     ("throughput_vs_openssh_master_32", "—", None),
     ("engine_us_per_job", "—", None),
     ("jobs_per_s", "≥ 500", lambda v: v >= 500),
@@ -34,6 +36,16 @@ TARGETS: list[tuple[str, str, Any]] = [
     ("jobs_per_s_history_20k", "—", None),
     ("scale_ratio_64", "≤ 1.25", lambda v: v <= 1.25),
     ("rss_mb_per_node", "—", None),
+    ("cli_job_list_over_floor_ms", "≤ 150", lambda v: v <= 150),
+    ("cluster_nodes", "—", None),
+    ("cluster_node_add_s", "—", None),
+    ("cluster_rss_mb_per_node", "≤ 0.2", lambda v: v <= 0.2),
+    ("cluster_diagnose_s", "≤ 5", lambda v: v <= 5),
+    ("cluster_node_list_ms_p50", "≤ 50", lambda v: v <= 50),
+    ("cluster_instance_list_ms_p50", "≤ 50", lambda v: v <= 50),
+    ("cluster_add_ratio", "≤ 1.3", lambda v: v <= 1.3),
+    ("engine_cpu_us_per_job_64_nodes", "—", None),
+    ("engine_cpu_us_per_job_1000_nodes", "—", None),
     ("failover_overhead_ms", "≤ 50", lambda v: v <= 50),
     ("migrate_overhead_ms", "≤ 50", lambda v: v <= 50),
 ]
@@ -152,13 +164,16 @@ def render(results: dict[str, Any]) -> str:
             "",
             "Where one call's time goes (one in flight; CPU per call):",
             "",
-            "| contender | wall ms | client process CPU ms | node server CPU ms |",
-            "| --- | --- | --- | --- |",
+            "| contender | wall ms | client process CPU ms | daemon CPU ms | node server CPU ms |",
+            "| --- | --- | --- | --- | --- |",
         ]
         for name, row in cost.items():
+            daemon = row.get("daemon_cpu_ms_per_call")
             lines.append(
                 f"| {name} | {row['wall_ms_per_call']:.2f} | "
-                f"{row['client_cpu_ms_per_call']:.3f} | {row['node_cpu_ms_per_call']:.3f} |"
+                f"{row['client_cpu_ms_per_call']:.3f} | "
+                f"{'—' if daemon is None else f'{daemon:.3f}'} | "
+                f"{row['node_cpu_ms_per_call']:.3f} |"
             )
     engine = calls.get("engine_only")
     if engine:
@@ -190,6 +205,55 @@ def render(results: dict[str, Any]) -> str:
                 f"| {name} | {row['per_call_ms']:.2f} | {row['calls_per_s']:.0f} | "
                 f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['cpu_ms_per_call']:.3f} |"
             )
+    thousand = results.get("scale", {}).get("thousand", [])
+    if thousand:
+        lines += [
+            "",
+            (
+                "A thousand nodes (one process serving every node; 1 s provider steps, "
+                "max_running 256, four instances per node listed):"
+            ),
+            "",
+            (
+                "| nodes | node adds s | daemon MiB per node | diagnose s | adds | failed | "
+                "add wall s | ideal s | ratio | node list p50 ms | instance list p50 ms |"
+            ),
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in thousand:
+            lines.append(
+                f"| {r['nodes']} | {r['node_add_s']} | {r['rss_mb_per_node']} | "
+                f"{r['diagnose_s']} | {r['adds']} | {r.get('adds_failed', 0)} | "
+                f"{r['add_wall_s']} | {r['add_ideal_s']} | {r['add_ratio']} | "
+                f"{r['node_list_ms_p50']} | {r['instance_list_ms_p50']} |"
+            )
+    by_nodes = results.get("scale", {}).get("engine_by_nodes", [])
+    if by_nodes:
+        lines += [
+            "",
+            (
+                "Engine alone by cluster size (null runner, OP_TEST_DELAY on one node, "
+                "four instances per node in the configuration):"
+            ),
+            "",
+            "| nodes | instances | µs per job | CPU µs per job | CPU µs per job, 32 in flight |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for r in by_nodes:
+            lines.append(
+                f"| {r['nodes']} | {r['instances']} | {r['serial_us_per_job']:.0f} | "
+                f"{r['serial_cpu_us_per_job']:.0f} | {r['inflight32_cpu_us_per_job']:.0f} |"
+            )
+    cli = results.get("cli")
+    if cli:
+        med = cli["median_ms"]
+        lines += [
+            "",
+            f"CLI start-up ({cli['rounds']} rounds, median wall ms): "
+            + ", ".join(f"`{k}` {v}" for k, v in med.items())
+            + f"; `extjobs job list` over `python -c pass`: "
+            f"{cli['cli_job_list_over_floor_ms']} ms.",
+        ]
     queue = results.get("queue", {}).get("runs", [])
     if queue:
         lines += [
@@ -272,7 +336,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     curve = results.get("calls", {}).get("curve", {})
     scale = [r for r in results.get("scale", {}).get("runs", []) if r.get("scale_ratio")]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    thousand = results.get("scale", {}).get("thousand", [])
+    fig, (left, right, third) = plt.subplots(1, 3, figsize=(16, 4.2))
     labels = {
         "asyncssh": "raw asyncssh (reused connection)",
         "runner": "extjobs SSH runner alone",
@@ -314,8 +379,47 @@ def plot(results: dict[str, Any], path: Path) -> None:
     else:
         right.text(0.5, 0.5, "scale benchmark pending", ha="center", va="center")
         right.set_axis_off()
+    if thousand:
+        thousand_panel(third, thousand)
+    else:
+        third.text(0.5, 0.5, "thousand-node benchmark not run", ha="center", va="center")
+        third.set_axis_off()
     m = results["machine"]
     fig.suptitle(f"extjobs benchmarks — {m['cores']} cores, {m['date']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def thousand_panel(ax: Any, runs: list[dict[str, Any]]) -> None:
+    """The thousand-node runs (bench/thousand.py) against their node count."""
+    xs = [r["nodes"] for r in runs]
+    for key, label, marker in (
+        ("add_wall_s", "instance adds (one per node), wall", "o"),
+        ("add_ideal_s", "instance adds, critical-path ideal", "s"),
+        ("node_add_s", "adding every node (keys pinned)", "^"),
+        ("diagnose_s", "storage diagnose over every node", "v"),
+    ):
+        ax.plot(xs, [r[key] for r in runs], marker=marker, label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("embedded nodes, one process serving them all")
+    ax.set_ylabel("seconds")
+    ax.set_title("Up to a thousand nodes, 1 s provider steps, 256 running")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def plot_thousand(runs: list[dict[str, Any]], path: Path, title: str) -> None:
+    """The thousand-node panel alone, as its own figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    thousand_panel(ax, runs)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -23,7 +23,7 @@ import anyio
 import uvicorn
 from anyio.abc import TaskStatus
 from prometheus_client import disable_created_metrics
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from extjobs.api.auth import TokenAuth, WithSubmitter, load_tokens, unix_submitter
 from extjobs.api.dashboard import build_dashboard
@@ -77,8 +77,11 @@ def peer_uid(sock: socket.socket | None) -> int | None:
     return int(uid)
 
 
-class _PeerCredProtocol(H11Protocol):
+class _PeerCredProtocol(HttpToolsProtocol):
     """HTTP/1.1 on the Unix socket, each connection's requests carrying its peer's user.
+
+    The parser is httptools (llhttp, in C): h11's pure-Python parser was a measurable
+    share of the daemon's CPU per request (docs/benchmarks.md).
 
     uvicorn gives the application no access to the socket, so the connection's app is
     wrapped here, once, when the kernel's credentials of the peer are at hand; the
@@ -151,11 +154,15 @@ def bind_metrics(listen: str) -> socket.socket:
 
 
 def _uvicorn_config(app: Any, **extra: Any) -> uvicorn.Config:
+    extra.setdefault("http", "httptools")
     return uvicorn.Config(
         app,
         lifespan="off",
         log_level="warning",
         access_log=False,
+        # No proxy stands in front of the daemon: uvicorn's X-Forwarded-* middleware
+        # would only add a layer to every request.
+        proxy_headers=False,
         timeout_graceful_shutdown=2,
         **extra,
     )

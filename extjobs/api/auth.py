@@ -1,7 +1,8 @@
 """Who is asking: bearer tokens with names and roles for the TCP listener, and the
 local user of the Unix socket (authenticated by the file system, mode 0600).
 
-Reads need ``read``; mutations and watching (long-poll ``wait``) need ``write``.
+Reads need ``read``; mutations and watching (long-poll ``wait``, streamed ``watch``)
+need ``write``.
 
 Each API puts its caller in ``scope["state"]["submitter"]`` (:data:`SUBMITTER`), which
 the submit endpoint records with the job; it is never taken from a request body:
@@ -110,7 +111,7 @@ def load_tokens(path: Path) -> dict[str, Token]:
 
 
 def required_role(method: str, path: str) -> str:
-    if method in ("GET", "HEAD") and not path.endswith("/wait"):
+    if method in ("GET", "HEAD") and not path.endswith(("/wait", "/watch")):
         return "read"
     return "write"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,13 @@ import attrs
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 import extjobs
 from extjobs.api import jobsearch
 from extjobs.api.auth import SUBMITTER
+from extjobs.api.listings import Listings
 from extjobs.api.metrics import metrics_route
 from extjobs.api.views import http_status, job_view, log_view
 from extjobs.engine.standby import Master, QueueView
@@ -48,6 +49,11 @@ MAX_JOB_ID = 1 << 63
 Handler = Callable[[Request], Awaitable[Response]]
 #: Copies the store to a new file and describes the copy (``{"path", "bytes", …}``).
 Backup = Callable[[Path], dict[str, Any]]
+
+
+def _line(data: Any) -> bytes:
+    """One line of a streamed answer (``application/x-ndjson``)."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
 def error_response(status: int, kind: str, message: str, **fields: Any) -> JSONResponse:
@@ -163,6 +169,7 @@ def build_app(
     copied online; ``metrics`` is served as ``GET /metrics`` (:mod:`extjobs.api.metrics`)."""
     master = target if isinstance(target, Master) else Master(target)
     queue: QueueView = master
+    listings = Listings()
 
     @_endpoint
     async def masters(request: Request) -> Response:
@@ -219,10 +226,26 @@ def build_app(
         submitter = request.scope.get("state", {}).get(SUBMITTER)
         if submitter is not None:
             batch = [attrs.evolve(job, submitter=submitter) for job in batch]
+        # ``?wait=S``: submit and answer once every job of the batch has ended (or after
+        # S seconds), with the jobs: one round trip for a caller that wants the result.
+        wait = (
+            min(_float_param(request, "wait", 0.0), MAX_WAIT)
+            if "wait" in request.query_params
+            else None
+        )
         ids = queue.submit(batch)
         # Answered once the jobs are in the store: an id given out is never lost.
         await queue.flush()
-        return JSONResponse({"job_ids": ids}, status_code=201)
+        if wait is None:
+            return JSONResponse({"job_ids": ids}, status_code=201)
+        jobs = []
+        with anyio.move_on_after(wait):
+            for job_id in ids:
+                # A serial beyond any entry: the wait ends only when the job has ended.
+                job, _ = await queue.wait_for_change(job_id, MAX_JOB_ID, MAX_WAIT)
+                jobs.append(job)
+        jobs += [queue.get(job_id) for job_id in ids[len(jobs) :]]
+        return JSONResponse({"job_ids": ids, "jobs": [job_view(j) for j in jobs]}, status_code=201)
 
     @_endpoint
     async def list_jobs(request: Request) -> Response:
@@ -243,6 +266,30 @@ def build_app(
         timeout = min(_float_param(request, "timeout", 30.0), MAX_WAIT)
         job, entries = await queue.wait_for_change(job_id, since, timeout)
         return JSONResponse({"job": job_view(job), "log": [log_view(e) for e in entries]})
+
+    @_endpoint
+    async def watch_job(request: Request) -> Response:
+        """One streamed answer per watcher: a line of JSON (``{"job", "log"}``) each time
+        the job has new log entries, at least every ``heartbeat`` seconds, and last once
+        it has ended; what a series of long polls gives, on one request."""
+        job_id = _job_id(request)
+        since = _int_param(request, "since", 0)
+        heartbeat = min(_float_param(request, "heartbeat", 30.0), MAX_WAIT)
+        # The first line is what is there now: an unknown job is a 404, not a stream.
+        first = await queue.wait_for_change(job_id, since, 0.0)
+
+        async def lines() -> AsyncIterator[bytes]:
+            nonlocal since
+            job, entries = first
+            while True:
+                if entries:
+                    since = entries[-1].serial
+                yield _line({"job": job_view(job), "log": [log_view(e) for e in entries]})
+                if job.status.finalized and not entries:
+                    return
+                job, entries = await queue.wait_for_change(job_id, since, heartbeat)
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
 
     @_endpoint
     async def cancel_job(request: Request) -> Response:
@@ -271,10 +318,7 @@ def build_app(
 
     @_endpoint
     async def nodes(request: Request) -> Response:
-        from extjobs.lus.node import node_summary
-
-        cfg = queue.config
-        return JSONResponse({"nodes": [node_summary(n, cfg) for _, n in sorted(cfg.nodes.items())]})
+        return Response(listings.nodes(queue.config), media_type="application/json")
 
     async def _observe(request: Request) -> bool | None:
         """With ``?refresh=1``: wait (``timeout``, default 10 s) for a fresh observation
@@ -290,20 +334,9 @@ def build_app(
 
     @_endpoint
     async def instances(request: Request) -> Response:
-        from extjobs.lus.instance import instance_summary
-
         fresh = await _observe(request)
-        cfg = queue.config
-        observed = queue.observed()
-        return JSONResponse(
-            {
-                "instances": [
-                    _with_observed(instance_summary(i, cfg), observed)
-                    for _, i in sorted(cfg.instances.items())
-                ],
-                "refreshed": fresh,
-            }
-        )
+        body = listings.instances(queue.config, queue.observed(), extra={"refreshed": fresh})
+        return Response(body, media_type="application/json")
 
     @_endpoint
     async def instance(request: Request) -> Response:
@@ -337,6 +370,7 @@ def build_app(
         Route("/v1/jobs", list_jobs, methods=["GET"]),
         Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
         Route("/v1/jobs/{job_id}/wait", wait_job, methods=["GET"]),
+        Route("/v1/jobs/{job_id}/watch", watch_job, methods=["GET"]),
         Route("/v1/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
         Route("/v1/jobs/{job_id}/archive", archive_job, methods=["POST"]),
         Route("/v1/backup", backup_store, methods=["POST"]),

@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from rich.text import Text
@@ -22,9 +22,13 @@ from rich.text import Text
 from extjobs.api.client import DEFAULT_TIMEOUT, Client
 from extjobs.cli import output
 from extjobs.errors import ExtJobsError
-from extjobs.model.config import default_socket
-from extjobs.model.jobs import PRIORITY_NAMES, parse_priority
-from extjobs.model.opcodes import OpCode, encode_opcode
+
+if TYPE_CHECKING:
+    from extjobs.model.opcodes import OpCode
+
+# The model (opcodes, configuration, jobs: attrs classes and their cattrs hooks) is
+# imported where a command needs it, not here: a command that only reads from the
+# daemon (``job list``) starts without it (tests/cli/test_startup_imports.py).
 
 
 class Ctx:
@@ -36,7 +40,11 @@ class Ctx:
 
     def client(self) -> Client:
         """A client for the daemon; raises click.UsageError when no socket is known."""
-        sock = self.socket or default_socket()
+        sock = self.socket
+        if sock is None:
+            from extjobs.model.config import default_socket
+
+            sock = default_socket()
         if sock is None:
             raise click.UsageError("no daemon socket: use --socket or EXTJOBS_SOCKET")
         return Client(sock, timeout=self.timeout)
@@ -75,6 +83,8 @@ priority_option = click.option(
 
 def priority_value(value: str) -> int:
     """The ``--priority`` option as a number; raises click.BadParameter."""
+    from extjobs.model.jobs import PRIORITY_NAMES, parse_priority
+
     try:
         return parse_priority(value if value in PRIORITY_NAMES else int(value))
     except (ValueError, ExtJobsError) as exc:
@@ -167,6 +177,8 @@ def run_opcode(
     Returns the finished job, or None with ``submit_only`` (the job id is printed).
     Exits 1 when the job did not succeed.
     """
+    from extjobs.model.opcodes import encode_opcode
+
     with ctx.client() as client:
         job_id = client.submit_ops([encode_opcode(op)], priority=priority)
         if submit_only:
@@ -179,6 +191,8 @@ def run_opcode(
 def run_quiet(ctx: Ctx, op: OpCode, what: str) -> Any:
     """Submit one opcode, wait for it without showing its log, and return its result;
     exit 1 with the job's errors when it did not succeed."""
+    from extjobs.model.opcodes import encode_opcode
+
     with ctx.client() as client:
         job_id = client.submit_ops([encode_opcode(op)])
         follow_job(client, job_id, quiet=True)

@@ -256,40 +256,67 @@ async def diagnose_on(
     return per_node
 
 
-async def validate_in_group(
-    ctx: StepContext, group: str, providers: Iterable[str]
-) -> dict[str, dict[str, ProviderStatus]]:
-    """Check ``providers`` on every online node of ``group``; return the reports per node.
+#: The nodes a group diagnose asks and its memo key, by (the configuration's node map,
+#: group, providers, search path): built once per node map, not once per add (a node
+#: map is replaced, never changed in place, when any node changes). A few entries.
+_GROUP_KEYS: dict[
+    tuple[int, str, tuple[str, ...], tuple[str, ...]], tuple[Any, list[Node], str]
+] = {}
 
-    Raises :class:`PrerequisiteError` naming each node and reason unless every provider
-    is valid on every online node of the group (DESIGN §4).
-    """
-    names = sorted(set(providers))
-    nodes = ctx.config.online_nodes(group)
-    search = ctx.options.storage.search_path
+
+def _group_key(
+    config: ClusterConfig, group: str, names: list[str], search: tuple[str, ...]
+) -> tuple[list[Node], str]:
+    index = (id(config.nodes), group, tuple(names), tuple(search))
+    found = _GROUP_KEYS.get(index)
+    if found is not None and found[0] is config.nodes:
+        return found[1], found[2]
+    nodes = config.online_nodes(group)
     # Who is asked, and where they look, is part of the key: a changed group is new.
     key = "diagnose|" + "|".join(
         [group, ",".join(names)]
         + [
-            f"{n.name}@{n.host}:{n.port}:{':'.join(ctx.config.search_path_for(n, search))}"
+            f"{n.name}@{n.host}:{n.port}:{':'.join(config.search_path_for(n, search))}"
             for n in nodes
         ]
     )
+    if len(_GROUP_KEYS) >= 32:
+        _GROUP_KEYS.clear()
+    _GROUP_KEYS[index] = (config.nodes, nodes, key)
+    return nodes, key
 
-    async def ask() -> tuple[tuple[dict[str, Any], dict[str, Any]], bool]:
+
+async def validate_in_group(
+    ctx: StepContext, group: str, providers: Iterable[str]
+) -> dict[str, dict[str, ProviderStatus]]:
+    """Check ``providers`` on every online node of ``group``; return the reports per node
+    (shared with other callers: read them, do not change them).
+
+    Raises :class:`PrerequisiteError` naming each node and reason unless every provider
+    is valid on every online node of the group (DESIGN §4).
+
+    What is derived from the nodes' answers is derived once per diagnose and shared
+    with it: an add that finds the diagnose done costs no pass over the group's nodes
+    (docs/benchmarks.md, a thousand nodes).
+    """
+    names = sorted(set(providers))
+    nodes, key = _group_key(ctx.config, group, names, tuple(ctx.options.storage.search_path))
+
+    async def ask() -> tuple[tuple[Any, ...], bool]:
         per_node = await diagnose_on(ctx, nodes, names)
         summary = summarise_groups(per_node, {n.name: n.group for n in nodes}).get(group, {})
         valid = all(name in summary and summary[name].valid for name in names)
-        return (dict(per_node), dict(summary)), valid
+        silent = {
+            node: answer.message if isinstance(answer, ExtJobsError) else str(answer)
+            for node, answer in sorted(per_node.items())
+            if not isinstance(answer, Mapping)
+        }
+        reports = {n: dict(r) for n, r in per_node.items() if isinstance(r, Mapping)}
+        return (dict(summary), silent, reports), valid
 
-    (per_node, summary), age = await ctx.memo(key, ctx.options.storage.diagnose_cache, ask)
+    (summary, silent, reports), age = await ctx.memo(key, ctx.options.storage.diagnose_cache, ask)
     if age is not None:
         ctx.log(f"provider(s) {', '.join(names)} found valid in group {group} {age:.1f}s ago")
-    silent = {
-        node: answer.message if isinstance(answer, ExtJobsError) else str(answer)
-        for node, answer in sorted(per_node.items())
-        if not isinstance(answer, Mapping)
-    }
     problems = []
     for name in names:
         status = summary.get(name)
@@ -305,9 +332,9 @@ async def validate_in_group(
             ctx.log(f"provider {name} is valid on every online node of group {group}")
     if problems:
         raise PrerequisiteError(
-            "; ".join(problems), group=group, providers=names, node_errors=silent
+            "; ".join(problems), group=group, providers=names, node_errors=dict(silent)
         )
-    return {n: dict(r) for n, r in per_node.items() if isinstance(r, Mapping)}
+    return dict(reports)
 
 
 async def providers_on(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from typing import Any
 
 from extjobs.errors import HostKeyError, NotFoundError, PrerequisiteError
@@ -47,10 +48,19 @@ def _refuse_same_endpoint(config: ClusterConfig, name: str, host: str, port: int
             )
 
 
-def node_summary(node: Node, config: ClusterConfig) -> dict[str, Any]:
+def node_summary(
+    node: Node, config: ClusterConfig, *, instances: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The API's view of a node; ``instances``: the names of the instances whose
+    primary it is, sorted, when the caller has them (a listing of every node: found by
+    one pass over the instances, not one per node)."""
     data: dict[str, Any] = dict(codec.unstructure(node))
     data["host_key_fingerprint"] = fingerprint(node.host_key) if node.host_key else None
-    data["instances"] = sorted(i.name for i in config.instances.values() if i.primary == node.name)
+    data["instances"] = (
+        sorted(i.name for i in config.instances.values() if i.primary == node.name)
+        if instances is None
+        else list(instances)
+    )
     return data
 
 

@@ -91,7 +91,29 @@ def _bounded(text: str, where: str) -> None:
 
 def _each_string(data: Any, where: str, check: Callable[[str, str], None]) -> None:
     """``check(text, place)`` for every string in ``data``, a value or an object's key, at
-    any depth (iteratively: however deep the nesting); a key's place is its object's."""
+    any depth (iteratively: however deep the nesting); a key's place is its object's.
+
+    The places are spelled out only when a check fails: a first walk checks the strings
+    alone (every request goes through it), and only then does a second one name where."""
+    todo_fast = [data]
+    try:
+        while todo_fast:
+            value = todo_fast.pop()
+            if isinstance(value, str):
+                check(value, where)
+            elif isinstance(value, list):
+                todo_fast += value
+            elif isinstance(value, dict):
+                for key in value:
+                    if isinstance(key, str):
+                        check(key, where)
+                todo_fast += value.values()
+    except InputError:
+        _each_string_placed(data, where, check)
+        raise
+
+
+def _each_string_placed(data: Any, where: str, check: Callable[[str, str], None]) -> None:
     todo = [(data, where)]
     while todo:
         value, place = todo.pop()

@@ -21,6 +21,13 @@ behaves, towards an SSH client, like a node running OpenSSH:
 Run one with ``python -m extjobs.nodes.embedded --root DIR --port P --authorized-keys
 FILE``: it prints ``listening <port>`` once ready and serves until SIGTERM or SIGINT.
 On shutdown every connection is closed and every process group still running is killed.
+
+Many nodes in one process (:func:`serve_embedded_nodes`; ``--nodes N``): node ``i`` is
+called ``<prefix><i>``, lives in ``DIR/<prefix><i>`` with a host key of its own and
+listens on a port of its own; the process prints ``listening <name> <port>`` per node,
+then ``ready``. Every node is the same server as above, only the event loop is shared:
+one Python process per node does not fit a thousand nodes in a test machine's memory,
+one process for all of them does (tens of KiB per idle node).
 """
 
 from __future__ import annotations
@@ -230,13 +237,40 @@ async def serve_embedded_node(
                 await conn.wait_closed()
 
 
+async def serve_embedded_nodes(
+    roots: list[Path],
+    host: str,
+    authorized_keys: Path | str,
+    *,
+    task_status: anyio.abc.TaskStatus[list[int]] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve one embedded node per root (each its own port, host key and directory) in
+    this event loop until cancelled; reports their ports, in order, once all listen."""
+    async with anyio.create_task_group() as tg:
+        ports = [
+            await tg.start(serve_embedded_node, root, host, 0, authorized_keys) for root in roots
+        ]
+        task_status.started(ports)
+
+
 async def _main(args: argparse.Namespace) -> None:
     async with anyio.create_task_group() as tg:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            port = await tg.start(
-                serve_embedded_node, args.root, args.host, args.port, args.authorized_keys
-            )
-            print(f"listening {port}", flush=True)
+            if args.nodes:
+                names = [f"{args.prefix}{i + 1}" for i in range(args.nodes)]
+                ports = await tg.start(
+                    serve_embedded_nodes,
+                    [args.root / name for name in names],
+                    args.host,
+                    args.authorized_keys,
+                )
+                lines = [f"listening {n} {p}" for n, p in zip(names, ports, strict=True)]
+                print("\n".join([*lines, "ready"]), flush=True)
+            else:
+                port = await tg.start(
+                    serve_embedded_node, args.root, args.host, args.port, args.authorized_keys
+                )
+                print(f"listening {port}", flush=True)
             async for _ in signals:
                 tg.cancel_scope.cancel()
                 break
@@ -250,7 +284,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="TCP port (0: pick a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--authorized-keys", required=True, type=Path, help="authorized_keys file")
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=0,
+        help="serve this many nodes, each in ROOT/<prefix><i> on a port of its own",
+    )
+    parser.add_argument("--prefix", default="node", help="name prefix of the nodes of --nodes")
     args = parser.parse_args(argv)
+    if args.nodes and args.port:
+        parser.error("--port names one node's port; with --nodes every node picks its own")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     anyio.run(_main, args, backend="asyncio")
 

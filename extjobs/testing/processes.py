@@ -9,6 +9,12 @@ thread).
   are separate so that many nodes start in parallel (:func:`start_embedded_nodes`).
   The port is kept across restarts. The node runs commands with ``/bin/sh`` and
   ``HOME`` set to its root: no login shell start-up file of the machine's users runs.
+* :class:`EmbeddedNodeGroup` — many embedded nodes served by one process
+  (``python -m extjobs.nodes.embedded --nodes N``), each with its own port, host key
+  and root: a thousand nodes for a scale benchmark in the memory of one process.
+  Its members (:class:`ServedNode`) have the read-only side of an
+  :class:`EmbeddedNodeProcess` (name, root, host, port, host key, search path,
+  endpoint, ``process``), so that code written for one works with the other.
 * :class:`DaemonProcess` — ``python -m extjobs daemon`` with its own configuration,
   state directory and Unix socket; ready once the API answers.
 """
@@ -241,6 +247,146 @@ def start_embedded_nodes(
                 node.process.terminate()
         for node in nodes:
             node.stop()
+
+
+class ServedNode:
+    """One node of an :class:`EmbeddedNodeGroup`: ``process`` is the group's."""
+
+    def __init__(
+        self, name: str, root: Path, host: str, port: int, process: subprocess.Popen[bytes]
+    ) -> None:
+        self.name = name
+        self.root = root
+        self.host = host
+        self.port = port
+        self.process = process
+
+    host_key_file = EmbeddedNodeProcess.host_key_file
+    host_key = EmbeddedNodeProcess.host_key
+    search_path = EmbeddedNodeProcess.search_path
+    endpoint = EmbeddedNodeProcess.endpoint
+
+    def __repr__(self) -> str:
+        return f"<ServedNode {self.name} {self.host}:{self.port} {self.root}>"
+
+
+class EmbeddedNodeGroup:
+    """``count`` embedded nodes named ``<prefix>1…`` with roots ``base/<name>``, all
+    served by one process; :meth:`start` returns them once every one listens."""
+
+    def __init__(
+        self,
+        base: Path,
+        count: int,
+        authorized_keys: Path,
+        *,
+        prefix: str = "node",
+        host: str = "127.0.0.1",
+        log: Path | None = None,
+    ) -> None:
+        self.base = Path(base)
+        self.count = count
+        self.authorized_keys = Path(authorized_keys)
+        self.prefix = prefix
+        self.host = host
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+        self.nodes: list[ServedNode] = []
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self, timeout: float = 120.0) -> list[ServedNode]:
+        """Start the process and wait for every node's ``listening NAME PORT`` and
+        ``ready``; raises RuntimeError (the process killed) otherwise."""
+        self.base.mkdir(parents=True, exist_ok=True)
+        stderr: IO[bytes] | None = self.log.open("ab") if self.log is not None else None
+        try:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "extjobs.nodes.embedded",
+                    "--root",
+                    str(self.base),
+                    "--host",
+                    self.host,
+                    "--nodes",
+                    str(self.count),
+                    "--prefix",
+                    self.prefix,
+                    "--authorized-keys",
+                    str(self.authorized_keys),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            if stderr is not None:
+                stderr.close()
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        fd = self.process.stdout.fileno()
+        lines: list[bytes] = []
+        pending = b""
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            # Unbuffered reads: a buffered readline could hold lines the selector no
+            # longer reports as readable.
+            while (not lines or lines[-1] != b"ready") and sel.select(
+                max(0.0, deadline - time.monotonic())
+            ):
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                *complete, pending = (pending + chunk).split(b"\n")
+                lines += [line.strip() for line in complete]
+        nodes = self._announced(lines)
+        if nodes is not None:
+            self.nodes = nodes
+            return nodes
+        self.stop()
+        where = f"; see {self.log}" if self.log is not None else ""
+        raise RuntimeError(f"embedded node group under {self.base} did not start{where}")
+
+    def _announced(self, lines: list[bytes]) -> list[ServedNode] | None:
+        """The nodes of ``listening NAME PORT`` lines ending in ``ready``, or None when
+        the process said anything else or not all of it."""
+        if not lines or lines[-1] != b"ready" or len(lines) != self.count + 1:
+            return None
+        assert self.process is not None
+        nodes = []
+        for line in lines[:-1]:
+            words = line.split()
+            if len(words) != 3 or words[0] != b"listening" or not words[2].isdigit():
+                return None
+            name = words[1].decode()
+            nodes.append(ServedNode(name, self.base / name, self.host, int(words[2]), self.process))
+        return nodes
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM (every node kills what it started), SIGKILL after ``timeout``."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self.process = None
+
+    def __enter__(self) -> list[ServedNode]:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def write_daemon_config(

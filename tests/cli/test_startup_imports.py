@@ -68,7 +68,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
-        body = json.dumps({"jobs": []} if self.path.startswith("/v1/jobs") else {}).encode()
+        page = {"jobs": [], "next": None}  # GET /v1/jobs: one page of the search
+        body = json.dumps(page if self.path.startswith("/v1/jobs") else {}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

@@ -70,7 +70,7 @@ class Matrix:
         of a batched flow, one per point otherwise."""
         flow = FLOWS[flow_name]
         vols, ref = self.reference(flow_name)
-        assert len(ref) >= 3, ref
+        assert len(ref) >= flow.min_steps, ref
         points = [Point(where, k) for k in range(1, len(ref) + 1)]
         for batch in [points] if flow.batched else [[p] for p in points]:
             crash_and_recover(self.c, flow, vols, ref, batch)

@@ -14,8 +14,8 @@ job waits at its own point, and the daemon kills itself once all of them are the
 Instances are independent (their own volumes, guests and locks; each add its own copy
 of the provider, since adds of one provider share a diagnose), so each job is left as
 a crash at its point alone would leave it. ``storage install`` (a copy locks the nodes
-exclusively) and the fenced failover (fencing node1 stops every guest there) would
-disturb one another: they take one crash per point.
+exclusively), the fenced failover and the node fence (fencing node1 stops every guest
+there) would disturb one another: they take one crash per point.
 
 What each flow must end as after the restart (:class:`Outcome`, from the reference
 steps and the point):
@@ -66,6 +66,15 @@ disk-move  ``--disk attach:from=<name>-src,disk=0`` (a detached disk of an insta
            node2 into a running guest on node1): before the disk's first step on node1,
            run again, ``success``; after it, ``error``, its steps undone. Either way the
            disk is the receiver's or still its source's detached disk, never both.
+node-      ``node fence node1`` (a local run on the master, as the watcher submits it
+fence      for a dead node) of an offline node1 running one instance: ``success`` at
+           every point, the fence command run exactly once in all. Journalled as done:
+           not run again, recovery marks node1 offline and fenced. Not yet run (before
+           its step, or journalled as started): the op runs again and fences. node1
+           ends offline and ``fenced`` exactly when the job succeeded; the instance
+           stays on node1, marked up, its guest stopped by the fence and its disks held
+           nowhere (verify clean); the failover that follows (before the instances are
+           removed) does not fence node1 again.
 ========== ====================================================================
 
 ``canceled`` is never accepted: nobody cancels a job here, and a crash is not a cancel.

@@ -14,8 +14,8 @@ job waits at its own point, and the daemon kills itself once all of them are the
 Instances are independent (their own volumes, guests and locks; each add its own copy
 of the provider, since adds of one provider share a diagnose), so each job is left as
 a crash at its point alone would leave it. ``storage install`` (a copy locks the nodes
-exclusively) and the fenced failover (fencing node1 stops every guest there) would
-disturb one another: they take one crash per point.
+exclusively), the fenced failover and the node fence (fencing node1 stops every guest
+there) would disturb one another: they take one crash per point.
 
 What each flow must end as after the restart (:class:`Outcome`, from the reference
 steps and the point):
@@ -66,6 +66,15 @@ disk-move  ``--disk attach:from=<name>-src,disk=0`` (a detached disk of an insta
            node2 into a running guest on node1): before the disk's first step on node1,
            run again, ``success``; after it, ``error``, its steps undone. Either way the
            disk is the receiver's or still its source's detached disk, never both.
+node-      ``node fence node1`` (a local run on the master, as the watcher submits it
+fence      for a dead node) of an offline node1 running one instance: ``success`` at
+           every point, the fence command run exactly once in all. Journalled as done:
+           not run again, recovery marks node1 offline and fenced. Not yet run (before
+           its step, or journalled as started): the op runs again and fences. node1
+           ends offline and ``fenced`` exactly when the job succeeded; the instance
+           stays on node1, marked up, its guest stopped by the fence and its disks held
+           nowhere (verify clean); the failover that follows (before the instances are
+           removed) does not fence node1 again.
 ========== ====================================================================
 
 ``canceled`` is never accepted: nobody cancels a job here, and a crash is not a cancel.
@@ -136,6 +145,8 @@ class Outcome:
     #: Words the job's recovery lines or its error must contain (``{name}``: the
     #: instance's name).
     says: str = ""
+    #: How many times node1's fence command ran, in all (``None``: not counted).
+    fences: int | None = None
 
 
 Expect = Callable[[list[Record], Point], Outcome]
@@ -170,6 +181,11 @@ class Flow:
     #: Waits for what the flow's job left running on its own (the per-instance jobs a
     #: node migrate submitted) before anything is checked.
     settle: Callable[[MoveCluster], None] = lambda c: None
+    #: How many steps the reference run has at least (a sanity check of the flow).
+    min_steps: int = 3
+    #: Runs once everything is checked, before the instances are removed (a fenced
+    #: node's instances are failed over first: an offline node's cannot be removed).
+    before_reset: Callable[[MoveCluster, Path, Names], None] = _no_reset
 
 
 # -- ops and setups --------------------------------------------------------------------------
@@ -719,6 +735,14 @@ def check_outcome(
         assert result["primary"] == want.primary, f"{what}: reported as {result}"
     if flow.name == "fenced":
         assert "node1" in c.fenced(), f"{what}: node1 was never fenced"
+    if flow.name == "node-fence":
+        [node] = [n for n in c.tc.client.nodes() if n["name"] == "node1"]
+        done = job["status"] == "success"
+        assert node["offline"] is done, f"{what}: {job['status']}, node1 {node}"
+        assert node["fenced"] is done, f"{what}: {job['status']}, node1 {node}"
+    if want.fences is not None:
+        runs = c.fenced().count("node1")
+        assert runs == want.fences, f"{what}: node1 fenced {runs} times, not {want.fences}"
     flow.extra_check(c, vols, name, what)
 
 
@@ -749,6 +773,7 @@ def reference(c: MoveCluster, flow: Flow, vols: Path) -> list[Record]:
     flow.extra_check(c, vols, REF_NAME, f"{flow.name} without a crash")
     steps = read_journal(state_dir(c), job["id"])
     assert all(r.status is StepStatus.DONE for r in steps), steps
+    flow.before_reset(c, vols, [REF_NAME])
     reset(c, vols, [REF_NAME])
     flow.reset(c, vols, [REF_NAME])
     return steps
@@ -801,6 +826,7 @@ def crash_and_recover(
     left = c.tc.client.jobs(statuses=["queued", "waiting", "running", "canceling"])
     assert left == [], f"{flow.name} {[str(p) for p in points]}: jobs left unfinished: {left}"
     check_consistent(c, vols, f"{flow.name} killed at {[str(p) for p in points]}")
+    flow.before_reset(c, vols, names)
     reset(c, vols, names)
     flow.reset(c, vols, names)
     return jobs
@@ -873,4 +899,52 @@ FLOWS["disk-move"] = Flow(
     expect_disk_move,
     extra_check=_moved_or_kept,
     reset=_remove_sources,
+)
+
+
+# -- a node fenced on its own (node fence, as the watcher submits it) -------------------------
+
+
+def _fence_node1_op(vols: Path, name: str) -> dict[str, Any]:
+    return {"OP_ID": "OP_NODE_FENCE", "node_name": "node1"}
+
+
+def expect_node_fence(ref: list[Record], point: Point) -> Outcome:
+    """``success`` at every point, the fence command run exactly once in all: journalled
+    as done, recovery does not run it again and marks node1 offline and fenced; not yet
+    run (before its step, or journalled as started: the crash comes before its command),
+    the op runs again and fences. The instance stays on node1, marked up, its guest
+    stopped by the fence and its disks held nowhere, until it is failed over."""
+    fence = index_of(ref, "fence", lambda r: r.is_fence)
+    if point.ran(fence):
+        return Outcome(
+            "success", "node1", False, "node1 had been fenced before the restart", fences=1
+        )
+    return Outcome("success", "node1", False, "fencing node1 interrupted", fences=1)
+
+
+def _still_up_on_node1(c: MoveCluster, vols: Path, name: str, what: str) -> None:
+    """The fence changes nothing of what should run: the instance is still marked up."""
+    info = c.instance(name)
+    assert info["admin_up"] is True, f"{what}: {info}"
+
+
+def _fail_over_from_fenced(c: MoveCluster, vols: Path, names: Names) -> None:
+    """Each instance failed over to node2 (what the watcher submits after the fence);
+    node1 was fenced by the op, so the failover does not fence it again."""
+    before = c.fenced()
+    run_all(c, [_op("OP_INSTANCE_FAILOVER", target_node="node2")(vols, n) for n in names])
+    assert c.fenced() == before, f"the failover fenced node1 again: {c.fenced()}"
+
+
+FLOWS["node-fence"] = Flow(
+    "node-fence",
+    _add_on_offline_node,
+    _fence_node1_op,
+    expect_node_fence,
+    extra_check=_still_up_on_node1,
+    reset=_node1_online,
+    batched=False,
+    min_steps=1,
+    before_reset=_fail_over_from_fenced,
 )

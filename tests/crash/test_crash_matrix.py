@@ -11,9 +11,9 @@ cluster must be consistent: no volume the configuration does not know, a running
 instance holding its disks on its primary only, a stopped one holding them nowhere, and
 verify clean.
 
-Every flow runs on embedded nodes; add, migrate, failover, install (SFTP), disk-add and the
-day-2 flows (reboot, deactivate, activate-disks, node-migrate, change-group) also run on
-OpenSSH nodes.
+Every flow runs on embedded nodes; add, migrate, failover, install (SFTP), disk-add,
+disk-move, node-fence and the day-2 flows (reboot, deactivate, activate-disks,
+node-migrate, change-group) also run on OpenSSH nodes.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from tests.migration.conftest import MoveCluster, install_strict
 # Re-exported: the HA tests kill a leader with the same crash file and checks.
 __all__ = ["STRICT", "add_op", "check_consistent", "reset"]
 
-# A flow killed at every point one at a time (install, fenced), on a loaded two-core
+# A flow killed at every point one at a time (install, fenced, node-fence), on a loaded two-core
 # machine, may take longer than the default per-test timeout.
 pytestmark = [pytest.mark.spawns, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -70,7 +70,7 @@ class Matrix:
         of a batched flow, one per point otherwise."""
         flow = FLOWS[flow_name]
         vols, ref = self.reference(flow_name)
-        assert len(ref) >= 3, ref
+        assert len(ref) >= flow.min_steps, ref
         points = [Point(where, k) for k in range(1, len(ref) + 1)]
         for batch in [points] if flow.batched else [[p] for p in points]:
             crash_and_recover(self.c, flow, vols, ref, batch)
@@ -118,6 +118,8 @@ def test_crash_at_every_journal_point(embedded: Matrix, flow_name: str, where: s
         "change-group",
         "activate-disks",
         "disk-add",
+        "disk-move",
+        "node-fence",
     ],
 )
 def test_crash_on_openssh_nodes(openssh: Matrix, flow_name: str, where: str) -> None:

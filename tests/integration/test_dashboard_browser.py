@@ -189,10 +189,11 @@ def test_the_dashboard_follows_a_migration_live_and_survives_a_restart(
         shots.take(job, "dashboard-job")
 
         # And the disk moved to node2 on the instances page, without a reload.
-        instances.wait_for_function(
-            f"document.querySelector({disk_cell!r}).innerText.trim() === 'node2'",
-            timeout=LIVE_MS,
-        )
+        # (A locator assertion: the page's CSP forbids the string evaluation that a
+        # polled wait_for_function needs.)
+        from playwright.sync_api import expect
+
+        expect(instances.locator(disk_cell).first).to_have_text("node2", timeout=LIVE_MS)
         assert kept(instances)
         assert "node2" in instances.inner_text("table.instances td:nth-child(4)")
         shots.take(instances, "dashboard-instances")

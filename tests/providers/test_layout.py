@@ -53,5 +53,5 @@ def test_diagnose_reports_the_shipped_providers_valid() -> None:
     for provider in SHIPPED:
         status = report[provider]
         assert status.valid, status.reason
-        assert status.optional == ("open", "close")
+        assert status.optional == ("snapshot", "open", "close")
         assert set(status.parameters) == {"dir"}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from extjobs.cli import output
@@ -12,6 +10,7 @@ from extjobs.cli.common import (
     echo_migration_defaults,
     fail,
     migration_default_options,
+    migration_defaults,
     output_option,
     pass_ctx,
     run_opcode,
@@ -153,15 +152,7 @@ def cluster_modify(
 ) -> None:
     """Change cluster-wide settings: storage pools, the hypervisor run directory, the
     instances' migration defaults."""
-    migration: dict[str, Any] = {
-        k: v
-        for k, v in {
-            "max_downtime": max_downtime,
-            "bandwidth": bandwidth,
-            "converge_timeout": converge_timeout,
-        }.items()
-        if v is not None
-    }
+    migration = migration_defaults(max_downtime, bandwidth, converge_timeout)
     if not add_pools and not remove_pools and hv_run_dir is None and not migration:
         raise click.UsageError(
             "nothing to change: give --add-pool, --remove-pool, --hypervisor-run-dir, "

@@ -244,3 +244,16 @@ def echo_migration_defaults(where: str, values: dict[str, Any], fallback: str) -
     for field, value in values.items():
         shown = f"{value:g} {units[field]}" if value else f"not set ({fallback})"
         click.echo(f"{where}: migration {field.replace('_', ' ')} {shown}")
+
+
+def migration_defaults(
+    max_downtime: int | None, bandwidth: int | None, converge_timeout: float | None
+) -> dict[str, Any]:
+    """The migration defaults given on a ``cluster/group modify`` command line (0 clears
+    one), by opcode field."""
+    given = {
+        "max_downtime": max_downtime,
+        "bandwidth": bandwidth,
+        "converge_timeout": converge_timeout,
+    }
+    return {k: v for k, v in given.items() if v is not None}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from extjobs.cli import output
@@ -12,6 +10,7 @@ from extjobs.cli.common import (
     echo_migration_defaults,
     fail,
     migration_default_options,
+    migration_defaults,
     output_option,
     pass_ctx,
     run_opcode,
@@ -94,15 +93,7 @@ def group_modify(
 ) -> None:
     """Connect storage pools to a node group, or disconnect them; automatic failover;
     the migration defaults of the group's instances."""
-    migration: dict[str, Any] = {
-        k: v
-        for k, v in {
-            "max_downtime": max_downtime,
-            "bandwidth": bandwidth,
-            "converge_timeout": converge_timeout,
-        }.items()
-        if v is not None
-    }
+    migration = migration_defaults(max_downtime, bandwidth, converge_timeout)
     if not connect and not disconnect and auto_failover is None and not migration:
         fail(
             "nothing to change: give --connect-pool, --disconnect-pool, --auto-failover, "

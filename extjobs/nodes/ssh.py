@@ -26,7 +26,8 @@ session, its process group and their descendants, ``setsid`` children included: 
 headroom between ``max_sessions`` and sshd's ``MaxSessions``, or on a fresh connection
 if that one is gone -- bounded by ``kill_timeout`` under a shielded cancel scope. A
 pooled connection found dead when a channel is opened on it is dropped and the channel
-retried once on a fresh connection (the command had not started, so this is safe); a
+retried once on a fresh connection (the command had not started, so this is safe), and
+a channel refused on a live connection is asked for again a few times, backing off; a
 connection lost while a command runs is reported as :class:`NodeUnreachableError`,
 never retried.
 """
@@ -58,6 +59,10 @@ logger = logging.getLogger(__name__)
 # The login shell's own output before the marker line (a chatty rc file) is skipped;
 # past this many bytes without a marker the stream is taken as output as it is.
 _MARKER_SCAN_LIMIT = 65536
+
+#: Seconds to wait before asking again for a channel a live connection refused
+#: (about 1.3 s in all; see :meth:`SSHRunner._open_channel`).
+_REFUSED_BACKOFF = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)
 
 
 class _Client(asyncssh.SSHClient):
@@ -312,9 +317,15 @@ class SSHRunner:
     ) -> asyncssh.SSHClientChannel[bytes]:
         """Lease a slot (stored in ``holder``) and open the exec channel on it.
 
-        A pooled connection that turns out to be dead is replaced once.
+        A pooled connection that turns out to be dead is replaced once. A channel the
+        node refuses on a live connection is asked for again a few times, backing off:
+        sshd frees a finished session's slot only once it has read the client's close,
+        and it may read the next open first (``no more sessions`` although the client
+        has fewer than ``MaxSessions`` open). Nothing ran yet, so retrying is safe.
         """
-        for attempt in range(2):
+        reconnected = False
+        refusals = 0
+        while True:
             connection, fresh = await self._lease(endpoint)
             holder.append(connection)
             try:
@@ -326,17 +337,22 @@ class SSHRunner:
                 self._pool(endpoint).release(connection)
                 if connection.alive:
                     # The node refused the channel; the connection itself is fine.
+                    if refusals < len(_REFUSED_BACKOFF):
+                        await anyio.sleep(_REFUSED_BACKOFF[refusals])
+                        refusals += 1
+                        continue
                     raise NodeError(
-                        f"node {endpoint.name} refused to open a channel: {exc}",
+                        f"node {endpoint.name} refused to open a channel "
+                        f"{refusals + 1} times: {exc}",
                         node=endpoint.name,
                         reason=str(exc),
                     ) from exc
-                if not fresh and attempt == 0:
+                if not fresh and not reconnected:
                     logger.debug("node %s: pooled connection is dead, reconnecting", endpoint.name)
+                    reconnected = True
                     continue
                 raise self._unreachable(endpoint, f"cannot open a channel: {exc}") from exc
             return channel
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _kill_group(
         self, endpoint: Endpoint, holder: list[_Connection], session: _Session

@@ -23,7 +23,7 @@ from extjobs.errors import (
     StoreError,
 )
 from extjobs.model.config import SSHOptions
-from extjobs.model.remote import CommandResult, RemoteCommand
+from extjobs.model.remote import CommandResult, Endpoint, RemoteCommand
 from extjobs.nodes.runner import NodeRunner
 from extjobs.nodes.ssh import SSHRunner, _Session
 from tests.harness import HarnessNode
@@ -397,6 +397,33 @@ async def test_concurrent_runs_share_few_connections(
     assert stats["commands_run"] == 32
 
 
+async def test_slots_freed_late_by_the_server_do_not_fail_commands(
+    nodes: list[HarnessNode], ssh_options: SSHOptions
+) -> None:
+    """sshd frees a session's slot only after it has read the client's close, and it
+    may read the next channel open first: with no headroom below MaxSessions (10 in
+    the harness), many short commands in a row meet refused opens, which the runner
+    retries since nothing ran yet."""
+    options = attrs.evolve(ssh_options, max_sessions=10, max_connections=1)
+    node = nodes[0]
+    results: list[CommandResult] = []
+
+    async def run(i: int) -> None:
+        for j in range(20):
+            cmd = RemoteCommand((SH, "-c", f"echo {i}-{j}"), env={"PATH": PATH})
+            results.append(await runner.run(node.endpoint(), cmd))
+
+    async with SSHRunner(options) as runner:
+        async with anyio.create_task_group() as tg:
+            for i in range(16):
+                tg.start_soon(run, i)
+        stats = runner.statistics()
+    assert sorted(r.stdout for r in results if r.ok) == sorted(
+        f"{i}-{j}\n" for i in range(16) for j in range(20)
+    )
+    assert stats["connections_opened"][node.name] == 1
+
+
 async def test_callers_wait_when_every_connection_is_full(
     nodes: list[HarnessNode], ssh_options: SSHOptions
 ) -> None:
@@ -531,3 +558,45 @@ async def test_output_without_a_marker_is_kept() -> None:
     session.connection_lost(None)
     assert session.pgid is None
     assert session.stdout.text() == "no marker here\n"
+
+
+class _RefusingServer(asyncssh.SSHServer):
+    """Accepts any client key, then refuses every session channel."""
+
+    refused = 0
+
+    def begin_auth(self, username: str) -> bool:
+        return False
+
+    def session_requested(self) -> bool:
+        _RefusingServer.refused += 1
+        return False
+
+
+async def test_a_node_that_keeps_refusing_channels_is_an_error_after_a_few_tries(
+    ssh_options: SSHOptions,
+) -> None:
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+    _RefusingServer.refused = 0
+    server = await asyncssh.create_server(
+        _RefusingServer, "127.0.0.1", 0, server_host_keys=[host_key]
+    )
+    try:
+        port = server.sockets[0].getsockname()[1]
+        endpoint = Endpoint(
+            name="nosessions",
+            host="127.0.0.1",
+            port=port,
+            user="root",
+            host_key=host_key.export_public_key().decode().strip(),
+        )
+        async with SSHRunner(ssh_options) as runner:
+            with pytest.raises(NodeError, match="nosessions refused to open a channel 9 times"):
+                await runner.run(endpoint, RemoteCommand(("/bin/true",)))
+            stats = runner.statistics()
+        assert _RefusingServer.refused == 9
+        assert stats["connections_opened"]["nosessions"] == 1
+        assert stats["commands_run"] == 0
+    finally:
+        server.close()
+        await server.wait_closed()

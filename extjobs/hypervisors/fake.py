@@ -49,11 +49,13 @@ fi
     + MEMINFO
 )
 
-#: The holder: opens "$@" on fds 3.. then sleeps; killed as a process group. On SIGHUP
+#: The holder: opens "$@" on fds 3.. then sleeps; killed as a process group. On SIGUSR1
 #: (a disk plugged in or out while it runs) it closes them all and opens, in order, the
 #: paths listed in ``<key>.disks`` in its run directory, then renames that file to
 #: ``<key>.disks.done`` — or ``<key>.disks.failed`` with the reason when a path cannot
-#: be opened (it then holds the ones before it). Its sleep holds no disk.
+#: be opened (it then holds the ones before it). Its sleep holds no disk. Not SIGHUP: a
+#: node server started under ``nohup`` hands SIGHUP down ignored, and a shell cannot trap
+#: a signal that was ignored when it started.
 HOLDER_SCRIPT = r"""
 key=${0#extjobs-fake-}
 n=3
@@ -76,7 +78,7 @@ replug() {
   done <"$key.disks"
   mv -f -- "$key.disks" "$key.disks.done"
 }
-trap replug HUP
+trap replug USR1
 while :; do
   sleep 3600 3<&- 4<&- 5<&- 6<&- 7<&- 8<&- 9<&- &
   wait $!
@@ -98,7 +100,7 @@ done
 rm -f -- "$key.disks.done" "$key.disks.failed"
 if [ $# -gt 0 ]; then printf '%s\n' "$@"; fi >"$key.disks.tmp" || exit 1
 mv -f -- "$key.disks.tmp" "$key.disks" || exit 1
-kill -s HUP "$pid" || exit 1
+kill -s USR1 "$pid" || exit 1
 ticks=0
 while [ ! -e "$key.disks.done" ]; do
   if [ -e "$key.disks.failed" ]; then cat -- "$key.disks.failed" >&2; exit 1; fi

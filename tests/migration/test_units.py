@@ -3,6 +3,9 @@ programs run on the master (fence commands)."""
 
 from __future__ import annotations
 
+import functools
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from extjobs.hypervisors.migration import (
 from extjobs.model.cluster import Instance
 from extjobs.model.opcodes import OpInstanceMigrate, OpNodeSetParams, decode_opcode
 from extjobs.model.remote import DEFAULT_PATH
+from extjobs.nodes import loop
 from tests.harness.procs import is_alive
 
 INST = Instance(name="vm1", primary="n1", hypervisor="kvm", uuid="k-1")
@@ -176,6 +180,25 @@ async def test_run_local_process(tmp_path: Path) -> None:
         ["/bin/sh", "-c", "head -c 5000 /dev/zero"], ENV, timeout=10, cap=100
     )
     assert (len(capped.stdout), capped.stdout_dropped) == (100, 4900)
+
+
+@pytest.mark.spawns
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+def test_run_local_process_ends_with_the_program_not_with_its_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, event_loop: str
+) -> None:
+    """A fence command may start a daemon with its output sent elsewhere: the run ends
+    when the program does, on either event loop the daemon can run on."""
+    monkeypatch.setenv(loop.EVENT_LOOP_ENV, event_loop)
+    pidfile = tmp_path / "daemon"
+    script = f"sleep 30 </dev/null >/dev/null 2>&1 & echo $! >{pidfile}; echo fenced"
+    try:
+        run = functools.partial(run_local_process, timeout=10.0)
+        result = loop.run(run, ["/bin/sh", "-c", script], ENV)
+    finally:
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+    assert (result.exit_status, result.stdout) == (0, "fenced\n")
 
 
 @pytest.mark.spawns

@@ -52,9 +52,8 @@ def daemon(
     Only one daemon runs on a state directory: a second one exits with status 2 naming
     the pid that holds it. --restore needs that lock too, so it runs with no daemon up.
     """
-    import anyio
-
     from extjobs.daemon import serve_daemon
+    from extjobs.nodes import loop
 
     logging.basicConfig(
         level=getattr(logging, log_level.upper()),
@@ -66,7 +65,7 @@ def daemon(
     )
     try:
         config = load_config(config_path, state_dir=state_dir)
-        anyio.run(lambda: serve_daemon(config, restore=restore, quarantine=quarantine))
+        loop.run(lambda: serve_daemon(config, restore=restore, quarantine=quarantine))
     except ExtJobsError as exc:
         fail(exc.message, 2)
     except KeyboardInterrupt:

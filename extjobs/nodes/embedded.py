@@ -295,6 +295,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.nodes and args.port:
         parser.error("--port names one node's port; with --nodes every node picks its own")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    # The standard loop, never uvloop: uvloop leaves the child's copies of its stdio
+    # socket pairs open across exec, so a command that starts a daemon with its output
+    # sent elsewhere would keep the channel open, which sshd does not do.
     anyio.run(_main, args, backend="asyncio")
 
 

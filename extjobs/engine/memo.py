@@ -3,6 +3,11 @@
 Used for what is costly to ask every node for on every job and changes rarely — the
 validity of providers in a node group. Only results the caller marks as keepable are
 shared (a provider found broken is asked about again next time). In memory only.
+
+A kept value is renewed before it expires: the first caller past half its lifetime
+computes a fresh one, and callers meanwhile take the kept value instead of waiting. At
+a thousand nodes one diagnose of a group takes seconds; without the renewal every add
+running when the value expired waited for it, every ``ttl`` seconds.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
+import attrs
 
 T = TypeVar("T")
 
@@ -25,12 +31,26 @@ class _Flight:
         self.has_value = False
 
 
+#: A kept value is renewed by the first caller past this fraction of its lifetime.
+RENEW_AFTER = 0.5
+
+
+@attrs.frozen
+class _Kept:
+    value: Any
+    computed: float
+    renew: float
+    expires: float
+
+
 class Memo:
-    def __init__(self) -> None:
-        self._values: dict[str, tuple[float, float, Any]] = {}
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._values: dict[str, _Kept] = {}
         self._inflight: dict[str, _Flight] = {}
         self.hits = 0
         self.misses = 0
+        self.renewals = 0
 
     async def get(
         self, key: str, ttl: float, compute: Callable[[], Awaitable[tuple[T, bool]]]
@@ -42,14 +62,22 @@ class Memo:
         kept or not: a provider found broken fails every add that asked at once with
         that one answer, instead of each asking every node again in turn (at a thousand
         nodes, one diagnose after the other). Later callers ask afresh. When the
-        computation raises or is cancelled, a waiter computes it itself."""
+        computation raises or is cancelled, a waiter computes it itself.
+
+        Past half its lifetime, a kept value is renewed by the caller that finds it so
+        (others take the kept value meanwhile). If the renewal raises, that caller gets
+        the kept value while it lasts; if it is not to be kept, the kept one is dropped.
+        """
         while True:
-            now = time.monotonic()
-            found = self._values.get(key)
-            if found is not None and found[0] > now:
-                self.hits += 1
-                return found[2], now - found[1]
+            now = self._clock()
+            kept = self._values.get(key)
             flight = self._inflight.get(key)
+            if kept is not None and kept.expires > now:
+                if flight is not None or now < kept.renew:
+                    self.hits += 1
+                    return kept.value, now - kept.computed
+                self.renewals += 1
+                break
             if flight is None:
                 break
             await flight.done.wait()
@@ -59,15 +87,28 @@ class Memo:
         self.misses += 1
         flight = self._inflight[key] = _Flight()
         try:
-            value, keep = await compute()
+            try:
+                value, keep = await compute()
+            except Exception:
+                now = self._clock()
+                if kept is not None and kept.expires > now:
+                    return kept.value, now - kept.computed
+                raise
             flight.value, flight.has_value = value, True
             if keep and ttl > 0:
-                now = time.monotonic()
-                self._values[key] = (now + ttl, now, value)
+                now = self._clock()
+                self._values[key] = _Kept(value, now, now + ttl * RENEW_AFTER, now + ttl)
+            else:
+                self._values.pop(key, None)
             return value, None
         finally:
             del self._inflight[key]
             flight.done.set()
 
     def statistics(self) -> dict[str, int]:
-        return {"entries": len(self._values), "hits": self.hits, "misses": self.misses}
+        return {
+            "entries": len(self._values),
+            "hits": self.hits,
+            "misses": self.misses,
+            "renewals": self.renewals,
+        }

@@ -3,6 +3,8 @@ validity in a node group, shared between instance adds)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import anyio
 import pytest
 
@@ -81,3 +83,88 @@ async def test_a_computation_that_raises_is_redone_by_a_waiter() -> None:
         gate.set()
     assert len(attempts) == 2
     assert results == [("valid", None)]
+
+
+class _Clock:
+    """A hand-moved clock for the memo's lifetimes."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_value_past_half_its_life_is_renewed_while_others_take_it() -> None:
+    clock = _Clock()
+    memo = Memo(clock)
+    answers = iter(["first", "second"])
+    gate = anyio.Event()
+
+    async def compute() -> tuple[str, bool]:
+        value = next(answers)
+        if value == "second":
+            await gate.wait()
+        return value, True
+
+    assert await memo.get("k", 30.0, compute) == ("first", None)
+    clock.now += 14.0  # not yet half of 30 s
+    assert await memo.get("k", 30.0, pytest.fail) == ("first", 14.0)  # type: ignore[arg-type]
+    clock.now += 2.0
+    renewed: list[object] = []
+
+    async def renew() -> None:
+        renewed.append(await memo.get("k", 30.0, compute))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(renew)
+        await anyio.wait_all_tasks_blocked()
+        # The renewal is under way: another caller takes the kept value, at once.
+        with anyio.fail_after(5):
+            got = await memo.get("k", 30.0, pytest.fail)  # type: ignore[arg-type]
+        assert got == ("first", 16.0)
+        gate.set()
+    assert renewed == [("second", None)]
+    clock.now += 1.0
+    assert await memo.get("k", 30.0, pytest.fail) == ("second", 1.0)  # type: ignore[arg-type]
+    assert memo.statistics()["renewals"] == 1
+
+
+async def test_a_failed_renewal_falls_back_to_the_kept_value_and_a_broken_one_drops_it() -> None:
+    clock = _Clock()
+    memo = Memo(clock)
+    outcomes: Iterator[tuple[str, bool] | Exception] = iter(
+        [("valid", True), RuntimeError("node3 did not answer"), ("broken", False)]
+    )
+
+    async def compute() -> tuple[str, bool]:
+        outcome = next(outcomes, LookupError("asked again"))
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    assert await memo.get("k", 30.0, compute) == ("valid", None)
+    clock.now += 20.0
+    assert await memo.get("k", 30.0, compute) == ("valid", 20.0)  # the renewal raised
+    assert await memo.get("k", 30.0, compute) == ("broken", None)  # renewed, not kept
+    with pytest.raises(LookupError):  # nothing kept any more: asked again
+        await memo.get("k", 30.0, compute)
+
+
+async def test_an_expired_value_is_not_served_while_it_is_renewed() -> None:
+    clock = _Clock()
+    memo = Memo(clock)
+    answers: Iterator[tuple[str, bool] | Exception] = iter(
+        [("first", True), RuntimeError("unreachable")]
+    )
+
+    async def compute() -> tuple[str, bool]:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert await memo.get("k", 30.0, compute) == ("first", None)
+    clock.now += 31.0
+    with pytest.raises(RuntimeError, match="unreachable"):
+        await memo.get("k", 30.0, compute)

@@ -100,8 +100,8 @@ for name in $names; do
   done
   printf 'optional%s\\n' "$optional"
   if check_file parameters.list "$found/parameters.list" text; then
-    awk '{{ print "param " $0 }}' "$found/parameters.list" \\
-      || reason "parameters.list could not be read"
+    {{ while IFS= read -r line || [ -n "$line" ]; do printf 'param %s\\n' "$line"; done \\
+        < "$found/parameters.list"; }} 2>/dev/null || reason "parameters.list could not be read"
   fi
   printf 'end\\n'
 done

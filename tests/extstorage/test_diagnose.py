@@ -66,6 +66,8 @@ def search_path(tmp_path: Path) -> list[str]:
     (pdir / "parameters.list").unlink()
 
     make_provider(first, "badparams", params="ok fine\nna-me bad\n")
+    # The last line without its newline, backslashes and inner spaces kept verbatim.
+    make_provider(first, "rawlines", params="dir A path\\n  like\\\\this\nsize Size in MiB")
 
     pdir = make_provider(first, "badopt")
     (pdir / "open").write_text(SCRIPT)  # present but not executable
@@ -84,7 +86,7 @@ def search_path(tmp_path: Path) -> list[str]:
 def test_named_providers(search_path: list[str], tmp_path: Path) -> None:
     first, second, absent = search_path
     names = ["good", "noexec", "missing", "dirfile", "noparams", "badparams", "badopt"]
-    names += ["dangling", "nothere", "plainfile"]
+    names += ["dangling", "nothere", "plainfile", "rawlines"]
     report = run(search_path, names)
     assert set(report) == set(names)
 
@@ -102,6 +104,10 @@ def test_named_providers(search_path: list[str], tmp_path: Path) -> None:
         assert not report[name].valid
         return report[name].reason
 
+    assert report["rawlines"].parameters == {
+        "dir": "A path\\n  like\\\\this",
+        "size": "Size in MiB",
+    }
     assert reason("noexec") == "script grow is not executable"
     assert reason("missing") == "script detach is missing"
     assert report["missing"].path == f"{second}/missing"
@@ -131,10 +137,11 @@ def test_all_providers(search_path: list[str], tmp_path: Path) -> None:
         "badparams",
         "badopt",
         "dangling",
+        "rawlines",
     }
     assert report["good"].path == f"{search_path[0]}/good"
     assert report["good"].valid
-    assert [name for name, st in report.items() if st.valid] == ["good"]
+    assert sorted(name for name, st in report.items() if st.valid) == ["good", "rawlines"]
     assert list(tmp_path.rglob("PWNED*")) == []
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,6 +35,7 @@ import attrs
 
 from extjobs.errors import CommandTimeoutError
 from extjobs.model.remote import CommandResult
+from extjobs.nodes.pipes import read_chunks, spawn, wait_exit
 
 #: How long a killed process group gets to be reaped before we stop waiting for it.
 REAP_TIMEOUT = 5.0
@@ -53,15 +53,8 @@ class _Capped:
         self.dropped = 0
 
     async def drain(self, fd: int) -> None:
-        """Read the non-blocking pipe ``fd`` to its end."""
-        while True:
-            try:
-                chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                await anyio.wait_readable(fd)
-                continue
-            if not chunk:
-                return
+        """Read the pipe ``fd`` to its end."""
+        async for chunk in read_chunks(fd):
             room = max(0, self.cap - len(self.data))
             self.data += chunk[:room]
             self.dropped += max(0, len(chunk) - room)
@@ -212,17 +205,6 @@ def _kill_run(pid: int) -> None:
         kill_tree(pid)
 
 
-async def _wait(process: subprocess.Popen[bytes]) -> int:
-    """``process``'s exit status, once it has exited (and been reaped)."""
-    pidfd = os.pidfd_open(process.pid)
-    try:
-        while (returncode := process.poll()) is None:
-            await anyio.wait_readable(pidfd)
-        return returncode
-    finally:
-        os.close(pidfd)
-
-
 async def run_local_process(
     argv: Sequence[str], env: Mapping[str, str], *, timeout: float, cap: int = 65536
 ) -> CommandResult:
@@ -234,59 +216,37 @@ async def run_local_process(
     group is killed too.
     """
     started = time.monotonic()
-    # Started by subprocess itself (close_fds), not through the event loop: uvloop hands
-    # the child extra copies of its output pipes, so that a daemon the program starts
-    # with its output sent elsewhere would hold them, and the run would not end when
-    # the program does. The output is read from our own non-blocking pipes, and the end
-    # is awaited on a pidfd.
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
     try:
-        process = subprocess.Popen(  # noqa: ASYNC220 - returns once exec has run, as asyncio's own
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=out_w,
-            stderr=err_w,
-            env=dict(env),
-            start_new_session=True,
-        )
+        child = spawn(argv, env=env)
     except OSError as exc:
-        for fd in (out_r, err_r):
-            os.close(fd)
         return CommandResult(
             exit_status=127,
             stderr=f"cannot run {argv[0]!r}: {exc.strerror or exc}",
             duration=time.monotonic() - started,
         )
-    finally:
-        for fd in (out_w, err_w):
-            os.close(fd)
-    os.set_blocking(out_r, False)
-    os.set_blocking(err_r, False)
     out, err = _Capped(cap), _Capped(cap)
     try:
         with anyio.fail_after(timeout):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(out.drain, out_r)
-                tg.start_soon(err.drain, err_r)
-            returncode = await _wait(process)
+                tg.start_soon(out.drain, child.stdout)
+                tg.start_soon(err.drain, child.stderr)
+            returncode = await wait_exit(child.process)
     except TimeoutError:
-        _kill_run(process.pid)
+        _kill_run(child.pid)
         with anyio.move_on_after(REAP_TIMEOUT, shield=True):
-            await _wait(process)
+            await wait_exit(child.process)
         raise CommandTimeoutError(
             f"{argv[0]} on the master took longer than {timeout:g}s and was killed",
             node="master",
             timeout=timeout,
         ) from None
     except BaseException:
-        _kill_run(process.pid)
+        _kill_run(child.pid)
         with anyio.move_on_after(REAP_TIMEOUT, shield=True):
-            await _wait(process)
+            await wait_exit(child.process)
         raise
     finally:
-        for fd in (out_r, err_r):
-            os.close(fd)
+        child.close()
     signame = None
     if returncode < 0:
         with contextlib.suppress(ValueError):

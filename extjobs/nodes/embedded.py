@@ -44,6 +44,8 @@ import anyio.abc
 import asyncssh
 
 from extjobs.model.remote import DEFAULT_PATH
+from extjobs.nodes import loop
+from extjobs.nodes.pipes import Child, read_chunks, spawn, wait_exit, write_all
 
 logger = logging.getLogger(__name__)
 
@@ -129,27 +131,27 @@ class _NodeServer(asyncssh.SSHServer):
         return True
 
 
-async def _pump_out(source: anyio.abc.ByteReceiveStream, sink: asyncssh.SSHWriter[bytes]) -> None:
+async def _pump_out(child: Child, fd: int, sink: asyncssh.SSHWriter[bytes]) -> None:
     """Copy a child's output to the channel until EOF, with back-pressure."""
     try:
-        async for chunk in source:
+        async for chunk in read_chunks(fd):
             sink.write(chunk)
             await sink.drain()
     except (OSError, asyncssh.Error):
         # The client went away: close our end, so the child gets SIGPIPE like under sshd.
         pass
     finally:
-        await source.aclose()
+        child.close_fd(fd)
 
 
-async def _pump_in(source: asyncssh.SSHReader[bytes], sink: anyio.abc.ByteSendStream) -> None:
+async def _pump_in(source: asyncssh.SSHReader[bytes], child: Child, fd: int) -> None:
     try:
         while chunk := await source.read(_CHUNK):
-            await sink.send(chunk)
-    except (OSError, asyncssh.Error, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await write_all(fd, chunk)
+    except (OSError, asyncssh.Error):
         pass
     finally:
-        await sink.aclose()
+        child.close_fd(fd)
 
 
 async def _run_exec(state: _NodeState, process: asyncssh.SSHServerProcess[bytes]) -> None:
@@ -158,26 +160,20 @@ async def _run_exec(state: _NodeState, process: asyncssh.SSHServerProcess[bytes]
         process.stderr.write(b"this node only runs commands; interactive shells are refused\n")
         process.exit(1)
         return
-    child = await anyio.open_process(
-        ["/bin/sh", "-c", command],
-        cwd=state.root,
-        env=state.env,
-        start_new_session=True,
-    )
+    child = spawn(["/bin/sh", "-c", command], env=state.env, cwd=state.root, stdin=True)
     state.groups.add(child.pid)
     assert child.stdin is not None
-    assert child.stdout is not None
-    assert child.stderr is not None
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_pump_in, process.stdin, child.stdin)
+            tg.start_soon(_pump_in, process.stdin, child, child.stdin)
             async with anyio.create_task_group() as out:
-                out.start_soon(_pump_out, child.stdout, process.stdout)
-                out.start_soon(_pump_out, child.stderr, process.stderr)
-            returncode = await child.wait()
+                out.start_soon(_pump_out, child, child.stdout, process.stdout)
+                out.start_soon(_pump_out, child, child.stderr, process.stderr)
+            returncode = await wait_exit(child.process)
             tg.cancel_scope.cancel()
     finally:
         state.groups.discard(child.pid)
+        child.close()
     try:
         if returncode >= 0:
             process.exit(returncode)
@@ -295,10 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.nodes and args.port:
         parser.error("--port names one node's port; with --nodes every node picks its own")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    # The standard loop, never uvloop: uvloop leaves the child's copies of its stdio
-    # socket pairs open across exec, so a command that starts a daemon with its output
-    # sent elsewhere would keep the channel open, which sshd does not do.
-    anyio.run(_main, args, backend="asyncio")
+    loop.run(_main, args)
 
 
 if __name__ == "__main__":

@@ -376,6 +376,32 @@ async def test_next_run_reconnects_after_a_restart(
     assert stats["connections"][node.name] == 1
 
 
+async def test_a_command_ends_with_its_output_not_with_a_daemon_it_started(
+    nodes: list[HarnessNode], ssh_options: SSHOptions
+) -> None:
+    """As under sshd: a daemon started with its output sent elsewhere does not hold the
+    channel (the embedded node runs on uvloop, whose own pipes would), one that keeps
+    the output does."""
+    node = nodes[0]
+    pidfile = node.root / "daemon.pid"
+    detached = f"sleep 30 </dev/null >/dev/null 2>&1 & echo $! >{pidfile}; echo started"
+    attached = "(sleep 0.5; echo late) & echo early"
+    async with SSHRunner(ssh_options) as runner:
+        try:
+            with anyio.fail_after(10):
+                result = await runner.run(
+                    node.endpoint(), RemoteCommand((SH, "-c", detached), env={"PATH": PATH})
+                )
+            assert (result.exit_status, result.stdout) == (0, "started\n")
+        finally:
+            if pidfile.exists():
+                os.kill(int(pidfile.read_text()), 9)
+        result = await runner.run(
+            node.endpoint(), RemoteCommand((SH, "-c", attached), env={"PATH": PATH})
+        )
+        assert result.stdout == "early\nlate\n"
+
+
 async def test_concurrent_runs_share_few_connections(
     nodes: list[HarnessNode], ssh_options: SSHOptions
 ) -> None:

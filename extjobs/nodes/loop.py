@@ -1,11 +1,13 @@
-"""Running a process's main coroutine on the event loop it serves best with.
+"""Running the daemon's main coroutine on the event loop it serves best with.
 
-The daemon and the embedded SSH node spend most of their CPU in the event loop itself:
-sockets, SSH packets, child processes and their pipes. uvloop (libuv, in C) does that
-work in a fraction of the time of asyncio's pure-Python loop, so both run on it when it
-is installed (it is a dependency on Linux). ``EXTJOBS_EVENT_LOOP=asyncio`` picks the
-standard loop instead, for a comparison or to rule the loop out when chasing a problem;
-any other value than ``asyncio`` or ``uvloop`` is refused.
+The daemon spends most of its CPU in the event loop itself: sockets, SSH packets, HTTP
+requests. uvloop (libuv, in C) does that work in less time than asyncio's own loop, so
+the daemon runs on it when it is installed (it is a dependency on Linux).
+``EXTJOBS_EVENT_LOOP=asyncio`` picks the standard loop instead, for a comparison or to
+rule the loop out when chasing a problem; any other value than ``asyncio`` or
+``uvloop`` is refused. Programs the daemon starts do not go through the loop's own
+subprocess support (see :mod:`extjobs.nodes.pipes`). The embedded node stays on
+asyncio's loop (see :mod:`extjobs.nodes.embedded`).
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ descriptor in the child) on pipes of our own, and hands back their parent ends,
 non-blocking; :func:`read_chunks`, :func:`write_all` and :func:`wait_exit` serve them
 on whichever event loop runs (a pidfd tells when the child has exited).
 
-Not the event loop's own subprocess support: uvloop hands the child extra copies of
-its output pipes, so a daemon the program starts, with its own output sent elsewhere,
-would still hold them, and the command would not end when the program does. sshd ends
-it, and so must we.
+Not the event loop's own subprocess support: uvloop (the daemon's loop) hands the child
+extra copies of its output pipes, so a daemon the program starts, with its own output
+sent elsewhere, would still hold them, and the run would not end when the program does
+(sshd ends a command then, and so must the embedded node, whichever loop it runs on).
 """
 
 from __future__ import annotations

@@ -380,8 +380,7 @@ async def test_a_command_ends_with_its_output_not_with_a_daemon_it_started(
     nodes: list[HarnessNode], ssh_options: SSHOptions
 ) -> None:
     """As under sshd: a daemon started with its output sent elsewhere does not hold the
-    channel (the embedded node runs on uvloop, whose own pipes would), one that keeps
-    the output does."""
+    channel, one that keeps the output does."""
     node = nodes[0]
     pidfile = node.root / "daemon.pid"
     detached = f"sleep 30 </dev/null >/dev/null 2>&1 & echo $! >{pidfile}; echo started"

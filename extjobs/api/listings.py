@@ -13,9 +13,11 @@ no longer in the configuration is dropped at the next listing.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
+from extjobs.engine.watcher import Observed, observed_age
 from extjobs.model.cluster import ClusterConfig, Instance, Node
 
 
@@ -30,6 +32,7 @@ class Listings:
     def __init__(self) -> None:
         self._nodes: dict[str, tuple[Node, tuple[str, ...], bytes]] = {}
         self._instances: dict[str, tuple[Instance, str | None, bytes]] = {}
+        self._observed: dict[str, tuple[Observed, bytes]] = {}
 
     def nodes(self, config: ClusterConfig) -> bytes:
         """``{"nodes": [summary, …]}`` by name (see :func:`extjobs.lus.node.node_summary`)."""
@@ -53,14 +56,15 @@ class Listings:
     def instances(
         self,
         config: ClusterConfig,
-        observed: Mapping[str, Any] | None = None,
+        observed: Mapping[str, Observed] | None = None,
         *,
+        now: float | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> bytes:
         """``{"instances": [summary, …]}`` by name (see
         :func:`extjobs.lus.instance.instance_summary`); with ``observed`` (the watcher's
-        observations by instance), each summary gets its ``observed`` (null when none);
-        ``extra``: more top-level fields."""
+        observations by instance), each summary gets its ``observed`` view at ``now``
+        (null when none); ``extra``: more top-level fields."""
         from extjobs.lus.instance import instance_summary
 
         kept: dict[str, tuple[Instance, str | None, bytes]] = {}
@@ -75,12 +79,35 @@ class Listings:
         self._instances = kept
         pieces = [k[2] for k in kept.values()]
         if observed is not None:
-            # Observations change with every watcher round: added to the kept piece.
+            # Observations change with every watcher round, and their age with every
+            # request: each is rendered once, without its age, and the age added here.
+            when = time.time() if now is None else now
+            views = self._views(observed)
             pieces = [
-                piece[:-1] + b',"observed":' + _dumps(observed.get(name)) + b"}"
+                piece[:-1] + b',"observed":' + _with_age(views.get(name), when) + b"}"
                 for name, piece in zip(kept, pieces, strict=True)
             ]
         body = b'{"instances":[' + b",".join(pieces) + b"]"
         for key, value in (extra or {}).items():
             body += b"," + _dumps(key) + b":" + _dumps(value)
         return body + b"}"
+
+    def _views(self, observed: Mapping[str, Observed]) -> dict[str, tuple[Observed, bytes]]:
+        kept: dict[str, tuple[Observed, bytes]] = {}
+        for name, observation in observed.items():
+            hit = self._observed.get(name)
+            if hit is None or hit[0] is not observation:
+                view = observation.view(observation.at)
+                del view["age"]
+                hit = (observation, _dumps(view)[:-1])
+            kept[name] = hit
+        self._observed = kept
+        return kept
+
+
+def _with_age(view: tuple[Observed, bytes] | None, now: float) -> bytes:
+    """An observation's JSON with its age at ``now`` (as :meth:`Observed.view` has it)."""
+    if view is None:
+        return b"null"
+    observation, head = view
+    return head + b',"age":' + _dumps(observed_age(observation, now)) + b"}"

@@ -335,7 +335,7 @@ def build_app(
     @_endpoint
     async def instances(request: Request) -> Response:
         fresh = await _observe(request)
-        body = listings.instances(queue.config, queue.observed(), extra={"refreshed": fresh})
+        body = listings.instances(queue.config, queue.observations(), extra={"refreshed": fresh})
         return Response(body, media_type="application/json")
 
     @_endpoint

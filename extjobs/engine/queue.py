@@ -42,7 +42,7 @@ from extjobs.engine.processor import Processor
 from extjobs.engine.purge import purge_old
 from extjobs.engine.scheduler import Fail, Wait, dependency_verdict, pick
 from extjobs.engine.submission import build_jobs
-from extjobs.engine.watcher import Watcher
+from extjobs.engine.watcher import Observed, Watcher
 from extjobs.engine.writer import SyncWriter, Writer
 from extjobs.errors import ExtJobsError, QueueFullError, StateError, StoreError
 from extjobs.model.cluster import ClusterConfig
@@ -180,6 +180,10 @@ class JobQueue:
     def observed(self) -> dict[str, dict[str, Any]]:
         """The watcher's last observation of every instance, with its age."""
         return self.watcher.observed()
+
+    def observations(self) -> dict[str, Observed]:
+        """The watcher's last observation of every instance, as it was made."""
+        return self.watcher.observations()
 
     async def wait_observation(self, timeout: float) -> bool:
         """Wait for a fresh observation (at most ``timeout`` seconds); whether one came."""

@@ -20,7 +20,7 @@ from anyio.abc import TaskStatus
 from extjobs.engine.leadership import Leadership
 from extjobs.engine.queue import JobQueue
 from extjobs.engine.submission import build_jobs
-from extjobs.engine.watcher import pause_of
+from extjobs.engine.watcher import Observed, pause_of
 from extjobs.errors import NotFoundError, StateError
 from extjobs.model.cluster import ClusterConfig
 from extjobs.model.jobquery import JobQuery
@@ -62,6 +62,7 @@ class QueueView(Protocol):
     def runner_statistics(self) -> dict[str, Any]: ...
     def watcher_status(self) -> dict[str, Any]: ...
     def observed(self) -> dict[str, dict[str, Any]]: ...
+    def observations(self) -> dict[str, Observed]: ...
     async def wait_observation(self, timeout: float) -> bool: ...
 
 
@@ -156,6 +157,9 @@ class StandbyQueue:
         """Nothing: only the leader observes."""
         return {}
 
+    def observations(self) -> dict[str, Observed]:
+        return {}
+
     async def wait_observation(self, timeout: float) -> bool:
         return False
 
@@ -227,6 +231,9 @@ class Master:
 
     def observed(self) -> dict[str, dict[str, Any]]:
         return self.current.observed()
+
+    def observations(self) -> dict[str, Observed]:
+        return self.current.observations()
 
     async def wait_observation(self, timeout: float) -> bool:
         return await self.current.wait_observation(timeout)

@@ -78,6 +78,11 @@ def _utc(wall: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(wall))
 
 
+def observed_age(observed: Observed, now: float) -> float:
+    """Seconds since ``observed`` was made, as views and listings show it."""
+    return round(max(0.0, now - observed.at), 3)
+
+
 @attrs.frozen
 class Observed:
     """One instance as the last round saw it."""
@@ -93,7 +98,7 @@ class Observed:
         return {
             "state": self.state.value,
             "at": self.at,
-            "age": round(max(0.0, now - self.at), 3),
+            "age": observed_age(self, now),
             "running_on": list(self.running_on),
             "disks_attached_on": list(self.attached_on),
             "message": self.message,
@@ -166,6 +171,10 @@ class Watcher:
         """The last observation of every instance (name → view with its age)."""
         now = time.time()
         return {name: o.view(now) for name, o in self._observed.items()}
+
+    def observations(self) -> dict[str, Observed]:
+        """The last observation of every instance, as it was made."""
+        return dict(self._observed)
 
     def status(self) -> dict[str, Any]:
         """What ``watcher status`` shows: settings, pause, the last round, recent actions."""

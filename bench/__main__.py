@@ -116,12 +116,12 @@ def _log(message: str) -> None:
 async def run_calls(plan: Plan, work: Path, out: dict[str, Any], parts: set[str]) -> None:
     key = make_key(work / "key")
     openssh = ["openssh_master", "openssh_fresh"] if have_openssh_client() else []
-    names = ["asyncssh", "runner", "extjobs", *calls_bench.API_CONTENDERS, *openssh]
+    names = ["asyncssh", "asyncssh_gcm", "runner", "extjobs", *calls_bench.API_CONTENDERS, *openssh]
     if not plan.quick:
         names.insert(1, "asyncssh_run")
     if not parts & {"calls", "curve"}:
         # The API part alone: the reference, the engine and the API's ways of calling.
-        names = ["asyncssh", "extjobs", *calls_bench.API_CONTENDERS]
+        names = ["asyncssh", "asyncssh_gcm", "extjobs", *calls_bench.API_CONTENDERS]
     with start_embedded_nodes(4, work / "nodes", key) as nodes:
         async with calls_bench.open_contenders(names, nodes, key, work) as calls:
             if parts & {"calls", "api"}:
@@ -133,7 +133,7 @@ async def run_calls(plan: Plan, work: Path, out: dict[str, Any], parts: set[str]
                         calls[k], nodes, plan.call_n * 2, calls_bench.SERVER_PIDS.get(k)
                     )
                     for k in calls
-                    if k in ("asyncssh", "extjobs") or k.startswith("extjobs_api")
+                    if k.startswith(("asyncssh", "extjobs")) and k != "asyncssh_run"
                 }
                 _log("per-call overhead, one call in flight")
                 n = {k: plan.fresh_n if k == "openssh_fresh" else plan.call_n for k in calls}
@@ -218,12 +218,22 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         "call_overhead_ratio_api_oneshot": r(
             calls.get("serial_ratios_api_oneshot", {}).get("asyncssh")
         ),
+        # Over raw asyncssh offering the same ciphers as extjobs (AES-GCM first): what
+        # the engine and the API add, apart from the cipher.
+        "call_overhead_ratio_same_cipher": r(serial.get("asyncssh_gcm")),
+        "call_overhead_ratio_api_same_cipher": r(
+            calls.get("serial_ratios_api", {}).get("asyncssh_gcm")
+        ),
         "call_overhead_vs_openssh_master": r(serial.get("openssh_master")),
         "call_overhead_vs_openssh_fresh": r(serial.get("openssh_fresh")),
         "throughput_ratio_32": r(tp.get("asyncssh")),
         "throughput_ratio_32_api": r(calls.get("inflight32_ratios_api", {}).get("asyncssh")),
         "throughput_ratio_32_api_oneshot": r(
             calls.get("inflight32_ratios_api_oneshot", {}).get("asyncssh")
+        ),
+        "throughput_ratio_32_same_cipher": r(tp.get("asyncssh_gcm")),
+        "throughput_ratio_32_api_same_cipher": r(
+            calls.get("inflight32_ratios_api", {}).get("asyncssh_gcm")
         ),
         "throughput_vs_openssh_master_32": r(tp.get("openssh_master")),
         "engine_us_per_job": calls.get("engine_only", {}).get("serial_us_per_job"),

@@ -31,6 +31,7 @@ from bench.infra import (
     current_user,
     open_engine,
 )
+from extjobs.model.config import DEFAULT_CIPHERS
 from extjobs.model.remote import CommandResult
 
 Opener = Callable[[], AbstractAsyncContextManager[c.Call]]
@@ -86,6 +87,12 @@ async def open_contenders(
         for name in names:
             if name == "asyncssh":
                 calls[name] = await stack.enter_async_context(c.open_asyncssh(nodes, key, user))
+            elif name == "asyncssh_gcm":
+                # The ciphers extjobs offers (AES-GCM first): the reference for what the
+                # engine and the API add, apart from the choice of cipher.
+                calls[name] = await stack.enter_async_context(
+                    c.open_asyncssh(nodes, key, user, DEFAULT_CIPHERS)
+                )
             elif name == "asyncssh_run":
                 calls[name] = await stack.enter_async_context(c.open_asyncssh_run(nodes, key, user))
             elif name == "runner":

@@ -7,7 +7,10 @@ process group and then ``exec env -i -- PATH=/usr/bin:/bin sleep 0``. So the rem
 work is identical and the differences are what each client stack costs:
 
 * ``asyncssh``: one reused asyncssh connection per node, ``create_session`` with a
-  minimal session object: the leanest use of the transport (the reference).
+  minimal session object: the leanest use of the transport (the reference), on
+  asyncssh's default ciphers (ChaCha20-Poly1305 first).
+* ``asyncssh_gcm``: the same, offering the ciphers extjobs offers (AES-GCM first,
+  ``[ssh] ciphers``): the reference for what extjobs adds apart from the cipher.
 * ``asyncssh_run``: the same connection, through asyncssh's ordinary ``conn.run``.
 * ``runner``: extjobs's node layer alone (``SSHRunner.run``, pooled connections),
   without queue, journal or store.
@@ -27,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +64,9 @@ class _Session(asyncssh.SSHClientSession[bytes]):
         self.closed.set()
 
 
-async def _connect(node: Node, key: ClientKey, user: str) -> asyncssh.SSHClientConnection:
+async def _connect(
+    node: Node, key: ClientKey, user: str, ciphers: Sequence[str] = ()
+) -> asyncssh.SSHClientConnection:
     return await asyncssh.connect(
         node.host,
         node.port,
@@ -70,13 +75,17 @@ async def _connect(node: Node, key: ClientKey, user: str) -> asyncssh.SSHClientC
         known_hosts=([asyncssh.import_public_key(node.host_key)], [], []),
         agent_path=None,
         config=None,
+        **({"encryption_algs": list(ciphers)} if ciphers else {}),
     )
 
 
 @contextlib.asynccontextmanager
-async def open_asyncssh(nodes: list[Node], key: ClientKey, user: str) -> AsyncIterator[Call]:
-    """Lean asyncssh: one connection per node, one exec channel per call."""
-    conns = [await _connect(node, key, user) for node in nodes]
+async def open_asyncssh(
+    nodes: list[Node], key: ClientKey, user: str, ciphers: Sequence[str] = ()
+) -> AsyncIterator[Call]:
+    """Lean asyncssh: one connection per node, one exec channel per call; on asyncssh's
+    default ciphers (ChaCha20-Poly1305 first), or offering ``ciphers``."""
+    conns = [await _connect(node, key, user, ciphers) for node in nodes]
 
     async def call(i: int) -> None:
         session = _Session()

@@ -89,6 +89,33 @@ def _text(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
         raise InputError(f"{attr.name} must be a non-empty string, not {value!r}", field=attr.name)
 
 
+#: The ciphers the daemon may offer nodes (names as OpenSSH spells them): the AEAD and
+#: counter-mode ciphers both OpenSSH and the daemon's SSH client implement.
+KNOWN_CIPHERS = (
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes192-ctr",
+    "aes256-ctr",
+)
+#: Offered in this order; a node picks the first it also has. AES-GCM first: with the
+#: CPU's AES instructions it costs the daemon's client about a third of ChaCha20-Poly1305's
+#: CPU per packet (one AEAD call against three cipher set-ups, docs/benchmarks.md).
+DEFAULT_CIPHERS = KNOWN_CIPHERS
+
+
+def _ciphers(_inst: object, attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    unknown = [c for c in value if c not in KNOWN_CIPHERS]
+    if not value or unknown or len(set(value)) != len(value):
+        what = f"unknown: {', '.join(map(repr, unknown))}" if unknown else f"got {list(value)!r}"
+        raise InputError(
+            f"{attr.name} must be a non-empty list of distinct ciphers among "
+            f"{', '.join(KNOWN_CIPHERS)} ({what})",
+            field=attr.name,
+        )
+
+
 @attrs.frozen
 class SSHOptions:
     """How the daemon talks to nodes.
@@ -106,6 +133,7 @@ class SSHOptions:
     kill_timeout: float = attrs.field(default=5.0, validator=_seconds)
     #: Seconds ``node add`` gives its login check (``uname -n`` on the new node).
     login_timeout: float = attrs.field(default=60.0, validator=_seconds)
+    ciphers: tuple[str, ...] = attrs.field(default=DEFAULT_CIPHERS, validator=_ciphers)
 
 
 @attrs.frozen
@@ -425,6 +453,10 @@ def config_from_dict(data: dict[str, Any], *, state_dir: Path | None = None) -> 
     unknown = sorted(set(data) - known_sections)
     if unknown:
         raise ConfigError(f"unknown section(s): {', '.join(unknown)}", section=unknown[0])
+    if "ciphers" in ssh and not isinstance(ssh["ciphers"], list):
+        raise ConfigError(
+            f"[ssh] ciphers must be a list of cipher names, not {ssh['ciphers']!r}", section="ssh"
+        )
     if "search_path" in storage:
         if not isinstance(storage["search_path"], list):
             raise ConfigError(

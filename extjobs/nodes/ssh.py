@@ -572,6 +572,7 @@ class SSHRunner:
             connect_timeout=timeout,
             keepalive_interval=self._options.keepalive_interval,
             keepalive_count_max=self._options.keepalive_count_max,
+            encryption_algs=list(self._options.ciphers),
             **self._key_options(endpoint),
         )
         try:
@@ -622,13 +623,17 @@ class SSHRunner:
 
     def statistics(self) -> dict[str, Any]:
         """Counters: ``connections`` (open, per node), ``channels_in_use`` (per node),
-        ``connections_opened`` (since start, per node) and ``commands_run`` (total)."""
+        ``connections_opened`` (since start, per node) and ``commands_run`` (total);
+        and ``ciphers``, the cipher each node agreed to (of its open connections)."""
         connections: dict[str, int] = {}
         channels: dict[str, int] = {}
         opened: dict[str, int] = {}
+        ciphers: dict[str, str] = {}
         for endpoint, pool in self._pools.items():
             name = endpoint.name
             alive = [c for c in pool.connections if c.alive]
+            if alive:
+                ciphers[name] = str(alive[0].conn.get_extra_info("send_cipher"))
             connections[name] = connections.get(name, 0) + len(alive)
             channels[name] = channels.get(name, 0) + sum(c.channels for c in pool.connections)
             opened[name] = opened.get(name, 0) + pool.opened
@@ -637,6 +642,7 @@ class SSHRunner:
             "channels_in_use": channels,
             "connections_opened": opened,
             "commands_run": self._commands_run,
+            "ciphers": ciphers,
         }
 
     async def aclose(self) -> None:

@@ -28,6 +28,12 @@ from extjobs.model.config import load_config
         pytest.param("[storage.timeouts]\nattach = -1\n", "timeouts.attach", id="timeout-negative"),
         pytest.param("[ssh]\nconnect_timeout = 0\n", "connect_timeout", id="connect-timeout-0"),
         pytest.param("[ssh]\nmax_sessions = 0\n", "max_sessions", id="max-sessions-0"),
+        pytest.param('[ssh]\nciphers = ["aes128-cbc"]\n', "'aes128-cbc'", id="cipher-unknown"),
+        pytest.param("[ssh]\nciphers = []\n", "ciphers", id="ciphers-empty"),
+        pytest.param('[ssh]\nciphers = "aes256-ctr"\n', "ciphers", id="ciphers-string"),
+        pytest.param(
+            '[ssh]\nciphers = ["aes256-ctr", "aes256-ctr"]\n', "distinct", id="ciphers-twice"
+        ),
         pytest.param("[store]\nlease = 0\n", "lease", id="lease-0"),
         pytest.param("[daemon]\nstate_dir = 5\n", "state_dir", id="state-dir-number"),
         pytest.param(
@@ -54,3 +60,12 @@ def test_the_example_configuration_and_the_defaults_are_accepted() -> None:
     example = Path(__file__).resolve().parents[2] / "config" / "extjobs.example.toml"
     assert load_config(example).queue.max_running >= 1
     assert load_config(None).storage.output_cap > 0
+    assert load_config(example).ssh.ciphers == load_config(None).ssh.ciphers
+
+
+def test_every_cipher_that_may_be_configured_is_one_the_ssh_client_has() -> None:
+    import asyncssh
+
+    from extjobs.model.config import KNOWN_CIPHERS
+
+    assert set(KNOWN_CIPHERS) <= {a.decode() for a in asyncssh.encryption.get_encryption_algs()}

@@ -422,6 +422,20 @@ async def test_concurrent_runs_share_few_connections(
     assert stats["commands_run"] == 32
 
 
+async def test_nodes_agree_to_the_first_cipher_offered(
+    nodes: list[HarnessNode], ssh_options: SSHOptions
+) -> None:
+    node = nodes[0]
+    true = RemoteCommand(("/bin/true",), env={"PATH": PATH})
+    async with SSHRunner(ssh_options) as runner:
+        assert (await runner.run(node.endpoint(), true)).ok
+        assert runner.statistics()["ciphers"] == {node.name: "aes128-gcm@openssh.com"}
+    chacha = attrs.evolve(ssh_options, ciphers=("chacha20-poly1305@openssh.com", "aes256-ctr"))
+    async with SSHRunner(chacha) as runner:
+        assert (await runner.run(node.endpoint(), true)).ok
+        assert runner.statistics()["ciphers"] == {node.name: "chacha20-poly1305@openssh.com"}
+
+
 async def test_slots_freed_late_by_the_server_do_not_fail_commands(
     nodes: list[HarnessNode], ssh_options: SSHOptions
 ) -> None:
@@ -622,6 +636,67 @@ async def test_a_node_that_keeps_refusing_channels_is_an_error_after_a_few_tries
         assert _RefusingServer.refused == 9
         assert stats["connections_opened"]["nosessions"] == 1
         assert stats["commands_run"] == 0
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+class _OpenServer(asyncssh.SSHServer):
+    """Accepts any client key; sessions run nothing but answer exit status 0."""
+
+    def begin_auth(self, username: str) -> bool:
+        return False
+
+
+async def _exit_zero(process: asyncssh.SSHServerProcess[bytes]) -> None:
+    process.exit(0)
+
+
+async def _serve_ciphers(ciphers: list[str]) -> tuple[asyncssh.SSHAcceptor, Endpoint]:
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+    server = await asyncssh.create_server(
+        _OpenServer,
+        "127.0.0.1",
+        0,
+        server_host_keys=[host_key],
+        encryption_algs=ciphers,
+        process_factory=_exit_zero,
+        encoding=None,
+    )
+    endpoint = Endpoint(
+        name="ciphers",
+        host="127.0.0.1",
+        port=server.sockets[0].getsockname()[1],
+        user="root",
+        host_key=host_key.export_public_key().decode().strip(),
+    )
+    return server, endpoint
+
+
+async def test_a_node_without_the_preferred_ciphers_gets_one_it_has(
+    ssh_options: SSHOptions,
+) -> None:
+    server, endpoint = await _serve_ciphers(["aes256-ctr"])
+    try:
+        async with SSHRunner(ssh_options) as runner:
+            assert (await runner.run(endpoint, RemoteCommand(("/bin/true",)))).ok
+            assert runner.statistics()["ciphers"] == {"ciphers": "aes256-ctr"}
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_node_with_none_of_the_configured_ciphers_is_unreachable_saying_so(
+    ssh_options: SSHOptions,
+) -> None:
+    server, endpoint = await _serve_ciphers(["aes128-cbc"])
+    try:
+        only_gcm = attrs.evolve(ssh_options, ciphers=("aes128-gcm@openssh.com",))
+        async with SSHRunner(only_gcm) as runner:
+            with pytest.raises(NodeUnreachableError, match=r"(?i)encryption") as caught:
+                await runner.run(endpoint, RemoteCommand(("/bin/true",)))
+        assert "ciphers" in str(caught.value)
+        assert "aes128-gcm@openssh.com" in str(caught.value)
     finally:
         server.close()
         await server.wait_closed()

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import attrs
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from extjobs.api.views import JSONResponse
 from extjobs.errors import ConfigError
 
 ROLES = ("read", "write")

@@ -16,9 +16,9 @@ from collections.abc import Mapping
 
 import attrs
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
-from extjobs.api.views import job_view
+from extjobs.api.views import JSONResponse, job_view
 from extjobs.engine.standby import QueueView
 from extjobs.errors import InputError
 from extjobs.model.cluster import check_name

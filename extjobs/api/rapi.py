@@ -22,13 +22,13 @@ from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 import extjobs
 from extjobs.api import rapi_views as views
 from extjobs.api.rapi_users import ganeti_error
-from extjobs.api.views import http_status
+from extjobs.api.views import JSONResponse, http_status
 from extjobs.engine.standby import QueueView
 from extjobs.errors import (
     ExtJobsError,

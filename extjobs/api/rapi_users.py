@@ -27,9 +27,9 @@ from pathlib import Path
 import anyio
 import attrs
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from extjobs.api.views import JSONResponse
 from extjobs.errors import ConfigError
 
 log = logging.getLogger("extjobs.api.rapi")

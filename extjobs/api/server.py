@@ -21,7 +21,7 @@ import attrs
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 import extjobs
@@ -29,7 +29,7 @@ from extjobs.api import jobsearch
 from extjobs.api.auth import SUBMITTER
 from extjobs.api.listings import Listings
 from extjobs.api.metrics import metrics_route
-from extjobs.api.views import http_status, job_view, log_view
+from extjobs.api.views import JSONResponse, http_status, job_view, log_view
 from extjobs.engine.standby import Master, QueueView
 from extjobs.errors import (
     ExtJobsError,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+from starlette import responses
+
 from extjobs.errors import (
     ExtJobsError,
     InputError,
@@ -13,6 +16,17 @@ from extjobs.errors import (
     StoreError,
 )
 from extjobs.model.jobs import Job, LogEntry
+
+
+class JSONResponse(responses.JSONResponse):
+    """starlette's JSON answer, encoded by orjson (C; UTF-8, compact, as starlette
+    writes it); what orjson refuses (an integer beyond 64 bits) is left to json."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError:
+            return super().render(content)
 
 
 def log_view(entry: LogEntry) -> dict[str, Any]:

@@ -63,10 +63,12 @@ class Processor:
                 )
                 return
 
-    def _on_wait(self, job_id: int) -> Callable[[LockKey, list[int]], None]:
+    def _on_wait(self, job_id: int, index: int) -> Callable[[LockKey, list[int]], None]:
         def note(key: LockKey, holders: list[int]) -> None:
             held_by = ", ".join(f"job {h}" for h in holders) or "earlier waiters"
             text = f"lock {key} (held by {held_by})"
+            if self._book[job_id].ops[index].status is OpStatus.QUEUED:
+                self._book.set_op(job_id, index, OpStatus.WAITING)
             self._book.set_waiting(job_id, text)
             self._book.append_log(job_id, f"waiting for {text}", kind=LogKind.WAITING)
 
@@ -96,11 +98,11 @@ class Processor:
         except ExtJobsError as exc:
             book.set_op(job_id, index, OpStatus.ERROR, error=exc.to_dict())
             return False
-        if not recovering:
-            book.set_op(job_id, index, OpStatus.WAITING)
+        # An opcode is ``waiting`` only when it has to queue for a lock (``_on_wait``):
+        # one whose locks are free goes from ``queued`` to ``running`` in one write.
         asked = time.monotonic()
         async with self._locks.acquire(
-            job_id, wanted, priority=job.priority, on_wait=self._on_wait(job_id)
+            job_id, wanted, priority=job.priority, on_wait=self._on_wait(job_id, index)
         ):
             if self._services.metrics is not None:
                 self._services.metrics.lock_waited(state.op_id, time.monotonic() - asked)

@@ -123,7 +123,8 @@ def _create_store(path: Path) -> None:
 
 def _insert_log(db: sqlite3.Connection, entries: Sequence[LogEntry], *, again: bool) -> None:
     verb = "INSERT OR IGNORE" if again else "INSERT"
-    db.executemany(
+    _each(
+        db,
         f"{verb} INTO log(job_id, serial, ts, kind, message, data) VALUES (?,?,?,?,?,?)",
         [
             (
@@ -156,8 +157,16 @@ def _journal_start(db: sqlite3.Connection, start: JournalStart, *, again: bool) 
     return int(db.execute(_INSERT_JOURNAL, started_row(start)).lastrowid or 0)
 
 
+def _each(db: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """``executemany`` where there are rows (most writes touch two or three tables of
+    the six a batch may hold; an empty ``executemany`` still costs a statement)."""
+    if rows:
+        db.executemany(sql, rows)
+
+
 def _upsert_jobs(db: sqlite3.Connection, jobs: Iterable[Job], untagged: Iterable[Job]) -> None:
-    db.executemany(
+    _each(
+        db,
         "INSERT OR REPLACE INTO jobs(id, status, archived, received, ended, doc) "
         "VALUES (?, ?, ?, ?, ?, ?)",
         [
@@ -166,7 +175,8 @@ def _upsert_jobs(db: sqlite3.Connection, jobs: Iterable[Job], untagged: Iterable
         ],
     )
     # A job's tags never change: written with its first version, kept after that.
-    db.executemany(
+    _each(
+        db,
         "INSERT OR IGNORE INTO job_tags(kind, name, job_id) VALUES (?, ?, ?)",
         [row for job in untagged for row in tag_rows(job)],
     )
@@ -294,11 +304,12 @@ class SqliteStore(StoreBase):
             if batch.log:
                 _insert_log(db, batch.log, again=again)
             ids = [_journal_start(db, start, again=again) for start in batch.starts]
-            db.executemany(
+            _each(
+                db,
                 "UPDATE journal SET status=?, ended=?, result=? WHERE id=?",
                 [(e.status.value, e.ended, codec.dumps(e.result), e.record_id) for e in batch.ends],
             )
-            db.executemany("UPDATE journal SET pgid=? WHERE id=?", [(g, r) for r, g in batch.pgids])
+            _each(db, "UPDATE journal SET pgid=? WHERE id=?", [(g, r) for r, g in batch.pgids])
             if batch.config is not None:
                 _write_config(db, *batch.config)
         self._tagged.update(job.id for job in untagged)

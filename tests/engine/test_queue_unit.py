@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import attrs
 import pytest
 
@@ -46,3 +47,36 @@ def test_queue_refuses_more_than_max_queued_and_keeps_nothing(tmp_path: Path) ->
     with pytest.raises(QueueFullError, match="queue is full"):
         queue.submit([JobRequest(ops=(OpTestDelay(),)), JobRequest(ops=(OpTestDelay(),))])
     assert queue.list_jobs() == before
+
+
+async def test_an_opcode_waits_only_when_a_lock_is_held(tmp_path: Path) -> None:
+    """Free locks: ``queued → running`` in one write. A held one: ``waiting``, naming
+    the holder, then ``running`` once it is released."""
+    from extjobs.model.jobs import LogKind
+    from extjobs.model.states import JobStatus
+    from extjobs.testing.engine import open_engine
+
+    config = Config(state_dir=tmp_path)
+    async with open_engine(config, SSHRunner(config.ssh), store="memory") as engine:
+        hold = OpTestDelay(duration=0.3, on_master=True, lock_instances=("a",))
+        first = engine.submit(hold)
+        second = engine.submit(hold)
+        await engine.queue.flush()
+        since = 0
+        with anyio.fail_after(10):
+            while engine.queue.get(second).status is not JobStatus.WAITING:
+                _, entries = await engine.queue.wait_for_change(second, since, 5.0)
+                since = max([since, *(e.serial for e in entries)])
+        assert engine.queue.get(second).waiting_for == f"lock instance/a (held by job {first})"
+        done = [await engine.wait(job_id, timeout=10) for job_id in (first, second)]
+    assert [j.status for j in done] == [JobStatus.SUCCESS, JobStatus.SUCCESS]
+
+    def statuses(job_id: int) -> list[str]:
+        log = engine.log(job_id)
+        return [
+            e.data["status"] for e in log if e.kind is LogKind.STATUS and "status" in (e.data or {})
+        ]
+
+    assert statuses(first) == ["running", "success"]
+    assert statuses(second) == ["waiting", "running", "success"]
+    assert any(e.kind is LogKind.WAITING for e in engine.log(second))

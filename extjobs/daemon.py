@@ -77,11 +77,56 @@ def peer_uid(sock: socket.socket | None) -> int | None:
     return int(uid)
 
 
-class _PeerCredProtocol(HttpToolsProtocol):
-    """HTTP/1.1 on the Unix socket, each connection's requests carrying its peer's user.
+class _HeldWrites:
+    """A transport that holds what is written until the end of the loop's turn, then
+    sends it in one write (or sooner, see :class:`_HttpProtocol`); the rest is the
+    transport's own."""
 
-    The parser is httptools (llhttp, in C): h11's pure-Python parser was a measurable
-    share of the daemon's CPU per request (docs/benchmarks.md).
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._held: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._held:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._held.append(bytes(data))
+
+    def flush(self) -> None:
+        if self._held:
+            data = b"".join(self._held)
+            self._held.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class _HttpProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 over httptools (llhttp, in C: h11's pure-Python parser was a
+    measurable share of the daemon's CPU per request, docs/benchmarks.md), with each
+    answer sent in one write.
+
+    uvicorn writes an answer's status line and headers, then its body, in two calls;
+    each write to the socket wakes the client, twice per answer, and on a busy machine
+    the daemon may be rescheduled at each. Writes are held and sent together when the
+    answer is complete (a streamed answer's parts at the end of each turn of the loop).
+    """
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(_HeldWrites(transport))  # type: ignore[arg-type]
+
+    def on_response_complete(self) -> None:
+        self.transport.flush()  # type: ignore[attr-defined]
+        super().on_response_complete()
+
+
+class _PeerCredProtocol(_HttpProtocol):
+    """HTTP/1.1 on the Unix socket, each connection's requests carrying its peer's user.
 
     uvicorn gives the application no access to the socket, so the connection's app is
     wrapped here, once, when the kernel's credentials of the peer are at hand; the
@@ -154,7 +199,7 @@ def bind_metrics(listen: str) -> socket.socket:
 
 
 def _uvicorn_config(app: Any, **extra: Any) -> uvicorn.Config:
-    extra.setdefault("http", "httptools")
+    extra.setdefault("http", _HttpProtocol)
     return uvicorn.Config(
         app,
         lifespan="off",

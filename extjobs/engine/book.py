@@ -158,9 +158,12 @@ class JobBook:
         self._jobs[job.id] = job
         if job.status.finalized:
             self._unfinished.pop(job.id, None)
+            # A job that ended may let a dependent one start (or fail it): the
+            # dispatcher looks again. Any other change concerns the job's own worker
+            # (which wakes the dispatcher when it returns), not the dispatcher.
+            self._on_change()
         else:
             self._unfinished[job.id] = None
-        self._on_change()
         return job
 
     def add(self, jobs: Sequence[Job], log: Sequence[LogEntry]) -> None:

@@ -4,10 +4,13 @@ Used for what is costly to ask every node for on every job and changes rarely â€
 validity of providers in a node group. Only results the caller marks as keepable are
 shared (a provider found broken is asked about again next time). In memory only.
 
-A kept value is renewed before it expires: the first caller past half its lifetime
+A kept value is renewed before it expires: the first caller past its renewal time
 computes a fresh one, and callers meanwhile take the kept value instead of waiting. At
 a thousand nodes one diagnose of a group takes seconds; without the renewal every add
-running when the value expired waited for it, every ``ttl`` seconds.
+running when the value expired waited for it, every ``ttl`` seconds. The renewal time
+is as late as leaves the renewal twice the time the last computation took (and at least
+the last tenth of the lifetime), but never before half of it: at most twice as many
+computations as ``ttl`` asks for, and, where a computation is quick, hardly more.
 """
 
 from __future__ import annotations
@@ -31,8 +34,21 @@ class _Flight:
         self.has_value = False
 
 
-#: A kept value is renewed by the first caller past this fraction of its lifetime.
+#: A kept value is renewed no earlier than this fraction of its lifetime...
 RENEW_AFTER = 0.5
+#: ...and no later than this many times the last computation's duration before it
+#: expires, nor than the last ``RENEW_LAST`` of its lifetime.
+RENEW_MARGIN = 2.0
+RENEW_LAST = 0.1
+
+
+def renewal_time(computed: float, ttl: float, duration: float) -> float:
+    """When a value computed at ``computed`` in ``duration`` seconds, kept ``ttl``
+    seconds, is renewed (see the module docstring)."""
+    expires = computed + ttl
+    return max(
+        computed + ttl * RENEW_AFTER, expires - max(RENEW_MARGIN * duration, ttl * RENEW_LAST)
+    )
 
 
 @attrs.frozen
@@ -64,8 +80,8 @@ class Memo:
         nodes, one diagnose after the other). Later callers ask afresh. When the
         computation raises or is cancelled, a waiter computes it itself.
 
-        Past half its lifetime, a kept value is renewed by the caller that finds it so
-        (others take the kept value meanwhile). If the renewal raises, that caller gets
+        Past its renewal time (:func:`renewal_time`), a kept value is renewed by the
+        caller that finds it so (others take the kept value meanwhile). If the renewal raises, that caller gets
         the kept value while it lasts; if it is not to be kept, the kept one is dropped.
         """
         while True:
@@ -87,6 +103,7 @@ class Memo:
         self.misses += 1
         flight = self._inflight[key] = _Flight()
         try:
+            started = self._clock()
             try:
                 value, keep = await compute()
             except Exception:
@@ -97,7 +114,8 @@ class Memo:
             flight.value, flight.has_value = value, True
             if keep and ttl > 0:
                 now = self._clock()
-                self._values[key] = _Kept(value, now, now + ttl * RENEW_AFTER, now + ttl)
+                renew = renewal_time(now, ttl, now - started)
+                self._values[key] = _Kept(value, now, renew, now + ttl)
             else:
                 self._values.pop(key, None)
             return value, None

@@ -3,7 +3,7 @@ validity in a node group, shared between instance adds)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import anyio
 import pytest
@@ -95,7 +95,7 @@ class _Clock:
         return self.now
 
 
-async def test_a_value_past_half_its_life_is_renewed_while_others_take_it() -> None:
+async def test_a_quick_value_is_renewed_in_its_last_tenth_while_others_take_it() -> None:
     clock = _Clock()
     memo = Memo(clock)
     answers = iter(["first", "second"])
@@ -108,8 +108,8 @@ async def test_a_value_past_half_its_life_is_renewed_while_others_take_it() -> N
         return value, True
 
     assert await memo.get("k", 30.0, compute) == ("first", None)
-    clock.now += 14.0  # not yet half of 30 s
-    assert await memo.get("k", 30.0, pytest.fail) == ("first", 14.0)  # type: ignore[arg-type]
+    clock.now += 26.0  # computed at once: renewed in the last 3 s of 30, not before
+    assert await memo.get("k", 30.0, pytest.fail) == ("first", 26.0)  # type: ignore[arg-type]
     clock.now += 2.0
     renewed: list[object] = []
 
@@ -122,12 +122,38 @@ async def test_a_value_past_half_its_life_is_renewed_while_others_take_it() -> N
         # The renewal is under way: another caller takes the kept value, at once.
         with anyio.fail_after(5):
             got = await memo.get("k", 30.0, pytest.fail)  # type: ignore[arg-type]
-        assert got == ("first", 16.0)
+        assert got == ("first", 28.0)
         gate.set()
     assert renewed == [("second", None)]
     clock.now += 1.0
     assert await memo.get("k", 30.0, pytest.fail) == ("second", 1.0)  # type: ignore[arg-type]
     assert memo.statistics()["renewals"] == 1
+
+
+async def test_a_slow_value_is_renewed_twice_its_duration_before_it_expires() -> None:
+    clock = _Clock()
+    memo = Memo(clock)
+
+    def taking(seconds: float) -> Callable[[], Awaitable[tuple[str, bool]]]:
+        async def compute() -> tuple[str, bool]:
+            clock.now += seconds
+            return f"took {seconds:g}", True
+
+        return compute
+
+    # 4 s to compute: kept until 34 s, renewed from 26 s (8 s before it expires).
+    assert await memo.get("k", 30.0, taking(4.0)) == ("took 4", None)
+    clock.now += 21.5  # 25.5 s
+    assert await memo.get("k", 30.0, pytest.fail) == ("took 4", 21.5)  # type: ignore[arg-type]
+    clock.now += 1.0  # 26.5 s
+    assert await memo.get("k", 30.0, taking(12.0)) == ("took 12", None)
+    # 12 s to compute: twice that before it expires would be before half its life,
+    # which bounds it: renewed from 15 s after it was computed, not before.
+    clock.now += 14.5
+    assert await memo.get("k", 30.0, pytest.fail) == ("took 12", 14.5)  # type: ignore[arg-type]
+    clock.now += 1.0
+    assert await memo.get("k", 30.0, taking(0.0)) == ("took 0", None)
+    assert memo.statistics()["renewals"] == 2
 
 
 async def test_a_failed_renewal_falls_back_to_the_kept_value_and_a_broken_one_drops_it() -> None:
@@ -144,8 +170,8 @@ async def test_a_failed_renewal_falls_back_to_the_kept_value_and_a_broken_one_dr
         return outcome
 
     assert await memo.get("k", 30.0, compute) == ("valid", None)
-    clock.now += 20.0
-    assert await memo.get("k", 30.0, compute) == ("valid", 20.0)  # the renewal raised
+    clock.now += 28.0
+    assert await memo.get("k", 30.0, compute) == ("valid", 28.0)  # the renewal raised
     assert await memo.get("k", 30.0, compute) == ("broken", None)  # renewed, not kept
     with pytest.raises(LookupError):  # nothing kept any more: asked again
         await memo.get("k", 30.0, compute)

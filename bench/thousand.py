@@ -160,7 +160,10 @@ def run_thousand_bench(
             daemon_cpu = cpu_seconds(daemon.pid) - daemon_cpu
             nodes_cpu = cpu_seconds(group.pid) - nodes_cpu
             listed = {j["id"]: j for j in client.jobs()}
-            commands = client.info()["statistics"]["runner"].get("commands_run")
+            stats = client.info()["statistics"]
+            commands = stats["runner"].get("commands_run")
+            # The shared diagnoses: how many, renewals among them, how long they took.
+            memo = stats.get("memo", {})
             first_error = None
             for job_id in ids:
                 if listed[job_id]["status"] != "success":
@@ -206,6 +209,7 @@ def run_thousand_bench(
         "adds": nodes,
         "adds_failed": len(failed),
         "commands_run": commands,
+        "memo": memo,
         "first_error": first_error,
         "max_running": MAX_RUNNING,
         "step_s": STEP_SLEEP,

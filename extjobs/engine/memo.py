@@ -67,6 +67,9 @@ class Memo:
         self.hits = 0
         self.misses = 0
         self.renewals = 0
+        #: How long computations took: the last one and the longest (seconds).
+        self.last_seconds = 0.0
+        self.longest_seconds = 0.0
 
     async def get(
         self, key: str, ttl: float, compute: Callable[[], Awaitable[tuple[T, bool]]]
@@ -112,8 +115,10 @@ class Memo:
                     return kept.value, now - kept.computed
                 raise
             flight.value, flight.has_value = value, True
+            now = self._clock()
+            self.last_seconds = now - started
+            self.longest_seconds = max(self.longest_seconds, self.last_seconds)
             if keep and ttl > 0:
-                now = self._clock()
                 renew = renewal_time(now, ttl, now - started)
                 self._values[key] = _Kept(value, now, renew, now + ttl)
             else:
@@ -123,10 +128,12 @@ class Memo:
             del self._inflight[key]
             flight.done.set()
 
-    def statistics(self) -> dict[str, int]:
+    def statistics(self) -> dict[str, float]:
         return {
             "entries": len(self._values),
             "hits": self.hits,
             "misses": self.misses,
             "renewals": self.renewals,
+            "last_seconds": round(self.last_seconds, 3),
+            "longest_seconds": round(self.longest_seconds, 3),
         }

@@ -262,9 +262,12 @@ class Watcher:
             return {"skipped": "no cluster yet"}
         online = cfg.online_nodes()
         answers: dict[str, dict[str, int] | str] = {}
+        # A bounded number at a time: each probe's timeout runs from its own start.
+        limiter = anyio.CapacityLimiter(self.options.probes_in_flight)
 
         async def probe(node: Node) -> None:
-            answers[node.name] = await self._probe(cfg, node)
+            async with limiter:
+                answers[node.name] = await self._probe(cfg, node)
 
         async with anyio.create_task_group() as tg:
             for node in online:

@@ -182,7 +182,7 @@ class WatcherOptions:
     """The watcher inside the daemon (``docs/watcher.md``).
 
     Every ``interval`` seconds (0: no watcher) each online node is asked once, within
-    ``probe_timeout``, which guests run there. An instance that should run and does not
+    ``probe_timeout``, which guests run there (``probes_in_flight`` nodes at a time). An instance that should run and does not
     is restarted; restarts of one instance back off exponentially from
     ``restart_backoff`` up to ``restart_backoff_max`` seconds, and after
     ``max_restarts`` within ``restart_window`` seconds the watcher gives up on it. A
@@ -193,6 +193,9 @@ class WatcherOptions:
     interval: float = attrs.field(default=60.0, validator=_number(0))
     node_dead_after: float = attrs.field(default=60.0, validator=_number(0))
     probe_timeout: float = attrs.field(default=10.0, validator=_seconds)
+    #: Nodes a round asks at once: at a thousand nodes, all at once is a burst of a
+    #: thousand commands every ``interval`` that stalls whatever else runs then.
+    probes_in_flight: int = attrs.field(default=64, validator=_number(1, integer=True))
     restart_backoff: float = attrs.field(default=30.0, validator=_number(0))
     restart_backoff_max: float = attrs.field(default=900.0, validator=_number(0))
     max_restarts: int = attrs.field(default=5, validator=_number(1, integer=True))

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import attrs
 
 from extjobs.engine.watcher import Watcher
@@ -225,3 +226,27 @@ async def test_a_fresh_observation_can_be_asked_for(tmp_path: Path) -> None:
         assert w.observed()["web"]["state"] == "ERROR_down"
         # Such a round only observes.
         assert watcher_jobs(cluster) == []
+
+
+async def test_a_round_asks_at_most_probes_in_flight_nodes_at_once(tmp_path: Path) -> None:
+    async with watched(tmp_path, probes_in_flight=2) as cluster:
+        runner = cluster.runner
+        inner = runner.run
+        running = most = 0
+
+        async def run(endpoint: Any, command: Any, **kwargs: Any) -> Any:
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            try:
+                await anyio.sleep(0.05)  # long enough for every probe to have started
+                return await inner(endpoint, command, **kwargs)
+            finally:
+                running -= 1
+
+        runner.run = run  # type: ignore[method-assign]
+        report = await watcher_of(cluster).run_round()
+        runner.run = inner  # type: ignore[method-assign]
+    assert most == 2
+    assert sorted(report["nodes"]) == ["node1", "node2", "node3"]
+    assert all(n["state"] == "ok" for n in report["nodes"].values()), report["nodes"]

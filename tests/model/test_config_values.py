@@ -34,6 +34,7 @@ from extjobs.model.config import load_config
         pytest.param(
             '[ssh]\nciphers = ["aes256-ctr", "aes256-ctr"]\n', "distinct", id="ciphers-twice"
         ),
+        pytest.param("[watcher]\nprobes_in_flight = 0\n", "probes_in_flight", id="probes-0"),
         pytest.param("[store]\nlease = 0\n", "lease", id="lease-0"),
         pytest.param("[daemon]\nstate_dir = 5\n", "state_dir", id="state-dir-number"),
         pytest.param(

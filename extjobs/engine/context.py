@@ -26,7 +26,7 @@ import attrs
 
 from extjobs.engine.configmgr import ConfigManager
 from extjobs.engine.local import run_local_process
-from extjobs.engine.memo import Memo
+from extjobs.engine.memo import Aside, Memo
 from extjobs.engine.metrics import Metrics
 from extjobs.engine.writer import Writer
 from extjobs.errors import (
@@ -236,6 +236,9 @@ class JobContext:
         self._log = log
         self._move = move
         self.job_id = journal.job_id
+        #: Where work beside the opcode's own runs (a renewal of a shared result), while
+        #: its LU executes; the opcode ends once that work has (see the processor).
+        self.aside: Aside | None = None
 
     @property
     def config(self) -> ClusterConfig:
@@ -358,7 +361,7 @@ class JobContext:
     async def memo(
         self, key: str, ttl: float, compute: Callable[[], Awaitable[tuple[T, bool]]]
     ) -> tuple[T, float | None]:
-        return await self._services.memo.get(key, ttl, compute)
+        return await self._services.memo.get(key, ttl, compute, aside=self.aside)
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(seconds)

@@ -15,8 +15,10 @@ computations as ``ttl`` asks for, and, where a computation is quick, hardly more
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import anyio
@@ -59,6 +61,11 @@ class _Kept:
     expires: float
 
 
+#: Starts a coroutine function beside the caller's own work and returns at once (a
+#: task group's ``start_soon``, whose group the caller's work is joined with).
+Aside = Callable[[Callable[[], Coroutine[Any, Any, None]]], object]
+
+
 class Memo:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -72,7 +79,12 @@ class Memo:
         self.longest_seconds = 0.0
 
     async def get(
-        self, key: str, ttl: float, compute: Callable[[], Awaitable[tuple[T, bool]]]
+        self,
+        key: str,
+        ttl: float,
+        compute: Callable[[], Awaitable[tuple[T, bool]]],
+        *,
+        aside: Aside | None = None,
     ) -> tuple[T, float | None]:
         """The shared value and its age, or a fresh one (``None`` age, also for callers
         that waited for the computation); single-flight.
@@ -84,8 +96,11 @@ class Memo:
         computation raises or is cancelled, a waiter computes it itself.
 
         Past its renewal time (:func:`renewal_time`), a kept value is renewed by the
-        caller that finds it so (others take the kept value meanwhile). If the renewal raises, that caller gets
-        the kept value while it lasts; if it is not to be kept, the kept one is dropped.
+        caller that finds it so (others take the kept value meanwhile). If the renewal
+        raises, that caller gets the kept value while it lasts; if it is not to be kept,
+        the kept one is dropped. With ``aside``, that caller takes the kept value too
+        and the renewal runs beside its own work (started through ``aside``): no caller
+        waits for a renewal while a kept value lasts.
         """
         while True:
             now = self._clock()
@@ -96,7 +111,13 @@ class Memo:
                     self.hits += 1
                     return kept.value, now - kept.computed
                 self.renewals += 1
-                break
+                if aside is None:
+                    break
+                self.hits += 1
+                self.misses += 1
+                renewal = self._inflight[key] = _Flight()
+                aside(functools.partial(self._renew_aside, key, ttl, compute, renewal, kept))
+                return kept.value, now - kept.computed
             if flight is None:
                 break
             await flight.done.wait()
@@ -105,6 +126,30 @@ class Memo:
                 return flight.value, None
         self.misses += 1
         flight = self._inflight[key] = _Flight()
+        return await self._fly(key, ttl, compute, flight, kept)
+
+    async def _renew_aside(
+        self,
+        key: str,
+        ttl: float,
+        compute: Callable[[], Awaitable[tuple[T, bool]]],
+        flight: _Flight,
+        kept: _Kept,
+    ) -> None:
+        # Nobody waits for this answer: a renewal that fails leaves the kept value to
+        # last its time, as it does for a caller that renews (see :meth:`get`).
+        with contextlib.suppress(Exception):
+            await self._fly(key, ttl, compute, flight, kept)
+
+    async def _fly(
+        self,
+        key: str,
+        ttl: float,
+        compute: Callable[[], Awaitable[tuple[T, bool]]],
+        flight: _Flight,
+        kept: _Kept | None,
+    ) -> tuple[T, float | None]:
+        """Compute the value of the ``flight`` registered for ``key``; keep it or not."""
         try:
             started = self._clock()
             try:

@@ -128,7 +128,7 @@ class Processor:
             return False
         book.set_op(job_id, index, OpStatus.RUNNING)
         try:
-            result = await lu.exec(ctx)
+            result = await _exec_with_aside(lu, ctx)
         except StoreError:
             raise
         except ExtJobsError as exc:
@@ -217,3 +217,23 @@ class Processor:
             error={"kind": "interrupted", "message": outcome.message},
         )
         return False
+
+
+async def _exec_with_aside(lu: LogicalUnit[Any], ctx: JobContext) -> Any:
+    """``lu.exec(ctx)``, with what the LU starts beside its own steps (``ctx.aside``: a
+    shared result's renewal) run in a task group the opcode ends with. A failure or a
+    cancellation of the LU stops that work and is raised as it is (not wrapped)."""
+    failure: BaseException | None = None
+    result: Any = None
+    async with anyio.create_task_group() as aside:
+        ctx.aside = aside.start_soon
+        try:
+            result = await lu.exec(ctx)
+        except BaseException as exc:  # noqa: BLE001 - raised again below, unwrapped
+            failure = exc
+            aside.cancel_scope.cancel()
+        finally:
+            ctx.aside = None
+    if failure is not None:
+        raise failure
+    return result

@@ -194,3 +194,52 @@ async def test_an_expired_value_is_not_served_while_it_is_renewed() -> None:
     clock.now += 31.0
     with pytest.raises(RuntimeError, match="unreachable"):
         await memo.get("k", 30.0, compute)
+
+
+async def test_aside_the_renewing_caller_takes_the_kept_value_and_the_renewal_runs_beside() -> None:
+    clock = _Clock()
+    memo = Memo(clock)
+    answers = iter(["first", "second"])
+    gate = anyio.Event()
+
+    async def compute() -> tuple[str, bool]:
+        value = next(answers)
+        if value == "second":
+            await gate.wait()
+        return value, True
+
+    assert await memo.get("k", 30.0, compute) == ("first", None)
+    clock.now += 28.0
+    async with anyio.create_task_group() as tg:
+        with anyio.fail_after(5):
+            # At once, while the renewal waits at the gate; and so do the others.
+            assert await memo.get("k", 30.0, compute, aside=tg.start_soon) == ("first", 28.0)
+            assert await memo.get("k", 30.0, pytest.fail) == ("first", 28.0)  # type: ignore[arg-type]
+        gate.set()
+    clock.now += 1.0
+    assert await memo.get("k", 30.0, pytest.fail) == ("second", 1.0)  # type: ignore[arg-type]
+    assert memo.statistics()["renewals"] == 1
+
+
+async def test_a_renewal_aside_that_fails_leaves_the_kept_value_to_last() -> None:
+    clock = _Clock()
+    memo = Memo(clock)
+    outcomes: Iterator[tuple[str, bool] | Exception] = iter(
+        [("valid", True), RuntimeError("node3 did not answer")]
+    )
+
+    async def compute() -> tuple[str, bool]:
+        outcome = next(outcomes, LookupError("asked again"))
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    assert await memo.get("k", 30.0, compute) == ("valid", None)
+    clock.now += 28.0
+    async with anyio.create_task_group() as tg:
+        assert await memo.get("k", 30.0, compute, aside=tg.start_soon) == ("valid", 28.0)
+    # The renewal raised (and nobody saw it): the kept value lasts its time.
+    assert await memo.get("k", 30.0, compute) == ("valid", 28.0)
+    clock.now += 3.0
+    with pytest.raises(LookupError):
+        await memo.get("k", 30.0, compute)

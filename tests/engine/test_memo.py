@@ -95,7 +95,11 @@ class _Clock:
         return self.now
 
 
-async def test_a_quick_value_is_renewed_in_its_last_tenth_while_others_take_it() -> None:
+async def _first_then_gated() -> tuple[
+    _Clock, Memo, anyio.Event, Callable[[], Awaitable[tuple[str, bool]]]
+]:
+    """A memo on a fake clock holding "first" (computed at 0 s), and a computation whose
+    next answer, "second", waits for the gate."""
     clock = _Clock()
     memo = Memo(clock)
     answers = iter(["first", "second"])
@@ -108,6 +112,11 @@ async def test_a_quick_value_is_renewed_in_its_last_tenth_while_others_take_it()
         return value, True
 
     assert await memo.get("k", 30.0, compute) == ("first", None)
+    return clock, memo, gate, compute
+
+
+async def test_a_quick_value_is_renewed_in_its_last_tenth_while_others_take_it() -> None:
+    clock, memo, gate, compute = await _first_then_gated()
     clock.now += 26.0  # computed at once: renewed in the last 3 s of 30, not before
     assert await memo.get("k", 30.0, pytest.fail) == ("first", 26.0)  # type: ignore[arg-type]
     clock.now += 2.0
@@ -197,18 +206,7 @@ async def test_an_expired_value_is_not_served_while_it_is_renewed() -> None:
 
 
 async def test_aside_the_renewing_caller_takes_the_kept_value_and_the_renewal_runs_beside() -> None:
-    clock = _Clock()
-    memo = Memo(clock)
-    answers = iter(["first", "second"])
-    gate = anyio.Event()
-
-    async def compute() -> tuple[str, bool]:
-        value = next(answers)
-        if value == "second":
-            await gate.wait()
-        return value, True
-
-    assert await memo.get("k", 30.0, compute) == ("first", None)
+    clock, memo, gate, compute = await _first_then_gated()
     clock.now += 28.0
     async with anyio.create_task_group() as tg:
         with anyio.fail_after(5):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from starlette import responses
 
 from extjobs.errors import (
@@ -15,18 +14,16 @@ from extjobs.errors import (
     StateError,
     StoreError,
 )
+from extjobs.model import codec
 from extjobs.model.jobs import Job, LogEntry
 
 
 class JSONResponse(responses.JSONResponse):
-    """starlette's JSON answer, encoded by orjson (C; UTF-8, compact, as starlette
-    writes it); what orjson refuses (an integer beyond 64 bits) is left to json."""
+    """starlette's JSON answer (UTF-8, compact), encoded as the store's documents are
+    (:func:`extjobs.model.codec.json_bytes`)."""
 
     def render(self, content: Any) -> bytes:
-        try:
-            return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
-        except TypeError:
-            return super().render(content)
+        return codec.json_bytes(content)
 
 
 def log_view(entry: LogEntry) -> dict[str, Any]:

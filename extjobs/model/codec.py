@@ -58,18 +58,21 @@ def _first_extjobs_error(exc: BaseException) -> ExtJobsError | None:
     return None
 
 
-_ORJSON = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+def json_bytes(obj: Any, *, sort_keys: bool = False) -> bytes:
+    """Compact UTF-8 JSON, written by orjson (C): a job's document is written at each
+    change of its status, and json's encoder was a tenth of the engine's CPU per job.
+    What orjson refuses (an integer beyond 64 bits) goes through json."""
+    option = orjson.OPT_NON_STR_KEYS | (orjson.OPT_SORT_KEYS if sort_keys else 0)
+    try:
+        return orjson.dumps(obj, option=option)
+    except TypeError:
+        text = json.dumps(obj, separators=(",", ":"), sort_keys=sort_keys, ensure_ascii=False)
+        return text.encode()
 
 
 def dumps(obj: Any) -> str:
-    """Compact JSON with sorted keys. orjson (C) writes every stored document: a job's is
-    written at each change of its status, and json's encoder was a tenth of the
-    engine's CPU per job; what orjson refuses (an integer beyond 64 bits) goes
-    through json as before."""
-    try:
-        return orjson.dumps(obj, option=_ORJSON).decode()
-    except TypeError:
-        return json.dumps(obj, separators=(",", ":"), sort_keys=True)
+    """A stored document: compact JSON with sorted keys."""
+    return json_bytes(obj, sort_keys=True).decode()
 
 
 def loads(text: str) -> Any:

@@ -182,8 +182,9 @@ class WatcherOptions:
     """The watcher inside the daemon (``docs/watcher.md``).
 
     Every ``interval`` seconds (0: no watcher) each online node is asked once, within
-    ``probe_timeout``, which guests run there (``probes_in_flight`` nodes at a time). An instance that should run and does not
-    is restarted; restarts of one instance back off exponentially from
+    ``probe_timeout``, which guests run there (``probes_in_flight`` nodes at a time). An
+    instance that should run and does not is restarted; restarts of one instance back
+    off exponentially from
     ``restart_backoff`` up to ``restart_backoff_max`` seconds, and after
     ``max_restarts`` within ``restart_window`` seconds the watcher gives up on it. A
     node that has not answered for ``node_dead_after`` seconds is fenced and its
